@@ -1,0 +1,14 @@
+//! baton: durable multi-agent workflows for Codex over MCP.
+
+pub mod api;
+pub mod backend;
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod home;
+pub mod install;
+pub mod limits;
+pub mod mcp;
+pub mod service;
+pub mod store;
+pub mod time;

@@ -1,0 +1,96 @@
+//! The stdio MCP server: lists baton's tools and routes calls to the [`Backend`].
+
+mod tools;
+
+use crate::backend::Backend;
+use crate::error::BatonError;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
+use serde_json::json;
+use std::sync::Arc;
+pub use tools::{ToolSpec, catalog, parse_arguments};
+
+/// What every client is told at `initialize`.
+pub const INSTRUCTIONS: &str = "baton runs durable multi-role workflows (architect -> implementer -> reviewer -> tester) whose state survives restarts and is shared by all Codex sessions.\n\
+- Start with `start_workflow` {goal}. Each answer is a brief: play its `role` for its `step`, then call `advance` with run_id, expected_version = the brief's version, one of its `outcomes`, and your report as `output`.\n\
+- Loops are built in: `changes_requested` or a failed test sends the run back to the implementer, with the feedback in the next brief.\n\
+- Decisions only the user can make: `await_human`, ask them, then `answer_human`.\n\
+- In a new session, `resume` (no arguments) lists unfinished runs; `resume` {run_id} gives a full briefing.\n\
+- `checkpoint` before risky steps; `resume` {run_id, checkpoint} forks from it.\n\
+- A `conflict` error means someone else advanced the run: `resume` it and re-read before retrying.";
+
+/// The MCP server handler.
+#[derive(Clone)]
+pub struct BatonServer {
+    backend: Arc<Backend>,
+    tools: Arc<Vec<ToolSpec>>,
+}
+
+impl BatonServer {
+    pub fn new(backend: Arc<Backend>) -> BatonServer {
+        BatonServer {
+            backend,
+            tools: Arc::new(catalog()),
+        }
+    }
+
+    /// Serve MCP on stdin/stdout until the client disconnects.
+    pub async fn serve_stdio(self) -> anyhow::Result<()> {
+        let service = self.serve(rmcp::transport::stdio_pipes()).await?;
+        let reason = service.waiting().await?;
+        tracing::info!(?reason, "MCP client disconnected");
+        Ok(())
+    }
+}
+
+impl ServerHandler for BatonServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("baton", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(&self, _request: Option<PaginatedRequestParams>, _context: RequestContext<RoleServer>) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools.iter().map(|t| t.tool.clone()).collect()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.iter().find(|t| t.tool.name == name).map(|t| t.tool.clone())
+    }
+
+    async fn call_tool(&self, request: CallToolRequestParams, _context: RequestContext<RoleServer>) -> Result<CallToolResponse, McpError> {
+        let Some(spec) = self.tools.iter().find(|t| t.tool.name == request.name) else {
+            let known: Vec<&str> = self.tools.iter().map(|t| t.tool.name.as_ref()).collect();
+            return Err(McpError::invalid_params(
+                format!("unknown tool `{}`; baton's tools are: {}", request.name, known.join(", ")),
+                Some(json!({ "tool": request.name })),
+            ));
+        };
+        tracing::debug!(tool = %request.name, "call_tool");
+        let outcome = match spec.parse(request.arguments) {
+            Ok(req) => self.backend.call(req).await,
+            Err(e) => Err(e),
+        };
+        Ok(match outcome {
+            Ok(reply) => {
+                let mut result = CallToolResult::success(vec![ContentBlock::text(reply.text)]);
+                result.structured_content = Some(reply.data);
+                result
+            }
+            Err(err) => tool_error(&err),
+        }
+        .into())
+    }
+}
+
+/// A tool result that carries a structured error.
+fn tool_error(err: &BatonError) -> CallToolResult {
+    tracing::info!(code = ?err.code, field = ?err.field, "tool error: {}", err.message);
+    let mut result = CallToolResult::error(vec![ContentBlock::text(format!("Error: {err}"))]);
+    result.structured_content = Some(json!({ "error": err }));
+    result
+}

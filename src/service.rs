@@ -1,0 +1,389 @@
+//! Executes [`Request`]s against the [`Store`]: validation, the engine's state machine,
+//! and the shape of every answer. Blocking; callers run it off the async runtime.
+
+use crate::api::*;
+use crate::engine::run::AdvanceInput;
+use crate::engine::template::check_identifier;
+use crate::engine::{Brief, Event, Run, Template, builtin_template, builtin_templates};
+use crate::error::{BatonError, BatonResult};
+use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, check_json_len, check_len};
+use crate::store::{Extra, RunSummary, Store, unknown_run};
+use crate::time::now_rfc3339;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::path::Path;
+
+const DEFAULT_TEMPLATE: &str = "feature";
+const DEFAULT_LIST_LIMIT: u32 = 50;
+const MAX_LIST_LIMIT: u32 = 1000;
+/// Events shown in a resume briefing.
+const BRIEFING_EVENTS: u64 = 10;
+
+/// Where a run stands, for picking it up in a new session.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Briefing {
+    pub brief: Brief,
+    /// The latest events, oldest first.
+    pub recent_events: Vec<Event>,
+    pub checkpoints: Vec<String>,
+    pub forked_from: Option<crate::engine::run::ForkOrigin>,
+}
+
+/// A run with a window of its history.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RunDetails {
+    pub summary: RunSummary,
+    pub run: Run,
+    /// Events, oldest first.
+    pub events: Vec<Event>,
+    /// Pass as `before_seq` to page further back; absent when the window starts at the first event.
+    pub next_before_seq: Option<u64>,
+}
+
+/// Runs matching a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+    /// How many runs matched before `limit` applied.
+    pub total: usize,
+}
+
+/// A saved checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CheckpointSaved {
+    pub run_id: String,
+    pub checkpoint: String,
+    pub version: u64,
+    pub how_to_fork: String,
+}
+
+/// Known templates.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateList {
+    pub templates: Vec<Template>,
+}
+
+/// The operations, over one open store.
+pub struct Service {
+    store: Store,
+}
+
+impl Service {
+    pub fn new(store: Store) -> Service {
+        Service { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Execute one request.
+    pub fn handle(&self, envelope: &Envelope) -> BatonResult<Reply> {
+        let op = envelope.op_id.as_str();
+        match &envelope.request {
+            Request::StartWorkflow(p) => self.start_workflow(op, p),
+            Request::Advance(p) => self.advance(op, p),
+            Request::Checkpoint(p) => self.checkpoint(op, p),
+            Request::Resume(p) => self.resume(op, p),
+            Request::ForkRun(p) => self.fork(op, &p.run_id, &p.checkpoint, p.title.clone()),
+            Request::AwaitHuman(p) => self.await_human(op, p),
+            Request::AnswerHuman(p) => self.answer_human(op, p),
+            Request::ListRuns(p) => self.list_runs(p),
+            Request::GetRun(p) => self.get_run(p),
+            Request::CancelRun(p) => self.cancel(op, p),
+            Request::ListTemplates(_) => self.list_templates(),
+        }
+    }
+
+    fn start_workflow(&self, op: &str, p: &StartWorkflowParams) -> BatonResult<Reply> {
+        require_text("goal", &p.goal)?;
+        check_len("goal", p.goal.len(), MAX_TEXT_BYTES)?;
+        if let Some(title) = &p.title {
+            check_len("title", title.len(), MAX_TEXT_BYTES)?;
+        }
+        let context = p.context.clone().unwrap_or_default();
+        check_json_len("context", &Value::Object(context.clone()), MAX_ARTIFACTS_BYTES)?;
+        let (template, is_new) = self.resolve_template(p)?;
+        let title = p.title.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| default_title(&p.goal));
+        let now = now_rfc3339();
+        let (run, event) = Run::start(new_id(), template.clone(), p.goal.clone(), title, context, &now);
+        let extra = Extra {
+            template: is_new.then_some(template),
+            ..Extra::default()
+        };
+        let run = self.store.create_run(op, &run, &event, extra)?;
+        Ok(brief_reply(&run))
+    }
+
+    /// The template to run, and whether it is user-defined (to be remembered by name).
+    fn resolve_template(&self, p: &StartWorkflowParams) -> BatonResult<(Template, bool)> {
+        let given = [p.template.is_some(), p.template_definition.is_some(), p.template_file.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(BatonError::invalid(
+                "template",
+                "more than one of `template`, `template_definition` and `template_file` was given",
+                "Give only one: a template name, an inline definition, or a file path.",
+            ));
+        }
+        let custom = if let Some(definition) = &p.template_definition {
+            definition.validate("template_definition")?;
+            definition.clone()
+        } else if let Some(path) = &p.template_file {
+            read_template_file(path)?
+        } else {
+            let name = p.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+            if let Some(builtin) = builtin_template(name) {
+                return Ok((builtin, false));
+            }
+            return match self.store.template(name)? {
+                Some(stored) => Ok((stored, false)),
+                None => Err(BatonError::not_found(
+                    "template",
+                    format!("no template named `{name}`"),
+                    format!("Use one of: {}; or pass `template_definition` / `template_file`.", self.template_names()?.join(", ")),
+                )),
+            };
+        };
+        if builtin_template(&custom.name).is_some() {
+            return Err(BatonError::invalid(
+                "template_definition.name",
+                format!("`{}` is a built-in template name", custom.name),
+                "Give your template another name.",
+            ));
+        }
+        Ok((custom, true))
+    }
+
+    fn template_names(&self) -> BatonResult<Vec<String>> {
+        let mut names: Vec<String> = builtin_templates().into_iter().map(|t| t.name).collect();
+        names.extend(self.store.templates()?.into_iter().map(|t| t.name));
+        Ok(names)
+    }
+
+    fn advance(&self, op: &str, p: &AdvanceParams) -> BatonResult<Reply> {
+        check_len("output", p.output.len(), MAX_OUTPUT_BYTES)?;
+        let artifacts = p.artifacts.clone().unwrap_or_default();
+        check_json_len("artifacts", &Value::Object(artifacts.clone()), MAX_ARTIFACTS_BYTES)?;
+        let now = now_rfc3339();
+        let run = self.store.update_run(op, &p.run_id, |run| {
+            let input = AdvanceInput {
+                expected_version: p.expected_version,
+                outcome: &p.outcome,
+                output: &p.output,
+                artifacts: artifacts.clone(),
+            };
+            Ok((run.advance(input, &now)?, Extra::default()))
+        })?;
+        Ok(brief_reply(&run))
+    }
+
+    fn checkpoint(&self, op: &str, p: &CheckpointParams) -> BatonResult<Reply> {
+        check_identifier(&p.name, "name")?;
+        check_len("note", p.note.as_ref().map_or(0, String::len), MAX_TEXT_BYTES)?;
+        let now = now_rfc3339();
+        let run = self.store.update_run(op, &p.run_id, |run| {
+            let event = run.add_checkpoint(p.expected_version, &p.name, p.note.clone(), &now)?;
+            let extra = Extra {
+                checkpoint: Some(p.name.clone()),
+                ..Extra::default()
+            };
+            Ok((event, extra))
+        })?;
+        let saved = CheckpointSaved {
+            run_id: run.id.clone(),
+            checkpoint: p.name.clone(),
+            version: run.version,
+            how_to_fork: format!("Call `resume` with run_id \"{}\" and checkpoint \"{}\" to start a new run from here.", run.id, p.name),
+        };
+        Ok(reply(format!("Saved checkpoint `{}` of run {} at version {}.", p.name, run.id, run.version), &saved))
+    }
+
+    fn resume(&self, op: &str, p: &ResumeParams) -> BatonResult<Reply> {
+        match (&p.run_id, &p.checkpoint) {
+            (None, Some(_)) => Err(BatonError::invalid(
+                "run_id",
+                "`checkpoint` needs the `run_id` it belongs to",
+                "Pass both `run_id` and `checkpoint` to fork, or neither to list runs.",
+            )),
+            (None, None) => self.list_runs(&ListRunsParams {
+                status: Some(StatusFilter::Open),
+                ..ListRunsParams::default()
+            }),
+            (Some(run_id), Some(checkpoint)) => self.fork(op, run_id, checkpoint, p.title.clone()),
+            (Some(run_id), None) => self.briefing(run_id),
+        }
+    }
+
+    fn briefing(&self, run_id: &str) -> BatonResult<Reply> {
+        let run = self.load(run_id)?;
+        let from = run.version.saturating_sub(BRIEFING_EVENTS - 1).max(1);
+        let briefing = Briefing {
+            brief: Brief::of(&run),
+            recent_events: self.store.events(run_id, from, run.version)?,
+            checkpoints: run.checkpoints.clone(),
+            forked_from: run.forked_from.clone(),
+        };
+        Ok(reply(briefing.brief.summary(), &briefing))
+    }
+
+    fn fork(&self, op: &str, run_id: &str, checkpoint: &str, title: Option<String>) -> BatonResult<Reply> {
+        let source = self.load(run_id)?;
+        let snapshot = self.store.checkpoint(run_id, checkpoint)?.ok_or_else(|| {
+            let known = if source.checkpoints.is_empty() { "it has none".to_string() } else { source.checkpoints.join(", ") };
+            BatonError::not_found(
+                "checkpoint",
+                format!("run {run_id} has no checkpoint `{checkpoint}` ({known})"),
+                "Use a checkpoint name listed by `resume` or `get_run`, or save one with `checkpoint`.",
+            )
+        })?;
+        let now = now_rfc3339();
+        let (mut run, event) = Run::fork(&snapshot, checkpoint, new_id(), &now)?;
+        run.title = title.unwrap_or_else(|| format!("{} (fork of {checkpoint})", snapshot.title));
+        let run = self.store.create_run(op, &run, &event, Extra::default())?;
+        Ok(brief_reply(&run))
+    }
+
+    fn await_human(&self, op: &str, p: &AwaitHumanParams) -> BatonResult<Reply> {
+        require_text("question", &p.question)?;
+        check_len("question", p.question.len(), MAX_TEXT_BYTES)?;
+        let options = p.options.clone().unwrap_or_default();
+        if let Some(i) = options.iter().position(|o| o.trim().is_empty()) {
+            return Err(BatonError::invalid(format!("options[{i}]"), "an option is empty", "Remove it or give it text."));
+        }
+        let now = now_rfc3339();
+        let run = self.store.update_run(op, &p.run_id, |run| {
+            Ok((run.ask_human(p.expected_version, &p.question, options.clone(), &now)?, Extra::default()))
+        })?;
+        Ok(brief_reply(&run))
+    }
+
+    fn answer_human(&self, op: &str, p: &AnswerHumanParams) -> BatonResult<Reply> {
+        require_text("answer", &p.answer)?;
+        check_len("answer", p.answer.len(), MAX_TEXT_BYTES)?;
+        check_len("comment", p.comment.as_ref().map_or(0, String::len), MAX_TEXT_BYTES)?;
+        let now = now_rfc3339();
+        let run = self.store.update_run(op, &p.run_id, |run| {
+            Ok((run.answer_human(p.expected_version, &p.answer, p.comment.clone(), &now)?, Extra::default()))
+        })?;
+        Ok(brief_reply(&run))
+    }
+
+    fn cancel(&self, op: &str, p: &CancelRunParams) -> BatonResult<Reply> {
+        let reason = p.reason.clone().unwrap_or_else(|| "cancelled by the user".into());
+        check_len("reason", reason.len(), MAX_TEXT_BYTES)?;
+        let now = now_rfc3339();
+        let run = self
+            .store
+            .update_run(op, &p.run_id, |run| Ok((run.cancel(p.expected_version, &reason, &now)?, Extra::default())))?;
+        Ok(brief_reply(&run))
+    }
+
+    fn list_runs(&self, p: &ListRunsParams) -> BatonResult<Reply> {
+        let limit = bounded_limit("limit", p.limit, DEFAULT_LIST_LIMIT)?;
+        let filter = p.status.unwrap_or_default();
+        let matching: Vec<RunSummary> = self
+            .store
+            .summaries()?
+            .into_iter()
+            .filter(|s| filter.matches(s.status) && p.template.as_ref().is_none_or(|t| &s.template == t))
+            .collect();
+        let total = matching.len();
+        let runs: Vec<RunSummary> = matching.into_iter().take(limit as usize).collect();
+        let mut text = format!("{total} run(s).");
+        for s in &runs {
+            text.push_str(&format!(
+                "\n- {} v{} {} \"{}\"{}",
+                s.run_id,
+                s.version,
+                s.status.as_str(),
+                s.title,
+                s.step.as_deref().map(|st| format!(" at `{st}`")).unwrap_or_default()
+            ));
+        }
+        Ok(reply(text, &RunList { runs, total }))
+    }
+
+    fn get_run(&self, p: &GetRunParams) -> BatonResult<Reply> {
+        let limit = u64::from(bounded_limit("history_limit", p.history_limit, DEFAULT_LIST_LIMIT)?);
+        let run = self.load(&p.run_id)?;
+        let end = p.before_seq.map_or(run.version, |b| b.saturating_sub(1).min(run.version));
+        let start = end.saturating_sub(limit - 1).max(1);
+        let details = RunDetails {
+            summary: RunSummary::of(&run),
+            events: self.store.events(&run.id, start, end)?,
+            next_before_seq: (start > 1).then_some(start),
+            run,
+        };
+        let text = format!("{}\n{} event(s) shown.", Brief::of(&details.run).summary(), details.events.len());
+        Ok(reply(text, &details))
+    }
+
+    fn list_templates(&self) -> BatonResult<Reply> {
+        let mut templates = builtin_templates();
+        templates.extend(self.store.templates()?);
+        let names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
+        let text = format!("Templates: {}", names.join(", "));
+        Ok(reply(text, &TemplateList { templates }))
+    }
+
+    fn load(&self, run_id: &str) -> BatonResult<Run> {
+        self.store.run(run_id)?.ok_or_else(|| unknown_run(run_id))
+    }
+}
+
+fn read_template_file(path: &str) -> BatonResult<Template> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BatonError::invalid(
+            "template_file",
+            format!("cannot read template file {path}: {e}"),
+            "Pass the path of an existing .toml or .json template file (relative to the working directory).",
+        )
+    })?;
+    let is_toml = Path::new(path).extension().is_some_and(|e| e == "toml");
+    Template::parse(&text, is_toml, "template_file")
+}
+
+fn require_text(field: &str, value: &str) -> BatonResult<()> {
+    if value.trim().is_empty() {
+        return Err(BatonError::invalid(field, format!("`{field}` is empty"), format!("Give `{field}` some text.")));
+    }
+    Ok(())
+}
+
+fn bounded_limit(field: &str, value: Option<u32>, default: u32) -> BatonResult<u32> {
+    match value.unwrap_or(default) {
+        0 => Err(BatonError::invalid(field, format!("`{field}` must be at least 1"), "Omit it for the default.")),
+        n if n > MAX_LIST_LIMIT => Err(BatonError::invalid(
+            field,
+            format!("`{field}` is {n}; the maximum is {MAX_LIST_LIMIT}"),
+            "Page with a smaller value.",
+        )),
+        n => Ok(n),
+    }
+}
+
+fn default_title(goal: &str) -> String {
+    let line = goal.trim().lines().next().unwrap_or_default();
+    let mut title: String = line.chars().take(60).collect();
+    if line.chars().count() > 60 {
+        title.push('…');
+    }
+    title
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn brief_reply(run: &Run) -> Reply {
+    let brief = Brief::of(run);
+    reply(brief.summary(), &brief)
+}
+
+fn reply<T: Serialize>(text: String, data: &T) -> Reply {
+    Reply {
+        text,
+        data: serde_json::to_value(data).unwrap_or_else(|e| json!({ "error": e.to_string() })),
+    }
+}
