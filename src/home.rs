@@ -70,7 +70,7 @@ impl Home {
             )
             .with_field("BATON_HOME"));
         }
-        let probe = dir.join(".write-probe");
+        let probe = dir.join(format!(".write-probe-{}", uuid::Uuid::new_v4()));
         File::create(&probe).and_then(|_| std::fs::remove_file(&probe)).map_err(|e| {
             BatonError::storage(format!("baton home {} is not writable: {e}", dir.display()), format!("Run `chmod 700 {}` as its owner.", dir.display()))
                 .with_field("BATON_HOME")

@@ -65,7 +65,13 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve => {
-            let backend = open_backend(&cli.home).await?;
+            let backend = Backend::new(Home::resolve(cli.home.as_deref())?);
+            // Serve even when the database cannot be opened yet: every call then answers
+            // with the reason and the fix, and retries, so fixing it needs no restart.
+            match backend.connect().await {
+                Ok(role) => tracing::debug!(?role, home = %backend.home().dir.display(), "connected"),
+                Err(e) => tracing::error!("{e}"),
+            }
             BatonServer::new(Arc::new(backend)).serve_stdio().await
         }
         Command::Runs { status, limit, json } => {
@@ -107,8 +113,9 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn open_backend(home: &Option<std::path::PathBuf>) -> Result<Backend> {
-    let home = Home::resolve(home.as_deref())?;
-    Ok(Backend::open(home).await?)
+    let backend = Backend::new(Home::resolve(home.as_deref())?);
+    backend.connect().await?;
+    Ok(backend)
 }
 
 /// Run one request and print its answer for a human (or as JSON).

@@ -49,30 +49,29 @@ pub enum Role {
 }
 
 impl Backend {
-    /// Check the home directory and connect (as owner or client) right away, so
-    /// configuration problems surface at start-up.
-    pub async fn open(home: Home) -> BatonResult<Backend> {
-        home.prepare()?;
-        let backend = Backend {
+    /// A backend for `home`; nothing is opened until [`Backend::connect`] or the first call.
+    pub fn new(home: Home) -> Backend {
+        Backend {
             home,
             mode: Mutex::new(Mode::Unconnected),
-        };
-        let mode = backend.elect(Instant::now() + TAKEOVER_TIMEOUT).await?;
-        *backend.mode.lock().await = mode;
-        Ok(backend)
+        }
+    }
+
+    /// Check the home directory and connect (as owner or client) now, so problems
+    /// surface at start-up. Calls retry on their own if this fails.
+    pub async fn connect(&self) -> BatonResult<Role> {
+        let mut mode = self.mode.lock().await;
+        if matches!(*mode, Mode::Unconnected) {
+            *mode = self.elect(Instant::now() + TAKEOVER_TIMEOUT).await?;
+        }
+        Ok(match &*mode {
+            Mode::Owner(_) => Role::Owner,
+            _ => Role::Remote,
+        })
     }
 
     pub fn home(&self) -> &Home {
         &self.home
-    }
-
-    /// Which role this process has now (`None` between an owner's loss and re-election).
-    pub async fn role(&self) -> Option<Role> {
-        match &*self.mode.lock().await {
-            Mode::Owner(_) => Some(Role::Owner),
-            Mode::Remote(_) => Some(Role::Remote),
-            Mode::Unconnected => None,
-        }
     }
 
     /// Execute `request`, failing over to a new owner if the current one disappears.
@@ -114,6 +113,7 @@ impl Backend {
 
     /// Become the owner if nobody is, else connect to the owner.
     async fn elect(&self, deadline: Instant) -> BatonResult<Mode> {
+        self.home.prepare()?;
         loop {
             let lock = self.home.open_lock()?;
             match lock.try_lock() {

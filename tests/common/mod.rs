@@ -1,0 +1,97 @@
+//! Shared test harness: start the real `baton serve` binary and drive it with rmcp's
+//! MCP client over stdio.
+#![allow(dead_code)]
+
+use rmcp::model::{CallToolRequestParams, JsonObject};
+use rmcp::service::RunningService;
+use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+/// A running `baton serve` process with an MCP client session.
+pub struct Server {
+    pub client: RunningService<RoleClient, ()>,
+    pub pid: u32,
+}
+
+impl Server {
+    /// Start `baton serve` on `home` and complete the MCP handshake.
+    pub async fn start(home: &Path) -> Server {
+        let cmd = tokio::process::Command::new(BATON).configure(|c| {
+            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "warn");
+        });
+        let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn baton serve");
+        let pid = transport.id().expect("child pid");
+        let client = ().serve(transport).await.expect("MCP initialize");
+        Server { client, pid }
+    }
+
+    /// Call a tool: `Ok(structured content)` on success, `Err(error object)` on a tool error.
+    pub async fn call(&self, tool: &str, args: Value) -> Result<Value, Value> {
+        let arguments: JsonObject = args.as_object().cloned().expect("arguments must be an object");
+        let result = self
+            .client
+            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(arguments))
+            .await
+            .unwrap_or_else(|e| panic!("{tool}: protocol failure {e:?}"));
+        let data = result.structured_content.clone().unwrap_or(Value::Null);
+        let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
+        assert!(!text.is_empty(), "{tool}: every result carries a human-readable text");
+        if result.is_error == Some(true) {
+            Err(data["error"].clone())
+        } else {
+            Ok(data)
+        }
+    }
+
+    /// Call a tool that must succeed.
+    pub async fn ok(&self, tool: &str, args: Value) -> Value {
+        match self.call(tool, args.clone()).await {
+            Ok(v) => v,
+            Err(e) => panic!("{tool} {args} failed: {e}"),
+        }
+    }
+
+    /// Call a tool that must fail; returns the structured error.
+    pub async fn err(&self, tool: &str, args: Value) -> Value {
+        match self.call(tool, args.clone()).await {
+            Ok(v) => panic!("{tool} {args} should have failed but returned {v}"),
+            Err(e) => e,
+        }
+    }
+
+    /// `advance` with the brief's version and return the next brief.
+    pub async fn advance(&self, brief: &Value, outcome: &str, output: &str) -> Value {
+        self.ok(
+            "advance",
+            json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": outcome, "output": output}),
+        )
+        .await
+    }
+
+    /// Close the session; the server exits on stdin EOF.
+    pub async fn stop(self) {
+        let _ = self.client.cancel().await;
+    }
+
+    /// SIGKILL the server process, as a crash would.
+    pub fn kill(&self) {
+        let status = std::process::Command::new("kill").args(["-9", &self.pid.to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -9 {}", self.pid);
+    }
+}
+
+/// A fresh, not yet existing baton home inside a temp dir.
+pub fn fresh_home(tmp: &tempfile::TempDir) -> PathBuf {
+    tmp.path().join("baton-home")
+}
+
+/// Run the `baton` CLI with `home`; returns (success, stdout, stderr).
+pub fn cli(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BATON).env("BATON_HOME", home).args(args).output().expect("run baton");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

@@ -1,0 +1,286 @@
+//! Several `baton serve` processes on one database: racing, owner crash and take-over,
+//! and hostile input on the inter-process socket.
+
+mod common;
+
+use common::{Server, cli, fresh_home};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A two-step loop that can be advanced many times.
+fn ping_pong() -> Value {
+    json!({"name": "ping-pong", "steps": [
+        {"name": "ping", "role": "implementer", "max_visits": 100000, "outcomes": {"next": "pong"}},
+        {"name": "pong", "role": "reviewer", "outcomes": {"next": "ping", "finish": "done"}}]})
+}
+
+async fn start_ping_pong(server: &Server, goal: &str) -> Value {
+    server.ok("start_workflow", json!({"goal": goal, "template_definition": ping_pong()})).await
+}
+
+/// Outputs of all `advanced` events of a run, in order, paging back through the history.
+async fn advanced_outputs(server: &Server, run_id: &str) -> Vec<String> {
+    let mut outputs = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let page = server.ok("get_run", json!({"run_id": run_id, "history_limit": 1000, "before_seq": before})).await;
+        let events = page["events"].as_array().unwrap();
+        let mut chunk: Vec<String> =
+            events.iter().filter(|e| e["type"] == "advanced").map(|e| e["output"].as_str().unwrap().to_string()).collect();
+        chunk.append(&mut outputs);
+        outputs = chunk;
+        match page["next_before_seq"].as_u64() {
+            Some(next) => before = Some(next),
+            None => return outputs,
+        }
+    }
+}
+
+/// Compare histories without dumping thousands of entries on failure.
+fn assert_same_history(actual: &[String], expected: &[String], what: &str) {
+    let first_difference = actual.iter().zip(expected).position(|(a, e)| a != e);
+    assert!(
+        actual.len() == expected.len() && first_difference.is_none(),
+        "{what}: {} events vs {} acknowledged; first difference at {first_difference:?}",
+        actual.len(),
+        expected.len()
+    );
+}
+
+async fn start_servers(home: &Path, n: usize) -> Vec<Arc<Server>> {
+    let starts = (0..n).map(|_| Server::start(home));
+    futures::future::join_all(starts).await.into_iter().map(Arc::new).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_servers_race_without_lost_or_duplicated_advances() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let servers = start_servers(&home, 4).await;
+    let shared = start_ping_pong(&servers[0], "shared").await;
+    let shared_id = shared["run_id"].as_str().unwrap().to_string();
+    const ROUNDS: usize = 15;
+    const OWN_ADVANCES: usize = 20;
+
+    let tasks = servers.iter().enumerate().map(|(i, server)| {
+        let server = Arc::clone(server);
+        let shared_id = shared_id.clone();
+        tokio::spawn(async move {
+            let mut own = start_ping_pong(&server, &format!("own {i}")).await;
+            let mut acked_shared = Vec::new();
+            let mut conflicts = 0;
+            for round in 0..ROUNDS {
+                // Everybody races on the shared run from the same version.
+                let version = (round + 1) as u64;
+                let marker = format!("s{i}-r{round}");
+                match server
+                    .call("advance", json!({"run_id": shared_id, "expected_version": version, "outcome": "next", "output": marker}))
+                    .await
+                {
+                    Ok(_) => acked_shared.push(marker),
+                    Err(e) => {
+                        assert_eq!(e["code"], "conflict", "a lost race is a conflict: {e}");
+                        assert!(e["message"].as_str().unwrap().contains(&format!("expected version {version}")), "{e}");
+                        conflicts += 1;
+                    }
+                }
+                // Wait until this round's winner is visible, then go on together.
+                loop {
+                    let seen = server.ok("resume", json!({"run_id": shared_id})).await;
+                    if seen["brief"]["version"].as_u64().unwrap() > version {
+                        break;
+                    }
+                }
+                if round < OWN_ADVANCES {
+                    let outcome = "next";
+                    own = server.advance(&own, outcome, &format!("own{i}-{round}")).await;
+                }
+            }
+            for n in ROUNDS..OWN_ADVANCES {
+                own = server.advance(&own, "next", &format!("own{i}-{n}")).await;
+            }
+            (own["run_id"].as_str().unwrap().to_string(), acked_shared, conflicts)
+        })
+    });
+    let results: Vec<(String, Vec<String>, usize)> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+
+    let history = advanced_outputs(&servers[1], &shared_id).await;
+    let acked: Vec<&String> = results.iter().flat_map(|r| r.1.iter()).collect();
+    assert_eq!(history.len(), ROUNDS, "exactly one winner per round");
+    assert_eq!(acked.len(), ROUNDS);
+    for marker in &acked {
+        assert_eq!(history.iter().filter(|h| h == marker).count(), 1, "{marker} is in the history exactly once");
+    }
+    let conflicts: usize = results.iter().map(|r| r.2).sum();
+    assert_eq!(conflicts, ROUNDS * 3, "every losing racer got a conflict");
+    for (i, (own_id, _, _)) in results.iter().enumerate() {
+        let own = advanced_outputs(&servers[(i + 1) % 4], own_id).await;
+        let expected: Vec<String> = (0..OWN_ADVANCES).map(|n| format!("own{i}-{n}")).collect();
+        assert_same_history(&own, &expected, &format!("server {i}'s own run"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    // The first server to start owns the database.
+    let owner = Arc::new(Server::start(&home).await);
+    let others = start_servers(&home, 3).await;
+    let stop_at = Instant::now() + Duration::from_secs(4);
+    let kill_after = Duration::from_millis(1200);
+
+    let mut tasks = Vec::new();
+    for (i, server) in others.iter().enumerate() {
+        let server = Arc::clone(server);
+        tasks.push(tokio::spawn(async move {
+            let mut brief = start_ping_pong(&server, &format!("load {i}")).await;
+            let run_id = brief["run_id"].as_str().unwrap().to_string();
+            let mut acks: Vec<(Instant, String)> = Vec::new();
+            let mut n = 0;
+            while Instant::now() < stop_at {
+                let marker = format!("load{i}-{n}");
+                brief = server.advance(&brief, "next", &marker).await;
+                acks.push((Instant::now(), marker));
+                n += 1;
+            }
+            (run_id, acks)
+        }));
+    }
+    tokio::time::sleep(kill_after).await;
+    let killed_at = Instant::now();
+    owner.kill();
+
+    let results: Vec<(String, Vec<(Instant, String)>)> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    let first_ack_after_kill = results.iter().filter_map(|(_, acks)| acks.iter().map(|a| a.0).find(|t| *t > killed_at)).min().expect("acks after the kill");
+    let takeover = first_ack_after_kill - killed_at;
+    let before_kill: usize = results.iter().map(|(_, acks)| acks.iter().filter(|a| a.0 <= killed_at).count()).sum();
+    let total: usize = results.iter().map(|(_, acks)| acks.len()).sum();
+    eprintln!("take-over: first acknowledged advance {takeover:?} after SIGKILL; {before_kill} advances acknowledged before the kill, {total} in all");
+    assert!(takeover < Duration::from_secs(2), "take-over took {takeover:?}");
+    assert!(before_kill > 0);
+
+    for (run_id, acks) in &results {
+        let history = advanced_outputs(&others[0], run_id).await;
+        let expected: Vec<String> = acks.iter().map(|a| a.1.clone()).collect();
+        assert_same_history(&history, &expected, &format!("run {run_id}"));
+    }
+    // A fresh process sees the same durable state.
+    let (ok, out, _) = cli(&home, &["runs", "--json"]);
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let versions: HashMap<String, u64> =
+        listed["runs"].as_array().unwrap().iter().map(|r| (r["run_id"].as_str().unwrap().to_string(), r["version"].as_u64().unwrap())).collect();
+    for (run_id, acks) in &results {
+        assert_eq!(versions[run_id], acks.len() as u64 + 1);
+    }
+}
+
+/// Send one raw line to the owner's socket and read the answer line.
+fn raw_exchange(stream: &mut UnixStream, line: &[u8]) -> Value {
+    // The owner may answer and hang up before it has read all of an oversized frame.
+    let _ = stream.write_all(line).and_then(|_| stream.write_all(b"\n"));
+    let mut answer = String::new();
+    BufReader::new(stream.try_clone().unwrap()).read_line(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap_or_else(|e| panic!("answer {answer:?}: {e}"))
+}
+
+#[tokio::test]
+async fn torn_corrupt_and_oversized_requests_get_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let server = Server::start(&home).await;
+    let socket = home.join("baton.sock");
+
+    let mut stream = UnixStream::connect(&socket).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let corrupt = raw_exchange(&mut stream, br#"{"op_id":"1","request":{"op":"list_ru"#);
+    assert_eq!(corrupt["Err"]["code"], "invalid_argument");
+    assert_eq!(corrupt["Err"]["field"], "request");
+    assert!(corrupt["Err"]["message"].as_str().unwrap().contains("malformed request frame"));
+    let unknown = raw_exchange(&mut stream, br#"{"op_id":"2","request":{"op":"drop_tables","params":{}}}"#);
+    assert_eq!(unknown["Err"]["field"], "request");
+    // The same connection still works after bad frames.
+    let good = raw_exchange(&mut stream, br#"{"op_id":"3","request":{"op":"list_runs","params":{}}}"#);
+    assert_eq!(good["Ok"]["data"]["total"], 0);
+
+    let mut big = br#"{"op_id":"4","request":{"op":"list_runs","params":{"x":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'a', 5 * 1024 * 1024));
+    let oversized = raw_exchange(&mut stream, &big);
+    assert_eq!(oversized["Err"]["code"], "too_large");
+    assert!(oversized["Err"]["message"].as_str().unwrap().contains("4194304"));
+
+    // A torn request: half a frame, then the connection drops.
+    let mut torn = UnixStream::connect(&socket).unwrap();
+    torn.write_all(br#"{"op_id":"5","request":{"op":"start_wor"#).unwrap();
+    drop(torn);
+
+    // Oversized payloads through MCP are refused with the documented limit.
+    let huge_context = json!({"blob": "x".repeat(1024 * 1024 + 1)});
+    let err = server.err("start_workflow", json!({"goal": "g", "context": huge_context})).await;
+    assert_eq!((err["code"].as_str(), err["field"].as_str()), (Some("too_large"), Some("context")));
+
+    // Garbage on the MCP stdin does not stop the server either.
+    assert_garbage_on_stdin_is_survived(&home);
+    let brief = server.ok("start_workflow", json!({"goal": "still serving"})).await;
+    assert_eq!(brief["version"], 1);
+    server.stop().await;
+}
+
+fn assert_garbage_on_stdin_is_survived(home: &Path) {
+    let mut child = std::process::Command::new(common::BATON)
+        .arg("serve")
+        .env("BATON_HOME", home)
+        .env("BATON_LOG", "error")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    writeln!(stdin, "this is not json\n{{\"torn\": [1,2\n{init}").unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let answer: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-protocol line {line:?}: {e}"));
+    assert_eq!(answer["id"], 1);
+    assert_eq!(answer["result"]["serverInfo"]["name"], "baton");
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "server exits cleanly on EOF");
+}
+
+#[tokio::test]
+async fn home_is_created_private_and_wrong_permissions_are_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let server = Server::start(&home).await;
+    server.ok("list_runs", json!({})).await;
+    assert_eq!(std::fs::metadata(&home).unwrap().permissions().mode() & 0o777, 0o700);
+    server.stop().await;
+
+    let open = tmp.path().join("too-open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, _, stderr) = cli(&open, &["runs"]);
+    assert!(!ok);
+    assert!(stderr.contains("0755") && stderr.contains(&format!("chmod 700 {}", open.display())), "{stderr}");
+
+    // The server still starts, explains the problem on every call, and recovers once fixed.
+    let server = Server::start(&open).await;
+    let err = server.err("list_runs", json!({})).await;
+    assert_eq!((err["code"].as_str(), err["field"].as_str()), (Some("storage"), Some("BATON_HOME")));
+    assert!(err["fix"].as_str().unwrap().contains("chmod 700"), "{err}");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(server.ok("list_runs", json!({})).await["total"], 0);
+    server.stop().await;
+
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let (ok, _, stderr) = cli(&file, &["runs"]);
+    assert!(!ok && stderr.contains("not a directory"), "{stderr}");
+}
