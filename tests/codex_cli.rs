@@ -21,19 +21,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 const BATON: &str = env!("CARGO_BIN_EXE_baton");
 const SKILL_MD: &str = include_str!("../SKILL.md");
-const TOOLS: &[&str] = &[
-    "start_workflow",
-    "advance",
-    "checkpoint",
-    "resume",
-    "await_human",
-    "answer_human",
-    "list_runs",
-    "get_run",
-    "cancel_run",
-    "fork_run",
-    "list_templates",
-];
+const TOOLS: &[&str] =
+    &["start_workflow", "advance", "checkpoint", "resume", "await_human", "answer_human", "list_runs", "get_run", "cancel_run", "fork_run", "list_templates"];
 
 #[test]
 fn codex_registers_lists_and_calls_baton() {
@@ -49,23 +38,13 @@ fn codex_registers_lists_and_calls_baton() {
 
     // 1. Install into the fresh Codex home; Codex reads the registration back.
     let install = run(
-        Command::new(BATON)
-            .arg("install")
-            .arg("--codex-home")
-            .arg(codex_home)
-            .arg("--home")
-            .arg(&baton_home)
-            .env_remove("BATON_HOME")
-            .env_remove("CODEX_HOME"),
+        Command::new(BATON).arg("install").arg("--codex-home").arg(codex_home).arg("--home").arg(&baton_home).env_remove("BATON_HOME").env_remove("CODEX_HOME"),
         "baton install",
     );
     assert!(install.status.success(), "baton install failed:\n{}", install.describe());
     assert!(!baton_home.exists(), "install must not create the baton home; `serve` does");
 
-    let get = run(
-        Command::new(&codex).args(["mcp", "get", "baton", "--json"]).env("CODEX_HOME", codex_home).current_dir(work),
-        "codex mcp get baton --json",
-    );
+    let get = run(Command::new(&codex).args(["mcp", "get", "baton", "--json"]).env("CODEX_HOME", codex_home).current_dir(work), "codex mcp get baton --json");
     assert!(get.status.success(), "`codex mcp get baton --json` failed:\n{}", get.describe());
     let entry: Value = serde_json::from_slice(&get.stdout).unwrap_or_else(|e| panic!("`codex mcp get` printed no JSON ({e}):\n{}", get.describe()));
     let transport = &entry["transport"];
@@ -79,10 +58,7 @@ fn codex_registers_lists_and_calls_baton() {
 
     // 2. Talk to `codex app-server`.
     let mut codex_app = AppServer::start(&codex, codex_home, work);
-    let init = codex_app.request(
-        "initialize",
-        json!({"clientInfo": {"name": "baton-test", "version": "0"}, "capabilities": {"experimentalApi": true}}),
-    );
+    let init = codex_app.request("initialize", json!({"clientInfo": {"name": "baton-test", "version": "0"}, "capabilities": {"experimentalApi": true}}));
     if let Some(home) = init["codexHome"].as_str() {
         assert_eq!(canonical(Path::new(home)), canonical(codex_home), "app-server uses another CODEX_HOME: {init:#}");
     }
@@ -104,14 +80,9 @@ fn codex_registers_lists_and_calls_baton() {
 
     // Codex finds the installed skill, with the description from SKILL.md.
     let skills = codex_app.request("skills/list", json!({"cwds": [work], "forceReload": true}));
-    let listing = skills["data"]
-        .as_array()
-        .and_then(|data| data.first())
-        .unwrap_or_else(|| panic!("skills/list returned nothing: {skills:#}"));
-    let errors: Vec<&Value> = listing["errors"]
-        .as_array()
-        .map(|errors| errors.iter().filter(|e| e.to_string().contains("baton")).collect())
-        .unwrap_or_default();
+    let listing = skills["data"].as_array().and_then(|data| data.first()).unwrap_or_else(|| panic!("skills/list returned nothing: {skills:#}"));
+    let errors: Vec<&Value> =
+        listing["errors"].as_array().map(|errors| errors.iter().filter(|e| e.to_string().contains("baton")).collect()).unwrap_or_default();
     assert!(errors.is_empty(), "Codex reports errors for the baton skill: {errors:#?}");
     let skill = listing["skills"]
         .as_array()
@@ -171,10 +142,8 @@ fn codex_registers_lists_and_calls_baton() {
         let mode = std::fs::metadata(&baton_home).expect("baton serve created BATON_HOME").permissions().mode();
         assert_eq!(mode & 0o777, 0o700, "BATON_HOME must be private, got {mode:o}");
     }
-    let runs = run(
-        Command::new(BATON).arg("--home").arg(&baton_home).args(["runs", "--json"]).env_remove("BATON_HOME").env_remove("CODEX_HOME"),
-        "baton runs --json",
-    );
+    let runs =
+        run(Command::new(BATON).arg("--home").arg(&baton_home).args(["runs", "--json"]).env_remove("BATON_HOME").env_remove("CODEX_HOME"), "baton runs --json");
     assert!(runs.status.success(), "baton runs failed:\n{}", runs.describe());
     let runs: Value = serde_json::from_slice(&runs.stdout).unwrap_or_else(|e| panic!("baton runs printed no JSON ({e}):\n{}", runs.describe()));
     let listed = runs["runs"].as_array().unwrap_or_else(|| panic!("no runs array: {runs:#}"));
