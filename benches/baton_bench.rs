@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
 fn main() {
-    let base = std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench"));
+    let base =
+        std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench"));
     std::fs::create_dir_all(&base).expect("bench dir");
     let dir = tempfile::tempdir_in(&base).expect("temp dir");
     println!("baton bench on {} ({} cores)", dir.path().display(), std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -85,12 +86,7 @@ impl Stats {
         samples.sort();
         let n = samples.len();
         let at = |q: f64| samples[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
-        Stats {
-            p50: at(0.50),
-            p99: at(0.99),
-            mean: samples.iter().sum::<Duration>() / n as u32,
-            n,
-        }
+        Stats { p50: at(0.50), p99: at(0.99), mean: samples.iter().sum::<Duration>() / n as u32, n }
     }
 }
 
@@ -145,11 +141,7 @@ fn cold_start(home: &Path) -> (Duration, u64) {
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
 struct Bench {

@@ -76,7 +76,9 @@ pub enum Command {
 pub fn render_event(event: &serde_json::Value) -> String {
     let field = |name: &str| event[name].as_str().unwrap_or_default().to_string();
     let detail = match field("type").as_str() {
-        "advanced" => format!("{} ({}) -> {} [{}]: {}", field("step"), field("role"), field("next"), field("outcome"), first_line(&field("output"))),
+        "advanced" => {
+            format!("{} ({}) -> {} [{}]: {}", field("step"), field("role"), field("next"), field("outcome"), first_line(&field("output")))
+        }
         "started" => format!("template {} at {}: {}", field("template"), field("step"), first_line(&field("goal"))),
         "human_asked" => format!("asked: {}", field("question")),
         "human_answered" => format!("answered: {}", field("answer")),

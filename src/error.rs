@@ -42,12 +42,7 @@ pub type BatonResult<T> = Result<T, BatonError>;
 
 impl BatonError {
     pub fn new(code: ErrorCode, message: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self {
-            code,
-            field: None,
-            message: message.into(),
-            fix: fix.into(),
-        }
+        Self { code, field: None, message: message.into(), fix: fix.into() }
     }
 
     /// An invalid-argument error about `field`.
@@ -68,11 +63,7 @@ impl BatonError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            ErrorCode::Internal,
-            message,
-            "This is a bug in baton; retry, and report it with the server log if it persists.",
-        )
+        Self::new(ErrorCode::Internal, message, "This is a bug in baton; retry, and report it with the server log if it persists.")
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {

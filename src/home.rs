@@ -25,7 +25,11 @@ impl Home {
             .or_else(|| env("CODEX_HOME").map(|c| c.join("baton")))
             .or_else(|| env("HOME").map(|h| h.join(".codex").join("baton")))
             .ok_or_else(|| {
-                BatonError::invalid("BATON_HOME", "cannot tell where to keep the database: neither BATON_HOME nor HOME is set", "Set BATON_HOME to a directory path.")
+                BatonError::invalid(
+                    "BATON_HOME",
+                    "cannot tell where to keep the database: neither BATON_HOME nor HOME is set",
+                    "Set BATON_HOME to a directory path.",
+                )
             })?;
         let dir = if dir.is_absolute() { dir } else { std::env::current_dir().map(|c| c.join(&dir)).unwrap_or(dir) };
         Ok(Home { dir })
@@ -48,12 +52,16 @@ impl Home {
         let dir = &self.dir;
         if !dir.exists() {
             DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {
-                BatonError::storage(format!("cannot create baton home {}: {e}", dir.display()), "Set BATON_HOME to a directory you can write.")
-                    .with_field("BATON_HOME")
+                BatonError::storage(
+                    format!("cannot create baton home {}: {e}", dir.display()),
+                    "Set BATON_HOME to a directory you can write.",
+                )
+                .with_field("BATON_HOME")
             })?;
         }
         let meta = std::fs::metadata(dir).map_err(|e| {
-            BatonError::storage(format!("cannot read baton home {}: {e}", dir.display()), "Check the path and its permissions.").with_field("BATON_HOME")
+            BatonError::storage(format!("cannot read baton home {}: {e}", dir.display()), "Check the path and its permissions.")
+                .with_field("BATON_HOME")
         })?;
         if !meta.is_dir() {
             return Err(BatonError::storage(
@@ -72,8 +80,11 @@ impl Home {
         }
         let probe = dir.join(format!(".write-probe-{}", uuid::Uuid::new_v4()));
         File::create(&probe).and_then(|_| std::fs::remove_file(&probe)).map_err(|e| {
-            BatonError::storage(format!("baton home {} is not writable: {e}", dir.display()), format!("Run `chmod 700 {}` as its owner.", dir.display()))
-                .with_field("BATON_HOME")
+            BatonError::storage(
+                format!("baton home {} is not writable: {e}", dir.display()),
+                format!("Run `chmod 700 {}` as its owner.", dir.display()),
+            )
+            .with_field("BATON_HOME")
         })?;
         let socket_len = self.socket_path().as_os_str().len();
         if socket_len > MAX_SOCKET_PATH {

@@ -30,7 +30,8 @@ pub fn codex_home(explicit: Option<&Path>) -> Result<PathBuf> {
 /// Add or update `[mcp_servers.baton]` in `config_text`, keeping everything else.
 /// Keys the user added to the table (timeouts, env, ...) survive; `command` and `args` are set.
 pub fn register_server(config_text: &str, command: &str, home: Option<&str>) -> Result<String> {
-    let mut doc: DocumentMut = config_text.parse().context("config.toml is not valid TOML; fix it before installing (nothing was changed)")?;
+    let mut doc: DocumentMut =
+        config_text.parse().context("config.toml is not valid TOML; fix it before installing (nothing was changed)")?;
     let servers = doc.entry("mcp_servers").or_insert_with(|| {
         let mut t = Table::new();
         t.set_implicit(true);

@@ -75,38 +75,22 @@ async fn run(cli: Cli) -> Result<()> {
             BatonServer::new(Arc::new(backend)).serve_stdio().await
         }
         Command::Runs { status, limit, json } => {
-            let status: StatusFilter = serde_json::from_value(serde_json::Value::String(status.clone()))
-                .with_context(|| format!("unknown status `{status}`; use all, open, active, awaiting_human, completed, failed or cancelled"))?;
-            let request = Request::ListRuns(ListRunsParams {
-                status: Some(status),
-                template: None,
-                limit: Some(limit),
-            });
+            let status: StatusFilter = serde_json::from_value(serde_json::Value::String(status.clone())).with_context(|| {
+                format!("unknown status `{status}`; use all, open, active, awaiting_human, completed, failed or cancelled")
+            })?;
+            let request = Request::ListRuns(ListRunsParams { status: Some(status), template: None, limit: Some(limit) });
             print_reply(&cli.home, request, json).await
         }
         Command::Show { run_id, history, json } => {
-            let request = Request::GetRun(GetRunParams {
-                run_id,
-                history_limit: Some(history),
-                before_seq: None,
-            });
+            let request = Request::GetRun(GetRunParams { run_id, history_limit: Some(history), before_seq: None });
             print_reply(&cli.home, request, json).await
         }
         Command::Answer { run_id, answer, comment, json } => {
-            let request = Request::AnswerHuman(AnswerHumanParams {
-                run_id,
-                answer,
-                comment,
-                expected_version: None,
-            });
+            let request = Request::AnswerHuman(AnswerHumanParams { run_id, answer, comment, expected_version: None });
             print_reply(&cli.home, request, json).await
         }
         Command::Cancel { run_id, reason, json } => {
-            let request = Request::CancelRun(CancelRunParams {
-                run_id,
-                reason,
-                expected_version: None,
-            });
+            let request = Request::CancelRun(CancelRunParams { run_id, reason, expected_version: None });
             print_reply(&cli.home, request, json).await
         }
     }

@@ -108,10 +108,7 @@ impl Service {
         let title = p.title.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| default_title(&p.goal));
         let now = now_rfc3339();
         let (run, event) = Run::start(new_id(), template.clone(), p.goal.clone(), title, context, &now);
-        let extra = Extra {
-            template: is_new.then_some(template),
-            ..Extra::default()
-        };
+        let extra = Extra { template: is_new.then_some(template), ..Extra::default() };
         let run = self.store.create_run(op, &run, &event, extra)?;
         Ok(brief_reply(&run))
     }
@@ -167,12 +164,8 @@ impl Service {
         check_json_len("artifacts", &Value::Object(artifacts.clone()), MAX_ARTIFACTS_BYTES)?;
         let now = now_rfc3339();
         let run = self.store.update_run(op, &p.run_id, |run| {
-            let input = AdvanceInput {
-                expected_version: p.expected_version,
-                outcome: &p.outcome,
-                output: &p.output,
-                artifacts: artifacts.clone(),
-            };
+            let input =
+                AdvanceInput { expected_version: p.expected_version, outcome: &p.outcome, output: &p.output, artifacts: artifacts.clone() };
             Ok((run.advance(input, &now)?, Extra::default()))
         })?;
         Ok(brief_reply(&run))
@@ -184,10 +177,7 @@ impl Service {
         let now = now_rfc3339();
         let run = self.store.update_run(op, &p.run_id, |run| {
             let event = run.add_checkpoint(p.expected_version, &p.name, p.note.clone(), &now)?;
-            let extra = Extra {
-                checkpoint: Some(p.name.clone()),
-                ..Extra::default()
-            };
+            let extra = Extra { checkpoint: Some(p.name.clone()), ..Extra::default() };
             Ok((event, extra))
         })?;
         let saved = CheckpointSaved {
@@ -206,10 +196,7 @@ impl Service {
                 "`checkpoint` needs the `run_id` it belongs to",
                 "Pass both `run_id` and `checkpoint` to fork, or neither to list runs.",
             )),
-            (None, None) => self.list_runs(&ListRunsParams {
-                status: Some(StatusFilter::Open),
-                ..ListRunsParams::default()
-            }),
+            (None, None) => self.list_runs(&ListRunsParams { status: Some(StatusFilter::Open), ..ListRunsParams::default() }),
             (Some(run_id), Some(checkpoint)) => self.fork(op, run_id, checkpoint, p.title.clone()),
             (Some(run_id), None) => self.briefing(run_id),
         }
@@ -273,9 +260,7 @@ impl Service {
         let reason = p.reason.clone().unwrap_or_else(|| "cancelled by the user".into());
         check_len("reason", reason.len(), MAX_TEXT_BYTES)?;
         let now = now_rfc3339();
-        let run = self
-            .store
-            .update_run(op, &p.run_id, |run| Ok((run.cancel(p.expected_version, &reason, &now)?, Extra::default())))?;
+        let run = self.store.update_run(op, &p.run_id, |run| Ok((run.cancel(p.expected_version, &reason, &now)?, Extra::default())))?;
         Ok(brief_reply(&run))
     }
 
@@ -354,11 +339,9 @@ fn require_text(field: &str, value: &str) -> BatonResult<()> {
 fn bounded_limit(field: &str, value: Option<u32>, default: u32) -> BatonResult<u32> {
     match value.unwrap_or(default) {
         0 => Err(BatonError::invalid(field, format!("`{field}` must be at least 1"), "Omit it for the default.")),
-        n if n > MAX_LIST_LIMIT => Err(BatonError::invalid(
-            field,
-            format!("`{field}` is {n}; the maximum is {MAX_LIST_LIMIT}"),
-            "Page with a smaller value.",
-        )),
+        n if n > MAX_LIST_LIMIT => {
+            Err(BatonError::invalid(field, format!("`{field}` is {n}; the maximum is {MAX_LIST_LIMIT}"), "Page with a smaller value."))
+        }
         n => Ok(n),
     }
 }
@@ -382,8 +365,5 @@ fn brief_reply(run: &Run) -> Reply {
 }
 
 fn reply<T: Serialize>(text: String, data: &T) -> Reply {
-    Reply {
-        text,
-        data: serde_json::to_value(data).unwrap_or_else(|e| json!({ "error": e.to_string() })),
-    }
+    Reply { text, data: serde_json::to_value(data).unwrap_or_else(|e| json!({ "error": e.to_string() })) }
 }

@@ -5,8 +5,8 @@
 //! must start `baton serve`, list its tools and the skill, and route real tool calls to it.
 //! Finally the baton CLI reads the run back from disk after Codex has exited.
 //!
-//! Codex is `$CODEX_BIN`, else `codex` on `PATH`. Without it the test is skipped, unless `CI`
-//! is set: CI installs Codex (`npm install -g @openai/codex`), so there a missing Codex fails.
+//! Codex is `$CODEX_BIN`, else a pinned `@openai/codex` that the test installs with npm under
+//! target/tmp, else `codex` on `PATH`. Without any, the test is skipped, unless `CI` is set.
 
 use serde_json::{Value, json};
 use std::fs::File;
@@ -21,8 +21,19 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 const BATON: &str = env!("CARGO_BIN_EXE_baton");
 const SKILL_MD: &str = include_str!("../SKILL.md");
-const TOOLS: &[&str] =
-    &["start_workflow", "advance", "checkpoint", "resume", "await_human", "answer_human", "list_runs", "get_run", "cancel_run", "fork_run", "list_templates"];
+const TOOLS: &[&str] = &[
+    "start_workflow",
+    "advance",
+    "checkpoint",
+    "resume",
+    "await_human",
+    "answer_human",
+    "list_runs",
+    "get_run",
+    "cancel_run",
+    "fork_run",
+    "list_templates",
+];
 
 #[test]
 fn codex_registers_lists_and_calls_baton() {
@@ -38,15 +49,26 @@ fn codex_registers_lists_and_calls_baton() {
 
     // 1. Install into the fresh Codex home; Codex reads the registration back.
     let install = run(
-        Command::new(BATON).arg("install").arg("--codex-home").arg(codex_home).arg("--home").arg(&baton_home).env_remove("BATON_HOME").env_remove("CODEX_HOME"),
+        Command::new(BATON)
+            .arg("install")
+            .arg("--codex-home")
+            .arg(codex_home)
+            .arg("--home")
+            .arg(&baton_home)
+            .env_remove("BATON_HOME")
+            .env_remove("CODEX_HOME"),
         "baton install",
     );
     assert!(install.status.success(), "baton install failed:\n{}", install.describe());
     assert!(!baton_home.exists(), "install must not create the baton home; `serve` does");
 
-    let get = run(Command::new(&codex).args(["mcp", "get", "baton", "--json"]).env("CODEX_HOME", codex_home).current_dir(work), "codex mcp get baton --json");
+    let get = run(
+        Command::new(&codex).args(["mcp", "get", "baton", "--json"]).env("CODEX_HOME", codex_home).current_dir(work),
+        "codex mcp get baton --json",
+    );
     assert!(get.status.success(), "`codex mcp get baton --json` failed:\n{}", get.describe());
-    let entry: Value = serde_json::from_slice(&get.stdout).unwrap_or_else(|e| panic!("`codex mcp get` printed no JSON ({e}):\n{}", get.describe()));
+    let entry: Value =
+        serde_json::from_slice(&get.stdout).unwrap_or_else(|e| panic!("`codex mcp get` printed no JSON ({e}):\n{}", get.describe()));
     let transport = &entry["transport"];
     assert_eq!(entry["name"], "baton", "{entry:#}");
     assert_eq!(entry["enabled"], true, "{entry:#}");
@@ -58,7 +80,8 @@ fn codex_registers_lists_and_calls_baton() {
 
     // 2. Talk to `codex app-server`.
     let mut codex_app = AppServer::start(&codex, codex_home, work);
-    let init = codex_app.request("initialize", json!({"clientInfo": {"name": "baton-test", "version": "0"}, "capabilities": {"experimentalApi": true}}));
+    let init = codex_app
+        .request("initialize", json!({"clientInfo": {"name": "baton-test", "version": "0"}, "capabilities": {"experimentalApi": true}}));
     if let Some(home) = init["codexHome"].as_str() {
         assert_eq!(canonical(Path::new(home)), canonical(codex_home), "app-server uses another CODEX_HOME: {init:#}");
     }
@@ -74,13 +97,15 @@ fn codex_registers_lists_and_calls_baton() {
     assert_eq!(server["serverInfo"]["name"], "baton", "{}", summary(server));
     let tools = server["tools"].as_object().unwrap_or_else(|| panic!("no tools: {}", summary(server)));
     for tool in TOOLS {
-        let spec = tools.get(*tool).unwrap_or_else(|| panic!("Codex does not see tool `{tool}`; it sees {:?}", tools.keys().collect::<Vec<_>>()));
+        let spec =
+            tools.get(*tool).unwrap_or_else(|| panic!("Codex does not see tool `{tool}`; it sees {:?}", tools.keys().collect::<Vec<_>>()));
         assert!(spec["inputSchema"].is_object(), "tool `{tool}` has no input schema: {spec:#}");
     }
 
     // Codex finds the installed skill, with the description from SKILL.md.
     let skills = codex_app.request("skills/list", json!({"cwds": [work], "forceReload": true}));
-    let listing = skills["data"].as_array().and_then(|data| data.first()).unwrap_or_else(|| panic!("skills/list returned nothing: {skills:#}"));
+    let listing =
+        skills["data"].as_array().and_then(|data| data.first()).unwrap_or_else(|| panic!("skills/list returned nothing: {skills:#}"));
     let errors: Vec<&Value> =
         listing["errors"].as_array().map(|errors| errors.iter().filter(|e| e.to_string().contains("baton")).collect()).unwrap_or_default();
     assert!(errors.is_empty(), "Codex reports errors for the baton skill: {errors:#?}");
@@ -142,10 +167,13 @@ fn codex_registers_lists_and_calls_baton() {
         let mode = std::fs::metadata(&baton_home).expect("baton serve created BATON_HOME").permissions().mode();
         assert_eq!(mode & 0o777, 0o700, "BATON_HOME must be private, got {mode:o}");
     }
-    let runs =
-        run(Command::new(BATON).arg("--home").arg(&baton_home).args(["runs", "--json"]).env_remove("BATON_HOME").env_remove("CODEX_HOME"), "baton runs --json");
+    let runs = run(
+        Command::new(BATON).arg("--home").arg(&baton_home).args(["runs", "--json"]).env_remove("BATON_HOME").env_remove("CODEX_HOME"),
+        "baton runs --json",
+    );
     assert!(runs.status.success(), "baton runs failed:\n{}", runs.describe());
-    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap_or_else(|e| panic!("baton runs printed no JSON ({e}):\n{}", runs.describe()));
+    let runs: Value =
+        serde_json::from_slice(&runs.stdout).unwrap_or_else(|e| panic!("baton runs printed no JSON ({e}):\n{}", runs.describe()));
     let listed = runs["runs"].as_array().unwrap_or_else(|| panic!("no runs array: {runs:#}"));
     assert_eq!(listed.len(), 1, "exactly the one run started through Codex: {runs:#}");
     let stored = &listed[0];
@@ -156,22 +184,50 @@ fn codex_registers_lists_and_calls_baton() {
     assert_eq!(stored["role"], "implementer", "{runs:#}");
 }
 
-/// `$CODEX_BIN`, else `codex` on `PATH`; `None` (after saying so) means skip. Panics under CI.
+/// The Codex CLI version this test pins; `cargo test` installs it under target/ with npm.
+const CODEX_VERSION: &str = "0.169.0";
+
+/// `$CODEX_BIN`, else the pinned Codex installed (once) under target/tmp with npm, else
+/// `codex` on `PATH`. `None` (after saying so) means skip; under CI a missing Codex fails.
 fn find_codex() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("CODEX_BIN").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(bin));
     }
-    let names: &[&str] = if cfg!(windows) { &["codex.cmd", "codex.exe", "codex"] } else { &["codex"] };
+    if let Some(pinned) = install_pinned_codex() {
+        return Some(pinned);
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).flat_map(|dir| names.iter().map(move |name| dir.join(name))).find(|p| is_executable(p));
+    let found = std::env::split_paths(&path).map(|dir| dir.join("codex")).find(|p| is_executable(p));
     if found.is_none() {
-        let why = "the Codex CLI was not found (set CODEX_BIN or put `codex` on PATH; install it with `npm install -g @openai/codex`)";
+        let why = "the Codex CLI could not be installed (npm failed or is missing) and is not on PATH; set CODEX_BIN or `npm install -g @openai/codex`";
         let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
         assert!(!ci, "CI is set but {why}");
         // Write past libtest's output capture so the skip is visible in a normal `cargo test`.
         let _ = writeln!(std::io::stderr().lock(), "SKIPPED codex_cli: {why}");
     }
     found
+}
+
+/// `npm install @openai/codex@CODEX_VERSION` into target/tmp (kept between runs).
+fn install_pinned_codex() -> Option<PathBuf> {
+    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("codex-cli-{CODEX_VERSION}"));
+    let bin = prefix.join("node_modules").join(".bin").join("codex");
+    if is_executable(&bin) {
+        return Some(bin);
+    }
+    let status = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .arg(format!("@openai/codex@{CODEX_VERSION}"))
+        .stdout(Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() && is_executable(&bin) => Some(bin),
+        other => {
+            let _ = writeln!(std::io::stderr().lock(), "codex_cli: npm install of @openai/codex@{CODEX_VERSION} failed: {other:?}");
+            None
+        }
+    }
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -196,7 +252,8 @@ fn skill_description() -> String {
     let front = SKILL_MD.strip_prefix("---").and_then(|rest| rest.split("\n---").next()).expect("SKILL.md starts with front matter");
     let line = front.lines().find_map(|l| l.strip_prefix("description:")).expect("SKILL.md front matter has a description");
     let value = line.trim();
-    let unquoted = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')));
+    let unquoted =
+        value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')));
     unquoted.unwrap_or(value).to_string()
 }
 

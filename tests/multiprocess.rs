@@ -158,11 +158,14 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
     owner.kill();
 
     let results: Vec<(String, Vec<(Instant, String)>)> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
-    let first_ack_after_kill = results.iter().filter_map(|(_, acks)| acks.iter().map(|a| a.0).find(|t| *t > killed_at)).min().expect("acks after the kill");
+    let first_ack_after_kill =
+        results.iter().filter_map(|(_, acks)| acks.iter().map(|a| a.0).find(|t| *t > killed_at)).min().expect("acks after the kill");
     let takeover = first_ack_after_kill - killed_at;
     let before_kill: usize = results.iter().map(|(_, acks)| acks.iter().filter(|a| a.0 <= killed_at).count()).sum();
     let total: usize = results.iter().map(|(_, acks)| acks.len()).sum();
-    eprintln!("take-over: first acknowledged advance {takeover:?} after SIGKILL; {before_kill} advances acknowledged before the kill, {total} in all");
+    eprintln!(
+        "take-over: first acknowledged advance {takeover:?} after SIGKILL; {before_kill} advances acknowledged before the kill, {total} in all"
+    );
     assert!(takeover < Duration::from_secs(2), "take-over took {takeover:?}");
     assert!(before_kill > 0);
 
@@ -175,8 +178,12 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
     let (ok, out, _) = cli(&home, &["runs", "--json"]);
     assert!(ok);
     let listed: Value = serde_json::from_str(&out).unwrap();
-    let versions: HashMap<String, u64> =
-        listed["runs"].as_array().unwrap().iter().map(|r| (r["run_id"].as_str().unwrap().to_string(), r["version"].as_u64().unwrap())).collect();
+    let versions: HashMap<String, u64> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["run_id"].as_str().unwrap().to_string(), r["version"].as_u64().unwrap()))
+        .collect();
     for (run_id, acks) in &results {
         assert_eq!(versions[run_id], acks.len() as u64 + 1);
     }

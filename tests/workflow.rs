@@ -54,7 +54,10 @@ async fn feature_run_loops_waits_for_a_human_survives_a_crash_and_forks() {
     let saved = a.ok("checkpoint", json!({"run_id": run_id, "name": "second-impl", "note": "before rework"})).await;
     assert_eq!(saved["version"], 5);
     let waiting = a
-        .ok("await_human", json!({"run_id": run_id, "question": "Lock out after 5 or 10 failures?", "options": ["5", "10"], "expected_version": 5}))
+        .ok(
+            "await_human",
+            json!({"run_id": run_id, "question": "Lock out after 5 or 10 failures?", "options": ["5", "10"], "expected_version": 5}),
+        )
         .await;
     assert_eq!(waiting["status"], "awaiting_human");
     let err = a.err("advance", json!({"run_id": run_id, "expected_version": 6, "outcome": "implemented", "output": "x"})).await;
@@ -125,13 +128,28 @@ async fn bad_inputs_get_structured_errors_and_change_nothing() {
     let id = brief["run_id"].clone();
 
     let cases: Vec<(&str, Value, &str, &str)> = vec![
-        ("advance", json!({"run_id": id, "expected_version": "one", "outcome": "planned", "output": ""}), "invalid_argument", "expected_version"),
+        (
+            "advance",
+            json!({"run_id": id, "expected_version": "one", "outcome": "planned", "output": ""}),
+            "invalid_argument",
+            "expected_version",
+        ),
         ("advance", json!({"run_id": id, "expected_version": 1, "output": ""}), "invalid_argument", "outcome"),
-        ("advance", json!({"run_id": id, "expected_version": 1, "outcome": "planned", "output": "", "expected_verison": 1}), "invalid_argument", "expected_verison"),
+        (
+            "advance",
+            json!({"run_id": id, "expected_version": 1, "outcome": "planned", "output": "", "expected_verison": 1}),
+            "invalid_argument",
+            "expected_verison",
+        ),
         ("advance", json!({"run_id": "nope", "expected_version": 1, "outcome": "planned", "output": ""}), "not_found", "run_id"),
         ("advance", json!({"run_id": id, "expected_version": 7, "outcome": "planned", "output": ""}), "conflict", "expected_version"),
         ("advance", json!({"run_id": id, "expected_version": 1, "outcome": "approved", "output": ""}), "invalid_argument", "outcome"),
-        ("advance", json!({"run_id": id, "expected_version": 1, "outcome": "planned", "output": "x".repeat(300 * 1024)}), "too_large", "output"),
+        (
+            "advance",
+            json!({"run_id": id, "expected_version": 1, "outcome": "planned", "output": "x".repeat(300 * 1024)}),
+            "too_large",
+            "output",
+        ),
         ("start_workflow", json!({"goal": "g", "template": "nosuch"}), "not_found", "template"),
         ("start_workflow", json!({"goal": "  "}), "invalid_argument", "goal"),
         ("start_workflow", json!({"goal": "g", "template_file": "no/such/file.toml"}), "invalid_argument", "template_file"),

@@ -51,10 +51,7 @@ pub enum Role {
 impl Backend {
     /// A backend for `home`; nothing is opened until [`Backend::connect`] or the first call.
     pub fn new(home: Home) -> Backend {
-        Backend {
-            home,
-            mode: Mutex::new(Mode::Unconnected),
-        }
+        Backend { home, mode: Mutex::new(Mode::Unconnected) }
     }
 
     /// Check the home directory and connect (as owner or client) now, so problems
@@ -76,10 +73,7 @@ impl Backend {
 
     /// Execute `request`, failing over to a new owner if the current one disappears.
     pub async fn call(&self, request: Request) -> BatonResult<Reply> {
-        let envelope = Envelope {
-            op_id: uuid::Uuid::new_v4().to_string(),
-            request,
-        };
+        let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), request };
         let line = serde_json::to_string(&envelope).map_err(BatonError::from)?;
         if line.len() > MAX_FRAME_BYTES {
             return Err(wire::oversized_frame());
@@ -120,7 +114,10 @@ impl Backend {
                 Ok(()) => return self.take_ownership(lock).await,
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => {
-                    return Err(BatonError::storage(format!("cannot lock {}: {e}", self.home.lock_path().display()), "Check the baton home permissions."));
+                    return Err(BatonError::storage(
+                        format!("cannot lock {}: {e}", self.home.lock_path().display()),
+                        "Check the baton home permissions.",
+                    ));
                 }
             }
             if let Ok(stream) = UnixStream::connect(self.home.socket_path()).await {

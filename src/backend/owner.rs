@@ -23,9 +23,8 @@ impl Owner {
     pub fn start(service: Service, lock: File, socket: &Path) -> BatonResult<Owner> {
         // The previous owner is gone (we hold its lock), so its socket file is stale.
         let _ = std::fs::remove_file(socket);
-        let listener = UnixListener::bind(socket).map_err(|e| {
-            BatonError::storage(format!("cannot listen on {}: {e}", socket.display()), "Check the baton home is writable.")
-        })?;
+        let listener = UnixListener::bind(socket)
+            .map_err(|e| BatonError::storage(format!("cannot listen on {}: {e}", socket.display()), "Check the baton home is writable."))?;
         let service = Arc::new(service);
         let serving = Arc::clone(&service);
         let listener = tokio::spawn(async move { accept_loop(listener, serving).await });
@@ -45,10 +44,10 @@ impl Drop for Owner {
     }
 }
 
+/// Run a (blocking) request on this worker thread: `block_in_place` moves the worker's
+/// other tasks elsewhere, which avoids a thread hand-off per request.
 async fn execute(service: Arc<Service>, envelope: Envelope) -> BatonResult<Reply> {
-    tokio::task::spawn_blocking(move || service.handle(&envelope))
-        .await
-        .unwrap_or_else(|e| Err(BatonError::internal(format!("request handler failed: {e}"))))
+    tokio::task::block_in_place(|| service.handle(&envelope))
 }
 
 async fn accept_loop(listener: UnixListener, service: Arc<Service>) {
@@ -81,7 +80,8 @@ async fn serve_connection(stream: UnixStream, service: Arc<Service>) {
                 return;
             }
         };
-        let text = serde_json::to_string(&reply).unwrap_or_else(|e| format!("{{\"Err\":{{\"code\":\"internal\",\"message\":\"{e}\",\"fix\":\"\"}}}}"));
+        let text = serde_json::to_string(&reply)
+            .unwrap_or_else(|e| format!("{{\"Err\":{{\"code\":\"internal\",\"message\":\"{e}\",\"fix\":\"\"}}}}"));
         if conn.send(text).await.is_err() || close {
             return;
         }

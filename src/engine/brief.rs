@@ -64,26 +64,10 @@ impl Brief {
     pub fn of(run: &Run) -> Brief {
         let def = run.current_step.as_deref().and_then(|s| run.template.step(s));
         let outcomes = def
-            .map(|d| {
-                d.outcomes
-                    .iter()
-                    .map(|(outcome, to)| OutcomeChoice {
-                        outcome: outcome.clone(),
-                        leads_to: to.clone(),
-                    })
-                    .collect()
-            })
+            .map(|d| d.outcomes.iter().map(|(outcome, to)| OutcomeChoice { outcome: outcome.clone(), leads_to: to.clone() }).collect())
             .unwrap_or_default();
-        let feedback = run
-            .last_output
-            .clone()
-            .filter(|o| Some(&o.step) != run.current_step.as_ref() || run.status.is_finished());
-        let prior_outputs = run
-            .outputs
-            .values()
-            .filter(|o| Some(&o.version) != feedback.as_ref().map(|f| &f.version))
-            .cloned()
-            .collect();
+        let feedback = run.last_output.clone().filter(|o| Some(&o.step) != run.current_step.as_ref() || run.status.is_finished());
+        let prior_outputs = run.outputs.values().filter(|o| Some(&o.version) != feedback.as_ref().map(|f| &f.version)).cloned().collect();
         let skip = run.human_answers.len().saturating_sub(RECENT_ANSWERS);
         Brief {
             run_id: run.id.clone(),

@@ -18,10 +18,7 @@ fn step(name: &str, role: &str, instructions: &str, max_visits: Option<u32>, out
         name: name.into(),
         role: role.into(),
         instructions: instructions.into(),
-        outcomes: outcomes
-            .iter()
-            .map(|(o, t)| (o.to_string(), t.to_string()))
-            .collect::<BTreeMap<_, _>>(),
+        outcomes: outcomes.iter().map(|(o, t)| (o.to_string(), t.to_string())).collect::<BTreeMap<_, _>>(),
         max_visits,
     }
 }

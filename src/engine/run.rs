@@ -208,11 +208,7 @@ impl Run {
             created_at: now.to_string(),
             updated_at: now.to_string(),
         };
-        let kind = EventKind::Started {
-            template: run.template.name.clone(),
-            goal,
-            step,
-        };
+        let kind = EventKind::Started { template: run.template.name.clone(), goal, step };
         let event = run.record(kind, now);
         (run, event)
     }
@@ -229,17 +225,9 @@ impl Run {
         run.id = id;
         run.version = 0;
         run.checkpoints.clear();
-        run.forked_from = Some(ForkOrigin {
-            run_id: snapshot.id.clone(),
-            checkpoint: checkpoint.to_string(),
-            version: snapshot.version,
-        });
+        run.forked_from = Some(ForkOrigin { run_id: snapshot.id.clone(), checkpoint: checkpoint.to_string(), version: snapshot.version });
         run.created_at = now.to_string();
-        let kind = EventKind::Forked {
-            from_run: snapshot.id.clone(),
-            checkpoint: checkpoint.to_string(),
-            from_version: snapshot.version,
-        };
+        let kind = EventKind::Forked { from_run: snapshot.id.clone(), checkpoint: checkpoint.to_string(), from_version: snapshot.version };
         let event = run.record(kind, now);
         Ok((run, event))
     }
@@ -270,10 +258,7 @@ impl Run {
     pub fn advance(&mut self, input: AdvanceInput<'_>, now: &str) -> BatonResult<Event> {
         self.check_version(Some(input.expected_version))?;
         let step = self.require_active("advance")?;
-        let def = self
-            .template
-            .step(&step)
-            .ok_or_else(|| BatonError::internal(format!("run {} is at unknown step `{step}`", self.id)))?;
+        let def = self.template.step(&step).ok_or_else(|| BatonError::internal(format!("run {} is at unknown step `{step}`", self.id)))?;
         let Some(target) = def.outcomes.get(input.outcome).cloned() else {
             let allowed: Vec<&str> = def.outcomes.keys().map(String::as_str).collect();
             return Err(BatonError::invalid(
@@ -318,10 +303,7 @@ impl Run {
             step,
             asked_at: now.to_string(),
         });
-        let kind = EventKind::HumanAsked {
-            question: question.to_string(),
-            options,
-        };
+        let kind = EventKind::HumanAsked { question: question.to_string(), options };
         Ok(self.record(kind, now))
     }
 
@@ -457,10 +439,6 @@ impl Run {
     fn record(&mut self, kind: EventKind, now: &str) -> Event {
         self.version += 1;
         self.updated_at = now.to_string();
-        Event {
-            seq: self.version,
-            at: now.to_string(),
-            kind,
-        }
+        Event { seq: self.version, at: now.to_string(), kind }
     }
 }

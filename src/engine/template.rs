@@ -47,9 +47,7 @@ pub struct StepDef {
 impl Template {
     /// Name of the first step.
     pub fn start_step(&self) -> &str {
-        self.start
-            .as_deref()
-            .unwrap_or_else(|| self.steps.first().map(|s| s.name.as_str()).unwrap_or(""))
+        self.start.as_deref().unwrap_or_else(|| self.steps.first().map(|s| s.name.as_str()).unwrap_or(""))
     }
 
     pub fn step(&self, name: &str) -> Option<&StepDef> {
@@ -196,9 +194,7 @@ impl Template {
             }
             // Iterative DFS keeping the current path for the error message.
             let mut path: Vec<(usize, Vec<usize>)> = Vec::new();
-            let successors = |i: usize| -> Vec<usize> {
-                unbounded[i].outcomes.values().filter_map(|t| index(t)).collect()
-            };
+            let successors = |i: usize| -> Vec<usize> { unbounded[i].outcomes.values().filter_map(|t| index(t)).collect() };
             marks[root] = Mark::Open;
             path.push((root, successors(root)));
             while let Some((node, next)) = path.last_mut() {
@@ -206,11 +202,8 @@ impl Template {
                 match next.pop() {
                     Some(succ) if marks[succ] == Mark::Open => {
                         let start = path.iter().position(|(n, _)| *n == succ).unwrap_or(0);
-                        let cycle: Vec<&str> = path[start..]
-                            .iter()
-                            .map(|(n, _)| unbounded[*n].name.as_str())
-                            .chain([unbounded[succ].name.as_str()])
-                            .collect();
+                        let cycle: Vec<&str> =
+                            path[start..].iter().map(|(n, _)| unbounded[*n].name.as_str()).chain([unbounded[succ].name.as_str()]).collect();
                         let first = self.steps.iter().position(|s| s.name == cycle[0]).unwrap_or(0);
                         return Err(BatonError::invalid(
                             format!("{field}.steps[{first}].max_visits"),
@@ -236,17 +229,11 @@ impl Template {
 
 /// Names are short identifiers so they are safe in keys, prompts and file names.
 pub fn check_identifier(value: &str, field: &str) -> BatonResult<()> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let ok = !value.is_empty() && value.len() <= 64 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(BatonError::invalid(
-            field,
-            format!("`{value}` is not a valid name"),
-            "Use 1-64 characters from letters, digits, `_` and `-`.",
-        ))
+        Err(BatonError::invalid(field, format!("`{value}` is not a valid name"), "Use 1-64 characters from letters, digits, `_` and `-`."))
     }
 }
 

@@ -11,12 +11,7 @@ fn feature_run() -> Run {
 }
 
 fn advance(run: &mut Run, outcome: &str) -> Result<Event, crate::error::BatonError> {
-    let input = AdvanceInput {
-        expected_version: run.version,
-        outcome,
-        output: &format!("did {outcome}"),
-        artifacts: Map::new(),
-    };
+    let input = AdvanceInput { expected_version: run.version, outcome, output: &format!("did {outcome}"), artifacts: Map::new() };
     run.advance(input, NOW)
 }
 
@@ -112,9 +107,7 @@ fn feature_flow_with_review_loop_reaches_done() {
 fn stale_version_and_unknown_outcome_are_refused_without_change() {
     let mut run = feature_run();
     let before = run.clone();
-    let err = run
-        .advance(AdvanceInput { expected_version: 0, outcome: "planned", output: "", artifacts: Map::new() }, NOW)
-        .unwrap_err();
+    let err = run.advance(AdvanceInput { expected_version: 0, outcome: "planned", output: "", artifacts: Map::new() }, NOW).unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
     assert_eq!(err.field.as_deref(), Some("expected_version"));
     let err = advance(&mut run, "approved").unwrap_err();

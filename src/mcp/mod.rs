@@ -32,10 +32,7 @@ pub struct BatonServer {
 
 impl BatonServer {
     pub fn new(backend: Arc<Backend>) -> BatonServer {
-        BatonServer {
-            backend,
-            tools: Arc::new(catalog()),
-        }
+        BatonServer { backend, tools: Arc::new(catalog()) }
     }
 
     /// Serve MCP on stdin/stdout until the client disconnects.
@@ -54,7 +51,11 @@ impl ServerHandler for BatonServer {
             .with_instructions(INSTRUCTIONS)
     }
 
-    async fn list_tools(&self, _request: Option<PaginatedRequestParams>, _context: RequestContext<RoleServer>) -> Result<ListToolsResult, McpError> {
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
         Ok(ListToolsResult::with_all_items(self.tools.iter().map(|t| t.tool.clone()).collect()))
     }
 

@@ -42,13 +42,9 @@ where
     O: JsonSchema,
 {
     let annotations = ToolAnnotations::new().read_only(read_only).destructive(false);
-    let tool = Tool::new(name, description, schema_object::<P>())
-        .with_raw_output_schema(schema_object::<O>())
-        .with_annotations(annotations);
-    ToolSpec {
-        tool,
-        parse: Box::new(move |value| parse_arguments::<P>(value).map(into)),
-    }
+    let tool =
+        Tool::new(name, description, schema_object::<P>()).with_raw_output_schema(schema_object::<O>()).with_annotations(annotations);
+    ToolSpec { tool, parse: Box::new(move |value| parse_arguments::<P>(value).map(into)) }
 }
 
 /// All tools baton serves.

@@ -6,8 +6,8 @@ mod keys;
 use crate::engine::{Event, Run, RunStatus, Template};
 use crate::error::{BatonError, BatonResult};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 use std::path::Path;
@@ -181,10 +181,7 @@ impl Store {
             if let Some(template) = &extra.template {
                 templates.insert(template.name.as_bytes(), encode(template)?)?;
             }
-            let applied = AppliedOp {
-                run_id: run_id.to_string(),
-                version: run.version,
-            };
+            let applied = AppliedOp { run_id: run_id.to_string(), version: run.version };
             ops.insert(op_id.as_bytes(), encode(&applied)?)?;
             Ok(run)
         });

@@ -41,11 +41,7 @@ impl Server {
         let data = result.structured_content.clone().unwrap_or(Value::Null);
         let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
         assert!(!text.is_empty(), "{tool}: every result carries a human-readable text");
-        if result.is_error == Some(true) {
-            Err(data["error"].clone())
-        } else {
-            Ok(data)
-        }
+        if result.is_error == Some(true) { Err(data["error"].clone()) } else { Ok(data) }
     }
 
     /// Call a tool that must succeed.
@@ -66,11 +62,8 @@ impl Server {
 
     /// `advance` with the brief's version and return the next brief.
     pub async fn advance(&self, brief: &Value, outcome: &str, output: &str) -> Value {
-        self.ok(
-            "advance",
-            json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": outcome, "output": output}),
-        )
-        .await
+        self.ok("advance", json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": outcome, "output": output}))
+            .await
     }
 
     /// Close the session; the server exits on stdin EOF.
