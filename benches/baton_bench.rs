@@ -24,10 +24,19 @@ fn main() {
     let floor = fsync_floor(dir.path(), 500);
     report("fsync floor: write 256 B + fsync", &floor);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let home = dir.path().join("home");
         let server = Bench::start(&home).await;
+
+        let mut round_trip = Vec::new();
+        for _ in 0..1000 {
+            let t = Instant::now();
+            server.call("list_templates", json!({})).await;
+            round_trip.push(t.elapsed());
+        }
+        let round_trip = Stats::of(round_trip);
+        report("MCP round trip without disk I/O (list_templates)", &round_trip);
 
         let mut brief = server.start_run().await;
         for _ in 0..50 {
@@ -46,8 +55,14 @@ fn main() {
             advance.p50.as_secs_f64() / floor.p50.as_secs_f64(),
             advance.p99.as_secs_f64() / floor.p99.as_secs_f64()
         );
+        println!(
+            "  advance minus the MCP round trip: p50 {:.3} ms = {:.2}x the fsync floor",
+            ms(advance.p50.saturating_sub(round_trip.p50)),
+            advance.p50.saturating_sub(round_trip.p50).as_secs_f64() / floor.p50.as_secs_f64()
+        );
 
-        for events in [10u64, 1_000, 10_000] {
+        let histories: &[u64] = if std::env::var_os("BATON_BENCH_QUICK").is_some() { &[10] } else { &[10, 1_000, 10_000] };
+        for &events in histories {
             let run = server.run_with_events(events).await;
             let mut samples = Vec::new();
             for _ in 0..200 {

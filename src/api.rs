@@ -200,21 +200,11 @@ pub enum Request {
     ListTemplates(NoParams),
 }
 
-impl Request {
-    /// Whether the request changes state (and so needs an idempotency id).
-    pub fn is_change(&self) -> bool {
-        match self {
-            Request::Resume(p) => p.checkpoint.is_some(),
-            Request::ListRuns(_) | Request::GetRun(_) | Request::ListTemplates(_) => false,
-            _ => true,
-        }
-    }
-}
-
 /// A request plus the id that makes retrying it safe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
-    /// Unique per logical change; a retry with the same id is applied at most once.
+    /// A fresh UUID per logical request: it becomes the id of a run the request creates,
+    /// and a retry with the same id is applied at most once.
     pub op_id: String,
     pub request: Request,
 }

@@ -74,10 +74,6 @@ impl Service {
         Service { store }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Execute one request.
     pub fn handle(&self, envelope: &Envelope) -> BatonResult<Reply> {
         let op = envelope.op_id.as_str();
@@ -107,7 +103,7 @@ impl Service {
         let (template, is_new) = self.resolve_template(p)?;
         let title = p.title.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| default_title(&p.goal));
         let now = now_rfc3339();
-        let (run, event) = Run::start(new_id(), template.clone(), p.goal.clone(), title, context, &now);
+        let (run, event) = Run::start(op.to_string(), template.clone(), p.goal.clone(), title, context, &now);
         let extra = Extra { template: is_new.then_some(template), ..Extra::default() };
         let run = self.store.create_run(op, &run, &event, extra)?;
         Ok(brief_reply(&run))
@@ -225,7 +221,7 @@ impl Service {
             )
         })?;
         let now = now_rfc3339();
-        let (mut run, event) = Run::fork(&snapshot, checkpoint, new_id(), &now)?;
+        let (mut run, event) = Run::fork(&snapshot, checkpoint, op.to_string(), &now)?;
         run.title = title.unwrap_or_else(|| format!("{} (fork of {checkpoint})", snapshot.title));
         let run = self.store.create_run(op, &run, &event, Extra::default())?;
         Ok(brief_reply(&run))
@@ -353,10 +349,6 @@ fn default_title(goal: &str) -> String {
         title.push('…');
     }
     title
-}
-
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 fn brief_reply(run: &Run) -> Reply {

@@ -8,6 +8,9 @@
 //! Codex is `$CODEX_BIN`, else a pinned `@openai/codex` that the test installs with npm under
 //! target/tmp, else `codex` on `PATH`. Without any, the test is skipped, unless `CI` is set.
 
+mod common;
+
+use common::{BATON, TOOLS};
 use serde_json::{Value, json};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,21 +22,7 @@ use std::time::{Duration, Instant};
 /// Upper bound for any single answer from Codex or any helper command; generous on purpose.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
 const SKILL_MD: &str = include_str!("../SKILL.md");
-const TOOLS: &[&str] = &[
-    "start_workflow",
-    "advance",
-    "checkpoint",
-    "resume",
-    "await_human",
-    "answer_human",
-    "list_runs",
-    "get_run",
-    "cancel_run",
-    "fork_run",
-    "list_templates",
-];
 
 #[test]
 fn codex_registers_lists_and_calls_baton() {

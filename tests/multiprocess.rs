@@ -214,7 +214,9 @@ async fn torn_corrupt_and_oversized_requests_get_clear_errors() {
     let unknown = raw_exchange(&mut stream, br#"{"op_id":"2","request":{"op":"drop_tables","params":{}}}"#);
     assert_eq!(unknown["Err"]["field"], "request");
     // The same connection still works after bad frames.
-    let good = raw_exchange(&mut stream, br#"{"op_id":"3","request":{"op":"list_runs","params":{}}}"#);
+    let not_uuid = raw_exchange(&mut stream, br#"{"op_id":"3","request":{"op":"list_runs","params":{}}}"#);
+    assert_eq!(not_uuid["Err"]["field"], "op_id");
+    let good = raw_exchange(&mut stream, br#"{"op_id":"00000000-0000-4000-8000-000000000003","request":{"op":"list_runs","params":{}}}"#);
     assert_eq!(good["Ok"]["data"]["total"], 0);
 
     let mut big = br#"{"op_id":"4","request":{"op":"list_runs","params":{"x":""#.to_vec();
@@ -237,6 +239,29 @@ async fn torn_corrupt_and_oversized_requests_get_clear_errors() {
     assert_garbage_on_stdin_is_survived(&home);
     let brief = server.ok("start_workflow", json!({"goal": "still serving"})).await;
     assert_eq!(brief["version"], 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_resent_after_a_lost_answer_is_applied_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let server = Server::start(&home).await;
+    let mut stream = UnixStream::connect(home.join("baton.sock")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = br#"{"op_id":"6f1d4c3e-0000-4000-8000-000000000001","request":{"op":"start_workflow","params":{"goal":"resent"}}}"#;
+    let first = raw_exchange(&mut stream, start);
+    let again = raw_exchange(&mut stream, start);
+    assert_eq!(first["Ok"]["data"]["run_id"], "6f1d4c3e-0000-4000-8000-000000000001");
+    assert_eq!(first, again, "the resent creation answers with the same run");
+    let advance = br#"{"op_id":"6f1d4c3e-0000-4000-8000-000000000002","request":{"op":"advance","params":{"run_id":"6f1d4c3e-0000-4000-8000-000000000001","expected_version":1,"outcome":"planned","output":"plan"}}}"#;
+    let first = raw_exchange(&mut stream, advance);
+    let again = raw_exchange(&mut stream, advance);
+    assert_eq!((first["Ok"]["data"]["version"].as_u64(), again["Ok"]["data"]["version"].as_u64()), (Some(2), Some(2)), "{again}");
+    let runs = server.ok("list_runs", json!({})).await;
+    assert_eq!(runs["total"], 1);
+    let details = server.ok("get_run", json!({"run_id": "6f1d4c3e-0000-4000-8000-000000000001"})).await;
+    assert_eq!(details["events"].as_array().unwrap().len(), 2, "one start and one advance, each once");
     server.stop().await;
 }
 

@@ -2,22 +2,8 @@
 
 mod common;
 
-use common::{Server, cli, fresh_home};
+use common::{Server, TOOLS, cli, fresh_home};
 use serde_json::{Value, json};
-
-const TOOLS: &[&str] = &[
-    "start_workflow",
-    "advance",
-    "checkpoint",
-    "resume",
-    "await_human",
-    "answer_human",
-    "list_runs",
-    "get_run",
-    "cancel_run",
-    "fork_run",
-    "list_templates",
-];
 
 #[tokio::test]
 async fn feature_run_loops_waits_for_a_human_survives_a_crash_and_forks() {

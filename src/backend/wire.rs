@@ -20,13 +20,17 @@ pub type WireReply = Result<Reply, BatonError>;
 
 /// Decode a request line, or say precisely why it is not one.
 pub fn decode_request(line: &str) -> BatonResult<Envelope> {
-    serde_json::from_str(line).map_err(|e| {
+    let envelope: Envelope = serde_json::from_str(line).map_err(|e| {
         BatonError::invalid(
             "request",
             format!("malformed request frame: {e}"),
             "Send one JSON object {\"op_id\": ..., \"request\": {\"op\": ..., \"params\": {...}}} per line.",
         )
-    })
+    })?;
+    if uuid::Uuid::parse_str(&envelope.op_id).is_err() {
+        return Err(BatonError::invalid("op_id", format!("`{}` is not a UUID", envelope.op_id), "Use a fresh UUID per request."));
+    }
+    Ok(envelope)
 }
 
 /// The error for a frame over the size limit.

@@ -45,13 +45,6 @@ impl RunSummary {
     }
 }
 
-/// Record of an applied change, so a retried request is not applied twice.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AppliedOp {
-    pub run_id: String,
-    pub version: u64,
-}
-
 /// What one change writes besides the run snapshot and its event.
 #[derive(Debug, Default, Clone)]
 pub struct Extra {
@@ -69,8 +62,11 @@ pub struct Store {
     events: Tree,
     checkpoints: Tree,
     templates: Tree,
-    ops: Tree,
 }
+
+/// How many change ids a run remembers for deduplicating retries. Retries follow an owner
+/// failover within seconds; a change older than this fails its version check instead.
+pub const RECENT_OPS: usize = 32;
 
 type TxError = ConflictableTransactionError<BatonError>;
 
@@ -89,7 +85,6 @@ impl Store {
             events: db.open_tree("events")?,
             checkpoints: db.open_tree("checkpoints")?,
             templates: db.open_tree("templates")?,
-            ops: db.open_tree("ops")?,
             db,
         })
     }
@@ -127,20 +122,15 @@ impl Store {
         self.templates.iter().values().map(|v| decode(&v?)).collect()
     }
 
-    /// The run version a request id was applied at, if it was.
-    pub fn applied(&self, op_id: &str) -> BatonResult<Option<AppliedOp>> {
-        decode_opt(self.ops.get(op_id)?)
-    }
-
-    /// Store a brand-new run with its first event.
+    /// Store a brand-new run with its first event. The run's id must be `op_id`, so a
+    /// retried creation finds the run it already created.
     pub fn create_run(&self, op_id: &str, run: &Run, event: &Event, extra: Extra) -> BatonResult<Run> {
-        let run = run.clone();
-        let event = event.clone();
-        self.commit(op_id, &run.id.clone(), move |current| {
-            if current.is_some() {
-                return Err(BatonError::internal(format!("run id {} already exists", run.id)));
-            }
-            Ok((run.clone(), event.clone(), extra.clone()))
+        if run.id != op_id {
+            return Err(BatonError::internal(format!("run id {} is not its creating op id {op_id}", run.id)));
+        }
+        self.commit(op_id, op_id, |current| match current {
+            Some(_) => Err(BatonError::internal(format!("run id {op_id} already exists"))),
+            None => Ok((run.clone(), event.clone(), extra.clone())),
         })
     }
 
@@ -157,21 +147,23 @@ impl Store {
         })
     }
 
-    /// The one write path: idempotency check, run + summary + event (+ checkpoint,
-    /// + template) in one transaction, then flush.
+    /// The one write path: idempotency check, then run, summary, event, and any checkpoint
+    /// or template in one transaction, then flush. A run remembers the ids of its last
+    /// [`RECENT_OPS`] changes; a retry of one of them answers without applying it again.
     fn commit<F>(&self, op_id: &str, run_id: &str, change: F) -> BatonResult<Run>
     where
         F: Fn(Option<Run>) -> BatonResult<(Run, Event, Extra)>,
     {
-        let trees = (&self.runs, &self.summaries, &self.events, &self.checkpoints, &self.templates, &self.ops);
-        let result = trees.transaction(|(runs, summaries, events, checkpoints, templates, ops)| {
-            if let Some(applied) = tx_get::<AppliedOp>(ops, op_id.as_bytes())? {
-                // A retry of a change that was already applied: answer, don't apply again.
-                let run = tx_get::<Run>(runs, applied.run_id.as_bytes())?.ok_or_else(|| abort(unknown_run(run_id)))?;
-                return Ok(run);
-            }
+        let trees = (&self.runs, &self.summaries, &self.events, &self.checkpoints, &self.templates);
+        let result = trees.transaction(|(runs, summaries, events, checkpoints, templates)| {
             let current = tx_get::<Run>(runs, run_id.as_bytes())?;
-            let (run, event, extra) = change(current).map_err(abort)?;
+            if let Some(done) = current.as_ref().filter(|r| r.recent_ops.iter().any(|op| op == op_id)) {
+                return Ok(done.clone());
+            }
+            let (mut run, event, extra) = change(current).map_err(abort)?;
+            run.recent_ops.push(op_id.to_string());
+            let excess = run.recent_ops.len().saturating_sub(RECENT_OPS);
+            run.recent_ops.drain(..excess);
             runs.insert(run_id.as_bytes(), encode(&run)?)?;
             summaries.insert(run_id.as_bytes(), encode(&RunSummary::of(&run))?)?;
             events.insert(keys::event_key(run_id, event.seq), encode(&event)?)?;
@@ -181,8 +173,6 @@ impl Store {
             if let Some(template) = &extra.template {
                 templates.insert(template.name.as_bytes(), encode(template)?)?;
             }
-            let applied = AppliedOp { run_id: run_id.to_string(), version: run.version };
-            ops.insert(op_id.as_bytes(), encode(&applied)?)?;
             Ok(run)
         });
         let run = result.map_err(|e| match e {
@@ -231,3 +221,6 @@ fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> Result<O
         None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,21 @@ use std::process::Stdio;
 
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
+/// Every tool baton must serve.
+pub const TOOLS: &[&str] = &[
+    "start_workflow",
+    "advance",
+    "checkpoint",
+    "resume",
+    "await_human",
+    "answer_human",
+    "list_runs",
+    "get_run",
+    "cancel_run",
+    "fork_run",
+    "list_templates",
+];
+
 /// A running `baton serve` process with an MCP client session.
 pub struct Server {
     pub client: RunningService<RoleClient, ()>,

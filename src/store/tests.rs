@@ -1,0 +1,85 @@
+use super::*;
+use crate::engine::run::AdvanceInput;
+use crate::engine::{Run, builtin_template};
+use serde_json::Map;
+
+const NOW: &str = "2026-11-25T12:00:00.000Z";
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    (dir, store)
+}
+
+fn create(store: &Store, id: &str) -> Run {
+    let (run, event) = Run::start(id.into(), builtin_template("feature").unwrap(), "g".into(), "t".into(), Map::new(), NOW);
+    store.create_run(id, &run, &event, Extra::default()).unwrap()
+}
+
+fn advance(store: &Store, op: &str, id: &str, expected_version: u64) -> BatonResult<Run> {
+    store.update_run(op, id, |run| {
+        let input = AdvanceInput { expected_version, outcome: "planned", output: "plan", artifacts: Map::new() };
+        Ok((run.advance(input, NOW)?, Extra::default()))
+    })
+}
+
+#[test]
+fn a_retried_change_is_applied_once() {
+    let (_dir, store) = store();
+    let run = create(&store, "r1");
+    assert_eq!(create(&store, "r1"), run, "re-creating with the same op id answers with the run");
+    let first = advance(&store, "op-a", "r1", 1).unwrap();
+    let again = advance(&store, "op-a", "r1", 1).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(first.version, 2);
+    assert_eq!(store.events("r1", 1, 100).unwrap().len(), 2);
+    let err = advance(&store, "op-b", "r1", 1).unwrap_err();
+    assert_eq!(err.code, crate::error::ErrorCode::Conflict, "a new op with a stale version conflicts");
+}
+
+#[test]
+fn a_failed_change_writes_nothing() {
+    let (_dir, store) = store();
+    create(&store, "r1");
+    let err = store.update_run("op", "r1", |run| Ok((run.cancel(Some(9), "x", NOW)?, Extra::default()))).unwrap_err();
+    assert_eq!(err.code, crate::error::ErrorCode::Conflict);
+    assert_eq!(store.run("r1").unwrap().unwrap().version, 1);
+    assert_eq!(store.events("r1", 1, 100).unwrap().len(), 1);
+    assert_eq!(advance(&store, "op2", "nope", 1).unwrap_err().code, crate::error::ErrorCode::NotFound);
+}
+
+#[test]
+fn recent_ops_are_bounded_and_state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        create(&store, "r1");
+        for i in 0..RECENT_OPS + 5 {
+            store
+                .update_run(&format!("cp-{i}"), "r1", |run| Ok((run.add_checkpoint(None, &format!("c{i}"), None, NOW)?, Extra::default())))
+                .unwrap();
+        }
+    }
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let run = store.run("r1").unwrap().unwrap();
+    assert_eq!(run.recent_ops.len(), RECENT_OPS);
+    assert_eq!(run.version, RECENT_OPS as u64 + 6);
+    assert_eq!(store.events("r1", 1, u64::MAX).unwrap().len() as u64, run.version);
+    assert_eq!(store.summaries().unwrap()[0].version, run.version);
+}
+
+#[test]
+fn checkpoints_and_templates_are_kept_with_their_change() {
+    let (_dir, store) = store();
+    create(&store, "r1");
+    let template = crate::engine::Template { name: "mine".into(), ..builtin_template("feature").unwrap() };
+    store
+        .update_run("op", "r1", |run| {
+            let extra = Extra { checkpoint: Some("cp".into()), template: Some(template.clone()) };
+            Ok((run.add_checkpoint(None, "cp", None, NOW)?, extra))
+        })
+        .unwrap();
+    assert_eq!(store.checkpoint("r1", "cp").unwrap().unwrap().version, 2);
+    assert_eq!(store.template("mine").unwrap().unwrap().name, "mine");
+    assert!(store.checkpoint("r1", "other").unwrap().is_none());
+}
