@@ -47,7 +47,7 @@ impl Home {
         self.dir.join("owner.lock")
     }
 
-    /// Create the directory (0700) if needed and check it is private and writable.
+    /// Create the directory and its `db/` (both 0700) if needed; check it is private and writable.
     pub fn prepare(&self) -> BatonResult<()> {
         let dir = &self.dir;
         if !dir.exists() {
@@ -86,6 +86,15 @@ impl Home {
             )
             .with_field("BATON_HOME")
         })?;
+        let db = self.db_dir();
+        if !db.exists() {
+            DirBuilder::new().mode(0o700).create(&db).map_err(|e| {
+                BatonError::storage(
+                    format!("cannot create {}: {e}", db.display()),
+                    format!("Run `chmod 700 {}` as its owner.", dir.display()),
+                )
+            })?;
+        }
         let socket_len = self.socket_path().as_os_str().len();
         if socket_len > MAX_SOCKET_PATH {
             return Err(BatonError::invalid(

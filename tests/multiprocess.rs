@@ -293,6 +293,7 @@ async fn home_is_created_private_and_wrong_permissions_are_explained() {
     let server = Server::start(&home).await;
     server.ok("list_runs", json!({})).await;
     assert_eq!(std::fs::metadata(&home).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(home.join("db")).unwrap().permissions().mode() & 0o777, 0o700);
     server.stop().await;
 
     let open = tmp.path().join("too-open");
