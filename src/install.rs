@@ -74,7 +74,8 @@ pub fn install(codex_home: &Path, command: &Path, baton_home: Option<&Path>, ski
     let text = read_optional(&config)?;
     let updated = register_server(&text, &command.to_string_lossy(), baton_home.map(|h| h.to_string_lossy()).as_deref())?;
     write_atomically(&config, &updated)?;
-    done.push(format!("registered [mcp_servers.baton] -> {} serve in {}", command.display(), config.display()));
+    let home_note = baton_home.map(|h| format!(" (BATON_HOME={})", h.display())).unwrap_or_default();
+    done.push(format!("registered [mcp_servers.baton] -> {} serve{home_note} in {}", command.display(), config.display()));
     if skill {
         let dir = skill_dir(codex_home);
         for (name, content) in SKILL_FILES {

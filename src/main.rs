@@ -52,7 +52,10 @@ async fn run(cli: Cli) -> Result<()> {
                 Some(path) => path,
                 None => std::env::current_exe()?.canonicalize()?,
             };
-            for line in baton::install::install(&codex_home, &exe, cli.home.as_deref(), !no_skill)? {
+            // Pin the data directory in the registration: Codex starts servers with a reduced
+            // environment, and the server must use the same database as terminal commands.
+            let baton_home = Home::resolve(cli.home.as_deref())?;
+            for line in baton::install::install(&codex_home, &exe, Some(&baton_home.dir), !no_skill)? {
                 println!("{line}");
             }
             println!("Restart Codex (or start a new session) to load baton.");

@@ -18,6 +18,10 @@ async fn feature_run_loops_waits_for_a_human_survives_a_crash_and_forks() {
         let tool = tools.iter().find(|t| t.name == *name).unwrap_or_else(|| panic!("tool {name} missing"));
         assert_eq!(tool.input_schema["type"], "object", "{name} input schema");
         assert!(tool.output_schema.is_some(), "{name} output schema");
+        let annotations = tool.annotations.as_ref().unwrap();
+        let reads_only = matches!(*name, "list_runs" | "get_run" | "list_templates");
+        assert_eq!(annotations.read_only_hint, Some(reads_only), "{name} read-only hint");
+        assert_eq!(annotations.destructive_hint, Some(*name == "cancel_run"), "{name} destructive hint");
     }
 
     let brief = a.ok("start_workflow", json!({"goal": "Add password login\nwith rate limiting", "context": {"repo": "acme"}})).await;

@@ -36,12 +36,23 @@ impl ToolSpec {
     }
 }
 
-fn spec<P, O>(name: &'static str, description: &'static str, read_only: bool, into: fn(P) -> Request) -> ToolSpec
+/// What a tool does to state, for MCP tool annotations.
+#[derive(Clone, Copy, PartialEq)]
+enum Effect {
+    /// Only reads.
+    Reads,
+    /// Records a change that later changes can build on.
+    Changes,
+    /// Ends something for good.
+    Ends,
+}
+
+fn spec<P, O>(name: &'static str, description: &'static str, effect: Effect, into: fn(P) -> Request) -> ToolSpec
 where
     P: JsonSchema + DeserializeOwned + 'static,
     O: JsonSchema,
 {
-    let annotations = ToolAnnotations::new().read_only(read_only).destructive(false);
+    let annotations = ToolAnnotations::new().read_only(effect == Effect::Reads).destructive(effect == Effect::Ends);
     let tool =
         Tool::new(name, description, schema_object::<P>()).with_raw_output_schema(schema_object::<O>()).with_annotations(annotations);
     ToolSpec { tool, parse: Box::new(move |value| parse_arguments::<P>(value).map(into)) }
@@ -53,7 +64,7 @@ pub fn catalog() -> Vec<ToolSpec> {
         spec::<StartWorkflowParams, Brief>(
             "start_workflow",
             "Start a durable multi-role workflow run (default template `feature`: architect -> implementer -> reviewer -> tester, with review and test failures looping back). Returns the first role's brief; keep its run_id and version.",
-            false,
+            Effect::Changes,
             |mut p| {
                 p.template_file = p.template_file.map(absolute_path);
                 Request::StartWorkflow(p)
@@ -62,56 +73,56 @@ pub fn catalog() -> Vec<ToolSpec> {
         spec::<AdvanceParams, Brief>(
             "advance",
             "Finish the current step: report the role's outcome (one listed in the brief) and output, with the brief's version as expected_version. Returns the brief for the next role.",
-            false,
+            Effect::Changes,
             Request::Advance,
         ),
         spec::<CheckpointParams, CheckpointSaved>(
             "checkpoint",
             "Save a named snapshot of a run, e.g. before a risky step; `resume` (or `fork_run`) with that checkpoint starts a new run from it.",
-            false,
+            Effect::Changes,
             Request::Checkpoint,
         ),
         spec::<ResumeParams, ResumeOutput>(
             "resume",
             "Pick work up again, e.g. in a new Codex session. No arguments: list runs in progress. run_id: a full briefing of where the run stands and what to do next. run_id + checkpoint: fork a new run from that checkpoint.",
-            false,
+            Effect::Changes,
             Request::Resume,
         ),
         spec::<AwaitHumanParams, Brief>(
             "await_human",
             "Pause a run with a question for the user (a decision only they can make). The run waits, durably, until `answer_human` or `baton answer` gives the answer.",
-            false,
+            Effect::Changes,
             Request::AwaitHuman,
         ),
         spec::<AnswerHumanParams, Brief>(
             "answer_human",
             "Give the user's answer to a run's pending question (including loop-limit gates: `continue` or `fail`). Returns the brief to carry on with.",
-            false,
+            Effect::Changes,
             Request::AnswerHuman,
         ),
         spec::<ListRunsParams, RunList>(
             "list_runs",
             "List runs (newest change first), optionally by status (open, active, awaiting_human, completed, failed, cancelled) or template.",
-            true,
+            Effect::Reads,
             Request::ListRuns,
         ),
         spec::<GetRunParams, RunDetails>(
             "get_run",
             "A run's full state and its event history (paged with history_limit and before_seq).",
-            true,
+            Effect::Reads,
             Request::GetRun,
         ),
-        spec::<CancelRunParams, Brief>("cancel_run", "Cancel a run for good, with a reason.", false, Request::CancelRun),
+        spec::<CancelRunParams, Brief>("cancel_run", "Cancel a run for good, with a reason.", Effect::Ends, Request::CancelRun),
         spec::<ForkRunParams, Brief>(
             "fork_run",
             "Start a new run from a checkpoint of an existing run (same as `resume` with run_id and checkpoint).",
-            false,
+            Effect::Changes,
             Request::ForkRun,
         ),
         spec::<NoParams, TemplateList>(
             "list_templates",
             "List workflow templates: the built-in ones and those used before by name.",
-            true,
+            Effect::Reads,
             Request::ListTemplates,
         ),
     ]
