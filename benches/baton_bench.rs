@@ -23,6 +23,9 @@ fn main() {
 
     let floor = fsync_floor(dir.path(), 500);
     report("fsync floor: write 256 B + fsync", &floor);
+    let sled_floor = sled_floor(&dir.path().join("sled-floor"), 500);
+    report("sled floor: insert 4 KiB + flush (no baton code)", &sled_floor);
+    println!("  = {:.2}x the fsync floor (p50)", sled_floor.p50.as_secs_f64() / floor.p50.as_secs_f64());
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
@@ -123,6 +126,21 @@ fn fsync_floor(dir: &Path, n: usize) -> Stats {
             let t = Instant::now();
             file.write_all(&payload).unwrap();
             file.sync_all().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    Stats::of(samples)
+}
+
+/// The cost of one durable sled write, the store baton builds on.
+fn sled_floor(path: &Path, n: usize) -> Stats {
+    let db = sled::open(path).unwrap();
+    let value = vec![7u8; 4096];
+    let samples = (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            db.insert(format!("key-{i}"), value.clone()).unwrap();
+            db.flush().unwrap();
             t.elapsed()
         })
         .collect();
