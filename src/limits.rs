@@ -10,6 +10,11 @@ pub const MAX_ARTIFACTS_BYTES: usize = 1024 * 1024;
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 /// One request frame between baton processes (see `backend::wire`).
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// One answer frame from the owner; answers are bounded by the limits above.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Stored size of the history events one `get_run` or `resume` answer carries; older
+/// events are paged with `before_seq`.
+pub const MAX_HISTORY_BYTES: usize = 1024 * 1024;
 
 /// Refuse `value` if it is longer than `max` bytes.
 pub fn check_len(field: &str, len: usize, max: usize) -> BatonResult<()> {

@@ -6,7 +6,7 @@ use crate::engine::run::AdvanceInput;
 use crate::engine::template::check_identifier;
 use crate::engine::{Brief, Event, Run, Template, builtin_template, builtin_templates};
 use crate::error::{BatonError, BatonResult};
-use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, check_json_len, check_len};
+use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, check_json_len, check_len};
 use crate::store::{Extra, RunSummary, Store, unknown_run};
 use crate::time::now_rfc3339;
 use schemars::JsonSchema;
@@ -203,7 +203,7 @@ impl Service {
         let from = run.version.saturating_sub(BRIEFING_EVENTS - 1).max(1);
         let briefing = Briefing {
             brief: Brief::of(&run),
-            recent_events: self.store.events(run_id, from, run.version)?,
+            recent_events: self.store.events(run_id, from, run.version, MAX_HISTORY_BYTES)?,
             checkpoints: run.checkpoints.clone(),
             forked_from: run.forked_from.clone(),
         };
@@ -290,12 +290,9 @@ impl Service {
         let run = self.load(&p.run_id)?;
         let end = p.before_seq.map_or(run.version, |b| b.saturating_sub(1).min(run.version));
         let start = end.saturating_sub(limit - 1).max(1);
-        let details = RunDetails {
-            summary: RunSummary::of(&run),
-            events: self.store.events(&run.id, start, end)?,
-            next_before_seq: (start > 1).then_some(start),
-            run,
-        };
+        let events = self.store.events(&run.id, start, end, MAX_HISTORY_BYTES)?;
+        let first = events.first().map_or(start, |e| e.seq);
+        let details = RunDetails { summary: RunSummary::of(&run), events, next_before_seq: (first > 1).then_some(first), run };
         let text = format!("{}\n{} event(s) shown.", Brief::of(&details.run).summary(), details.events.len());
         Ok(reply(text, &details))
     }

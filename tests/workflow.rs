@@ -222,3 +222,38 @@ outcomes = { ok = "done", redo = "write" }
     assert_eq!(s.err("cancel_run", json!({"run_id": by_name["run_id"]})).await["code"], "invalid_state");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn large_histories_are_paged_by_size_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&fresh_home(&tmp)).await;
+    let template = json!({"name": "essay", "steps": [
+        {"name": "draft", "role": "implementer", "max_visits": 100, "outcomes": {"drafted": "edit"}},
+        {"name": "edit", "role": "reviewer", "outcomes": {"again": "draft", "ok": "done"}}]});
+    let mut brief = s.ok("start_workflow", json!({"goal": "write", "template_definition": template})).await;
+    let big = "x".repeat(200 * 1024);
+    for i in 0..12 {
+        let outcome = if i % 2 == 0 { "drafted" } else { "again" };
+        brief = s.advance(&brief, outcome, &format!("{i}:{big}")).await;
+    }
+    let id = brief["run_id"].clone();
+    let mut seen = Vec::new();
+    let mut before = Value::Null;
+    loop {
+        let page = s.ok("get_run", json!({"run_id": id, "history_limit": 1000, "before_seq": before})).await;
+        let events = page["events"].as_array().unwrap();
+        assert!(!events.is_empty() && events.len() < 13, "a page holds what fits in about 1 MiB: {}", events.len());
+        let mut seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        seqs.append(&mut seen);
+        seen = seqs;
+        before = page["next_before_seq"].clone();
+        if before.is_null() {
+            break;
+        }
+    }
+    assert_eq!(seen, (1..=13).collect::<Vec<u64>>(), "paging back returns every event once");
+    let briefing = s.ok("resume", json!({"run_id": id})).await;
+    let recent = briefing["recent_events"].as_array().unwrap();
+    assert!(!recent.is_empty() && recent.len() < 10 && recent.last().unwrap()["seq"] == 13);
+    s.stop().await;
+}

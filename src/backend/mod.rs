@@ -121,7 +121,7 @@ impl Backend {
                 }
             }
             if let Ok(stream) = UnixStream::connect(self.home.socket_path()).await {
-                return Ok(Mode::Remote(wire::frame(stream)));
+                return Ok(Mode::Remote(wire::client(stream)));
             }
             if Instant::now() >= deadline {
                 return Err(unavailable("another process holds the database lock but does not answer on the socket"));

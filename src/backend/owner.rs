@@ -68,7 +68,7 @@ async fn accept_loop(listener: UnixListener, service: Arc<Service>) {
 /// Answer requests on one connection until it closes. Bad frames get an error answer;
 /// an oversized frame also ends the connection, since the stream cannot be resynchronised.
 async fn serve_connection(stream: UnixStream, service: Arc<Service>) {
-    let mut conn = wire::frame(stream);
+    let mut conn = wire::serving(stream);
     while let Some(line) = conn.next().await {
         let (reply, close): (WireReply, bool) = match line {
             Ok(line) => match wire::decode_request(&line) {

@@ -4,15 +4,21 @@
 
 use crate::api::{Envelope, Reply};
 use crate::error::{BatonError, BatonResult, ErrorCode};
-use crate::limits::MAX_FRAME_BYTES;
+use crate::limits::{MAX_ANSWER_BYTES, MAX_FRAME_BYTES};
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 
 /// A line-framed socket connection.
 pub type Connection = Framed<UnixStream, LinesCodec>;
 
-pub fn frame(stream: UnixStream) -> Connection {
+/// The owner's side of a connection: reads requests of at most [`MAX_FRAME_BYTES`].
+pub fn serving(stream: UnixStream) -> Connection {
     Framed::new(stream, LinesCodec::new_with_max_length(MAX_FRAME_BYTES))
+}
+
+/// A client's side of a connection: reads answers of at most [`MAX_ANSWER_BYTES`].
+pub fn client(stream: UnixStream) -> Connection {
+    Framed::new(stream, LinesCodec::new_with_max_length(MAX_ANSWER_BYTES))
 }
 
 /// The answer frame.

@@ -100,16 +100,28 @@ impl Store {
         Ok(all)
     }
 
-    /// Events of a run with `seq` in `from..=to`, oldest first.
-    pub fn events(&self, run_id: &str, from: u64, to: u64) -> BatonResult<Vec<Event>> {
+    /// The newest events of a run with `seq` in `from..=to` whose stored size fits in
+    /// `max_bytes` (at least one, if any), oldest first.
+    pub fn events(&self, run_id: &str, from: u64, to: u64, max_bytes: usize) -> BatonResult<Vec<Event>> {
         if from > to {
             return Ok(Vec::new());
         }
         let range = keys::event_key(run_id, from)..=keys::event_key(run_id, to);
-        self.events.range(range).values().map(|v| decode(&v?)).collect()
+        let mut events = Vec::new();
+        let mut used = 0;
+        for entry in self.events.range(range).values().rev() {
+            let bytes = entry?;
+            used += bytes.len();
+            if used > max_bytes && !events.is_empty() {
+                break;
+            }
+            events.push(decode::<Event>(&bytes)?);
+        }
+        events.reverse();
+        Ok(events)
     }
 
-    /// Names of a run's checkpoints with the version each captured.
+    /// The snapshot saved as checkpoint `name` of a run.
     pub fn checkpoint(&self, run_id: &str, name: &str) -> BatonResult<Option<Run>> {
         decode_opt(self.checkpoints.get(keys::checkpoint_key(run_id, name))?)
     }

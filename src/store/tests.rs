@@ -32,7 +32,7 @@ fn a_retried_change_is_applied_once() {
     let again = advance(&store, "op-a", "r1", 1).unwrap();
     assert_eq!(first, again);
     assert_eq!(first.version, 2);
-    assert_eq!(store.events("r1", 1, 100).unwrap().len(), 2);
+    assert_eq!(store.events("r1", 1, 100, usize::MAX).unwrap().len(), 2);
     let err = advance(&store, "op-b", "r1", 1).unwrap_err();
     assert_eq!(err.code, crate::error::ErrorCode::Conflict, "a new op with a stale version conflicts");
 }
@@ -44,7 +44,7 @@ fn a_failed_change_writes_nothing() {
     let err = store.update_run("op", "r1", |run| Ok((run.cancel(Some(9), "x", NOW)?, Extra::default()))).unwrap_err();
     assert_eq!(err.code, crate::error::ErrorCode::Conflict);
     assert_eq!(store.run("r1").unwrap().unwrap().version, 1);
-    assert_eq!(store.events("r1", 1, 100).unwrap().len(), 1);
+    assert_eq!(store.events("r1", 1, 100, usize::MAX).unwrap().len(), 1);
     assert_eq!(advance(&store, "op2", "nope", 1).unwrap_err().code, crate::error::ErrorCode::NotFound);
 }
 
@@ -64,8 +64,32 @@ fn recent_ops_are_bounded_and_state_survives_reopen() {
     let run = store.run("r1").unwrap().unwrap();
     assert_eq!(run.recent_ops.len(), RECENT_OPS);
     assert_eq!(run.version, RECENT_OPS as u64 + 6);
-    assert_eq!(store.events("r1", 1, u64::MAX).unwrap().len() as u64, run.version);
+    assert_eq!(store.events("r1", 1, u64::MAX, usize::MAX).unwrap().len() as u64, run.version);
     assert_eq!(store.summaries().unwrap()[0].version, run.version);
+}
+
+#[test]
+fn event_windows_keep_the_newest_that_fit_the_byte_budget() {
+    let (_dir, store) = store();
+    create(&store, "r1");
+    for v in 1..=5 {
+        advance_any(&store, v);
+    }
+    let all = store.events("r1", 1, 6, usize::MAX).unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    let one_size = serde_json::to_vec(&all[5]).unwrap().len();
+    let newest_two = store.events("r1", 1, 6, 2 * one_size + 10).unwrap();
+    assert_eq!(newest_two.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
+    let at_least_one = store.events("r1", 1, 6, 1).unwrap();
+    assert_eq!(at_least_one.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6]);
+    assert!(store.events("r1", 4, 3, usize::MAX).unwrap().is_empty());
+}
+
+/// One checkpoint change (works in any state).
+fn advance_any(store: &Store, v: u64) {
+    store
+        .update_run(&format!("any-{v}"), "r1", |run| Ok((run.add_checkpoint(None, &format!("c{v}"), None, NOW)?, Extra::default())))
+        .unwrap();
 }
 
 #[test]
