@@ -158,13 +158,20 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
     owner.kill();
 
     let results: Vec<(String, Vec<(Instant, String)>)> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
-    let first_ack_after_kill =
-        results.iter().filter_map(|(_, acks)| acks.iter().map(|a| a.0).find(|t| *t > killed_at)).min().expect("acks after the kill");
-    let takeover = first_ack_after_kill - killed_at;
+    // Take-over time: the longest pause in acknowledgements (all clients together) from just
+    // before the kill on; answers the dying owner had already sent may land after the kill.
+    let mut acked_at: Vec<Instant> = results.iter().flat_map(|(_, acks)| acks.iter().map(|a| a.0)).collect();
+    acked_at.sort();
+    let takeover = acked_at
+        .windows(2)
+        .filter(|w| w[1] + Duration::from_millis(100) > killed_at)
+        .map(|w| w[1] - w[0])
+        .max()
+        .expect("acks around the kill");
     let before_kill: usize = results.iter().map(|(_, acks)| acks.iter().filter(|a| a.0 <= killed_at).count()).sum();
     let total: usize = results.iter().map(|(_, acks)| acks.len()).sum();
     eprintln!(
-        "take-over: first acknowledged advance {takeover:?} after SIGKILL; {before_kill} advances acknowledged before the kill, {total} in all"
+        "take-over: longest pause in acknowledged advances after SIGKILL {takeover:?}; {before_kill} advances acknowledged before the kill, {total} in all"
     );
     assert!(takeover < Duration::from_secs(2), "take-over took {takeover:?}");
     assert!(before_kill > 0);
