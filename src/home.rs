@@ -88,7 +88,7 @@ impl Home {
         })?;
         let db = self.db_dir();
         if !db.exists() {
-            DirBuilder::new().mode(0o700).create(&db).map_err(|e| {
+            DirBuilder::new().recursive(true).mode(0o700).create(&db).map_err(|e| {
                 BatonError::storage(
                     format!("cannot create {}: {e}", db.display()),
                     format!("Run `chmod 700 {}` as its owner.", dir.display()),
