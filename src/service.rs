@@ -119,11 +119,11 @@ impl Service {
                 "Give only one: a template name, an inline definition, or a file path.",
             ));
         }
-        let custom = if let Some(definition) = &p.template_definition {
+        let (custom, field) = if let Some(definition) = &p.template_definition {
             definition.validate("template_definition")?;
-            definition.clone()
+            (definition.clone(), "template_definition.name")
         } else if let Some(path) = &p.template_file {
-            read_template_file(path)?
+            (read_template_file(path)?, "template_file")
         } else {
             let name = p.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
             if let Some(builtin) = builtin_template(name) {
@@ -134,13 +134,13 @@ impl Service {
                 None => Err(BatonError::not_found(
                     "template",
                     format!("no template named `{name}`"),
-                    format!("Use one of: {}; or pass `template_definition` / `template_file`.", self.template_names()?.join(", ")),
+                    format!("Use one of: {}; or pass `template_definition` / `template_file`.", self.template_names()?),
                 )),
             };
         };
         if builtin_template(&custom.name).is_some() {
             return Err(BatonError::invalid(
-                "template_definition.name",
+                field,
                 format!("`{}` is a built-in template name", custom.name),
                 "Give your template another name.",
             ));
@@ -148,10 +148,15 @@ impl Service {
         Ok((custom, true))
     }
 
-    fn template_names(&self) -> BatonResult<Vec<String>> {
-        let mut names: Vec<String> = builtin_templates().into_iter().map(|t| t.name).collect();
-        names.extend(self.store.templates()?.into_iter().map(|t| t.name));
-        Ok(names)
+    /// Built-in templates, then the ones users defined.
+    fn all_templates(&self) -> BatonResult<Vec<Template>> {
+        let mut templates = builtin_templates();
+        templates.extend(self.store.templates()?);
+        Ok(templates)
+    }
+
+    fn template_names(&self) -> BatonResult<String> {
+        Ok(self.all_templates()?.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "))
     }
 
     fn advance(&self, op: &str, p: &AdvanceParams) -> BatonResult<Reply> {
@@ -298,11 +303,8 @@ impl Service {
     }
 
     fn list_templates(&self) -> BatonResult<Reply> {
-        let mut templates = builtin_templates();
-        templates.extend(self.store.templates()?);
-        let names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
-        let text = format!("Templates: {}", names.join(", "));
-        Ok(reply(text, &TemplateList { templates }))
+        let text = format!("Templates: {}", self.template_names()?);
+        Ok(reply(text, &TemplateList { templates: self.all_templates()? }))
     }
 
     fn load(&self, run_id: &str) -> BatonResult<Run> {
