@@ -59,6 +59,9 @@ pub enum Command {
         answer: String,
         #[arg(long)]
         comment: Option<String>,
+        /// Refuse if the run changed since this version (as shown by `baton show`).
+        #[arg(long, value_name = "VERSION")]
+        expected_version: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -67,6 +70,9 @@ pub enum Command {
         run_id: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Refuse if the run changed since this version (as shown by `baton show`).
+        #[arg(long, value_name = "VERSION")]
+        expected_version: Option<u64>,
         #[arg(long)]
         json: bool,
     },

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use toml_edit::{DocumentMut, Item, Table, value};
 
@@ -50,20 +51,20 @@ pub fn register_server(config_text: &str, command: &str, home: Option<&str>) -> 
     entry.insert("args", value(args));
     if let Some(home) = home {
         let env = entry.entry("env").or_insert(Item::Table(Table::new()));
-        if let Some(env) = env.as_table_like_mut() {
-            env.insert("BATON_HOME", value(home));
-        }
+        let Some(env) = env.as_table_like_mut() else {
+            bail!("`mcp_servers.baton.env` in config.toml is not a table; fix it before installing (nothing was changed)");
+        };
+        env.insert("BATON_HOME", value(home));
     }
     Ok(doc.to_string())
 }
 
 /// Remove `[mcp_servers.baton]` from `config_text`, keeping everything else.
-pub fn unregister_server(config_text: &str) -> Result<String> {
+/// `None` when there was nothing to remove.
+pub fn unregister_server(config_text: &str) -> Result<Option<String>> {
     let mut doc: DocumentMut = config_text.parse().context("config.toml is not valid TOML")?;
-    if let Some(servers) = doc.get_mut("mcp_servers").and_then(Item::as_table_like_mut) {
-        servers.remove("baton");
-    }
-    Ok(doc.to_string())
+    let removed = doc.get_mut("mcp_servers").and_then(Item::as_table_like_mut).and_then(|servers| servers.remove("baton"));
+    Ok(removed.map(|_| doc.to_string()))
 }
 
 /// Register the server and install the skill under `codex_home`.
@@ -92,8 +93,8 @@ pub fn install(codex_home: &Path, command: &Path, baton_home: Option<&Path>, ski
 pub fn uninstall(codex_home: &Path) -> Result<Vec<String>> {
     let config = codex_home.join("config.toml");
     let mut done = Vec::new();
-    if config.exists() {
-        write_atomically(&config, &unregister_server(&read_optional(&config)?)?)?;
+    if let Some(updated) = unregister_server(&read_optional(&config)?)? {
+        write_atomically(&config, &updated)?;
         done.push(format!("removed [mcp_servers.baton] from {}", config.display()));
     }
     let dir = skill_dir(codex_home);
@@ -116,10 +117,13 @@ fn read_optional(path: &Path) -> Result<String> {
     }
 }
 
-/// Write via a temporary file and rename, so a crash never leaves half a config.
+/// Write via a synced temporary file and rename, so a crash never leaves half a file.
+/// A symlinked file (a managed dotfile) is updated at its target; the link stays.
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let path = &fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let tmp = path.with_extension("baton-tmp");
-    fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut file = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(text.as_bytes()).and_then(|_| file.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
     if let Ok(meta) = fs::metadata(path) {
         fs::set_permissions(&tmp, meta.permissions())?;
     }
@@ -150,9 +154,27 @@ mod tests {
         let after = register_server("", "/bin/baton", Some("/data/baton")).unwrap();
         let parsed: toml::Table = toml::from_str(&after).unwrap();
         assert_eq!(parsed["mcp_servers"]["baton"]["env"]["BATON_HOME"].as_str(), Some("/data/baton"));
-        let removed = unregister_server(&after).unwrap();
+        let removed = unregister_server(&after).unwrap().expect("there was an entry to remove");
         let parsed: toml::Table = toml::from_str(&removed).unwrap();
         assert!(parsed.get("mcp_servers").and_then(|s| s.get("baton")).is_none());
+        assert_eq!(unregister_server(&removed).unwrap(), None, "nothing left to remove");
+    }
+
+    #[test]
+    fn install_writes_through_a_symlinked_config_and_uninstall_reports_truthfully() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("dotfiles-config.toml");
+        fs::write(&real, "# managed\n").unwrap();
+        let codex = dir.path().join("codex");
+        fs::create_dir(&codex).unwrap();
+        std::os::unix::fs::symlink(&real, codex.join("config.toml")).unwrap();
+        install(&codex, Path::new("/bin/baton"), Some(Path::new("/data")), true).unwrap();
+        assert!(fs::symlink_metadata(codex.join("config.toml")).unwrap().file_type().is_symlink(), "the link is kept");
+        assert!(fs::read_to_string(&real).unwrap().contains("command = \"/bin/baton\""));
+        assert!(skill_dir(&codex).join("skill/roles/tester.md").exists());
+        assert_eq!(uninstall(&codex).unwrap().len(), 2);
+        assert!(uninstall(&codex).unwrap().is_empty(), "a second uninstall has nothing to report");
+        assert!(fs::read_to_string(&real).unwrap().contains("# managed"));
     }
 
     #[test]
@@ -161,5 +183,7 @@ mod tests {
         assert!(err.to_string().contains("not valid TOML"));
         let err = register_server("mcp_servers = 3", "/bin/baton", None).unwrap_err();
         assert!(err.to_string().contains("not a table"));
+        let err = register_server("[mcp_servers.baton]\nenv = \"x\"\n", "/bin/baton", Some("/data")).unwrap_err();
+        assert!(err.to_string().contains("mcp_servers.baton.env"));
     }
 }

@@ -1,12 +1,14 @@
 //! The `baton` binary.
 
 use anyhow::{Context, Result};
-use baton::api::{AnswerHumanParams, CancelRunParams, GetRunParams, ListRunsParams, Reply, Request, StatusFilter};
+use baton::api::{AnswerHumanParams, CancelRunParams, GetRunParams, ListRunsParams, Request, StatusFilter};
 use baton::backend::Backend;
 use baton::cli::{Cli, Command};
 use baton::home::Home;
 use baton::mcp::BatonServer;
 use clap::Parser;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -21,10 +23,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = runtime.block_on(run(cli));
+    // Close the database and give up ownership before printing: a slow reader of our
+    // output must never stall the other baton processes this one may be serving.
+    drop(runtime);
+    match outcome {
+        Ok(text) => print(&text),
         Err(e) => {
             eprintln!("baton: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Write the command's output; a reader that went away (`| head`) is not an error.
+fn print(text: &str) -> ExitCode {
+    if text.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baton: cannot write output: {e}");
             ExitCode::FAILURE
         }
     }
@@ -43,7 +64,8 @@ fn init_logging(serving: bool) {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// Run the command; returns what to print on stdout.
+async fn run(cli: Cli) -> Result<String> {
     let command = cli.command.unwrap_or(Command::Serve);
     match command {
         Command::Install { codex_home, command, no_skill } => {
@@ -55,18 +77,14 @@ async fn run(cli: Cli) -> Result<()> {
             // Pin the data directory in the registration: Codex starts servers with a reduced
             // environment, and the server must use the same database as terminal commands.
             let baton_home = Home::resolve(cli.home.as_deref())?;
-            for line in baton::install::install(&codex_home, &exe, Some(&baton_home.dir), !no_skill)? {
-                println!("{line}");
-            }
-            println!("Restart Codex (or start a new session) to load baton.");
-            Ok(())
+            let mut lines = baton::install::install(&codex_home, &exe, Some(&baton_home.dir), !no_skill)?;
+            lines.push("Restart Codex (or start a new session) to load baton.".into());
+            Ok(lines.join("\n"))
         }
         Command::Uninstall { codex_home } => {
             let codex_home = baton::install::codex_home(codex_home.as_deref())?;
-            for line in baton::install::uninstall(&codex_home)? {
-                println!("{line}");
-            }
-            Ok(())
+            let lines = baton::install::uninstall(&codex_home)?;
+            Ok(if lines.is_empty() { "baton was not installed there.".into() } else { lines.join("\n") })
         }
         Command::Serve => {
             let backend = Backend::new(Home::resolve(cli.home.as_deref())?);
@@ -76,50 +94,46 @@ async fn run(cli: Cli) -> Result<()> {
                 Ok(role) => tracing::debug!(?role, home = %backend.home().dir.display(), "connected"),
                 Err(e) => tracing::error!("{e}"),
             }
-            BatonServer::new(Arc::new(backend)).serve_stdio().await
+            BatonServer::new(Arc::new(backend)).serve_stdio().await?;
+            Ok(String::new())
         }
         Command::Runs { status, limit, json } => {
             let status: StatusFilter = serde_json::from_value(serde_json::Value::String(status.clone())).with_context(|| {
                 format!("unknown status `{status}`; use all, open, active, awaiting_human, completed, failed or cancelled")
             })?;
             let request = Request::ListRuns(ListRunsParams { status: Some(status), template: None, limit: Some(limit) });
-            print_reply(&cli.home, request, json).await
+            request_text(&cli.home, request, json).await
         }
         Command::Show { run_id, history, json } => {
             let request = Request::GetRun(GetRunParams { run_id, history_limit: Some(history), before_seq: None });
-            print_reply(&cli.home, request, json).await
+            request_text(&cli.home, request, json).await
         }
-        Command::Answer { run_id, answer, comment, json } => {
-            let request = Request::AnswerHuman(AnswerHumanParams { run_id, answer, comment, expected_version: None });
-            print_reply(&cli.home, request, json).await
+        Command::Answer { run_id, answer, comment, expected_version, json } => {
+            let request = Request::AnswerHuman(AnswerHumanParams { run_id, answer, comment, expected_version });
+            request_text(&cli.home, request, json).await
         }
-        Command::Cancel { run_id, reason, json } => {
-            let request = Request::CancelRun(CancelRunParams { run_id, reason, expected_version: None });
-            print_reply(&cli.home, request, json).await
+        Command::Cancel { run_id, reason, expected_version, json } => {
+            let request = Request::CancelRun(CancelRunParams { run_id, reason, expected_version });
+            request_text(&cli.home, request, json).await
         }
     }
 }
 
-async fn open_backend(home: &Option<std::path::PathBuf>) -> Result<Backend> {
+/// Run one request and render its answer for a human (or as JSON).
+async fn request_text(home: &Option<PathBuf>, request: Request, json: bool) -> Result<String> {
     let backend = Backend::new(Home::resolve(home.as_deref())?);
     backend.connect().await?;
-    Ok(backend)
-}
-
-/// Run one request and print its answer for a human (or as JSON).
-async fn print_reply(home: &Option<std::path::PathBuf>, request: Request, json: bool) -> Result<()> {
-    let backend = open_backend(home).await?;
     let is_history = matches!(request, Request::GetRun(_));
-    let reply: Reply = backend.call(request).await?;
+    let reply = backend.call(request).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&reply.data)?);
-        return Ok(());
+        return Ok(serde_json::to_string_pretty(&reply.data)?);
     }
-    println!("{}", reply.text);
+    let mut text = reply.text;
     if is_history {
         for event in reply.data["events"].as_array().into_iter().flatten() {
-            println!("{}", baton::cli::render_event(event));
+            text.push('\n');
+            text.push_str(&baton::cli::render_event(event));
         }
     }
-    Ok(())
+    Ok(text)
 }

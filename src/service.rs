@@ -101,12 +101,20 @@ impl Service {
         let context = p.context.clone().unwrap_or_default();
         check_json_len("context", &Value::Object(context.clone()), MAX_ARTIFACTS_BYTES)?;
         let (template, is_new) = self.resolve_template(p)?;
+        let replaces = is_new && self.store.template(&template.name)?.is_some_and(|stored| stored != template);
         let title = p.title.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| default_title(&p.goal));
         let now = now_rfc3339();
         let (run, event) = Run::start(op.to_string(), template.clone(), p.goal.clone(), title, context, &now);
         let extra = Extra { template: is_new.then_some(template), ..Extra::default() };
         let run = self.store.create_run(op, &run, &event, extra)?;
-        Ok(brief_reply(&run))
+        let mut reply = brief_reply(&run);
+        if replaces {
+            reply.text = format!(
+                "Saved template `{}`, replacing its previous definition (earlier runs keep theirs).\n{}",
+                run.template.name, reply.text
+            );
+        }
+        Ok(reply)
     }
 
     /// The template to run, and whether it is user-defined (to be remembered by name).
@@ -226,8 +234,11 @@ impl Service {
             )
         })?;
         let now = now_rfc3339();
+        if let Some(title) = &title {
+            check_len("title", title.len(), MAX_TEXT_BYTES)?;
+        }
         let (mut run, event) = Run::fork(&snapshot, checkpoint, op.to_string(), &now)?;
-        run.title = title.unwrap_or_else(|| format!("{} (fork of {checkpoint})", snapshot.title));
+        run.title = title.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| format!("{} (fork of {checkpoint})", snapshot.title));
         let run = self.store.create_run(op, &run, &event, Extra::default())?;
         Ok(brief_reply(&run))
     }

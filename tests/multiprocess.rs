@@ -196,6 +196,81 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_that_exits_normally_hands_over_without_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let owner = Server::start(&home).await;
+    let others = start_servers(&home, 3).await;
+    let stop_at = Instant::now() + Duration::from_millis(2500);
+    let tasks: Vec<_> = others
+        .iter()
+        .enumerate()
+        .map(|(i, server)| {
+            let server = Arc::clone(server);
+            tokio::spawn(async move {
+                let mut brief = start_ping_pong(&server, &format!("calm {i}")).await;
+                let mut acks = Vec::new();
+                while Instant::now() < stop_at {
+                    let marker = format!("calm{i}-{}", acks.len());
+                    brief = server.advance(&brief, "next", &marker).await;
+                    acks.push(marker);
+                }
+                (brief["run_id"].as_str().unwrap().to_string(), acks)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    owner.stop().await; // the Codex session ends: stdin closes and the owner exits cleanly
+    for (run_id, acks) in futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()) {
+        assert_same_history(&advanced_outputs(&others[0], &run_id).await, &acks, &format!("run {run_id}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_terminal_commands_at_once_each_get_their_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    // No server: the commands elect owners among themselves, one after another.
+    let runs: Vec<_> = (0..24)
+        .map(|_| {
+            let home = home.clone();
+            tokio::task::spawn_blocking(move || cli(&home, &["runs", "--json"]))
+        })
+        .collect();
+    for (i, result) in futures::future::join_all(runs).await.into_iter().enumerate() {
+        let (ok, out, err) = result.unwrap();
+        assert!(ok, "command {i} failed: {err}");
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["total"], 0);
+    }
+}
+
+#[tokio::test]
+async fn a_terminal_command_with_a_stalled_reader_does_not_hold_the_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let server = Server::start(&home).await;
+    let brief = server.ok("start_workflow", json!({"goal": "g", "context": {"blob": "x".repeat(500_000)}})).await;
+    server.stop().await;
+    // `baton show --json | (a reader that never reads)`: more output than a pipe holds.
+    let mut stalled = std::process::Command::new(common::BATON)
+        .env("BATON_HOME", &home)
+        .args(["show", brief["run_id"].as_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let server = Server::start(&home).await;
+    assert_eq!(server.ok("list_runs", json!({})).await["total"], 1);
+    assert!(started.elapsed() < Duration::from_secs(5), "served after {:?}", started.elapsed());
+    let mut output = String::new();
+    std::io::Read::read_to_string(stalled.stdout.as_mut().unwrap(), &mut output).unwrap();
+    assert!(stalled.wait().unwrap().success());
+    assert!(output.contains("\"blob\""));
+    server.stop().await;
+}
+
 /// Send one raw line to the owner's socket and read the answer line.
 fn raw_exchange(stream: &mut UnixStream, line: &[u8]) -> Value {
     // The owner may answer and hang up before it has read all of an oversized frame.

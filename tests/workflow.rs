@@ -181,9 +181,8 @@ async fn bad_inputs_get_structured_errors_and_change_nothing() {
 #[tokio::test]
 async fn custom_template_from_a_file_is_remembered_and_its_loop_limit_asks_a_human() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("docs.toml");
     std::fs::write(
-        &file,
+        tmp.path().join("docs.toml"),
         r#"
 name = "docs"
 description = "Write docs, review them"
@@ -200,8 +199,9 @@ outcomes = { ok = "done", redo = "write" }
 "#,
     )
     .unwrap();
-    let s = Server::start(&fresh_home(&tmp)).await;
-    let brief = s.ok("start_workflow", json!({"goal": "document the API", "template_file": file})).await;
+    // A relative path is resolved against the server's working directory.
+    let s = Server::start_in(&fresh_home(&tmp), tmp.path()).await;
+    let brief = s.ok("start_workflow", json!({"goal": "document the API", "template_file": "docs.toml"})).await;
     assert_eq!((brief["template"].as_str(), brief["instructions"].as_str()), (Some("docs"), Some("Write the page")));
     let brief = s.advance(&brief, "written", "draft").await;
     let gate = s.advance(&brief, "redo", "too short").await;

@@ -91,8 +91,8 @@ impl Backend {
                     return owner.execute(envelope).await;
                 }
                 Mode::Remote(conn) => match round_trip(conn, &line).await {
-                    Ok(reply) => return reply,
-                    Err(reason) => {
+                    Trip::Answer(reply) => return reply,
+                    Trip::Lost(reason) => {
                         tracing::warn!("lost the baton owner ({reason}); re-electing");
                         *mode = Mode::Unconnected;
                     }
@@ -111,7 +111,11 @@ impl Backend {
         loop {
             let lock = self.home.open_lock()?;
             match lock.try_lock() {
-                Ok(()) => return self.take_ownership(lock).await,
+                Ok(()) => match self.take_ownership(lock).await {
+                    // The previous owner released its lock but is still closing the database.
+                    Err(e) if e.code == ErrorCode::Unavailable => tracing::debug!("{e}"),
+                    taken => return taken,
+                },
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => {
                     return Err(BatonError::storage(
@@ -140,14 +144,30 @@ impl Backend {
     }
 }
 
-/// Send one request line and read its answer; `Err` means the connection is unusable.
-async fn round_trip(conn: &mut wire::Connection, line: &str) -> Result<wire::WireReply, String> {
-    conn.send(line).await.map_err(|e| e.to_string())?;
+/// How a request to the owner ended.
+enum Trip {
+    /// The owner answered (possibly with an error).
+    Answer(wire::WireReply),
+    /// The connection is unusable: the owner is gone or hung; re-elect and resend.
+    Lost(String),
+}
+
+/// Send one request line and read its answer.
+async fn round_trip(conn: &mut wire::Connection, line: &str) -> Trip {
+    if let Err(e) = conn.send(line).await {
+        return Trip::Lost(e.to_string());
+    }
     match tokio::time::timeout(ANSWER_TIMEOUT, conn.next()).await {
-        Err(_) => Err("no answer in time".into()),
-        Ok(None) => Err("connection closed".into()),
-        Ok(Some(Err(e))) => Err(e.to_string()),
-        Ok(Some(Ok(text))) => serde_json::from_str(&text).map_err(|e| format!("garbled answer: {e}")),
+        Err(_) => Trip::Lost("no answer in time".into()),
+        Ok(None) => Trip::Lost("connection closed".into()),
+        Ok(Some(Err(e))) if wire::is_oversized(&e) => {
+            Trip::Answer(Err(BatonError::internal("the owner's answer exceeded the frame limit")))
+        }
+        Ok(Some(Err(e))) => Trip::Lost(e.to_string()),
+        Ok(Some(Ok(text))) => Trip::Answer(
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| Err(BatonError::internal(format!("the owner's answer could not be decoded: {e}")))),
+        ),
     }
 }
 

@@ -2,7 +2,8 @@
 
 use super::wire::{self, WireReply};
 use crate::api::{Envelope, Reply};
-use crate::error::{BatonError, BatonResult};
+use crate::error::{BatonError, BatonResult, ErrorCode};
+use crate::limits::MAX_ANSWER_BYTES;
 use crate::service::Service;
 use futures::{SinkExt, StreamExt};
 use std::fs::File;
@@ -10,11 +11,17 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::net::{UnixListener, UnixStream};
 
+/// The open database together with the flock that entitles this process to it. Fields
+/// drop in order, so the database is closed before the lock is released and a successor
+/// never finds sled's own file lock still held.
+struct Owned {
+    service: Service,
+    _lock: File,
+}
+
 /// The database and the socket other processes reach it through.
 pub struct Owner {
-    service: Arc<Service>,
-    /// Held for the life of the process: the flock that makes this process the owner.
-    _lock: File,
+    owned: Arc<Owned>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -25,16 +32,16 @@ impl Owner {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)
             .map_err(|e| BatonError::storage(format!("cannot listen on {}: {e}", socket.display()), "Check the baton home is writable."))?;
-        let service = Arc::new(service);
-        let serving = Arc::clone(&service);
+        let owned = Arc::new(Owned { service, _lock: lock });
+        let serving = Arc::clone(&owned);
         let listener = tokio::spawn(async move { accept_loop(listener, serving).await });
         tracing::info!(socket = %socket.display(), "this process now owns the baton database");
-        Ok(Owner { service, _lock: lock, listener })
+        Ok(Owner { owned, listener })
     }
 
     /// Execute a request in this process.
     pub async fn execute(&self, envelope: Envelope) -> BatonResult<Reply> {
-        execute(Arc::clone(&self.service), envelope).await
+        execute(&self.owned, envelope)
     }
 }
 
@@ -47,15 +54,15 @@ impl Drop for Owner {
 /// Run a request on the calling thread. The server runs a single-threaded runtime and
 /// requests are short (a sled transaction and a flush), so running them inline avoids a
 /// thread hand-off per request, the largest cost after the disk itself (see `cargo bench`).
-async fn execute(service: Arc<Service>, envelope: Envelope) -> BatonResult<Reply> {
-    service.handle(&envelope)
+fn execute(owned: &Owned, envelope: Envelope) -> BatonResult<Reply> {
+    owned.service.handle(&envelope)
 }
 
-async fn accept_loop(listener: UnixListener, service: Arc<Service>) {
+async fn accept_loop(listener: UnixListener, owned: Arc<Owned>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, Arc::clone(&service)));
+                tokio::spawn(serve_connection(stream, Arc::clone(&owned)));
             }
             Err(e) => {
                 tracing::warn!("accept on baton socket failed: {e}");
@@ -67,12 +74,12 @@ async fn accept_loop(listener: UnixListener, service: Arc<Service>) {
 
 /// Answer requests on one connection until it closes. Bad frames get an error answer;
 /// an oversized frame also ends the connection, since the stream cannot be resynchronised.
-async fn serve_connection(stream: UnixStream, service: Arc<Service>) {
+async fn serve_connection(stream: UnixStream, owned: Arc<Owned>) {
     let mut conn = wire::serving(stream);
     while let Some(line) = conn.next().await {
         let (reply, close): (WireReply, bool) = match line {
             Ok(line) => match wire::decode_request(&line) {
-                Ok(envelope) => (execute(Arc::clone(&service), envelope).await, false),
+                Ok(envelope) => (execute(&owned, envelope), false),
                 Err(e) => (Err(e), false),
             },
             Err(e) if wire::is_oversized(&e) => (Err(wire::oversized_frame()), true),
@@ -81,10 +88,26 @@ async fn serve_connection(stream: UnixStream, service: Arc<Service>) {
                 return;
             }
         };
-        let text = serde_json::to_string(&reply)
-            .unwrap_or_else(|e| format!("{{\"Err\":{{\"code\":\"internal\",\"message\":\"{e}\",\"fix\":\"\"}}}}"));
+        let text = encode_answer(&reply);
         if conn.send(text).await.is_err() || close {
             return;
         }
+    }
+}
+
+/// Serialize an answer, replacing one the client could not accept by an error.
+fn encode_answer(reply: &WireReply) -> String {
+    let refusal = |e: BatonError| serde_json::to_string(&WireReply::Err(e)).unwrap_or_default();
+    match serde_json::to_string(reply) {
+        Ok(text) if text.len() <= MAX_ANSWER_BYTES => text,
+        Ok(text) => refusal(
+            BatonError::new(
+                ErrorCode::TooLarge,
+                format!("the answer is {} bytes, over the {MAX_ANSWER_BYTES}-byte limit between processes", text.len()),
+                "Ask for less: a smaller history_limit or limit.",
+            )
+            .with_field("request"),
+        ),
+        Err(e) => refusal(BatonError::internal(format!("answer could not be encoded: {e}"))),
     }
 }

@@ -1,13 +1,17 @@
 //! A run's snapshot and the state machine that moves it. Every accepted change bumps
 //! `version` by one and yields exactly one [`Event`] with `seq == version`, so the event
-//! log is dense and a snapshot at version N equals replaying events 1..=N.
+//! log is a dense, append-only history of every change; the snapshot is the current state.
 
 use super::template::{DONE, FAILED, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
+use crate::limits::{MAX_ARTIFACTS_BYTES, check_json_len};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+
+/// Human answers kept in the snapshot (all of them stay in the event history).
+pub const MAX_KEPT_ANSWERS: usize = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -107,7 +111,7 @@ pub struct Run {
     pub visits: BTreeMap<String, u32>,
     /// Caller-supplied context given at start.
     pub context: Map<String, Value>,
-    /// Named artifacts reported by roles (latest value per name).
+    /// Named artifacts reported by roles (latest value per name; at most 1 MiB in all).
     pub artifacts: Map<String, Value>,
     /// Latest output of each step.
     pub outputs: BTreeMap<String, StepOutput>,
@@ -281,7 +285,7 @@ impl Run {
             at: now.to_string(),
         };
         let role = def.role.clone();
-        self.artifacts.extend(input.artifacts);
+        self.merge_artifacts(input.artifacts)?;
         self.outputs.insert(step.clone(), output.clone());
         self.last_output = Some(output);
         let limit_reached = self.move_to(&target, now);
@@ -332,6 +336,9 @@ impl Run {
                 ));
             }
         };
+        if self.human_answers.len() >= MAX_KEPT_ANSWERS {
+            self.human_answers.remove(0);
+        }
         self.human_answers.push(HumanExchange {
             step: gate.step.clone(),
             question: gate.question.clone(),
@@ -352,9 +359,15 @@ impl Run {
         Ok(self.record(EventKind::HumanAnswered { answer, comment }, now))
     }
 
-    /// Record a named checkpoint. Any run may be checkpointed, finished or not.
+    /// Record a named checkpoint of a run in progress (checkpoints exist to fork from).
     pub fn add_checkpoint(&mut self, expected: Option<u64>, name: &str, note: Option<String>, now: &str) -> BatonResult<Event> {
         self.check_version(expected)?;
+        if self.status.is_finished() {
+            return Err(BatonError::invalid_state(
+                format!("run {} has {}; a checkpoint of it could never be forked", self.id, self.status.as_str()),
+                "Checkpoint runs while they are in progress; fork an existing checkpoint with `resume` to continue.",
+            ));
+        }
         if self.checkpoints.iter().any(|c| c == name) {
             return Err(BatonError::invalid(
                 "name",
@@ -377,6 +390,26 @@ impl Run {
         }
         self.finish(RunStatus::Cancelled, reason.to_string());
         Ok(self.record(EventKind::Cancelled { reason: reason.to_string() }, now))
+    }
+
+    /// Merge reported artifacts (a `null` value deletes that name), keeping the total
+    /// within [`MAX_ARTIFACTS_BYTES`] so every brief stays a sensible size.
+    fn merge_artifacts(&mut self, update: Map<String, Value>) -> BatonResult<()> {
+        let mut merged = self.artifacts.clone();
+        for (name, value) in update {
+            if value.is_null() {
+                merged.remove(&name);
+            } else {
+                merged.insert(name, value);
+            }
+        }
+        check_json_len("artifacts", &Value::Object(merged.clone()), MAX_ARTIFACTS_BYTES).map_err(|mut e| {
+            e.message = format!("with these artifacts the run would keep more than {MAX_ARTIFACTS_BYTES} bytes of artifacts");
+            e.fix = "Keep large material in files and report paths; delete artifacts you no longer need by setting them to null.".into();
+            e
+        })?;
+        self.artifacts = merged;
+        Ok(())
     }
 
     /// The step a role is on, or why there is none.

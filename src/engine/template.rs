@@ -2,6 +2,7 @@
 //! `validate` rejects templates that could never finish or could loop forever.
 
 use crate::error::{BatonError, BatonResult};
+use crate::limits::{MAX_TEXT_BYTES, check_len};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const DONE: &str = "done";
 /// Outcome target that ends the run as failed.
 pub const FAILED: &str = "failed";
+/// Most steps a template may have.
+pub const MAX_STEPS: usize = 100;
 
 /// A workflow definition. Runs embed a copy, so editing a template never breaks a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -57,7 +60,11 @@ impl Template {
     /// Parse a template file's text; `.toml` files as TOML, anything else as JSON.
     pub fn parse(text: &str, is_toml: bool, field: &str) -> BatonResult<Template> {
         let parsed: Result<Template, String> = if is_toml {
-            toml::from_str(text).map_err(|e| e.to_string())
+            // Name the line, but never echo the file's text: the path may be any file.
+            toml::from_str(text).map_err(|e| {
+                let line = e.span().map_or(0, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+                format!("line {line}: {}", e.message())
+            })
         } else {
             let de = &mut serde_json::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de).map_err(|e| format!("at `{}`: {}", e.path(), e.inner()))
@@ -77,6 +84,14 @@ impl Template {
     /// `field` prefixes the paths in error messages (e.g. `template`).
     pub fn validate(&self, field: &str) -> BatonResult<()> {
         check_identifier(&self.name, &format!("{field}.name"))?;
+        check_len(&format!("{field}.description"), self.description.len(), MAX_TEXT_BYTES)?;
+        if self.steps.len() > MAX_STEPS {
+            return Err(BatonError::invalid(
+                format!("{field}.steps"),
+                format!("a template may have at most {MAX_STEPS} steps; this one has {}", self.steps.len()),
+                "Split the workflow into smaller templates.",
+            ));
+        }
         if self.steps.is_empty() {
             return Err(BatonError::invalid(
                 format!("{field}.steps"),
@@ -117,6 +132,7 @@ impl Template {
                 ));
             }
             check_identifier(&step.role, &format!("{at}.role"))?;
+            check_len(&format!("{at}.instructions"), step.instructions.len(), MAX_TEXT_BYTES)?;
             if step.outcomes.is_empty() {
                 return Err(BatonError::invalid(
                     format!("{at}.outcomes"),
@@ -173,7 +189,31 @@ impl Template {
                 "Map some step's success outcome to `done`.",
             ));
         }
-        Ok(())
+        self.check_every_step_can_finish(field)
+    }
+
+    /// A step from which neither `done` nor `failed` can be reached would trap a run.
+    fn check_every_step_can_finish(&self, field: &str) -> BatonResult<()> {
+        let mut can_finish: BTreeSet<&str> = BTreeSet::from([DONE, FAILED]);
+        loop {
+            let before = can_finish.len();
+            for step in &self.steps {
+                if step.outcomes.values().any(|t| can_finish.contains(t.as_str())) {
+                    can_finish.insert(&step.name);
+                }
+            }
+            if can_finish.len() == before {
+                break;
+            }
+        }
+        match self.steps.iter().enumerate().find(|(_, s)| !can_finish.contains(s.name.as_str())) {
+            Some((i, step)) => Err(BatonError::invalid(
+                format!("{field}.steps[{i}].outcomes"),
+                format!("from step `{}` no sequence of outcomes leads to `done` or `failed`, so a run there could never end", step.name),
+                "Give one of the steps in that loop an outcome that leads out of it.",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Every cycle must pass through a step with `max_visits`: drop bounded steps, and

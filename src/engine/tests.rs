@@ -65,6 +65,26 @@ fn bounded_loop_and_self_loop_rules() {
 }
 
 #[test]
+fn a_step_that_can_never_finish_is_rejected() {
+    let err = template(json!({"name":"t","steps":[
+        {"name":"a","role":"x","outcomes":{"ok":"done","loop":"b"}},
+        {"name":"b","role":"y","max_visits":3,"outcomes":{"again":"b"}}]}))
+    .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("template.steps[1].outcomes"));
+    assert!(err.message.contains("could never end"), "{}", err.message);
+}
+
+#[test]
+fn oversized_templates_are_refused() {
+    let steps: Vec<_> = (0..101).map(|i| json!({"name": format!("s{i}"), "role": "x", "outcomes": {"ok": "done"}})).collect();
+    let err = template(json!({"name":"t","steps": steps})).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("template.steps"));
+    let err = template(json!({"name":"t","steps":[{"name":"a","role":"x","instructions":"i".repeat(20000),"outcomes":{"ok":"done"}}]}))
+        .unwrap_err();
+    assert_eq!((err.code, err.field.as_deref()), (ErrorCode::TooLarge, Some("template.steps[0].instructions")));
+}
+
+#[test]
 fn template_that_never_completes_is_rejected() {
     let err = template(json!({"name":"t","steps":[{"name":"a","role":"x","outcomes":{"no":"failed"}}]})).unwrap_err();
     assert!(err.message.contains("never complete"));
@@ -77,6 +97,9 @@ fn parse_errors_name_the_path_and_unknown_fields() {
     let toml = "name = \"t\"\n[[steps]]\nname = \"a\"\nrole = \"implementer\"\noutcomes = { ok = \"done\" }\n";
     let t = Template::parse(toml, true, "template_file").unwrap();
     assert_eq!(t.start_step(), "a");
+    let err = Template::parse("secret_token = \"hunter2\"\nname = 3\n", true, "template_file").unwrap_err();
+    assert!(err.message.contains("line 1") || err.message.contains("line 2"), "{}", err.message);
+    assert!(!err.message.contains("hunter2"), "file contents are not echoed: {}", err.message);
 }
 
 #[test]
@@ -161,6 +184,9 @@ fn fork_copies_state_and_resets_history() {
     run.add_checkpoint(None, "after-plan", None, NOW).unwrap();
     assert!(run.add_checkpoint(None, "after-plan", None, NOW).is_err());
     let (fork, ev) = Run::fork(&run, "after-plan", "r2".into(), NOW).unwrap();
+    let mut finished = run.clone();
+    finished.cancel(None, "stop", NOW).unwrap();
+    assert_eq!(finished.add_checkpoint(None, "late", None, NOW).unwrap_err().code, ErrorCode::InvalidState);
     assert_eq!(ev.seq, 1);
     assert_eq!(fork.current_step.as_deref(), Some("implement"));
     assert_eq!(fork.outputs["design"].outcome, "planned");
@@ -179,4 +205,32 @@ fn events_round_trip_as_json() {
     assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), ev);
     let again: Run = serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
     assert_eq!(again, run);
+}
+
+#[test]
+fn artifacts_merge_delete_with_null_and_stay_bounded() {
+    let mut run = feature_run();
+    let input = |artifacts: serde_json::Value, run: &mut Run| {
+        let artifacts = artifacts.as_object().unwrap().clone();
+        let outcome = run.template.step(run.current_step.as_deref().unwrap()).unwrap().outcomes.keys().next().unwrap().clone();
+        run.advance(AdvanceInput { expected_version: run.version, outcome: &outcome, output: "", artifacts }, NOW)
+    };
+    input(json!({"plan": "p.md", "big": "x".repeat(600 * 1024)}), &mut run).unwrap();
+    let before = run.clone();
+    let err = input(json!({"more": "y".repeat(600 * 1024)}), &mut run).unwrap_err();
+    assert_eq!((err.code, err.field.as_deref()), (ErrorCode::TooLarge, Some("artifacts")));
+    assert_eq!(run, before, "a refused advance changes nothing");
+    input(json!({"big": null, "more": "y".repeat(600 * 1024)}), &mut run).unwrap();
+    assert!(run.artifacts.contains_key("more") && !run.artifacts.contains_key("big") && run.artifacts["plan"] == "p.md");
+}
+
+#[test]
+fn only_the_latest_human_answers_stay_in_the_snapshot() {
+    let mut run = feature_run();
+    for i in 0..run::MAX_KEPT_ANSWERS + 3 {
+        run.ask_human(None, &format!("q{i}"), vec![], NOW).unwrap();
+        run.answer_human(None, &format!("a{i}"), None, NOW).unwrap();
+    }
+    assert_eq!(run.human_answers.len(), run::MAX_KEPT_ANSWERS);
+    assert_eq!(run.human_answers[0].answer, "a3");
 }

@@ -21,6 +21,16 @@ enum ResumeOutput {
     Forked(Brief),
 }
 
+/// Every tool answers with its result, or with `{"error": ...}` when `isError` is set;
+/// the published output schema admits both.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum ToolOutcome<T> {
+    Done(T),
+    Failed { error: BatonError },
+}
+
 type Parser = Box<dyn Fn(Value) -> BatonResult<Request> + Send + Sync>;
 
 /// One tool: its MCP description and its argument parser.
@@ -53,8 +63,9 @@ where
     O: JsonSchema,
 {
     let annotations = ToolAnnotations::new().read_only(effect == Effect::Reads).destructive(effect == Effect::Ends);
-    let tool =
-        Tool::new(name, description, schema_object::<P>()).with_raw_output_schema(schema_object::<O>()).with_annotations(annotations);
+    let tool = Tool::new(name, description, schema_object::<P>())
+        .with_raw_output_schema(schema_object::<ToolOutcome<O>>())
+        .with_annotations(annotations);
     ToolSpec { tool, parse: Box::new(move |value| parse_arguments::<P>(value).map(into)) }
 }
 

@@ -4,7 +4,7 @@
 mod keys;
 
 use crate::engine::{Event, Run, RunStatus, Template};
-use crate::error::{BatonError, BatonResult};
+use crate::error::{BatonError, BatonResult, ErrorCode};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -65,7 +65,8 @@ pub struct Store {
 }
 
 /// How many change ids a run remembers for deduplicating retries. Retries follow an owner
-/// failover within seconds; a change older than this fails its version check instead.
+/// failover within seconds, long before 32 further changes; a creation is recognised by
+/// its run id, which is its op id, however old.
 pub const RECENT_OPS: usize = 32;
 
 type TxError = ConflictableTransactionError<BatonError>;
@@ -73,11 +74,16 @@ type TxError = ConflictableTransactionError<BatonError>;
 impl Store {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> BatonResult<Store> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
-            BatonError::storage(
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => BatonError::new(
+                ErrorCode::Unavailable,
+                format!("the database at {} is still held by another process", dir.display()),
+                "Retry in a moment; if it persists, look for a stray process using that directory.",
+            ),
+            e => BatonError::storage(
                 format!("cannot open the baton database at {}: {e}", dir.display()),
                 "Check the directory exists, is writable by you, and is not used by another program.",
-            )
+            ),
         })?;
         Ok(Store {
             runs: db.open_tree("runs")?,
@@ -169,7 +175,8 @@ impl Store {
         let trees = (&self.runs, &self.summaries, &self.events, &self.checkpoints, &self.templates);
         let result = trees.transaction(|(runs, summaries, events, checkpoints, templates)| {
             let current = tx_get::<Run>(runs, run_id.as_bytes())?;
-            if let Some(done) = current.as_ref().filter(|r| r.recent_ops.iter().any(|op| op == op_id)) {
+            let already_applied = |r: &&Run| r.id == op_id || r.recent_ops.iter().any(|op| op == op_id);
+            if let Some(done) = current.as_ref().filter(already_applied) {
                 return Ok(done.clone());
             }
             let (mut run, event, extra) = change(current).map_err(abort)?;

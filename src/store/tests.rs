@@ -63,6 +63,7 @@ fn recent_ops_are_bounded_and_state_survives_reopen() {
     let store = Store::open(&dir.path().join("db")).unwrap();
     let run = store.run("r1").unwrap().unwrap();
     assert_eq!(run.recent_ops.len(), RECENT_OPS);
+    assert_eq!(create(&store, "r1"), run, "an old creation is still recognised by its run id");
     assert_eq!(run.version, RECENT_OPS as u64 + 6);
     assert_eq!(store.events("r1", 1, u64::MAX, usize::MAX).unwrap().len() as u64, run.version);
     assert_eq!(store.summaries().unwrap()[0].version, run.version);

@@ -36,8 +36,13 @@ pub struct Server {
 impl Server {
     /// Start `baton serve` on `home` and complete the MCP handshake.
     pub async fn start(home: &Path) -> Server {
+        Server::start_in(home, Path::new(".")).await
+    }
+
+    /// Like [`Server::start`], with `cwd` as the server's working directory.
+    pub async fn start_in(home: &Path, cwd: &Path) -> Server {
         let cmd = tokio::process::Command::new(BATON).configure(|c| {
-            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "warn");
+            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "warn").current_dir(cwd);
         });
         let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn baton serve");
         let pid = transport.id().expect("child pid");
