@@ -3,7 +3,8 @@
 //! `baton install` registers the server and the skill in a fresh `CODEX_HOME`; then
 //! `codex mcp get` must read the registration back, and `codex app-server` (JSON-RPC over stdio)
 //! must start `baton serve`, list its tools and the skill, and route real tool calls to it.
-//! Finally the baton CLI reads the run back from disk after Codex has exited.
+//! Then the baton CLI reads the run back from disk after Codex has exited, and two new Codex
+//! sessions at once resume the same run: one advances it, the other gets a conflict.
 //!
 //! Codex is `$CODEX_BIN`, else a pinned `@openai/codex` that the test installs with npm under
 //! target/tmp, else `codex` on `PATH`. Without any, the test is skipped, unless `CI` is set.
@@ -171,6 +172,38 @@ fn codex_registers_lists_and_calls_baton() {
     assert_eq!(stored["status"], "active", "{runs:#}");
     assert_eq!(stored["step"], "implement", "{runs:#}");
     assert_eq!(stored["role"], "implementer", "{runs:#}");
+
+    // 5. Two new Codex sessions at once on the same database: both resume the run, one
+    //    advances it, and the other's now-stale advance is refused.
+    let (mut first, first_thread) = Session::open(&codex, codex_home, work);
+    let (mut second, second_thread) = Session::open(&codex, codex_home, work);
+    let open = first.call_tool(&first_thread, "resume", json!({}));
+    let open_runs = expect_success(&open, "resume")["runs"].clone();
+    assert_eq!(open_runs[0]["run_id"], run_id.as_str(), "a new session lists the unfinished run: {open:#}");
+    let briefing = second.call_tool(&second_thread, "resume", json!({"run_id": run_id}));
+    let brief = expect_success(&briefing, "resume")["brief"].clone();
+    assert_eq!((brief["version"].as_u64(), brief["role"].as_str()), (Some(2), Some("implementer")), "{briefing:#}");
+    assert!(brief["feedback"]["output"].as_str().is_some_and(|o| o.contains("parse --verbose")), "the plan carries over: {briefing:#}");
+    let step = json!({"run_id": run_id, "expected_version": 2, "outcome": "implemented", "output": "Added --verbose."});
+    let moved = second.call_tool(&second_thread, "advance", step.clone());
+    assert_eq!(expect_success(&moved, "advance")["role"], "reviewer", "{moved:#}");
+    let late = first.call_tool(&first_thread, "advance", step);
+    assert_eq!(late["structuredContent"]["error"]["code"], "conflict", "the other session's copy is stale: {late:#}");
+    assert!(first.shutdown().success() && second.shutdown().success(), "both Codex sessions exit cleanly");
+}
+
+/// A Codex session: an initialized `codex app-server` with one thread.
+struct Session;
+
+impl Session {
+    fn open(codex: &Path, codex_home: &Path, cwd: &Path) -> (AppServer, String) {
+        let mut app = AppServer::start(codex, codex_home, cwd);
+        app.request("initialize", json!({"clientInfo": {"name": "baton-test", "version": "0"}, "capabilities": {"experimentalApi": true}}));
+        app.notify("initialized");
+        let thread = app.request("thread/start", json!({"cwd": cwd, "ephemeral": true}));
+        let id = thread["thread"]["id"].as_str().unwrap_or_else(|| panic!("thread/start gave no thread id: {thread:#}")).to_string();
+        (app, id)
+    }
 }
 
 /// The Codex CLI version this test pins; `cargo test` installs it under target/ with npm.
