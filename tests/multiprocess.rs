@@ -249,16 +249,9 @@ async fn many_terminal_commands_at_once_each_get_their_answer() {
 async fn a_terminal_command_with_a_stalled_reader_does_not_hold_the_database() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
-    let server = Server::start(&home).await;
-    let brief = server.ok("start_workflow", json!({"goal": "g", "context": {"blob": "x".repeat(500_000)}})).await;
-    server.stop().await;
+    let run_id = common::run_with_large_output(&home).await;
     // `baton show --json | (a reader that never reads)`: more output than a pipe holds.
-    let mut stalled = std::process::Command::new(common::BATON)
-        .env("BATON_HOME", &home)
-        .args(["show", brief["run_id"].as_str().unwrap(), "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut stalled = common::spawn_show_json(&home, &run_id);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let server = Server::start(&home).await;

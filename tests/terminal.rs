@@ -52,16 +52,8 @@ async fn runs_show_answer_and_cancel_work_beside_a_running_server() {
 async fn output_to_a_reader_that_hangs_up_is_not_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
-    let server = Server::start(&home).await;
-    let brief = server.ok("start_workflow", json!({"goal": "g", "context": {"blob": "x".repeat(200_000)}})).await;
-    server.stop().await;
-    let mut child = std::process::Command::new(common::BATON)
-        .env("BATON_HOME", &home)
-        .args(["show", brief["run_id"].as_str().unwrap(), "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run_id = common::run_with_large_output(&home).await;
+    let mut child = common::spawn_show_json(&home, &run_id);
     drop(child.stdout.take()); // like `| head -c 0`
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));

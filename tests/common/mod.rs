@@ -108,3 +108,23 @@ pub fn cli(home: &Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(BATON).env("BATON_HOME", home).args(args).output().expect("run baton");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// A stored run whose `baton show --json` output is larger than a pipe holds, and no
+/// server left running: returns its id.
+pub async fn run_with_large_output(home: &Path) -> String {
+    let server = Server::start(home).await;
+    let brief = server.ok("start_workflow", json!({"goal": "g", "context": {"blob": "x".repeat(500_000)}})).await;
+    server.stop().await;
+    brief["run_id"].as_str().unwrap().to_string()
+}
+
+/// `baton show RUN --json` with its stdout (and stderr) piped, for the caller to read or drop.
+pub fn spawn_show_json(home: &Path, run_id: &str) -> std::process::Child {
+    std::process::Command::new(BATON)
+        .env("BATON_HOME", home)
+        .args(["show", run_id, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run baton show")
+}
