@@ -50,15 +50,10 @@ impl Home {
     /// Create the directory and its `db/` (both 0700) if needed; check it is private and writable.
     pub fn prepare(&self) -> BatonResult<()> {
         let dir = &self.dir;
-        if !dir.exists() {
-            DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {
-                BatonError::storage(
-                    format!("cannot create baton home {}: {e}", dir.display()),
-                    "Set BATON_HOME to a directory you can write.",
-                )
+        create_private(dir).map_err(|e| {
+            BatonError::storage(format!("cannot create baton home {}: {e}", dir.display()), "Set BATON_HOME to a directory you can write.")
                 .with_field("BATON_HOME")
-            })?;
-        }
+        })?;
         let meta = std::fs::metadata(dir).map_err(|e| {
             BatonError::storage(format!("cannot read baton home {}: {e}", dir.display()), "Check the path and its permissions.")
                 .with_field("BATON_HOME")
@@ -87,14 +82,9 @@ impl Home {
             .with_field("BATON_HOME")
         })?;
         let db = self.db_dir();
-        if !db.exists() {
-            DirBuilder::new().recursive(true).mode(0o700).create(&db).map_err(|e| {
-                BatonError::storage(
-                    format!("cannot create {}: {e}", db.display()),
-                    format!("Run `chmod 700 {}` as its owner.", dir.display()),
-                )
-            })?;
-        }
+        create_private(&db).map_err(|e| {
+            BatonError::storage(format!("cannot create {}: {e}", db.display()), format!("Run `chmod 700 {}` as its owner.", dir.display()))
+        })?;
         let socket_len = self.socket_path().as_os_str().len();
         if socket_len > MAX_SOCKET_PATH {
             return Err(BatonError::invalid(
@@ -112,4 +102,13 @@ impl Home {
             BatonError::storage(format!("cannot open {}: {e}", self.lock_path().display()), "Check the baton home permissions.")
         })
     }
+}
+
+/// Create `dir` (and missing parents) as 0700 unless something already exists there;
+/// a concurrent creator is fine.
+fn create_private(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }

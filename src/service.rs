@@ -95,14 +95,11 @@ impl Service {
     fn start_workflow(&self, op: &str, p: &StartWorkflowParams) -> BatonResult<Reply> {
         require_text("goal", &p.goal)?;
         check_len("goal", p.goal.len(), MAX_TEXT_BYTES)?;
-        if let Some(title) = &p.title {
-            check_len("title", title.len(), MAX_TEXT_BYTES)?;
-        }
+        let title = title_or(p.title.clone(), || default_title(&p.goal))?;
         let context = p.context.clone().unwrap_or_default();
         check_json_len("context", &Value::Object(context.clone()), MAX_ARTIFACTS_BYTES)?;
         let (template, is_new) = self.resolve_template(p)?;
         let replaces = is_new && self.store.template(&template.name)?.is_some_and(|stored| stored != template);
-        let title = p.title.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| default_title(&p.goal));
         let now = now_rfc3339();
         let (run, event) = Run::start(op.to_string(), template.clone(), p.goal.clone(), title, context, &now);
         let extra = Extra { template: is_new.then_some(template), ..Extra::default() };
@@ -164,7 +161,7 @@ impl Service {
     }
 
     fn template_names(&self) -> BatonResult<String> {
-        Ok(self.all_templates()?.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "))
+        Ok(names_of(&self.all_templates()?))
     }
 
     fn advance(&self, op: &str, p: &AdvanceParams) -> BatonResult<Reply> {
@@ -234,11 +231,9 @@ impl Service {
             )
         })?;
         let now = now_rfc3339();
-        if let Some(title) = &title {
-            check_len("title", title.len(), MAX_TEXT_BYTES)?;
-        }
+        let title = title_or(title, || format!("{} (fork of {checkpoint})", snapshot.title))?;
         let (mut run, event) = Run::fork(&snapshot, checkpoint, op.to_string(), &now)?;
-        run.title = title.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| format!("{} (fork of {checkpoint})", snapshot.title));
+        run.title = title;
         let run = self.store.create_run(op, &run, &event, Extra::default())?;
         Ok(brief_reply(&run))
     }
@@ -314,8 +309,8 @@ impl Service {
     }
 
     fn list_templates(&self) -> BatonResult<Reply> {
-        let text = format!("Templates: {}", self.template_names()?);
-        Ok(reply(text, &TemplateList { templates: self.all_templates()? }))
+        let templates = self.all_templates()?;
+        Ok(reply(format!("Templates: {}", names_of(&templates)), &TemplateList { templates }))
     }
 
     fn load(&self, run_id: &str) -> BatonResult<Run> {
@@ -335,6 +330,10 @@ fn read_template_file(path: &str) -> BatonResult<Template> {
     Template::parse(&text, is_toml, "template_file")
 }
 
+fn names_of(templates: &[Template]) -> String {
+    templates.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 fn require_text(field: &str, value: &str) -> BatonResult<()> {
     if value.trim().is_empty() {
         return Err(BatonError::invalid(field, format!("`{field}` is empty"), format!("Give `{field}` some text.")));
@@ -350,6 +349,12 @@ fn bounded_limit(field: &str, value: Option<u32>, default: u32) -> BatonResult<u
         }
         n => Ok(n),
     }
+}
+
+/// The caller's title, checked, or `default()` when none (or a blank one) was given.
+fn title_or(title: Option<String>, default: impl FnOnce() -> String) -> BatonResult<String> {
+    check_len("title", title.as_ref().map_or(0, String::len), MAX_TEXT_BYTES)?;
+    Ok(title.filter(|t| !t.trim().is_empty()).unwrap_or_else(default))
 }
 
 fn default_title(goal: &str) -> String {
