@@ -167,7 +167,6 @@ impl Service {
     fn advance(&self, op: &str, p: &AdvanceParams) -> BatonResult<Reply> {
         check_len("output", p.output.len(), MAX_OUTPUT_BYTES)?;
         let artifacts = p.artifacts.clone().unwrap_or_default();
-        check_json_len("artifacts", &Value::Object(artifacts.clone()), MAX_ARTIFACTS_BYTES)?;
         let now = now_rfc3339();
         let run = self.store.update_run(op, &p.run_id, |run| {
             let input =
