@@ -1,7 +1,8 @@
 //! The operations baton offers, as serializable requests. The MCP tools, the terminal
 //! commands and the inter-process protocol all speak these types.
 
-use crate::engine::{RunStatus, Template};
+use crate::engine::Template;
+pub use crate::store::StatusFilter;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -109,35 +110,6 @@ pub struct AnswerHumanParams {
     pub comment: Option<String>,
     #[serde(default)]
     pub expected_version: Option<u64>,
-}
-
-/// Which runs `list_runs` shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum StatusFilter {
-    #[default]
-    All,
-    /// Active or awaiting a human.
-    Open,
-    Active,
-    AwaitingHuman,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl StatusFilter {
-    pub fn matches(self, status: RunStatus) -> bool {
-        match self {
-            StatusFilter::All => true,
-            StatusFilter::Open => !status.is_finished(),
-            StatusFilter::Active => status == RunStatus::Active,
-            StatusFilter::AwaitingHuman => status == RunStatus::AwaitingHuman,
-            StatusFilter::Completed => status == RunStatus::Completed,
-            StatusFilter::Failed => status == RunStatus::Failed,
-            StatusFilter::Cancelled => status == RunStatus::Cancelled,
-        }
-    }
 }
 
 /// List runs, newest change first.

@@ -1,5 +1,5 @@
-//! Executes [`Request`]s against the [`Store`]: validation, the engine's state machine,
-//! and the shape of every answer. Blocking; callers run it off the async runtime.
+//! Executes [`Request`]s against a [`RunStore`]: validation, the engine's state machine,
+//! and the shape of every answer.
 
 use crate::api::*;
 use crate::engine::run::AdvanceInput;
@@ -7,12 +7,13 @@ use crate::engine::template::check_identifier;
 use crate::engine::{Brief, Event, Run, Template, builtin_template, builtin_templates};
 use crate::error::{BatonError, BatonResult};
 use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, check_json_len, check_len};
-use crate::store::{Extra, RunSummary, Store, unknown_run};
+use crate::store::{Commit, Mutation, RunQuery, RunStore, RunSummary, StatusFilter, unknown_run};
 use crate::time::now_rfc3339;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::Arc;
 
 const DEFAULT_TEMPLATE: &str = "feature";
 const DEFAULT_LIST_LIMIT: u32 = 50;
@@ -66,44 +67,44 @@ pub struct TemplateList {
 
 /// The operations, over one open store.
 pub struct Service {
-    store: Store,
+    store: Arc<dyn RunStore>,
 }
 
 impl Service {
-    pub fn new(store: Store) -> Service {
+    pub fn new(store: Arc<dyn RunStore>) -> Service {
         Service { store }
     }
 
     /// Execute one request.
-    pub fn handle(&self, envelope: &Envelope) -> BatonResult<Reply> {
+    pub async fn handle(&self, envelope: &Envelope) -> BatonResult<Reply> {
         let op = envelope.op_id.as_str();
         match &envelope.request {
-            Request::StartWorkflow(p) => self.start_workflow(op, p),
-            Request::Advance(p) => self.advance(op, p),
-            Request::Checkpoint(p) => self.checkpoint(op, p),
-            Request::Resume(p) => self.resume(op, p),
-            Request::ForkRun(p) => self.fork(op, &p.run_id, &p.checkpoint, p.title.clone()),
-            Request::AwaitHuman(p) => self.await_human(op, p),
-            Request::AnswerHuman(p) => self.answer_human(op, p),
-            Request::ListRuns(p) => self.list_runs(p),
-            Request::GetRun(p) => self.get_run(p),
-            Request::CancelRun(p) => self.cancel(op, p),
-            Request::ListTemplates(_) => self.list_templates(),
+            Request::StartWorkflow(p) => self.start_workflow(op, p).await,
+            Request::Advance(p) => self.advance(op, p).await,
+            Request::Checkpoint(p) => self.checkpoint(op, p).await,
+            Request::Resume(p) => self.resume(op, p).await,
+            Request::ForkRun(p) => self.fork(op, &p.run_id, &p.checkpoint, p.title.clone()).await,
+            Request::AwaitHuman(p) => self.await_human(op, p).await,
+            Request::AnswerHuman(p) => self.answer_human(op, p).await,
+            Request::ListRuns(p) => self.list_runs(p).await,
+            Request::GetRun(p) => self.get_run(p).await,
+            Request::CancelRun(p) => self.cancel(op, p).await,
+            Request::ListTemplates(_) => self.list_templates().await,
         }
     }
 
-    fn start_workflow(&self, op: &str, p: &StartWorkflowParams) -> BatonResult<Reply> {
+    async fn start_workflow(&self, op: &str, p: &StartWorkflowParams) -> BatonResult<Reply> {
         require_text("goal", &p.goal)?;
         check_len("goal", p.goal.len(), MAX_TEXT_BYTES)?;
         let title = title_or(p.title.clone(), || default_title(&p.goal))?;
         let context = p.context.clone().unwrap_or_default();
         check_json_len("context", &Value::Object(context.clone()), MAX_ARTIFACTS_BYTES)?;
-        let (template, is_new) = self.resolve_template(p)?;
-        let replaces = is_new && self.store.template(&template.name)?.is_some_and(|stored| stored != template);
+        let (template, is_new) = self.resolve_template(p).await?;
+        let replaces = is_new && self.store.template(&template.name).await?.is_some_and(|stored| stored != template);
         let now = now_rfc3339();
         let (run, event) = Run::start(op.to_string(), template.clone(), p.goal.clone(), title, context, &now);
-        let extra = Extra { template: is_new.then_some(template), ..Extra::default() };
-        let run = self.store.create_run(op, &run, &event, extra)?;
+        let commit = Commit { template: is_new.then_some(template), ..Commit::new(run, event) };
+        let run = self.store.commit(op, op, creation(commit)).await?;
         let mut reply = brief_reply(&run);
         if replaces {
             reply.text = format!(
@@ -115,7 +116,7 @@ impl Service {
     }
 
     /// The template to run, and whether it is user-defined (to be remembered by name).
-    fn resolve_template(&self, p: &StartWorkflowParams) -> BatonResult<(Template, bool)> {
+    async fn resolve_template(&self, p: &StartWorkflowParams) -> BatonResult<(Template, bool)> {
         let given = [p.template.is_some(), p.template_definition.is_some(), p.template_file.is_some()];
         if given.iter().filter(|g| **g).count() > 1 {
             return Err(BatonError::invalid(
@@ -134,12 +135,12 @@ impl Service {
             if let Some(builtin) = builtin_template(name) {
                 return Ok((builtin, false));
             }
-            return match self.store.template(name)? {
+            return match self.store.template(name).await? {
                 Some(stored) => Ok((stored, false)),
                 None => Err(BatonError::not_found(
                     "template",
                     format!("no template named `{name}`"),
-                    format!("Use one of: {}; or pass `template_definition` / `template_file`.", self.template_names()?),
+                    format!("Use one of: {}; or pass `template_definition` / `template_file`.", self.template_names().await?),
                 )),
             };
         };
@@ -154,37 +155,59 @@ impl Service {
     }
 
     /// Built-in templates, then the ones users defined.
-    fn all_templates(&self) -> BatonResult<Vec<Template>> {
+    async fn all_templates(&self) -> BatonResult<Vec<Template>> {
         let mut templates = builtin_templates();
-        templates.extend(self.store.templates()?);
+        templates.extend(self.store.templates().await?);
         Ok(templates)
     }
 
-    fn template_names(&self) -> BatonResult<String> {
-        Ok(names_of(&self.all_templates()?))
+    async fn template_names(&self) -> BatonResult<String> {
+        Ok(names_of(&self.all_templates().await?))
     }
 
-    fn advance(&self, op: &str, p: &AdvanceParams) -> BatonResult<Reply> {
+    async fn advance(&self, op: &str, p: &AdvanceParams) -> BatonResult<Reply> {
         check_len("output", p.output.len(), MAX_OUTPUT_BYTES)?;
         let artifacts = p.artifacts.clone().unwrap_or_default();
         let now = now_rfc3339();
-        let run = self.store.update_run(op, &p.run_id, |run| {
-            let input =
-                AdvanceInput { expected_version: p.expected_version, outcome: &p.outcome, output: &p.output, artifacts: artifacts.clone() };
-            Ok((run.advance(input, &now)?, Extra::default()))
-        })?;
+        let p = p.clone();
+        let run = self
+            .store
+            .commit(
+                op,
+                &p.run_id.clone(),
+                update(&p.run_id, move |run| {
+                    let input = AdvanceInput {
+                        expected_version: p.expected_version,
+                        outcome: &p.outcome,
+                        output: &p.output,
+                        artifacts: artifacts.clone(),
+                    };
+                    {
+                        let event = run.advance(input, &now)?;
+                        Ok(Commit::new(run.clone(), event))
+                    }
+                }),
+            )
+            .await?;
         Ok(brief_reply(&run))
     }
 
-    fn checkpoint(&self, op: &str, p: &CheckpointParams) -> BatonResult<Reply> {
+    async fn checkpoint(&self, op: &str, p: &CheckpointParams) -> BatonResult<Reply> {
         check_identifier(&p.name, "name")?;
         check_len("note", p.note.as_ref().map_or(0, String::len), MAX_TEXT_BYTES)?;
         let now = now_rfc3339();
-        let run = self.store.update_run(op, &p.run_id, |run| {
-            let event = run.add_checkpoint(p.expected_version, &p.name, p.note.clone(), &now)?;
-            let extra = Extra { checkpoint: Some(p.name.clone()), ..Extra::default() };
-            Ok((event, extra))
-        })?;
+        let (name, note, expected) = (p.name.clone(), p.note.clone(), p.expected_version);
+        let run = self
+            .store
+            .commit(
+                op,
+                &p.run_id,
+                update(&p.run_id, move |run| {
+                    let event = run.add_checkpoint(expected, &name, note.clone(), &now)?;
+                    Ok(Commit { checkpoint: Some(name.clone()), ..Commit::new(run.clone(), event) })
+                }),
+            )
+            .await?;
         let saved = CheckpointSaved {
             run_id: run.id.clone(),
             checkpoint: p.name.clone(),
@@ -194,34 +217,34 @@ impl Service {
         Ok(reply(format!("Saved checkpoint `{}` of run {} at version {}.", p.name, run.id, run.version), &saved))
     }
 
-    fn resume(&self, op: &str, p: &ResumeParams) -> BatonResult<Reply> {
+    async fn resume(&self, op: &str, p: &ResumeParams) -> BatonResult<Reply> {
         match (&p.run_id, &p.checkpoint) {
             (None, Some(_)) => Err(BatonError::invalid(
                 "run_id",
                 "`checkpoint` needs the `run_id` it belongs to",
                 "Pass both `run_id` and `checkpoint` to fork, or neither to list runs.",
             )),
-            (None, None) => self.list_runs(&ListRunsParams { status: Some(StatusFilter::Open), ..ListRunsParams::default() }),
-            (Some(run_id), Some(checkpoint)) => self.fork(op, run_id, checkpoint, p.title.clone()),
-            (Some(run_id), None) => self.briefing(run_id),
+            (None, None) => self.list_runs(&ListRunsParams { status: Some(StatusFilter::Open), ..ListRunsParams::default() }).await,
+            (Some(run_id), Some(checkpoint)) => self.fork(op, run_id, checkpoint, p.title.clone()).await,
+            (Some(run_id), None) => self.briefing(run_id).await,
         }
     }
 
-    fn briefing(&self, run_id: &str) -> BatonResult<Reply> {
-        let run = self.load(run_id)?;
+    async fn briefing(&self, run_id: &str) -> BatonResult<Reply> {
+        let run = self.load(run_id).await?;
         let from = run.version.saturating_sub(BRIEFING_EVENTS - 1).max(1);
         let briefing = Briefing {
             brief: Brief::of(&run),
-            recent_events: self.store.events(run_id, from, run.version, MAX_HISTORY_BYTES)?,
+            recent_events: self.store.events(run_id, from, run.version, MAX_HISTORY_BYTES).await?,
             checkpoints: run.checkpoints.clone(),
             forked_from: run.forked_from.clone(),
         };
         Ok(reply(briefing.brief.summary(), &briefing))
     }
 
-    fn fork(&self, op: &str, run_id: &str, checkpoint: &str, title: Option<String>) -> BatonResult<Reply> {
-        let source = self.load(run_id)?;
-        let snapshot = self.store.checkpoint(run_id, checkpoint)?.ok_or_else(|| {
+    async fn fork(&self, op: &str, run_id: &str, checkpoint: &str, title: Option<String>) -> BatonResult<Reply> {
+        let source = self.load(run_id).await?;
+        let snapshot = self.store.checkpoint(run_id, checkpoint).await?.ok_or_else(|| {
             let known = if source.checkpoints.is_empty() { "it has none".to_string() } else { source.checkpoints.join(", ") };
             BatonError::not_found(
                 "checkpoint",
@@ -233,11 +256,11 @@ impl Service {
         let title = title_or(title, || format!("{} (fork of {checkpoint})", snapshot.title))?;
         let (mut run, event) = Run::fork(&snapshot, checkpoint, op.to_string(), &now)?;
         run.title = title;
-        let run = self.store.create_run(op, &run, &event, Extra::default())?;
+        let run = self.store.commit(op, op, creation(Commit::new(run, event))).await?;
         Ok(brief_reply(&run))
     }
 
-    fn await_human(&self, op: &str, p: &AwaitHumanParams) -> BatonResult<Reply> {
+    async fn await_human(&self, op: &str, p: &AwaitHumanParams) -> BatonResult<Reply> {
         require_text("question", &p.question)?;
         check_len("question", p.question.len(), MAX_TEXT_BYTES)?;
         let options = p.options.clone().unwrap_or_default();
@@ -245,42 +268,48 @@ impl Service {
             return Err(BatonError::invalid(format!("options[{i}]"), "an option is empty", "Remove it or give it text."));
         }
         let now = now_rfc3339();
-        let run = self.store.update_run(op, &p.run_id, |run| {
-            Ok((run.ask_human(p.expected_version, &p.question, options.clone(), &now)?, Extra::default()))
-        })?;
+        let (question, expected) = (p.question.clone(), p.expected_version);
+        let change = update(&p.run_id, move |run| {
+            let event = run.ask_human(expected, &question, options.clone(), &now)?;
+            Ok(Commit::new(run.clone(), event))
+        });
+        let run = self.store.commit(op, &p.run_id, change).await?;
         Ok(brief_reply(&run))
     }
 
-    fn answer_human(&self, op: &str, p: &AnswerHumanParams) -> BatonResult<Reply> {
+    async fn answer_human(&self, op: &str, p: &AnswerHumanParams) -> BatonResult<Reply> {
         require_text("answer", &p.answer)?;
         check_len("answer", p.answer.len(), MAX_TEXT_BYTES)?;
         check_len("comment", p.comment.as_ref().map_or(0, String::len), MAX_TEXT_BYTES)?;
         let now = now_rfc3339();
-        let run = self.store.update_run(op, &p.run_id, |run| {
-            Ok((run.answer_human(p.expected_version, &p.answer, p.comment.clone(), &now)?, Extra::default()))
-        })?;
+        let (answer, comment, expected) = (p.answer.clone(), p.comment.clone(), p.expected_version);
+        let change = update(&p.run_id, move |run| {
+            let event = run.answer_human(expected, &answer, comment.clone(), &now)?;
+            Ok(Commit::new(run.clone(), event))
+        });
+        let run = self.store.commit(op, &p.run_id, change).await?;
         Ok(brief_reply(&run))
     }
 
-    fn cancel(&self, op: &str, p: &CancelRunParams) -> BatonResult<Reply> {
+    async fn cancel(&self, op: &str, p: &CancelRunParams) -> BatonResult<Reply> {
         let reason = p.reason.clone().unwrap_or_else(|| "cancelled by the user".into());
         check_len("reason", reason.len(), MAX_TEXT_BYTES)?;
         let now = now_rfc3339();
-        let run = self.store.update_run(op, &p.run_id, |run| Ok((run.cancel(p.expected_version, &reason, &now)?, Extra::default())))?;
+        let expected = p.expected_version;
+        let change = update(&p.run_id, move |run| {
+            let event = run.cancel(expected, &reason, &now)?;
+            Ok(Commit::new(run.clone(), event))
+        });
+        let run = self.store.commit(op, &p.run_id, change).await?;
         Ok(brief_reply(&run))
     }
 
-    fn list_runs(&self, p: &ListRunsParams) -> BatonResult<Reply> {
+    async fn list_runs(&self, p: &ListRunsParams) -> BatonResult<Reply> {
         let limit = bounded_limit("limit", p.limit, DEFAULT_LIST_LIMIT)?;
         let filter = p.status.unwrap_or_default();
-        let matching: Vec<RunSummary> = self
-            .store
-            .summaries()?
-            .into_iter()
-            .filter(|s| filter.matches(s.status) && p.template.as_ref().is_none_or(|t| &s.template == t))
-            .collect();
-        let total = matching.len();
-        let runs: Vec<RunSummary> = matching.into_iter().take(limit as usize).collect();
+        let query = RunQuery { status: filter, template: p.template.clone(), limit: limit as usize };
+        let page = self.store.list(&query).await?;
+        let (runs, total) = (page.runs, page.total);
         let mut text = format!("{total} run(s).");
         for s in &runs {
             text.push_str(&format!(
@@ -295,25 +324,25 @@ impl Service {
         Ok(reply(text, &RunList { runs, total }))
     }
 
-    fn get_run(&self, p: &GetRunParams) -> BatonResult<Reply> {
+    async fn get_run(&self, p: &GetRunParams) -> BatonResult<Reply> {
         let limit = u64::from(bounded_limit("history_limit", p.history_limit, DEFAULT_LIST_LIMIT)?);
-        let run = self.load(&p.run_id)?;
+        let run = self.load(&p.run_id).await?;
         let end = p.before_seq.map_or(run.version, |b| b.saturating_sub(1).min(run.version));
         let start = end.saturating_sub(limit - 1).max(1);
-        let events = self.store.events(&run.id, start, end, MAX_HISTORY_BYTES)?;
+        let events = self.store.events(&run.id, start, end, MAX_HISTORY_BYTES).await?;
         let first = events.first().map_or(start, |e| e.seq);
         let details = RunDetails { summary: RunSummary::of(&run), events, next_before_seq: (first > 1).then_some(first), run };
         let text = format!("{}\n{} event(s) shown.", Brief::of(&details.run).summary(), details.events.len());
         Ok(reply(text, &details))
     }
 
-    fn list_templates(&self) -> BatonResult<Reply> {
-        let templates = self.all_templates()?;
+    async fn list_templates(&self) -> BatonResult<Reply> {
+        let templates = self.all_templates().await?;
         Ok(reply(format!("Templates: {}", names_of(&templates)), &TemplateList { templates }))
     }
 
-    fn load(&self, run_id: &str) -> BatonResult<Run> {
-        self.store.run(run_id)?.ok_or_else(|| unknown_run(run_id))
+    async fn load(&self, run_id: &str) -> BatonResult<Run> {
+        self.store.run(run_id).await?.ok_or_else(|| unknown_run(run_id))
     }
 }
 
@@ -372,4 +401,23 @@ fn brief_reply(run: &Run) -> Reply {
 
 fn reply<T: Serialize>(text: String, data: &T) -> Reply {
     Reply { text, data: serde_json::to_value(data).unwrap_or_else(|e| json!({ "error": e.to_string() })) }
+}
+
+/// A mutation that creates the run in `commit`; finding it already there is a bug, since
+/// a retried creation is recognised by its op id before the mutation runs.
+fn creation(commit: Commit) -> Mutation {
+    Box::new(move |current| match current {
+        Some(existing) => Err(BatonError::internal(format!("run id {} already exists", existing.id))),
+        None => Ok(commit.clone()),
+    })
+}
+
+/// A mutation of an existing run: `change` gets the run to modify in place and returns
+/// what to commit.
+fn update(run_id: &str, change: impl Fn(&mut Run) -> BatonResult<Commit> + Send + Sync + 'static) -> Mutation {
+    let run_id = run_id.to_string();
+    Box::new(move |current| {
+        let mut run = current.ok_or_else(|| unknown_run(&run_id))?;
+        change(&mut run)
+    })
 }

@@ -12,7 +12,7 @@ use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::home::Home;
 use crate::limits::MAX_FRAME_BYTES;
 use crate::service::Service;
-use crate::store::Store;
+use crate::store::SledStore;
 use futures::{SinkExt, StreamExt};
 use owner::Owner;
 use std::fs::TryLockError;
@@ -136,10 +136,10 @@ impl Backend {
 
     async fn take_ownership(&self, lock: std::fs::File) -> BatonResult<Mode> {
         let db_dir = self.home.db_dir();
-        let store = tokio::task::spawn_blocking(move || Store::open(&db_dir))
+        let store = tokio::task::spawn_blocking(move || SledStore::open(&db_dir))
             .await
             .map_err(|e| BatonError::internal(format!("opening the database failed: {e}")))??;
-        let owner = Owner::start(Service::new(store), lock, &self.home.socket_path())?;
+        let owner = Owner::start(Service::new(Arc::new(store)), lock, &self.home.socket_path())?;
         Ok(Mode::Owner(Arc::new(owner)))
     }
 }

@@ -41,7 +41,7 @@ impl Owner {
 
     /// Execute a request in this process.
     pub async fn execute(&self, envelope: Envelope) -> BatonResult<Reply> {
-        execute(&self.owned, envelope)
+        self.owned.service.handle(&envelope).await
     }
 }
 
@@ -49,13 +49,6 @@ impl Drop for Owner {
     fn drop(&mut self) {
         self.listener.abort();
     }
-}
-
-/// Run a request on the calling thread. The server runs a single-threaded runtime and
-/// requests are short (a sled transaction and a flush), so running them inline avoids a
-/// thread hand-off per request, the largest cost after the disk itself (see `cargo bench`).
-fn execute(owned: &Owned, envelope: Envelope) -> BatonResult<Reply> {
-    owned.service.handle(&envelope)
 }
 
 async fn accept_loop(listener: UnixListener, owned: Arc<Owned>) {
@@ -79,7 +72,7 @@ async fn serve_connection(stream: UnixStream, owned: Arc<Owned>) {
     while let Some(line) = conn.next().await {
         let (reply, close): (WireReply, bool) = match line {
             Ok(line) => match wire::decode_request(&line) {
-                Ok(envelope) => (execute(&owned, envelope), false),
+                Ok(envelope) => (owned.service.handle(&envelope).await, false),
                 Err(e) => (Err(e), false),
             },
             Err(e) if wire::is_oversized(&e) => (Err(wire::oversized_frame()), true),

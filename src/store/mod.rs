@@ -1,16 +1,92 @@
-//! Durable storage of runs in sled. Every change is one sled transaction across the
-//! trees it touches, flushed to disk before the call returns.
+//! Durable storage of runs behind one small trait, [`RunStore`]. The service knows only
+//! the trait; the embedded sled store is the default and other databases fit behind it.
+//!
+//! A store keeps, per run: the current snapshot, its dense event log (`seq` 1..=version),
+//! named checkpoint snapshots, and the ids of recent changes so a retried request is
+//! applied at most once. Templates used by name are kept beside the runs.
 
-mod keys;
+pub mod sled_store;
 
 use crate::engine::{Event, Run, RunStatus, Template};
-use crate::error::{BatonError, BatonResult, ErrorCode};
+use crate::error::{BatonError, BatonResult};
+use async_trait::async_trait;
 use schemars::JsonSchema;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Transactional, Tree};
-use std::path::Path;
+
+pub use sled_store::SledStore;
+
+/// How many change ids a run remembers for deduplicating retries. Retries follow an owner
+/// failover within seconds, long before 32 further changes; a creation is recognised by
+/// its run id, which is its op id, however old.
+pub const RECENT_OPS: usize = 32;
+
+/// Everything one change writes, atomically: the run as it is after the change, the one
+/// event that records it, and the side records the change asks for.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub run: Run,
+    pub event: Event,
+    /// Save the run (as it is after the change) as this checkpoint name.
+    pub checkpoint: Option<String>,
+    /// Remember this template by name for later runs.
+    pub template: Option<Template>,
+}
+
+impl Commit {
+    pub fn new(run: Run, event: Event) -> Commit {
+        Commit { run, event, checkpoint: None, template: None }
+    }
+}
+
+/// A change to one run: given the stored run (`None` if there is none yet), the commit to
+/// write, or why the change is refused (then nothing is written). A store may call it more
+/// than once when it retries a transaction, so it must be pure.
+pub type Mutation = Box<dyn Fn(Option<Run>) -> BatonResult<Commit> + Send + Sync>;
+
+/// Which runs a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFilter {
+    #[default]
+    All,
+    /// Active or awaiting a human.
+    Open,
+    Active,
+    AwaitingHuman,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl StatusFilter {
+    pub fn matches(self, status: RunStatus) -> bool {
+        match self {
+            StatusFilter::All => true,
+            StatusFilter::Open => !status.is_finished(),
+            StatusFilter::Active => status == RunStatus::Active,
+            StatusFilter::AwaitingHuman => status == RunStatus::AwaitingHuman,
+            StatusFilter::Completed => status == RunStatus::Completed,
+            StatusFilter::Failed => status == RunStatus::Failed,
+            StatusFilter::Cancelled => status == RunStatus::Cancelled,
+        }
+    }
+}
+
+/// A listing request: newest change first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunQuery {
+    pub status: StatusFilter,
+    pub template: Option<String>,
+    pub limit: usize,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    pub runs: Vec<RunSummary>,
+    /// How many runs matched before `limit` applied.
+    pub total: usize,
+}
 
 /// A compact listing entry, kept beside each run so listing never loads full runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -45,171 +121,36 @@ impl RunSummary {
     }
 }
 
-/// What one change writes besides the run snapshot and its event.
-#[derive(Debug, Default, Clone)]
-pub struct Extra {
-    /// Save the run (as it is after the change) as this checkpoint name.
-    pub checkpoint: Option<String>,
-    /// Remember this template by name for later runs.
-    pub template: Option<Template>,
-}
-
-/// The sled database and its trees.
-pub struct Store {
-    db: sled::Db,
-    runs: Tree,
-    summaries: Tree,
-    events: Tree,
-    checkpoints: Tree,
-    templates: Tree,
-}
-
-/// How many change ids a run remembers for deduplicating retries. Retries follow an owner
-/// failover within seconds, long before 32 further changes; a creation is recognised by
-/// its run id, which is its op id, however old.
-pub const RECENT_OPS: usize = 32;
-
-type TxError = ConflictableTransactionError<BatonError>;
-
-impl Store {
-    /// Open (or create) the database in `dir`.
-    pub fn open(dir: &Path) -> BatonResult<Store> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => BatonError::new(
-                ErrorCode::Unavailable,
-                format!("the database at {} is still held by another process", dir.display()),
-                "Retry in a moment; if it persists, look for a stray process using that directory.",
-            ),
-            e => BatonError::storage(
-                format!("cannot open the baton database at {}: {e}", dir.display()),
-                "Check the directory exists, is writable by you, and is not used by another program.",
-            ),
-        })?;
-        Ok(Store {
-            runs: db.open_tree("runs")?,
-            summaries: db.open_tree("summaries")?,
-            events: db.open_tree("events")?,
-            checkpoints: db.open_tree("checkpoints")?,
-            templates: db.open_tree("templates")?,
-            db,
-        })
-    }
-
-    pub fn run(&self, run_id: &str) -> BatonResult<Option<Run>> {
-        decode_opt(self.runs.get(run_id)?)
-    }
-
-    /// All run summaries, newest change first.
-    pub fn summaries(&self) -> BatonResult<Vec<RunSummary>> {
-        let mut all: Vec<RunSummary> = self.summaries.iter().values().map(|v| decode(&v?)).collect::<BatonResult<_>>()?;
-        all.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.run_id.cmp(&b.run_id)));
-        Ok(all)
-    }
+/// Where runs are kept. Every method answers only with what is durable: a change is
+/// acknowledged (its `commit` returns) only once it is on stable storage.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// The current snapshot of a run.
+    async fn run(&self, run_id: &str) -> BatonResult<Option<Run>>;
 
     /// The newest events of a run with `seq` in `from..=to` whose stored size fits in
     /// `max_bytes` (at least one, if any), oldest first.
-    pub fn events(&self, run_id: &str, from: u64, to: u64, max_bytes: usize) -> BatonResult<Vec<Event>> {
-        if from > to {
-            return Ok(Vec::new());
-        }
-        let range = keys::event_key(run_id, from)..=keys::event_key(run_id, to);
-        let mut events = Vec::new();
-        let mut used = 0;
-        for entry in self.events.range(range).values().rev() {
-            let bytes = entry?;
-            used += bytes.len();
-            if used > max_bytes && !events.is_empty() {
-                break;
-            }
-            events.push(decode::<Event>(&bytes)?);
-        }
-        events.reverse();
-        Ok(events)
-    }
+    async fn events(&self, run_id: &str, from: u64, to: u64, max_bytes: usize) -> BatonResult<Vec<Event>>;
 
     /// The snapshot saved as checkpoint `name` of a run.
-    pub fn checkpoint(&self, run_id: &str, name: &str) -> BatonResult<Option<Run>> {
-        decode_opt(self.checkpoints.get(keys::checkpoint_key(run_id, name))?)
-    }
+    async fn checkpoint(&self, run_id: &str, name: &str) -> BatonResult<Option<Run>>;
 
-    pub fn template(&self, name: &str) -> BatonResult<Option<Template>> {
-        decode_opt(self.templates.get(name)?)
-    }
+    /// A template remembered by name.
+    async fn template(&self, name: &str) -> BatonResult<Option<Template>>;
 
-    pub fn templates(&self) -> BatonResult<Vec<Template>> {
-        self.templates.iter().values().map(|v| decode(&v?)).collect()
-    }
+    /// Every template remembered by name.
+    async fn templates(&self) -> BatonResult<Vec<Template>>;
 
-    /// Store a brand-new run with its first event. The run's id must be `op_id`, so a
-    /// retried creation finds the run it already created.
-    pub fn create_run(&self, op_id: &str, run: &Run, event: &Event, extra: Extra) -> BatonResult<Run> {
-        if run.id != op_id {
-            return Err(BatonError::internal(format!("run id {} is not its creating op id {op_id}", run.id)));
-        }
-        self.commit(op_id, op_id, |current| match current {
-            Some(_) => Err(BatonError::internal(format!("run id {op_id} already exists"))),
-            None => Ok((run.clone(), event.clone(), extra.clone())),
-        })
-    }
+    /// Run summaries matching `query`, newest change first.
+    async fn list(&self, query: &RunQuery) -> BatonResult<RunPage>;
 
-    /// Apply `change` to the stored run atomically. `change` may be called more than
-    /// once (sled retries conflicting transactions), so it must be pure.
-    pub fn update_run<F>(&self, op_id: &str, run_id: &str, change: F) -> BatonResult<Run>
-    where
-        F: Fn(&mut Run) -> BatonResult<(Event, Extra)>,
-    {
-        self.commit(op_id, run_id, |current| {
-            let mut run = current.ok_or_else(|| unknown_run(run_id))?;
-            let (event, extra) = change(&mut run)?;
-            Ok((run, event, extra))
-        })
-    }
-
-    /// The one write path: idempotency check, then run, summary, event, and any checkpoint
-    /// or template in one transaction, then flush. A run remembers the ids of its last
-    /// [`RECENT_OPS`] changes; a retry of one of them answers without applying it again.
-    fn commit<F>(&self, op_id: &str, run_id: &str, change: F) -> BatonResult<Run>
-    where
-        F: Fn(Option<Run>) -> BatonResult<(Run, Event, Extra)>,
-    {
-        let trees = (&self.runs, &self.summaries, &self.events, &self.checkpoints, &self.templates);
-        let result = trees.transaction(|(runs, summaries, events, checkpoints, templates)| {
-            let current = tx_get::<Run>(runs, run_id.as_bytes())?;
-            let already_applied = |r: &&Run| r.id == op_id || r.recent_ops.iter().any(|op| op == op_id);
-            if let Some(done) = current.as_ref().filter(already_applied) {
-                return Ok(done.clone());
-            }
-            let (mut run, event, extra) = change(current).map_err(abort)?;
-            run.recent_ops.push(op_id.to_string());
-            let excess = run.recent_ops.len().saturating_sub(RECENT_OPS);
-            run.recent_ops.drain(..excess);
-            runs.insert(run_id.as_bytes(), encode(&run)?)?;
-            summaries.insert(run_id.as_bytes(), encode(&RunSummary::of(&run))?)?;
-            events.insert(keys::event_key(run_id, event.seq), encode(&event)?)?;
-            if let Some(name) = &extra.checkpoint {
-                checkpoints.insert(keys::checkpoint_key(run_id, name), encode(&run)?)?;
-            }
-            if let Some(template) = &extra.template {
-                templates.insert(template.name.as_bytes(), encode(template)?)?;
-            }
-            Ok(run)
-        });
-        let run = result.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => BatonError::from(e),
-        })?;
-        self.flush()?;
-        Ok(run)
-    }
-
-    /// Force everything written so far to disk.
-    pub fn flush(&self) -> BatonResult<()> {
-        self.db.flush()?;
-        Ok(())
-    }
+    /// Apply `change` to run `run_id` atomically and durably. `op_id` identifies the
+    /// request: if this run already recorded it (it created the run, or is among its last
+    /// [`RECENT_OPS`] changes), the stored run is returned and `change` is not applied again.
+    async fn commit(&self, op_id: &str, run_id: &str, change: Mutation) -> BatonResult<Run>;
 }
 
-/// The error for a run id that is not in the database.
+/// The error for a run id that is not in the store.
 pub fn unknown_run(run_id: &str) -> BatonError {
     BatonError::not_found(
         "run_id",
@@ -217,29 +158,3 @@ pub fn unknown_run(run_id: &str) -> BatonError {
         "Call `list_runs` (or `resume` without arguments) to see existing run ids.",
     )
 }
-
-fn abort(err: BatonError) -> TxError {
-    ConflictableTransactionError::Abort(err)
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, TxError> {
-    serde_json::to_vec(value).map_err(|e| abort(BatonError::from(e)))
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> BatonResult<T> {
-    Ok(serde_json::from_slice(bytes)?)
-}
-
-fn decode_opt<T: DeserializeOwned>(bytes: Option<sled::IVec>) -> BatonResult<Option<T>> {
-    bytes.map(|b| decode(&b)).transpose()
-}
-
-fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> Result<Option<T>, TxError> {
-    match tree.get(key)? {
-        Some(bytes) => decode(&bytes).map(Some).map_err(abort),
-        None => Ok(None),
-    }
-}
-
-#[cfg(test)]
-mod tests;
