@@ -1,7 +1,11 @@
-//! The operations baton offers, as serializable requests. The MCP tools, the terminal
-//! commands and the inter-process protocol all speak these types.
+//! The operations baton offers, as serializable requests and typed replies. The MCP
+//! tools, the terminal commands and the inter-process protocol all speak these types.
 
-use crate::engine::Template;
+use crate::engine::brief::{Brief, EventLine};
+use crate::engine::run::ForkOrigin;
+use crate::engine::{Actor, Event, Run, Template, Workspace};
+use crate::error::BatonError;
+use crate::store::RunSummary;
 pub use crate::store::StatusFilter;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,7 +26,8 @@ pub struct StartWorkflowParams {
     /// A whole template given inline: {name, description?, start?, steps:[{name, role, instructions?, outcomes:{outcome: next_step|done|failed}, max_visits?}]}.
     #[serde(default)]
     pub template_definition: Option<Template>,
-    /// Path to a template file (.toml or .json), relative to the working directory.
+    /// Path to a template file (.toml or .json), relative to the working directory. The
+    /// calling process reads it (see `template_file`) and sends it as `template_definition`.
     #[serde(default)]
     pub template_file: Option<String>,
     /// Extra facts every role should see (repository, branch, constraints, ...).
@@ -60,10 +65,10 @@ pub struct CheckpointParams {
 }
 
 /// Resume work: list resumable runs, brief one run, or fork one from a checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeParams {
-    /// Omit to list runs that are still in progress.
+    /// Omit to list runs that are still in progress (this workspace's; see `all_workspaces`).
     #[serde(default)]
     pub run_id: Option<String>,
     /// With `run_id`: fork a new run from this checkpoint instead of resuming the run itself.
@@ -72,6 +77,9 @@ pub struct ResumeParams {
     /// Title of the forked run.
     #[serde(default)]
     pub title: Option<String>,
+    /// Without `run_id`: list unfinished runs of every workspace, not just this one.
+    #[serde(default)]
+    pub all_workspaces: Option<bool>,
 }
 
 /// Fork a new run from a checkpoint of an existing run.
@@ -124,6 +132,9 @@ pub struct ListRunsParams {
     /// At most this many (default 50, max 1000).
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only runs of this workspace (a git repository root, or a directory).
+    #[serde(default)]
+    pub workspace: Option<String>,
 }
 
 /// A run's state and history.
@@ -137,6 +148,18 @@ pub struct GetRunParams {
     /// Only events with seq below this, for paging back through long histories.
     #[serde(default)]
     pub before_seq: Option<u64>,
+}
+
+/// One event of a run in full, with its long text read in windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetEventParams {
+    pub run_id: String,
+    /// The event's `seq` (briefs name it in `read_more`).
+    pub seq: u64,
+    /// Byte offset into the event's long text (its report, goal, question or answer).
+    #[serde(default)]
+    pub offset: Option<usize>,
 }
 
 /// Stop a run for good.
@@ -168,8 +191,19 @@ pub enum Request {
     AnswerHuman(AnswerHumanParams),
     ListRuns(ListRunsParams),
     GetRun(GetRunParams),
+    GetEvent(GetEventParams),
     CancelRun(CancelRunParams),
     ListTemplates(NoParams),
+}
+
+/// Who sends a request and from where: recorded as the actor of the change and used to
+/// tie runs to their workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Caller {
+    #[serde(default)]
+    pub actor: Actor,
+    #[serde(default)]
+    pub workspace: Option<Workspace>,
 }
 
 /// A request plus the id that makes retrying it safe.
@@ -178,12 +212,107 @@ pub struct Envelope {
     /// A fresh UUID per logical request: it becomes the id of a run the request creates,
     /// and a retry with the same id is applied at most once.
     pub op_id: String,
+    #[serde(default)]
+    pub caller: Caller,
     pub request: Request,
 }
 
-/// A successful answer: structured data plus a short text for humans.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reply {
+/// Where a run stands, for picking it up in a new session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Briefing {
+    pub brief: Brief,
+    /// Codex threads that worked on the run, newest first: `codex resume <id>` reopens one.
+    pub codex_threads: Vec<String>,
+    /// The latest events, oldest first, one line each.
+    pub recent_events: Vec<EventLine>,
+    pub checkpoints: Vec<String>,
+    pub forked_from: Option<ForkOrigin>,
+}
+
+/// A run with a window of its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunDetails {
+    pub summary: RunSummary,
+    pub run: Run,
+    /// Events, oldest first.
+    pub events: Vec<Event>,
+    /// Pass as `before_seq` to page further back; absent when the window starts at the first event.
+    pub next_before_seq: Option<u64>,
+}
+
+/// Runs matching a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+    /// How many runs matched before `limit` applied.
+    pub total: usize,
+    /// The workspace the listing is limited to, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Unfinished runs in other workspaces, when the listing is limited to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_workspaces: Option<usize>,
+    /// What to do with this list.
+    pub next_action: String,
+}
+
+/// One event, with a window of its long text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EventDetail {
+    pub run_id: String,
+    /// The event, its long text replaced by the window `text`.
+    pub event: Event,
+    /// The window of the long text starting at `offset`.
     pub text: String,
-    pub data: Value,
+    pub offset: usize,
+    pub total_bytes: usize,
+    /// Pass as `offset` to read on; absent at the end.
+    pub next_offset: Option<usize>,
+}
+
+/// A saved checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CheckpointSaved {
+    pub run_id: String,
+    pub checkpoint: String,
+    pub version: u64,
+    /// The code's state at the checkpoint, when the run has a git workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Workspace>,
+    pub how_to_fork: String,
+}
+
+/// Known templates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateList {
+    pub templates: Vec<Template>,
+}
+
+/// A successful answer, typed by what was asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", content = "data", rename_all = "snake_case")]
+pub enum Reply {
+    Brief(Box<Brief>),
+    Briefing(Box<Briefing>),
+    Runs(RunList),
+    Run(Box<RunDetails>),
+    Event(Box<EventDetail>),
+    Checkpoint(CheckpointSaved),
+    Templates(TemplateList),
+}
+
+impl Reply {
+    /// The answer as one JSON object (MCP structured content).
+    pub fn to_json(&self) -> Value {
+        let value = match self {
+            Reply::Brief(v) => serde_json::to_value(v),
+            Reply::Briefing(v) => serde_json::to_value(v),
+            Reply::Runs(v) => serde_json::to_value(v),
+            Reply::Run(v) => serde_json::to_value(v),
+            Reply::Event(v) => serde_json::to_value(v),
+            Reply::Checkpoint(v) => serde_json::to_value(v),
+            Reply::Templates(v) => serde_json::to_value(v),
+        };
+        value.unwrap_or_else(|e| serde_json::json!({ "error": BatonError::internal(format!("reply could not be encoded: {e}")) }))
+    }
 }

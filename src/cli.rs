@@ -1,5 +1,9 @@
 //! Command-line interface: `serve` for Codex, `install`, and terminal commands for humans.
 
+use crate::api::{Caller, Reply};
+use crate::engine::Actor;
+use crate::engine::Brief;
+use crate::engine::brief::{EventLine, Guide};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -78,25 +82,70 @@ pub enum Command {
     },
 }
 
-/// One history line for the terminal, e.g. `#4 2026-.. advanced review -> implement (changes_requested)`.
-pub fn render_event(event: &serde_json::Value) -> String {
-    let field = |name: &str| event[name].as_str().unwrap_or_default().to_string();
-    let detail = match field("type").as_str() {
-        "advanced" => {
-            format!("{} ({}) -> {} [{}]: {}", field("step"), field("role"), field("next"), field("outcome"), first_line(&field("output")))
+/// An answer rendered for a person at a terminal.
+pub fn render(reply: &Reply) -> String {
+    match reply {
+        Reply::Brief(brief) => with_note(brief.summary(), brief.note.as_deref()),
+        Reply::Briefing(briefing) => {
+            let mut text = briefing.brief.summary();
+            for line in &briefing.recent_events {
+                text.push('\n');
+                text.push_str(&line.render());
+            }
+            text
         }
-        "started" => format!("template {} at {}: {}", field("template"), field("step"), first_line(&field("goal"))),
-        "human_asked" => format!("asked: {}", field("question")),
-        "human_answered" => format!("answered: {}", field("answer")),
-        "checkpoint_saved" => format!("checkpoint {}", field("name")),
-        "cancelled" => format!("cancelled: {}", field("reason")),
-        "forked" => format!("forked from {} at checkpoint {}", field("from_run"), field("checkpoint")),
-        _ => String::new(),
-    };
-    format!("#{} {} {} {}", event["seq"], field("at"), field("type"), detail)
+        Reply::Runs(list) => {
+            let mut text = format!("{} run(s).", list.total);
+            for s in &list.runs {
+                text.push_str(&format!(
+                    "\n- {} v{} {} \"{}\"{}",
+                    s.run_id,
+                    s.version,
+                    s.status.as_str(),
+                    s.title,
+                    s.step.as_deref().map(|st| format!(" at `{st}`")).unwrap_or_default()
+                ));
+            }
+            text
+        }
+        Reply::Run(details) => {
+            let mut text = Brief::of(&details.run, Guide::FirstTime).summary();
+            text.push_str(&format!("\n{} event(s) shown.", details.events.len()));
+            for event in &details.events {
+                text.push('\n');
+                text.push_str(&EventLine::of(event).render());
+            }
+            text
+        }
+        Reply::Event(detail) => {
+            let mut text = EventLine::of(&detail.event).render();
+            text.push_str(&format!(
+                "\n[bytes {}..{} of {}]\n{}",
+                detail.offset,
+                detail.offset + detail.text.len(),
+                detail.total_bytes,
+                detail.text
+            ));
+            text
+        }
+        Reply::Checkpoint(saved) => {
+            format!("Saved checkpoint `{}` of run {} at version {}.", saved.checkpoint, saved.run_id, saved.version)
+        }
+        Reply::Templates(list) => {
+            format!("Templates: {}", list.templates.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "))
+        }
+    }
 }
 
-fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    if line.chars().count() > 100 { format!("{}…", line.chars().take(100).collect::<String>()) } else { line.to_string() }
+fn with_note(text: String, note: Option<&str>) -> String {
+    match note {
+        Some(note) => format!("{note}\n{text}"),
+        None => text,
+    }
+}
+
+/// The person at this terminal, as the actor of the changes they make.
+pub fn terminal_caller() -> Caller {
+    let user = std::env::var("USER").ok().or_else(|| std::env::var("LOGNAME").ok()).filter(|u| !u.is_empty());
+    Caller { actor: Actor::terminal(user), workspace: None }
 }

@@ -11,4 +11,6 @@ pub mod limits;
 pub mod mcp;
 pub mod service;
 pub mod store;
+pub mod template_file;
 pub mod time;
+pub mod workspace;

@@ -101,7 +101,7 @@ async fn run(cli: Cli) -> Result<String> {
             let status: StatusFilter = serde_json::from_value(serde_json::Value::String(status.clone())).with_context(|| {
                 format!("unknown status `{status}`; use all, open, active, awaiting_human, completed, failed or cancelled")
             })?;
-            let request = Request::ListRuns(ListRunsParams { status: Some(status), template: None, limit: Some(limit) });
+            let request = Request::ListRuns(ListRunsParams { status: Some(status), template: None, limit: Some(limit), workspace: None });
             request_text(&cli.home, request, json).await
         }
         Command::Show { run_id, history, json } => {
@@ -123,17 +123,9 @@ async fn run(cli: Cli) -> Result<String> {
 async fn request_text(home: &Option<PathBuf>, request: Request, json: bool) -> Result<String> {
     let backend = Backend::new(Home::resolve(home.as_deref())?);
     backend.connect().await?;
-    let is_history = matches!(request, Request::GetRun(_));
-    let reply = backend.call(request).await?;
+    let reply = backend.call_as(baton::cli::terminal_caller(), request).await?;
     if json {
-        return Ok(serde_json::to_string_pretty(&reply.data)?);
+        return Ok(serde_json::to_string_pretty(&reply.to_json())?);
     }
-    let mut text = reply.text;
-    if is_history {
-        for event in reply.data["events"].as_array().into_iter().flatten() {
-            text.push('\n');
-            text.push_str(&baton::cli::render_event(event));
-        }
-    }
-    Ok(text)
+    Ok(baton::cli::render(&reply))
 }

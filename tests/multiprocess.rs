@@ -29,7 +29,7 @@ async fn advanced_outputs(server: &Server, run_id: &str) -> Vec<String> {
     let mut outputs = Vec::new();
     let mut before: Option<u64> = None;
     loop {
-        let page = server.ok("get_run", json!({"run_id": run_id, "history_limit": 1000, "before_seq": before})).await;
+        let page = server.ok("inspect", json!({"run_id": run_id, "history_limit": 1000, "before_seq": before})).await;
         let events = page["events"].as_array().unwrap();
         let mut chunk: Vec<String> =
             events.iter().filter(|e| e["type"] == "advanced").map(|e| e["output"].as_str().unwrap().to_string()).collect();
@@ -255,7 +255,7 @@ async fn a_terminal_command_with_a_stalled_reader_does_not_hold_the_database() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let server = Server::start(&home).await;
-    assert_eq!(server.ok("list_runs", json!({})).await["total"], 1);
+    assert_eq!(server.ok("inspect", json!({})).await["total"], 1);
     assert!(started.elapsed() < Duration::from_secs(5), "served after {:?}", started.elapsed());
     let mut output = String::new();
     std::io::Read::read_to_string(stalled.stdout.as_mut().unwrap(), &mut output).unwrap();
@@ -333,9 +333,9 @@ async fn a_request_resent_after_a_lost_answer_is_applied_once() {
     let first = raw_exchange(&mut stream, advance);
     let again = raw_exchange(&mut stream, advance);
     assert_eq!((first["Ok"]["data"]["version"].as_u64(), again["Ok"]["data"]["version"].as_u64()), (Some(2), Some(2)), "{again}");
-    let runs = server.ok("list_runs", json!({})).await;
+    let runs = server.ok("inspect", json!({})).await;
     assert_eq!(runs["total"], 1);
-    let details = server.ok("get_run", json!({"run_id": "6f1d4c3e-0000-4000-8000-000000000001"})).await;
+    let details = server.ok("inspect", json!({"run_id": "6f1d4c3e-0000-4000-8000-000000000001"})).await;
     assert_eq!(details["events"].as_array().unwrap().len(), 2, "one start and one advance, each once");
     server.stop().await;
 }
@@ -366,7 +366,7 @@ async fn home_is_created_private_and_wrong_permissions_are_explained() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
     let server = Server::start(&home).await;
-    server.ok("list_runs", json!({})).await;
+    server.ok("inspect", json!({})).await;
     assert_eq!(std::fs::metadata(&home).unwrap().permissions().mode() & 0o777, 0o700);
     assert_eq!(std::fs::metadata(home.join("db")).unwrap().permissions().mode() & 0o777, 0o700);
     server.stop().await;
@@ -380,11 +380,11 @@ async fn home_is_created_private_and_wrong_permissions_are_explained() {
 
     // The server still starts, explains the problem on every call, and recovers once fixed.
     let server = Server::start(&open).await;
-    let err = server.err("list_runs", json!({})).await;
+    let err = server.err("inspect", json!({})).await;
     assert_eq!((err["code"].as_str(), err["field"].as_str()), (Some("storage"), Some("BATON_HOME")));
     assert!(err["fix"].as_str().unwrap().contains("chmod 700"), "{err}");
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
-    assert_eq!(server.ok("list_runs", json!({})).await["total"], 0);
+    assert_eq!(server.ok("inspect", json!({})).await["total"], 0);
     server.stop().await;
 
     let file = tmp.path().join("a-file");

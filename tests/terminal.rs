@@ -38,7 +38,7 @@ async fn runs_show_answer_and_cancel_work_beside_a_running_server() {
 
     let (ok, out, _) = cli(&home, &["cancel", &id, "--reason", "deprioritized"]);
     assert!(ok && out.contains("cancelled"), "{out}");
-    let after = server.ok("get_run", json!({"run_id": id})).await;
+    let after = server.ok("inspect", json!({"run_id": id})).await;
     assert_eq!(after["run"]["end_reason"], "deprioritized");
 
     let (ok, _, err) = cli(&home, &["show", "no-such-run"]);

@@ -19,9 +19,14 @@ async fn feature_run_loops_waits_for_a_human_survives_a_crash_and_forks() {
         assert_eq!(tool.input_schema["type"], "object", "{name} input schema");
         assert!(tool.output_schema.is_some(), "{name} output schema");
         let annotations = tool.annotations.as_ref().unwrap();
-        let reads_only = matches!(*name, "list_runs" | "get_run" | "list_templates");
+        let reads_only = *name == "inspect";
         assert_eq!(annotations.read_only_hint, Some(reads_only), "{name} read-only hint");
         assert_eq!(annotations.destructive_hint, Some(*name == "cancel_run"), "{name} destructive hint");
+        // Codex runs a tool without asking only if it is read-only, or neither destructive
+        // nor open-world (and always asks for destructive ones).
+        assert_eq!(annotations.open_world_hint, Some(false), "{name} open-world hint");
+        assert!(tool.title.as_deref().is_some_and(|t| t.starts_with("baton")), "{name} title");
+        assert!(tool.description.as_deref().is_some_and(|d| d.starts_with("baton:")), "{name} description names baton");
     }
 
     let brief = a.ok("start_workflow", json!({"goal": "Add password login\nwith rate limiting", "context": {"repo": "acme"}})).await;
@@ -87,12 +92,12 @@ async fn feature_run_loops_waits_for_a_human_survives_a_crash_and_forks() {
     assert_eq!(done["status"], "completed");
     assert_eq!(done["step"], Value::Null);
 
-    let details = b.ok("get_run", json!({"run_id": run_id, "history_limit": 1000})).await;
+    let details = b.ok("inspect", json!({"run_id": run_id, "history_limit": 1000})).await;
     let events = details["events"].as_array().unwrap();
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=done["version"].as_u64().unwrap()).collect::<Vec<_>>(), "history is dense and complete");
     assert_eq!(events.iter().filter(|e| e["type"] == "advanced").count(), 9);
-    let page = b.ok("get_run", json!({"run_id": run_id, "history_limit": 3, "before_seq": 5})).await;
+    let page = b.ok("inspect", json!({"run_id": run_id, "history_limit": 3, "before_seq": 5})).await;
     let page_seqs: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!((page_seqs, page["next_before_seq"].as_u64()), (vec![2, 3, 4], Some(2)));
 
@@ -102,10 +107,10 @@ async fn feature_run_loops_waits_for_a_human_survives_a_crash_and_forks() {
     assert_eq!((fork["status"].as_str(), fork["step"].as_str(), fork["version"].as_u64()), (Some("active"), Some("implement"), Some(1)));
     assert_eq!(fork["title"], "retry auth");
     assert_eq!(fork["feedback"]["outcome"], "changes_requested");
-    let open = b.ok("list_runs", json!({"status": "open"})).await;
+    let open = b.ok("inspect", json!({"status": "open"})).await;
     assert_eq!(open["total"], 1);
     assert_eq!(open["runs"][0]["run_id"], fork["run_id"]);
-    let original = b.ok("get_run", json!({"run_id": run_id})).await;
+    let original = b.ok("inspect", json!({"run_id": run_id})).await;
     assert_eq!(original["run"]["status"], "completed");
     b.stop().await;
 }
@@ -154,8 +159,8 @@ async fn bad_inputs_get_structured_errors_and_change_nothing() {
         ("answer_human", json!({"run_id": id, "answer": "yes"}), "invalid_state", ""),
         ("resume", json!({"run_id": id, "checkpoint": "nope"}), "not_found", "checkpoint"),
         ("checkpoint", json!({"run_id": id, "name": "has space"}), "invalid_argument", "name"),
-        ("list_runs", json!({"status": "sleeping"}), "invalid_argument", "status"),
-        ("get_run", json!({"run_id": id, "history_limit": 0}), "invalid_argument", "history_limit"),
+        ("inspect", json!({"status": "sleeping"}), "invalid_argument", "status"),
+        ("inspect", json!({"run_id": id, "history_limit": 0}), "invalid_argument", "history_limit"),
     ];
     for (tool, args, code, field) in cases {
         let err = s.err(tool, args.clone()).await;
@@ -174,7 +179,7 @@ async fn bad_inputs_get_structured_errors_and_change_nothing() {
 
     let after = s.ok("resume", json!({"run_id": id})).await;
     assert_eq!(after["brief"]["version"], 1, "no bad input changed the run");
-    assert_eq!(s.ok("list_runs", json!({})).await["total"], 1, "no bad input created a run");
+    assert_eq!(s.ok("inspect", json!({})).await["total"], 1, "no bad input created a run");
     s.stop().await;
 }
 
@@ -206,12 +211,12 @@ outcomes = { ok = "done", redo = "write" }
     let brief = s.advance(&brief, "written", "draft").await;
     let gate = s.advance(&brief, "redo", "too short").await;
     assert_eq!(gate["status"], "awaiting_human");
-    assert_eq!(gate["pending_question"]["kind"], "loop_limit");
-    assert_eq!(gate["pending_question"]["options"], json!(["continue", "fail"]));
+    assert_eq!(gate["question"]["kind"], "loop_limit");
+    assert_eq!(gate["question"]["options"], json!(["continue", "fail"]));
     let again = s.ok("answer_human", json!({"run_id": gate["run_id"], "answer": "continue"})).await;
     assert_eq!((again["status"].as_str(), again["step"].as_str()), (Some("active"), Some("write")));
 
-    let templates = s.ok("list_templates", json!({})).await;
+    let templates = s.ok("inspect", json!({"templates": true})).await;
     let names: Vec<&str> = templates["templates"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["feature", "bugfix", "docs"]);
     let by_name = s.ok("start_workflow", json!({"goal": "more docs", "template": "docs"})).await;
@@ -240,7 +245,7 @@ async fn large_histories_are_paged_by_size_and_nothing_is_lost() {
     let mut seen = Vec::new();
     let mut before = Value::Null;
     loop {
-        let page = s.ok("get_run", json!({"run_id": id, "history_limit": 1000, "before_seq": before})).await;
+        let page = s.ok("inspect", json!({"run_id": id, "history_limit": 1000, "before_seq": before})).await;
         let events = page["events"].as_array().unwrap();
         assert!(!events.is_empty() && events.len() < 13, "a page holds what fits in about 1 MiB: {}", events.len());
         let mut seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();

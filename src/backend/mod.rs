@@ -7,7 +7,7 @@
 mod owner;
 pub mod wire;
 
-use crate::api::{Envelope, Reply, Request};
+use crate::api::{Caller, Envelope, Reply, Request};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::home::Home;
 use crate::limits::MAX_FRAME_BYTES;
@@ -71,9 +71,15 @@ impl Backend {
         &self.home
     }
 
-    /// Execute `request`, failing over to a new owner if the current one disappears.
+    /// Execute `request` for an unnamed caller (see [`Backend::call_as`]).
     pub async fn call(&self, request: Request) -> BatonResult<Reply> {
-        let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), request };
+        self.call_as(Caller::default(), request).await
+    }
+
+    /// Execute `request` on behalf of `caller`, failing over to a new owner if the current
+    /// one disappears.
+    pub async fn call_as(&self, caller: Caller, request: Request) -> BatonResult<Reply> {
+        let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller, request };
         let line = serde_json::to_string(&envelope).map_err(BatonError::from)?;
         if line.len() > MAX_FRAME_BYTES {
             return Err(wire::oversized_frame());

@@ -1,6 +1,6 @@
 //! The built-in templates: `feature` and `bugfix`.
 
-use super::template::{StepDef, Template};
+use super::template::{StepDef, Target, Template};
 use std::collections::BTreeMap;
 
 /// All built-in templates, validated by the unit tests.
@@ -18,7 +18,7 @@ fn step(name: &str, role: &str, instructions: &str, max_visits: Option<u32>, out
         name: name.into(),
         role: role.into(),
         instructions: instructions.into(),
-        outcomes: outcomes.iter().map(|(o, t)| (o.to_string(), t.to_string())).collect::<BTreeMap<_, _>>(),
+        outcomes: outcomes.iter().map(|(o, t)| (o.to_string(), Target::parse(t))).collect::<BTreeMap<_, _>>(),
         max_visits,
     }
 }

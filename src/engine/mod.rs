@@ -2,6 +2,8 @@
 
 pub mod brief;
 pub mod builtin;
+pub mod change;
+pub mod event;
 pub mod run;
 pub mod template;
 
@@ -10,5 +12,7 @@ mod tests;
 
 pub use brief::Brief;
 pub use builtin::{builtin_template, builtin_templates};
-pub use run::{AdvanceInput, Event, EventKind, Run, RunStatus};
-pub use template::Template;
+pub use change::Change;
+pub use event::{Actor, ActorKind, Event, EventKind, Workspace};
+pub use run::{NewRun, Run, RunStatus};
+pub use template::{Target, Template};

@@ -1,10 +1,15 @@
-//! A run's snapshot and the state machine that moves it. Every accepted change bumps
-//! `version` by one and yields exactly one [`Event`] with `seq == version`, so the event
-//! log is a dense, append-only history of every change; the snapshot is the current state.
+//! A run's snapshot and the state machine that moves it. Every change goes through
+//! [`Run::apply`]: it decides whether the change is allowed and which [`Event`] records it,
+//! then [`Run::evolve`] applies that event. Evolving needs nothing but the event, so the
+//! event log alone rebuilds a run ([`Run::replay`]), and `version` always equals the number
+//! of events.
 
-use super::template::{DONE, FAILED, Template};
+use super::change::Change;
+use super::event::{Actor, Event, EventKind, RunOrigin, Workspace};
+use super::template::{Target, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::limits::{MAX_ARTIFACTS_BYTES, check_json_len};
+use crate::time::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -61,7 +66,7 @@ pub struct HumanGate {
     pub options: Vec<String>,
     /// The step that was current when the question was asked.
     pub step: String,
-    pub asked_at: String,
+    pub asked_at: Timestamp,
 }
 
 /// A question and the human's answer.
@@ -72,7 +77,7 @@ pub struct HumanExchange {
     pub answer: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
-    pub answered_at: String,
+    pub answered_at: Timestamp,
 }
 
 /// What a role reported when it finished a step.
@@ -82,9 +87,11 @@ pub struct StepOutput {
     pub role: String,
     pub outcome: String,
     pub output: String,
-    /// Run version at which this output was recorded.
+    /// Run version at which this output was recorded (the `seq` of its event).
     pub version: u64,
-    pub at: String,
+    pub at: Timestamp,
+    #[serde(default)]
+    pub actor: Actor,
 }
 
 /// Where a forked run came from.
@@ -123,122 +130,133 @@ pub struct Run {
     pub forked_from: Option<ForkOrigin>,
     /// Why the run ended, for failed and cancelled runs.
     pub end_reason: Option<String>,
+    /// Where the run was started: the workspace its agents work in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Workspace>,
+    /// Who started the run.
+    #[serde(default)]
+    pub started_by: Actor,
+    /// Who made the latest change.
+    #[serde(default)]
+    pub last_actor: Actor,
     /// Ids of the latest changes, so a retried request is not applied twice (kept by the store).
     #[serde(default)]
     pub recent_ops: Vec<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
-/// One entry of a run's append-only history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Event {
-    pub seq: u64,
-    pub at: String,
-    #[serde(flatten)]
-    pub kind: EventKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum EventKind {
-    Started {
-        template: String,
-        goal: String,
-        step: String,
-    },
-    Forked {
-        from_run: String,
-        checkpoint: String,
-        from_version: u64,
-    },
-    Advanced {
-        step: String,
-        role: String,
-        outcome: String,
-        output: String,
-        /// The next step, `done` or `failed`.
-        next: String,
-        /// Set when `next` hit its `max_visits` and the run now waits for a human.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit_reached: Option<u32>,
-    },
-    HumanAsked {
-        question: String,
-        options: Vec<String>,
-    },
-    HumanAnswered {
-        answer: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        comment: Option<String>,
-    },
-    CheckpointSaved {
-        name: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        note: Option<String>,
-    },
-    Cancelled {
-        reason: String,
-    },
-}
-
-/// Everything `advance` needs besides the run.
-pub struct AdvanceInput<'a> {
-    pub expected_version: u64,
-    pub outcome: &'a str,
-    pub output: &'a str,
-    pub artifacts: Map<String, Value>,
+/// Everything a new run starts from.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub template: Template,
+    pub goal: String,
+    pub title: String,
+    pub context: Map<String, Value>,
+    pub workspace: Option<Workspace>,
 }
 
 impl Run {
     /// Create a run at the template's start step. The template must be valid.
-    pub fn start(id: String, template: Template, goal: String, title: String, context: Map<String, Value>, now: &str) -> (Run, Event) {
-        let step = template.start_step().to_string();
-        let mut run = Run {
-            id,
-            title,
-            goal: goal.clone(),
-            template,
-            status: RunStatus::Active,
-            current_step: Some(step.clone()),
-            version: 0,
-            visits: BTreeMap::from([(step.clone(), 1)]),
-            context,
-            artifacts: Map::new(),
-            outputs: BTreeMap::new(),
-            last_output: None,
-            human_answers: Vec::new(),
-            pending_gate: None,
-            checkpoints: Vec::new(),
-            forked_from: None,
-            end_reason: None,
-            recent_ops: Vec::new(),
-            created_at: now.to_string(),
-            updated_at: now.to_string(),
+    pub fn start(new: NewRun, actor: &Actor, now: Timestamp) -> (Run, Event) {
+        let origin = RunOrigin { title: new.title, template: new.template, context: new.context, workspace: new.workspace };
+        let kind = EventKind::Started {
+            template: origin.template.name.clone(),
+            goal: new.goal,
+            step: origin.template.start_step().to_string(),
+            origin: Some(Box::new(origin)),
         };
-        let kind = EventKind::Started { template: run.template.name.clone(), goal, step };
-        let event = run.record(kind, now);
+        let event = Event { seq: 1, at: now, actor: actor.clone(), kind };
+        let run = Run::first(&new.id, &event).expect("a Started event with its origin creates a run");
         (run, event)
     }
 
     /// A new run continuing from a checkpoint snapshot of another run.
-    pub fn fork(snapshot: &Run, checkpoint: &str, id: String, now: &str) -> BatonResult<(Run, Event)> {
+    pub fn fork(snapshot: &Run, checkpoint: &str, id: String, actor: &Actor, now: Timestamp) -> BatonResult<(Run, Event)> {
         if snapshot.status.is_finished() {
             return Err(BatonError::invalid_state(
                 format!("checkpoint `{checkpoint}` captured run {} after it had {}", snapshot.id, snapshot.status.as_str()),
                 "Fork from a checkpoint taken while the run was still in progress.",
             ));
         }
-        let mut run = snapshot.clone();
-        run.id = id;
-        run.version = 0;
-        run.checkpoints.clear();
-        run.recent_ops.clear();
-        run.forked_from = Some(ForkOrigin { run_id: snapshot.id.clone(), checkpoint: checkpoint.to_string(), version: snapshot.version });
-        run.created_at = now.to_string();
-        let kind = EventKind::Forked { from_run: snapshot.id.clone(), checkpoint: checkpoint.to_string(), from_version: snapshot.version };
-        let event = run.record(kind, now);
+        let kind = EventKind::Forked {
+            from_run: snapshot.id.clone(),
+            checkpoint: checkpoint.to_string(),
+            from_version: snapshot.version,
+            state: Some(Box::new(snapshot.clone())),
+        };
+        let event = Event { seq: 1, at: now, actor: actor.clone(), kind };
+        let run = Run::first(&id, &event).expect("a Forked event with its state creates a run");
         Ok((run, event))
+    }
+
+    /// The run a history's first event creates; `None` if it cannot (not a creation, or
+    /// written before baton kept the whole origin in it).
+    pub fn first(id: &str, event: &Event) -> Option<Run> {
+        let mut run = match &event.kind {
+            EventKind::Started { goal, step, origin: Some(origin), .. } => Run {
+                id: id.to_string(),
+                title: origin.title.clone(),
+                goal: goal.clone(),
+                template: origin.template.clone(),
+                status: RunStatus::Active,
+                current_step: Some(step.clone()),
+                version: 0,
+                visits: BTreeMap::from([(step.clone(), 1)]),
+                context: origin.context.clone(),
+                artifacts: Map::new(),
+                outputs: BTreeMap::new(),
+                last_output: None,
+                human_answers: Vec::new(),
+                pending_gate: None,
+                checkpoints: Vec::new(),
+                forked_from: None,
+                end_reason: None,
+                workspace: origin.workspace.clone(),
+                started_by: event.actor.clone(),
+                last_actor: event.actor.clone(),
+                recent_ops: Vec::new(),
+                created_at: event.at,
+                updated_at: event.at,
+            },
+            EventKind::Forked { from_run, checkpoint, from_version, state: Some(state) } => {
+                let mut run = (**state).clone();
+                run.id = id.to_string();
+                run.version = 0;
+                run.checkpoints.clear();
+                run.recent_ops.clear();
+                run.forked_from = Some(ForkOrigin { run_id: from_run.clone(), checkpoint: checkpoint.clone(), version: *from_version });
+                run.started_by = event.actor.clone();
+                run.created_at = event.at;
+                run
+            }
+            _ => return None,
+        };
+        run.version = event.seq;
+        run.last_actor = event.actor.clone();
+        run.updated_at = event.at;
+        Some(run)
+    }
+
+    /// Rebuild a run from its whole history.
+    pub fn replay(id: &str, events: &[Event]) -> Option<Run> {
+        let (first, rest) = events.split_first()?;
+        let mut run = Run::first(id, first)?;
+        for event in rest {
+            run.evolve(event);
+        }
+        Some(run)
+    }
+
+    /// Make `change` if the run allows it: the one entry point for every change to an
+    /// existing run. On refusal the run is untouched.
+    pub fn apply(&mut self, change: &Change, actor: &Actor, now: Timestamp) -> BatonResult<Event> {
+        self.check_version(change.expected_version())?;
+        let kind = self.decide(change)?;
+        let event = Event { seq: self.version + 1, at: now, actor: actor.clone(), kind };
+        self.evolve(&event);
+        Ok(event)
     }
 
     /// Refuse a change based on a stale view of the run.
@@ -263,153 +281,163 @@ impl Run {
         }
     }
 
-    /// Submit the current role's outcome and move to the next step.
-    pub fn advance(&mut self, input: AdvanceInput<'_>, now: &str) -> BatonResult<Event> {
-        self.check_version(Some(input.expected_version))?;
-        let step = self.require_active("advance")?;
-        let def = self.template.step(&step).ok_or_else(|| BatonError::internal(format!("run {} is at unknown step `{step}`", self.id)))?;
-        let Some(target) = def.outcomes.get(input.outcome).cloned() else {
-            let allowed: Vec<&str> = def.outcomes.keys().map(String::as_str).collect();
-            return Err(BatonError::invalid(
-                "outcome",
-                format!("`{}` is not an outcome of step `{step}` (role {})", input.outcome, def.role),
-                format!("Use one of: {}.", allowed.join(", ")),
-            ));
-        };
-        let output = StepOutput {
-            step: step.clone(),
-            role: def.role.clone(),
-            outcome: input.outcome.to_string(),
-            output: input.output.to_string(),
-            version: self.version + 1,
-            at: now.to_string(),
-        };
-        let role = def.role.clone();
-        self.merge_artifacts(input.artifacts)?;
-        self.outputs.insert(step.clone(), output.clone());
-        self.last_output = Some(output);
-        let limit_reached = self.move_to(&target, now);
-        let kind = EventKind::Advanced {
-            step,
-            role,
-            outcome: input.outcome.to_string(),
-            output: input.output.to_string(),
-            next: target,
-            limit_reached,
-        };
-        Ok(self.record(kind, now))
-    }
-
-    /// Pause the run with a question for a human.
-    pub fn ask_human(&mut self, expected: Option<u64>, question: &str, options: Vec<String>, now: &str) -> BatonResult<Event> {
-        self.check_version(expected)?;
-        let step = self.require_active("await_human")?;
-        self.status = RunStatus::AwaitingHuman;
-        self.pending_gate = Some(HumanGate {
-            kind: GateKind::Question,
-            question: question.to_string(),
-            options: options.clone(),
-            step,
-            asked_at: now.to_string(),
-        });
-        let kind = EventKind::HumanAsked { question: question.to_string(), options };
-        Ok(self.record(kind, now))
-    }
-
-    /// Record a human's answer and let the run go on.
-    pub fn answer_human(&mut self, expected: Option<u64>, answer: &str, comment: Option<String>, now: &str) -> BatonResult<Event> {
-        self.check_version(expected)?;
-        let Some(gate) = self.pending_gate.clone().filter(|_| self.status == RunStatus::AwaitingHuman) else {
-            return Err(BatonError::invalid_state(
-                format!("run {} is {} and has no pending question", self.id, self.status.as_str()),
-                "Only answer runs whose status is awaiting_human; `list_runs` with status awaiting_human shows them.",
-            ));
-        };
-        let answer = match gate.options.iter().find(|o| o.eq_ignore_ascii_case(answer.trim())) {
-            Some(option) => option.clone(),
-            None if gate.options.is_empty() => answer.to_string(),
-            None => {
-                return Err(BatonError::invalid(
-                    "answer",
-                    format!("`{answer}` is not one of the offered options"),
-                    format!("Answer with one of: {} (add details in `comment`).", gate.options.join(", ")),
-                ));
+    /// Which event `change` makes, or why the run refuses it.
+    fn decide(&self, change: &Change) -> BatonResult<EventKind> {
+        match change {
+            Change::Advance { outcome, output, artifacts, .. } => {
+                let step = self.require_active("advance")?;
+                let def = self
+                    .template
+                    .step(&step)
+                    .ok_or_else(|| BatonError::internal(format!("run {} is at unknown step `{step}`", self.id)))?;
+                let Some(next) = def.outcomes.get(outcome).cloned() else {
+                    let allowed: Vec<&str> = def.outcomes.keys().map(String::as_str).collect();
+                    return Err(BatonError::invalid(
+                        "outcome",
+                        format!("`{outcome}` is not an outcome of step `{step}` (role {})", def.role),
+                        format!("Use one of: {}.", allowed.join(", ")),
+                    ));
+                };
+                self.check_artifacts(artifacts)?;
+                Ok(EventKind::Advanced {
+                    step,
+                    role: def.role.clone(),
+                    outcome: outcome.clone(),
+                    output: output.clone(),
+                    limit_reached: self.visit_limit(&next),
+                    next,
+                    artifacts: artifacts.clone(),
+                })
             }
-        };
-        if self.human_answers.len() >= MAX_KEPT_ANSWERS {
-            self.human_answers.remove(0);
-        }
-        self.human_answers.push(HumanExchange {
-            step: gate.step.clone(),
-            question: gate.question.clone(),
-            answer: answer.clone(),
-            comment: comment.clone(),
-            answered_at: now.to_string(),
-        });
-        self.pending_gate = None;
-        self.status = RunStatus::Active;
-        if let GateKind::LoopLimit { target } = &gate.kind {
-            if answer == "continue" {
-                self.visits.insert(target.clone(), 0);
-                self.move_to(target, now);
-            } else {
-                self.finish(RunStatus::Failed, format!("a human stopped the loop at step `{target}`"));
+            Change::AskHuman { question, options, .. } => {
+                self.require_active("await_human")?;
+                Ok(EventKind::HumanAsked { question: question.clone(), options: options.clone() })
+            }
+            Change::AnswerHuman { answer, comment, .. } => {
+                let Some(gate) = self.pending_gate.as_ref().filter(|_| self.status == RunStatus::AwaitingHuman) else {
+                    return Err(BatonError::invalid_state(
+                        format!("run {} is {} and has no pending question", self.id, self.status.as_str()),
+                        "Only answer runs whose status is awaiting_human; `resume` without arguments lists them.",
+                    ));
+                };
+                let answer = match gate.options.iter().find(|o| o.eq_ignore_ascii_case(answer.trim())) {
+                    Some(option) => option.clone(),
+                    None if gate.options.is_empty() => answer.clone(),
+                    None => {
+                        return Err(BatonError::invalid(
+                            "answer",
+                            format!("`{answer}` is not one of the offered options"),
+                            format!("Answer with one of: {} (add details in `comment`).", gate.options.join(", ")),
+                        ));
+                    }
+                };
+                Ok(EventKind::HumanAnswered { answer, comment: comment.clone() })
+            }
+            Change::Checkpoint { name, note, workspace, .. } => {
+                if self.status.is_finished() {
+                    return Err(BatonError::invalid_state(
+                        format!("run {} has {}; a checkpoint of it could never be forked", self.id, self.status.as_str()),
+                        "Checkpoint runs while they are in progress; fork an existing checkpoint with `resume` to continue.",
+                    ));
+                }
+                if self.checkpoints.iter().any(|c| c == name) {
+                    return Err(BatonError::invalid(
+                        "name",
+                        format!("run {} already has a checkpoint named `{name}`", self.id),
+                        "Choose another checkpoint name.",
+                    ));
+                }
+                Ok(EventKind::CheckpointSaved { name: name.clone(), note: note.clone(), workspace: workspace.clone() })
+            }
+            Change::Cancel { reason, .. } => {
+                if self.status.is_finished() {
+                    return Err(BatonError::invalid_state(
+                        format!("run {} has already {}", self.id, self.status.as_str()),
+                        "Nothing to cancel; start or fork a new run to continue the work.",
+                    ));
+                }
+                Ok(EventKind::Cancelled { reason: reason.clone() })
             }
         }
-        Ok(self.record(EventKind::HumanAnswered { answer, comment }, now))
     }
 
-    /// Record a named checkpoint of a run in progress (checkpoints exist to fork from).
-    pub fn add_checkpoint(&mut self, expected: Option<u64>, name: &str, note: Option<String>, now: &str) -> BatonResult<Event> {
-        self.check_version(expected)?;
-        if self.status.is_finished() {
-            return Err(BatonError::invalid_state(
-                format!("run {} has {}; a checkpoint of it could never be forked", self.id, self.status.as_str()),
-                "Checkpoint runs while they are in progress; fork an existing checkpoint with `resume` to continue.",
-            ));
+    /// Apply an event to the snapshot. Needs nothing but the event: this is how a
+    /// history rebuilds a run.
+    pub fn evolve(&mut self, event: &Event) {
+        let now = event.at;
+        match &event.kind {
+            EventKind::Started { .. } | EventKind::Forked { .. } => {}
+            EventKind::Advanced { step, role, outcome, output, next, limit_reached, artifacts } => {
+                let recorded = StepOutput {
+                    step: step.clone(),
+                    role: role.clone(),
+                    outcome: outcome.clone(),
+                    output: output.clone(),
+                    version: event.seq,
+                    at: now,
+                    actor: event.actor.clone(),
+                };
+                merge_artifacts(&mut self.artifacts, artifacts);
+                self.outputs.insert(step.clone(), recorded.clone());
+                self.last_output = Some(recorded);
+                match limit_reached {
+                    Some(max) => self.pause_at_limit(next, *max, now),
+                    None => self.move_to(next),
+                }
+            }
+            EventKind::HumanAsked { question, options } => {
+                self.status = RunStatus::AwaitingHuman;
+                self.pending_gate = Some(HumanGate {
+                    kind: GateKind::Question,
+                    question: question.clone(),
+                    options: options.clone(),
+                    step: self.current_step.clone().unwrap_or_default(),
+                    asked_at: now,
+                });
+            }
+            EventKind::HumanAnswered { answer, comment } => {
+                let Some(gate) = self.pending_gate.take() else { return };
+                if self.human_answers.len() >= MAX_KEPT_ANSWERS {
+                    self.human_answers.remove(0);
+                }
+                self.human_answers.push(HumanExchange {
+                    step: gate.step.clone(),
+                    question: gate.question.clone(),
+                    answer: answer.clone(),
+                    comment: comment.clone(),
+                    answered_at: now,
+                });
+                self.status = RunStatus::Active;
+                if let GateKind::LoopLimit { target } = &gate.kind {
+                    if answer == "continue" {
+                        self.visits.insert(target.clone(), 0);
+                        self.move_to(&Target::Step(target.clone()));
+                    } else {
+                        self.finish(RunStatus::Failed, format!("a human stopped the loop at step `{target}`"));
+                    }
+                }
+            }
+            EventKind::CheckpointSaved { name, .. } => self.checkpoints.push(name.clone()),
+            EventKind::Cancelled { reason } => self.finish(RunStatus::Cancelled, reason.clone()),
         }
-        if self.checkpoints.iter().any(|c| c == name) {
-            return Err(BatonError::invalid(
-                "name",
-                format!("run {} already has a checkpoint named `{name}`", self.id),
-                "Choose another checkpoint name.",
-            ));
-        }
-        self.checkpoints.push(name.to_string());
-        Ok(self.record(EventKind::CheckpointSaved { name: name.to_string(), note }, now))
+        self.version = event.seq;
+        self.last_actor = event.actor.clone();
+        self.updated_at = now;
     }
 
-    /// Stop a run for good.
-    pub fn cancel(&mut self, expected: Option<u64>, reason: &str, now: &str) -> BatonResult<Event> {
-        self.check_version(expected)?;
-        if self.status.is_finished() {
-            return Err(BatonError::invalid_state(
-                format!("run {} has already {}", self.id, self.status.as_str()),
-                "Nothing to cancel; start or fork a new run to continue the work.",
-            ));
+    /// Whether `artifacts` merged into the run's stay within [`MAX_ARTIFACTS_BYTES`], so
+    /// every brief stays a sensible size.
+    fn check_artifacts(&self, update: &Map<String, Value>) -> BatonResult<()> {
+        if update.is_empty() {
+            return Ok(());
         }
-        self.finish(RunStatus::Cancelled, reason.to_string());
-        Ok(self.record(EventKind::Cancelled { reason: reason.to_string() }, now))
-    }
-
-    /// Merge reported artifacts (a `null` value deletes that name), keeping the total
-    /// within [`MAX_ARTIFACTS_BYTES`] so every brief stays a sensible size.
-    fn merge_artifacts(&mut self, update: Map<String, Value>) -> BatonResult<()> {
         let mut merged = self.artifacts.clone();
-        for (name, value) in update {
-            if value.is_null() {
-                merged.remove(&name);
-            } else {
-                merged.insert(name, value);
-            }
-        }
-        check_json_len("artifacts", &Value::Object(merged.clone()), MAX_ARTIFACTS_BYTES).map_err(|mut e| {
+        merge_artifacts(&mut merged, update);
+        check_json_len("artifacts", &Value::Object(merged), MAX_ARTIFACTS_BYTES).map_err(|mut e| {
             e.message = format!("with these artifacts the run would keep more than {MAX_ARTIFACTS_BYTES} bytes of artifacts");
             e.fix = "Keep large material in files and report paths; delete artifacts you no longer need by setting them to null.".into();
             e
-        })?;
-        self.artifacts = merged;
-        Ok(())
+        })
     }
 
     /// The step a role is on, or why there is none.
@@ -431,40 +459,42 @@ impl Run {
         }
     }
 
-    /// Go to `target` (a step, `done` or `failed`). Returns the bound if the step's
-    /// `max_visits` is used up, in which case the run waits for a human instead.
-    fn move_to(&mut self, target: &str, now: &str) -> Option<u32> {
+    /// The bound of `target` if entering it again would exceed its `max_visits`.
+    fn visit_limit(&self, target: &Target) -> Option<u32> {
+        let step = target.step()?;
+        let max = self.template.step(step)?.max_visits?;
+        (self.visits.get(step).copied().unwrap_or(0) >= max).then_some(max)
+    }
+
+    /// Go to `target`: a step (counting the visit), `done` or `failed`.
+    fn move_to(&mut self, target: &Target) {
         match target {
-            DONE => {
-                self.finish(RunStatus::Completed, String::new());
-                None
-            }
-            FAILED => {
+            Target::Done => self.finish(RunStatus::Completed, String::new()),
+            Target::Failed => {
                 let reason = self.last_output.as_ref().map(|o| o.output.clone()).unwrap_or_default();
                 self.finish(RunStatus::Failed, reason);
-                None
             }
-            _ => {
-                let visits = self.visits.get(target).copied().unwrap_or(0);
-                let bound = self.template.step(target).and_then(|s| s.max_visits);
-                if let Some(max) = bound.filter(|max| visits >= *max) {
-                    self.status = RunStatus::AwaitingHuman;
-                    self.pending_gate = Some(HumanGate {
-                        kind: GateKind::LoopLimit { target: target.to_string() },
-                        question: format!(
-                            "Step `{target}` has already run {visits} times (its max_visits is {max}). Allow another {max} rounds, or stop the run as failed?"
-                        ),
-                        options: vec!["continue".into(), "fail".into()],
-                        step: self.current_step.clone().unwrap_or_default(),
-                        asked_at: now.to_string(),
-                    });
-                    return Some(max);
-                }
-                self.visits.insert(target.to_string(), visits + 1);
-                self.current_step = Some(target.to_string());
-                None
+            Target::Step(step) => {
+                *self.visits.entry(step.clone()).or_insert(0) += 1;
+                self.current_step = Some(step.clone());
             }
         }
+    }
+
+    /// Wait for a human to allow more rounds of `target`, which used up its `max_visits`.
+    fn pause_at_limit(&mut self, target: &Target, max: u32, now: Timestamp) {
+        let step = target.as_str();
+        let visits = self.visits.get(step).copied().unwrap_or(0);
+        self.status = RunStatus::AwaitingHuman;
+        self.pending_gate = Some(HumanGate {
+            kind: GateKind::LoopLimit { target: step.to_string() },
+            question: format!(
+                "Step `{step}` has already run {visits} times (its max_visits is {max}). Allow another {max} rounds, or stop the run as failed?"
+            ),
+            options: vec!["continue".into(), "fail".into()],
+            step: self.current_step.clone().unwrap_or_default(),
+            asked_at: now,
+        });
     }
 
     fn finish(&mut self, status: RunStatus, reason: String) {
@@ -473,10 +503,15 @@ impl Run {
         self.pending_gate = None;
         self.end_reason = (!reason.is_empty()).then_some(reason);
     }
+}
 
-    fn record(&mut self, kind: EventKind, now: &str) -> Event {
-        self.version += 1;
-        self.updated_at = now.to_string();
-        Event { seq: self.version, at: now.to_string(), kind }
+/// Merge reported artifacts into `into`: a `null` value deletes that name.
+fn merge_artifacts(into: &mut Map<String, Value>, update: &Map<String, Value>) {
+    for (name, value) in update {
+        if value.is_null() {
+            into.remove(name);
+        } else {
+            into.insert(name.clone(), value.clone());
+        }
     }
 }

@@ -14,6 +14,71 @@ pub const FAILED: &str = "failed";
 /// Most steps a template may have.
 pub const MAX_STEPS: usize = 100;
 
+/// Where an outcome leads. Written as a string in templates: a step name, `done` or `failed`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// Another step of the template.
+    Step(String),
+    /// The run completes.
+    Done,
+    /// The run ends as failed.
+    Failed,
+}
+
+impl Target {
+    pub fn parse(text: &str) -> Target {
+        match text {
+            DONE => Target::Done,
+            FAILED => Target::Failed,
+            step => Target::Step(step.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Target::Step(step) => step,
+            Target::Done => DONE,
+            Target::Failed => FAILED,
+        }
+    }
+
+    /// The step this leads to, if it is one.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Target::Step(step) => Some(step),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|text| Target::parse(&text))
+    }
+}
+
+impl JsonSchema for Target {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Target".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "description": "A step name, `done` or `failed`."})
+    }
+}
+
 /// A workflow definition. Runs embed a copy, so editing a template never breaks a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +105,7 @@ pub struct StepDef {
     #[serde(default)]
     pub instructions: String,
     /// Outcome name -> next step name, or `done` / `failed`.
-    pub outcomes: BTreeMap<String, String>,
+    pub outcomes: BTreeMap<String, Target>,
     /// How often the step may run before a human must allow more rounds.
     /// Every loop in a template needs at least one step with a bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,7 +216,7 @@ impl Template {
         for (i, step) in self.steps.iter().enumerate() {
             for (outcome, target) in &step.outcomes {
                 check_identifier(outcome, &format!("{field}.steps[{i}].outcomes"))?;
-                if target != DONE && target != FAILED && !names.contains(target.as_str()) {
+                if target.step().is_some_and(|step| !names.contains(step)) {
                     return Err(BatonError::invalid(
                         format!("{field}.steps[{i}].outcomes.{outcome}"),
                         format!("outcome `{outcome}` of step `{}` goes to unknown step `{target}`", step.name),
@@ -169,8 +234,8 @@ impl Template {
         while let Some(name) = stack.pop() {
             if let Some(step) = self.step(&name) {
                 for target in step.outcomes.values() {
-                    if seen.insert(target.clone()) {
-                        stack.push(target.clone());
+                    if seen.insert(target.as_str().to_string()) {
+                        stack.push(target.as_str().to_string());
                     }
                 }
             }
@@ -234,7 +299,7 @@ impl Template {
             }
             // Iterative DFS keeping the current path for the error message.
             let mut path: Vec<(usize, Vec<usize>)> = Vec::new();
-            let successors = |i: usize| -> Vec<usize> { unbounded[i].outcomes.values().filter_map(|t| index(t)).collect() };
+            let successors = |i: usize| -> Vec<usize> { unbounded[i].outcomes.values().filter_map(|t| index(t.as_str())).collect() };
             marks[root] = Mark::Open;
             path.push((root, successors(root)));
             while let Some((node, next)) = path.last_mut() {

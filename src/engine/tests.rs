@@ -1,18 +1,49 @@
-use super::run::{AdvanceInput, GateKind};
+use super::brief::{Guide, MAX_BRIEF_BYTES};
+use super::run::GateKind;
 use super::*;
-use crate::error::ErrorCode;
+use crate::error::{BatonError, ErrorCode};
+use crate::time::Timestamp;
 use serde_json::{Map, json};
 
-const NOW: &str = "2026-11-25T12:00:00.000Z";
+const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
-fn feature_run() -> Run {
-    let template = builtin_template("feature").unwrap();
-    Run::start("r1".into(), template, "add login".into(), "Login".into(), Map::new(), NOW).0
+fn actor() -> Actor {
+    Actor { kind: ActorKind::Codex, id: Some("thread-1".into()), agent: None }
 }
 
-fn advance(run: &mut Run, outcome: &str) -> Result<Event, crate::error::BatonError> {
-    let input = AdvanceInput { expected_version: run.version, outcome, output: &format!("did {outcome}"), artifacts: Map::new() };
-    run.advance(input, NOW)
+fn new_run(id: &str, template: Template) -> NewRun {
+    NewRun { id: id.into(), template, goal: "add login".into(), title: "Login".into(), context: Map::new(), workspace: None }
+}
+
+fn feature_run() -> Run {
+    Run::start(new_run("r1", builtin_template("feature").unwrap()), &actor(), NOW).0
+}
+
+fn apply(run: &mut Run, change: Change) -> Result<Event, BatonError> {
+    run.apply(&change, &actor(), NOW)
+}
+
+fn advance(run: &mut Run, outcome: &str) -> Result<Event, BatonError> {
+    let change =
+        Change::Advance { expected_version: run.version, outcome: outcome.into(), output: format!("did {outcome}"), artifacts: Map::new() };
+    apply(run, change)
+}
+
+fn ask(run: &mut Run, expected_version: Option<u64>, question: &str, options: &[&str]) -> Result<Event, BatonError> {
+    let options = options.iter().map(|o| o.to_string()).collect();
+    apply(run, Change::AskHuman { expected_version, question: question.into(), options })
+}
+
+fn answer(run: &mut Run, expected_version: Option<u64>, text: &str, comment: Option<&str>) -> Result<Event, BatonError> {
+    apply(run, Change::AnswerHuman { expected_version, answer: text.into(), comment: comment.map(String::from) })
+}
+
+fn checkpoint(run: &mut Run, name: &str) -> Result<Event, BatonError> {
+    apply(run, Change::Checkpoint { expected_version: None, name: name.into(), note: None, workspace: None })
+}
+
+fn cancel(run: &mut Run, reason: &str) -> Result<Event, BatonError> {
+    apply(run, Change::Cancel { expected_version: None, reason: reason.into() })
 }
 
 fn template(json: serde_json::Value) -> Result<Template, crate::error::BatonError> {
@@ -113,10 +144,11 @@ fn feature_flow_with_review_loop_reaches_done() {
     assert_eq!(ev.seq, 4);
     assert_eq!(run.current_step.as_deref(), Some("implement"));
     assert_eq!(run.visits["implement"], 2);
-    let brief = Brief::of(&run);
+    let brief = Brief::of(&run, Guide::FirstTime);
     assert_eq!(brief.feedback.as_ref().unwrap().outcome, "changes_requested");
     assert!(brief.prior_outputs.iter().any(|o| o.step == "design"));
-    assert!(brief.role_guide.contains("implementer"));
+    assert!(brief.role_guide.contains("skill/roles/implementer.md"), "the implementer has seen its guide: {}", brief.role_guide);
+    assert!(Brief::of(&run, Guide::Always).role_guide.contains("# Role: implementer"), "a resumed session gets it whole");
     advance(&mut run, "implemented").unwrap();
     advance(&mut run, "approved").unwrap();
     advance(&mut run, "passed").unwrap();
@@ -130,7 +162,8 @@ fn feature_flow_with_review_loop_reaches_done() {
 fn stale_version_and_unknown_outcome_are_refused_without_change() {
     let mut run = feature_run();
     let before = run.clone();
-    let err = run.advance(AdvanceInput { expected_version: 0, outcome: "planned", output: "", artifacts: Map::new() }, NOW).unwrap_err();
+    let change = Change::Advance { expected_version: 0, outcome: "planned".into(), output: String::new(), artifacts: Map::new() };
+    let err = apply(&mut run, change).unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
     assert_eq!(err.field.as_deref(), Some("expected_version"));
     let err = advance(&mut run, "approved").unwrap_err();
@@ -154,46 +187,47 @@ fn loop_limit_pauses_for_a_human_who_can_continue_or_fail() {
     assert_eq!(run.status, RunStatus::AwaitingHuman);
     let gate = run.pending_gate.clone().unwrap();
     assert_eq!(gate.kind, GateKind::LoopLimit { target: "implement".into() });
-    assert!(run.answer_human(None, "maybe", None, NOW).unwrap_err().fix.contains("continue"));
+    assert!(answer(&mut run, None, "maybe", None).unwrap_err().fix.contains("continue"));
     let mut stopped = run.clone();
-    run.answer_human(Some(run.version), "Continue", None, NOW).unwrap();
+    let version = run.version;
+    answer(&mut run, Some(version), "Continue", None).unwrap();
     assert_eq!(run.status, RunStatus::Active);
     assert_eq!(run.current_step.as_deref(), Some("implement"));
     assert_eq!(run.visits["implement"], 1);
-    stopped.answer_human(None, "fail", None, NOW).unwrap();
+    answer(&mut stopped, None, "fail", None).unwrap();
     assert_eq!(stopped.status, RunStatus::Failed);
 }
 
 #[test]
 fn human_question_blocks_advance_until_answered() {
     let mut run = feature_run();
-    run.ask_human(Some(1), "Which database?", vec!["postgres".into(), "sqlite".into()], NOW).unwrap();
+    ask(&mut run, Some(1), "Which database?", &["postgres", "sqlite"]).unwrap();
     let err = advance(&mut run, "planned").unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidState);
     assert!(err.fix.contains("answer_human"));
-    run.answer_human(None, "sqlite", Some("small deployment".into()), NOW).unwrap();
+    answer(&mut run, None, "sqlite", Some("small deployment")).unwrap();
     assert_eq!(run.status, RunStatus::Active);
     assert_eq!(run.current_step.as_deref(), Some("design"));
-    assert_eq!(Brief::of(&run).recent_human_answers[0].answer, "sqlite");
+    assert_eq!(Brief::of(&run, Guide::FirstTime).recent_human_answers[0].answer, "sqlite");
 }
 
 #[test]
 fn fork_copies_state_and_resets_history() {
     let mut run = feature_run();
     advance(&mut run, "planned").unwrap();
-    run.add_checkpoint(None, "after-plan", None, NOW).unwrap();
-    assert!(run.add_checkpoint(None, "after-plan", None, NOW).is_err());
-    let (fork, ev) = Run::fork(&run, "after-plan", "r2".into(), NOW).unwrap();
+    checkpoint(&mut run, "after-plan").unwrap();
+    assert!(checkpoint(&mut run, "after-plan").is_err());
+    let (fork, ev) = Run::fork(&run, "after-plan", "r2".into(), &actor(), NOW).unwrap();
     let mut finished = run.clone();
-    finished.cancel(None, "stop", NOW).unwrap();
-    assert_eq!(finished.add_checkpoint(None, "late", None, NOW).unwrap_err().code, ErrorCode::InvalidState);
+    cancel(&mut finished, "stop").unwrap();
+    assert_eq!(checkpoint(&mut finished, "late").unwrap_err().code, ErrorCode::InvalidState);
     assert_eq!(ev.seq, 1);
     assert_eq!(fork.current_step.as_deref(), Some("implement"));
     assert_eq!(fork.outputs["design"].outcome, "planned");
     assert_eq!(fork.forked_from.as_ref().unwrap().run_id, "r1");
-    run.cancel(None, "changed my mind", NOW).unwrap();
-    assert!(Run::fork(&run, "x", "r3".into(), NOW).is_err());
-    assert!(run.cancel(None, "again", NOW).is_err());
+    cancel(&mut run, "changed my mind").unwrap();
+    assert!(Run::fork(&run, "x", "r3".into(), &actor(), NOW).is_err());
+    assert!(cancel(&mut run, "again").is_err());
 }
 
 #[test]
@@ -213,7 +247,7 @@ fn artifacts_merge_delete_with_null_and_stay_bounded() {
     let input = |artifacts: serde_json::Value, run: &mut Run| {
         let artifacts = artifacts.as_object().unwrap().clone();
         let outcome = run.template.step(run.current_step.as_deref().unwrap()).unwrap().outcomes.keys().next().unwrap().clone();
-        run.advance(AdvanceInput { expected_version: run.version, outcome: &outcome, output: "", artifacts }, NOW)
+        apply(run, Change::Advance { expected_version: run.version, outcome, output: String::new(), artifacts })
     };
     input(json!({"plan": "p.md", "big": "x".repeat(600 * 1024)}), &mut run).unwrap();
     let before = run.clone();
@@ -228,9 +262,87 @@ fn artifacts_merge_delete_with_null_and_stay_bounded() {
 fn only_the_latest_human_answers_stay_in_the_snapshot() {
     let mut run = feature_run();
     for i in 0..run::MAX_KEPT_ANSWERS + 3 {
-        run.ask_human(None, &format!("q{i}"), vec![], NOW).unwrap();
-        run.answer_human(None, &format!("a{i}"), None, NOW).unwrap();
+        ask(&mut run, None, &format!("q{i}"), &[]).unwrap();
+        answer(&mut run, None, &format!("a{i}"), None).unwrap();
     }
     assert_eq!(run.human_answers.len(), run::MAX_KEPT_ANSWERS);
     assert_eq!(run.human_answers[0].answer, "a3");
+}
+
+#[test]
+fn the_event_log_alone_rebuilds_every_run() {
+    let mut run = feature_run();
+    let mut events = vec![Run::start(new_run("r1", builtin_template("feature").unwrap()), &actor(), NOW).1];
+    type Step = Box<dyn Fn(&mut Run) -> Result<Event, BatonError>>;
+    let steps: Vec<Step> = vec![
+        Box::new(|r| advance(r, "planned")),
+        Box::new(|r| {
+            let change = Change::Advance {
+                expected_version: r.version,
+                outcome: "implemented".into(),
+                output: "code".into(),
+                artifacts: json!({"files": ["a.rs"], "big": "x"}).as_object().unwrap().clone(),
+            };
+            apply(r, change)
+        }),
+        Box::new(|r| checkpoint(r, "cp")),
+        Box::new(|r| advance(r, "changes_requested")),
+        Box::new(|r| ask(r, None, "which?", &["a", "b"])),
+        Box::new(|r| answer(r, None, "B", Some("because"))),
+        Box::new(|r| {
+            let change = Change::Advance {
+                expected_version: r.version,
+                outcome: "implemented".into(),
+                output: "again".into(),
+                artifacts: json!({"big": null}).as_object().unwrap().clone(),
+            };
+            apply(r, change)
+        }),
+        Box::new(|r| advance(r, "approved")),
+        Box::new(|r| advance(r, "passed")),
+    ];
+    for step in &steps {
+        events.push(step(&mut run).unwrap());
+        assert_eq!(Run::replay("r1", &events).as_ref(), Some(&run), "after event {}", events.len());
+    }
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(
+        Run::fork(&run, "cp", "r2".into(), &actor(), NOW).unwrap_err().code,
+        ErrorCode::InvalidState,
+        "a finished run is not forked"
+    );
+}
+
+#[test]
+fn a_fork_replays_from_its_own_first_event() {
+    let mut run = feature_run();
+    advance(&mut run, "planned").unwrap();
+    let (mut fork, first) = Run::fork(&run, "cp", "r2".into(), &actor(), NOW).unwrap();
+    let second = advance(&mut fork, "implemented").unwrap();
+    assert_eq!(Run::replay("r2", &[first, second]), Some(fork));
+}
+
+#[test]
+fn briefs_stay_bounded_with_key_fields_first_whatever_was_reported() {
+    let mut run = feature_run();
+    let huge = "word ".repeat(60_000);
+    let change = Change::Advance { expected_version: 1, outcome: "planned".into(), output: huge.clone(), artifacts: Map::new() };
+    apply(&mut run, change).unwrap();
+    let change = Change::Advance { expected_version: 2, outcome: "implemented".into(), output: huge.clone(), artifacts: Map::new() };
+    apply(&mut run, change).unwrap();
+    let change = Change::Advance { expected_version: 3, outcome: "changes_requested".into(), output: huge, artifacts: Map::new() };
+    apply(&mut run, change).unwrap();
+    for guide in [Guide::FirstTime, Guide::Always] {
+        let brief = Brief::of(&run, guide);
+        let text = serde_json::to_string(&brief).unwrap();
+        assert!(text.len() <= MAX_BRIEF_BYTES, "{} bytes", text.len());
+        for key in ["\"run_id\"", "\"status\"", "\"version\"", "\"step\"", "\"role\"", "\"outcomes\"", "\"next_action\""] {
+            let at = text.find(key).unwrap_or_else(|| panic!("{key} missing"));
+            assert!(at < 2000, "{key} is at byte {at}, not among the first fields");
+        }
+        let feedback = brief.feedback.as_ref().unwrap();
+        assert_eq!(feedback.output_bytes, Some(300_000));
+        assert_eq!(feedback.read_more.as_deref(), Some("inspect {\"run_id\": \"r1\", \"event\": 4}"));
+        assert!(brief.shortened.contains(&"feedback".to_string()));
+    }
 }

@@ -1,7 +1,10 @@
 //! The stdio MCP server: lists baton's tools and routes calls to the [`Backend`].
 
+mod caller;
+mod elicit;
 mod tools;
 
+use crate::api::{Caller, Reply, Request};
 use crate::backend::Backend;
 use crate::error::BatonError;
 use rmcp::model::{
@@ -12,15 +15,15 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::json;
 use std::sync::Arc;
-pub use tools::{ToolSpec, catalog, parse_arguments};
+pub use tools::{InspectParams, ToolSpec, catalog, parse_arguments};
 
 /// What every client is told at `initialize`.
 pub const INSTRUCTIONS: &str = "baton runs durable multi-role workflows (architect -> implementer -> reviewer -> tester) whose state survives restarts and is shared by all Codex sessions.\n\
 - Start with `start_workflow` {goal}. Each answer is a brief: play its `role` for its `step`, then call `advance` with run_id, expected_version = the brief's version, one of its `outcomes`, and your report as `output`.\n\
 - Loops are built in: `changes_requested` or a failed test sends the run back to the implementer, with the feedback in the next brief.\n\
-- Decisions only the user can make: `await_human`, ask them, then `answer_human`.\n\
-- In a new session, `resume` (no arguments) lists unfinished runs; `resume` {run_id} gives a full briefing.\n\
-- `checkpoint` before risky steps; `resume` {run_id, checkpoint} forks from it.\n\
+- Decisions only the user can make: `await_human` (baton asks the user when it can), else ask them in chat and call `answer_human`.\n\
+- In a new session, `resume` (no arguments) lists this workspace's unfinished runs; `resume` {run_id} gives a full briefing.\n\
+- `checkpoint` before risky steps; `resume` {run_id, checkpoint} forks from it. `inspect` shows runs, history and whole reports.\n\
 - A `conflict` error means someone else advanced the run: `resume` it and re-read before retrying.";
 
 /// The MCP server handler.
@@ -63,7 +66,7 @@ impl ServerHandler for BatonServer {
         self.tools.iter().find(|t| t.tool.name == name).map(|t| t.tool.clone())
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, _context: RequestContext<RoleServer>) -> Result<CallToolResponse, McpError> {
+    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, McpError> {
         let Some(spec) = self.tools.iter().find(|t| t.tool.name == request.name) else {
             let known: Vec<&str> = self.tools.iter().map(|t| t.tool.name.as_ref()).collect();
             return Err(McpError::invalid_params(
@@ -72,26 +75,46 @@ impl ServerHandler for BatonServer {
             ));
         };
         tracing::debug!(tool = %request.name, "call_tool");
-        let outcome = match spec.parse(request.arguments) {
-            Ok(req) => self.backend.call(req).await,
+        let call = caller::CallContext::of(&context.meta.0);
+        let outcome = match spec.parse(request.arguments, &call.cwd) {
+            Ok(req) => self.execute(req, call.caller(&request.name), &context).await,
             Err(e) => Err(e),
         };
         Ok(match outcome {
-            Ok(reply) => {
-                let mut result = CallToolResult::success(vec![ContentBlock::text(reply.text)]);
-                result.structured_content = Some(reply.data);
-                result
-            }
+            Ok(reply) => tool_result(&reply),
             Err(err) => tool_error(&err),
         }
         .into())
     }
 }
 
+impl BatonServer {
+    async fn execute(&self, request: Request, caller: Caller, context: &RequestContext<RoleServer>) -> Result<Reply, BatonError> {
+        let asks_human = matches!(request, Request::AwaitHuman(_));
+        let reply = self.backend.call_as(caller.clone(), request).await?;
+        match reply {
+            Reply::Brief(brief) if asks_human => {
+                Ok(Reply::Brief(Box::new(elicit::ask_user(&self.backend, caller, &context.peer, *brief).await)))
+            }
+            reply => Ok(reply),
+        }
+    }
+}
+
+/// A successful tool result: the structured answer, and the same JSON as text (MCP asks
+/// tools with structured output to send it serialized as text too).
+fn tool_result(reply: &Reply) -> CallToolResult {
+    let data = reply.to_json();
+    let mut result = CallToolResult::success(vec![ContentBlock::text(data.to_string())]);
+    result.structured_content = Some(data);
+    result
+}
+
 /// A tool result that carries a structured error.
 fn tool_error(err: &BatonError) -> CallToolResult {
     tracing::info!(code = ?err.code, field = ?err.field, "tool error: {}", err.message);
-    let mut result = CallToolResult::error(vec![ContentBlock::text(format!("Error: {err}"))]);
-    result.structured_content = Some(json!({ "error": err }));
+    let data = json!({ "error": err });
+    let mut result = CallToolResult::error(vec![ContentBlock::text(data.to_string())]);
+    result.structured_content = Some(data);
     result
 }

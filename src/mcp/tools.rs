@@ -1,14 +1,21 @@
-//! The MCP tool catalog: each tool's name, description, JSON schemas, and how its
-//! arguments become a [`Request`].
+//! The MCP tool catalog: each tool's name, description, JSON schemas, annotations, and
+//! how its arguments become a [`Request`].
+//!
+//! Codex loads MCP tools through `tool_search`, which returns 8 tools by default, so
+//! baton keeps to 8 tools whose descriptions all say "baton" and the workflow verbs; the
+//! read-only views (listing, history, one event, templates) share one tool, `inspect`.
+//! Codex asks the user before a tool unless it is read-only or says `openWorldHint:
+//! false` (and always asks for destructive ones), so every tool states both hints.
 
 use crate::api::*;
 use crate::engine::Brief;
 use crate::error::{BatonError, BatonResult};
-use crate::service::{Briefing, CheckpointSaved, RunDetails, RunList, TemplateList};
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use schemars::JsonSchema;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::path::Path;
 use std::sync::Arc;
 
 /// `resume` answers with a run list, a briefing or a forked run's brief.
@@ -17,8 +24,19 @@ use std::sync::Arc;
 #[allow(dead_code)]
 enum ResumeOutput {
     Runs(RunList),
-    Briefing(Briefing),
-    Forked(Brief),
+    Briefing(Box<Briefing>),
+    Forked(Box<Brief>),
+}
+
+/// `inspect` answers with one of the read-only views.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum InspectOutput {
+    Runs(RunList),
+    Run(Box<RunDetails>),
+    Event(Box<EventDetail>),
+    Templates(TemplateList),
 }
 
 /// Every tool answers with its result, or with `{"error": ...}` when `isError` is set;
@@ -31,7 +49,78 @@ enum ToolOutcome<T> {
     Failed { error: BatonError },
 }
 
-type Parser = Box<dyn Fn(Value) -> BatonResult<Request> + Send + Sync>;
+/// Read-only views of baton's runs: pick one by the arguments given.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InspectParams {
+    /// A run to show: its state and a page of its history. Omit to list runs.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// With `run_id`: show this one event (`seq`) whole, e.g. a report a brief shortened.
+    #[serde(default)]
+    pub event: Option<u64>,
+    /// With `event`: byte offset into its long text (`next_offset` of the previous answer).
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// With `run_id`: how many events (default 50, max 1000), newest first window.
+    #[serde(default)]
+    pub history_limit: Option<u32>,
+    /// With `run_id`: only events before this seq, to page back (`next_before_seq`).
+    #[serde(default)]
+    pub before_seq: Option<u64>,
+    /// Listing: only runs with this status (open = active or awaiting_human).
+    #[serde(default)]
+    pub status: Option<StatusFilter>,
+    /// Listing: only runs of this template.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Listing: only runs of this workspace (a git repository root or directory).
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Listing: at most this many (default 50, max 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// List the workflow templates (built-in and saved) instead of runs.
+    #[serde(default)]
+    pub templates: Option<bool>,
+}
+
+impl InspectParams {
+    /// The read-only request these arguments ask for.
+    fn into_request(self) -> BatonResult<Request> {
+        let listing_only = [self.status.is_some(), self.template.is_some(), self.workspace.is_some(), self.limit.is_some()];
+        if self.templates == Some(true) {
+            return Ok(Request::ListTemplates(NoParams {}));
+        }
+        let Some(run_id) = self.run_id else {
+            if let Some(field) = [("event", self.event.is_some()), ("history_limit", self.history_limit.is_some())]
+                .into_iter()
+                .find_map(|(name, given)| given.then_some(name))
+            {
+                return Err(BatonError::invalid(field, format!("`{field}` needs a `run_id`"), "Add the run_id it belongs to."));
+            }
+            return Ok(Request::ListRuns(ListRunsParams {
+                status: self.status,
+                template: self.template,
+                limit: self.limit,
+                workspace: self.workspace,
+            }));
+        };
+        if listing_only.iter().any(|given| *given) {
+            return Err(BatonError::invalid(
+                "run_id",
+                "`status`, `template`, `workspace` and `limit` filter listings, which `run_id` does not ask for",
+                "Omit `run_id` to list runs, or the filters to show one run.",
+            ));
+        }
+        Ok(match self.event {
+            Some(seq) => Request::GetEvent(GetEventParams { run_id, seq, offset: self.offset }),
+            None => Request::GetRun(GetRunParams { run_id, history_limit: self.history_limit, before_seq: self.before_seq }),
+        })
+    }
+}
+
+type Parser = Box<dyn Fn(Value, &Path) -> BatonResult<Request> + Send + Sync>;
 
 /// One tool: its MCP description and its argument parser.
 pub struct ToolSpec {
@@ -40,9 +129,10 @@ pub struct ToolSpec {
 }
 
 impl ToolSpec {
-    /// Turn raw arguments into a request, naming the field at fault on error.
-    pub fn parse(&self, arguments: Option<JsonObject>) -> BatonResult<Request> {
-        (self.parse)(Value::Object(arguments.unwrap_or_default()))
+    /// Turn raw arguments into a request, naming the field at fault on error; relative
+    /// paths are taken from `cwd`, the caller's working directory.
+    pub fn parse(&self, arguments: Option<JsonObject>, cwd: &Path) -> BatonResult<Request> {
+        (self.parse)(Value::Object(arguments.unwrap_or_default()), cwd)
     }
 }
 
@@ -51,90 +141,105 @@ impl ToolSpec {
 enum Effect {
     /// Only reads.
     Reads,
-    /// Records a change that later changes can build on.
+    /// Records a change that later changes can build on (never asks for approval).
     Changes,
-    /// Ends something for good.
+    /// Ends something for good (Codex asks the user first).
     Ends,
 }
 
-fn spec<P, O>(name: &'static str, description: &'static str, effect: Effect, into: fn(P) -> Request) -> ToolSpec
+fn spec<P, O>(
+    name: &'static str,
+    title: &'static str,
+    description: &'static str,
+    effect: Effect,
+    into: fn(P, &Path) -> BatonResult<Request>,
+) -> ToolSpec
 where
     P: JsonSchema + DeserializeOwned + 'static,
     O: JsonSchema,
 {
-    let annotations = ToolAnnotations::new().read_only(effect == Effect::Reads).destructive(effect == Effect::Ends);
+    let annotations = ToolAnnotations::with_title(title)
+        .read_only(effect == Effect::Reads)
+        .destructive(effect == Effect::Ends)
+        .idempotent(effect == Effect::Reads)
+        .open_world(false);
     let tool = Tool::new(name, description, schema_object::<P>())
+        .with_title(title)
         .with_raw_output_schema(schema_object::<ToolOutcome<O>>())
         .with_annotations(annotations);
-    ToolSpec { tool, parse: Box::new(move |value| parse_arguments::<P>(value).map(into)) }
+    ToolSpec { tool, parse: Box::new(move |value, cwd| parse_arguments::<P>(value).and_then(|p| into(p, cwd))) }
 }
 
-/// All tools baton serves.
+/// All tools baton serves, at most 8 (Codex's `tool_search` default limit).
 pub fn catalog() -> Vec<ToolSpec> {
     vec![
         spec::<StartWorkflowParams, Brief>(
             "start_workflow",
-            "Start a durable multi-role workflow run (default template `feature`: architect -> implementer -> reviewer -> tester, with review and test failures looping back). Returns the first role's brief; keep its run_id and version.",
+            "baton: start a workflow",
+            "baton: start a durable multi-agent workflow run (template `feature`: architect plans, implementer builds, reviewer reviews, tester tests; review and test failures loop back; `bugfix` and custom templates too). Returns the first brief: the role to play now and how to report with `advance`.",
             Effect::Changes,
-            |mut p| {
-                p.template_file = p.template_file.map(absolute_path);
-                Request::StartWorkflow(p)
+            |mut p, cwd| {
+                if let Some(path) = &p.template_file {
+                    if p.template.is_some() || p.template_definition.is_some() {
+                        return Err(BatonError::invalid(
+                            "template",
+                            "more than one of `template`, `template_definition` and `template_file` was given",
+                            "Give only one: a template name, an inline definition, or a file path.",
+                        ));
+                    }
+                    p.template_definition = Some(crate::template_file::read(path, cwd)?);
+                }
+                Ok(Request::StartWorkflow(p))
             },
         ),
         spec::<AdvanceParams, Brief>(
             "advance",
-            "Finish the current step: report the role's outcome (one listed in the brief) and output, with the brief's version as expected_version. Returns the brief for the next role.",
+            "baton: report a step and advance",
+            "baton: finish the current step of a workflow run: report the role's outcome (one listed in the brief) and output, with the brief's version as expected_version. Returns the brief for the next role (implementer, reviewer, tester, ...).",
             Effect::Changes,
-            Request::Advance,
+            |p, _| Ok(Request::Advance(p)),
         ),
-        spec::<CheckpointParams, CheckpointSaved>(
+        spec::<CheckpointParams, crate::api::CheckpointSaved>(
             "checkpoint",
-            "Save a named snapshot of a run, e.g. before a risky step; `resume` (or `fork_run`) with that checkpoint starts a new run from it.",
+            "baton: checkpoint a run",
+            "baton: save a named checkpoint of a workflow run (with the git HEAD), e.g. before a risky step; `resume` with that checkpoint forks a new run from it.",
             Effect::Changes,
-            Request::Checkpoint,
+            |p, _| Ok(Request::Checkpoint(p)),
         ),
         spec::<ResumeParams, ResumeOutput>(
             "resume",
-            "Pick work up again, e.g. in a new Codex session. No arguments: list runs in progress. run_id: a full briefing of where the run stands and what to do next. run_id + checkpoint: fork a new run from that checkpoint.",
+            "baton: resume runs",
+            "baton: resume workflow runs, e.g. in a new Codex session. No arguments: this workspace's unfinished runs. run_id: a full briefing of where the run stands and what to do next. run_id + checkpoint: fork a new run from that checkpoint.",
             Effect::Changes,
-            Request::Resume,
+            |p, _| Ok(Request::Resume(p)),
         ),
         spec::<AwaitHumanParams, Brief>(
             "await_human",
-            "Pause a run with a question for the user (a decision only they can make). The run waits, durably, until `answer_human` or `baton answer` gives the answer.",
+            "baton: ask the user",
+            "baton: pause a workflow run with a question only the user can decide (and its options). baton asks the user directly when the client can show a form; otherwise the run waits durably for `answer_human` or `baton answer`.",
             Effect::Changes,
-            Request::AwaitHuman,
+            |p, _| Ok(Request::AwaitHuman(p)),
         ),
         spec::<AnswerHumanParams, Brief>(
             "answer_human",
-            "Give the user's answer to a run's pending question (including loop-limit gates: `continue` or `fail`). Returns the brief to carry on with.",
+            "baton: give the user's answer",
+            "baton: give the user's answer to a workflow run's pending question (loop-limit gates: `continue` or `fail`). Returns the brief to carry on with.",
             Effect::Changes,
-            Request::AnswerHuman,
+            |p, _| Ok(Request::AnswerHuman(p)),
         ),
-        spec::<ListRunsParams, RunList>(
-            "list_runs",
-            "List runs (newest change first), optionally by status (open, active, awaiting_human, completed, failed, cancelled) or template.",
+        spec::<CancelRunParams, Brief>(
+            "cancel_run",
+            "baton: cancel a run",
+            "baton: cancel a workflow run for good, with a reason (Codex asks the user first).",
+            Effect::Ends,
+            |p, _| Ok(Request::CancelRun(p)),
+        ),
+        spec::<InspectParams, InspectOutput>(
+            "inspect",
+            "baton: inspect runs",
+            "baton: read-only views of workflow runs: list runs (by status, template, workspace), show one run's state and paged history (run_id), one event's whole report (run_id + event), or the templates (templates: true).",
             Effect::Reads,
-            Request::ListRuns,
-        ),
-        spec::<GetRunParams, RunDetails>(
-            "get_run",
-            "A run's full state and its event history (paged with history_limit and before_seq).",
-            Effect::Reads,
-            Request::GetRun,
-        ),
-        spec::<CancelRunParams, Brief>("cancel_run", "Cancel a run for good, with a reason.", Effect::Ends, Request::CancelRun),
-        spec::<ForkRunParams, Brief>(
-            "fork_run",
-            "Start a new run from a checkpoint of an existing run (same as `resume` with run_id and checkpoint).",
-            Effect::Changes,
-            Request::ForkRun,
-        ),
-        spec::<NoParams, TemplateList>(
-            "list_templates",
-            "List workflow templates: the built-in ones and those used before by name.",
-            Effect::Reads,
-            Request::ListTemplates,
+            |p: InspectParams, _| p.into_request(),
         ),
     ]
 }
@@ -169,12 +274,4 @@ pub fn parse_arguments<P: DeserializeOwned>(value: Value) -> BatonResult<P> {
         };
         BatonError::invalid(field, format!("invalid arguments: {message}"), fix)
     })
-}
-
-fn absolute_path(path: String) -> String {
-    let p = std::path::Path::new(&path);
-    if p.is_absolute() {
-        return path;
-    }
-    std::env::current_dir().map(|cwd| cwd.join(p).to_string_lossy().into_owned()).unwrap_or(path)
 }

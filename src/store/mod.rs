@@ -9,6 +9,7 @@ pub mod sled_store;
 
 use crate::engine::{Event, Run, RunStatus, Template};
 use crate::error::{BatonError, BatonResult};
+use crate::time::Timestamp;
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -77,7 +78,18 @@ impl StatusFilter {
 pub struct RunQuery {
     pub status: StatusFilter,
     pub template: Option<String>,
+    /// Only runs of this workspace key (see [`crate::engine::Workspace::key`]).
+    pub workspace: Option<String>,
     pub limit: usize,
+}
+
+impl RunQuery {
+    /// Whether `summary` belongs in this listing (the status, template and workspace match).
+    pub fn matches(&self, summary: &RunSummary) -> bool {
+        self.status.matches(summary.status)
+            && self.template.as_ref().is_none_or(|t| &summary.template == t)
+            && self.workspace.as_ref().is_none_or(|w| summary.workspace.as_ref() == Some(w))
+    }
 }
 
 /// One page of a listing.
@@ -100,8 +112,11 @@ pub struct RunSummary {
     pub version: u64,
     /// The pending human question, if any.
     pub question: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    /// The workspace key the run belongs to (a git repository root, or a directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl RunSummary {
@@ -114,9 +129,10 @@ impl RunSummary {
             step: run.current_step.clone(),
             role: run.current_step.as_deref().and_then(|s| run.template.step(s)).map(|s| s.role.clone()),
             version: run.version,
-            question: run.pending_gate.as_ref().map(|g| g.question.clone()),
-            created_at: run.created_at.clone(),
-            updated_at: run.updated_at.clone(),
+            question: run.pending_gate.as_ref().map(|g| crate::engine::brief::first_line(&g.question, 200)),
+            workspace: run.workspace.as_ref().map(|w| w.key().to_string()),
+            created_at: run.created_at,
+            updated_at: run.updated_at,
         }
     }
 }

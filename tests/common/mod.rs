@@ -13,19 +13,7 @@ use std::process::Stdio;
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
 /// Every tool baton must serve.
-pub const TOOLS: &[&str] = &[
-    "start_workflow",
-    "advance",
-    "checkpoint",
-    "resume",
-    "await_human",
-    "answer_human",
-    "list_runs",
-    "get_run",
-    "cancel_run",
-    "fork_run",
-    "list_templates",
-];
+pub const TOOLS: &[&str] = &["start_workflow", "advance", "checkpoint", "resume", "await_human", "answer_human", "cancel_run", "inspect"];
 
 /// A running `baton serve` process with an MCP client session.
 pub struct Server {
@@ -60,7 +48,8 @@ impl Server {
             .unwrap_or_else(|e| panic!("{tool}: protocol failure {e:?}"));
         let data = result.structured_content.clone().unwrap_or(Value::Null);
         let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
-        assert!(!text.is_empty(), "{tool}: every result carries a human-readable text");
+        let same: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{tool}: the text content is not JSON ({e}): {text}"));
+        assert_eq!(same, data, "{tool}: the text content carries the structured content");
         if result.is_error == Some(true) { Err(data["error"].clone()) } else { Ok(data) }
     }
 

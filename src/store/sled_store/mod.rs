@@ -158,11 +158,7 @@ impl RunStore for SledStore {
     }
 
     async fn list(&self, query: &RunQuery) -> BatonResult<RunPage> {
-        let matching: Vec<RunSummary> = self
-            .summaries()?
-            .into_iter()
-            .filter(|s| query.status.matches(s.status) && query.template.as_ref().is_none_or(|t| &s.template == t))
-            .collect();
+        let matching: Vec<RunSummary> = self.summaries()?.into_iter().filter(|s| query.matches(s)).collect();
         let total = matching.len();
         Ok(RunPage { runs: matching.into_iter().take(query.limit).collect(), total })
     }

@@ -1,10 +1,10 @@
 use super::*;
-use crate::engine::run::AdvanceInput;
-use crate::engine::{Run, builtin_template};
+use crate::engine::{Actor, Change, NewRun, Run, builtin_template};
 use crate::store::unknown_run;
+use crate::time::Timestamp;
 use serde_json::Map;
 
-const NOW: &str = "2026-11-25T12:00:00.000Z";
+const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
 fn store() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -32,15 +32,23 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 fn create(store: &SledStore, id: &str) -> Run {
-    let (run, event) = Run::start(id.into(), builtin_template("feature").unwrap(), "g".into(), "t".into(), Map::new(), NOW);
+    let new = NewRun {
+        id: id.into(),
+        template: builtin_template("feature").unwrap(),
+        goal: "g".into(),
+        title: "t".into(),
+        context: Map::new(),
+        workspace: None,
+    };
+    let (run, event) = Run::start(new, &Actor::default(), NOW);
     let commit = Commit::new(run, event);
     block_on(store.commit(id, id, Box::new(move |_| Ok(commit.clone())))).unwrap()
 }
 
 fn advance(store: &SledStore, op: &str, id: &str, expected_version: u64) -> BatonResult<Run> {
     update(store, op, id, move |run| {
-        let input = AdvanceInput { expected_version, outcome: "planned", output: "plan", artifacts: Map::new() };
-        let event = run.advance(input, NOW)?;
+        let change = Change::Advance { expected_version, outcome: "planned".into(), output: "plan".into(), artifacts: Map::new() };
+        let event = run.apply(&change, &Actor::default(), NOW)?;
         Ok(Commit::new(run.clone(), event))
     })
 }
@@ -48,7 +56,7 @@ fn advance(store: &SledStore, op: &str, id: &str, expected_version: u64) -> Bato
 fn checkpoint(store: &SledStore, op: &str, name: &str) -> BatonResult<Run> {
     let name = name.to_string();
     update(store, op, "r1", move |run| {
-        let event = run.add_checkpoint(None, &name, None, NOW)?;
+        let event = run.apply(&checkpoint_change(&name), &Actor::default(), NOW)?;
         Ok(Commit::new(run.clone(), event))
     })
 }
@@ -72,7 +80,7 @@ fn a_failed_change_writes_nothing() {
     let (_dir, store) = store();
     create(&store, "r1");
     let err = update(&store, "op", "r1", |run| {
-        let event = run.cancel(Some(9), "x", NOW)?;
+        let event = run.apply(&Change::Cancel { expected_version: Some(9), reason: "x".into() }, &Actor::default(), NOW)?;
         Ok(Commit::new(run.clone(), event))
     })
     .unwrap_err();
@@ -130,11 +138,15 @@ fn checkpoints_and_templates_are_kept_with_their_change() {
     create(&store, "r1");
     let template = crate::engine::Template { name: "mine".into(), ..builtin_template("feature").unwrap() };
     update(&store, "op", "r1", move |run| {
-        let event = run.add_checkpoint(None, "cp", None, NOW)?;
+        let event = run.apply(&checkpoint_change("cp"), &Actor::default(), NOW)?;
         Ok(Commit { checkpoint: Some("cp".into()), template: Some(template.clone()), ..Commit::new(run.clone(), event) })
     })
     .unwrap();
     assert_eq!(store.checkpoint_sync("r1", "cp").unwrap().unwrap().version, 2);
     assert_eq!(store.template_sync("mine").unwrap().unwrap().name, "mine");
     assert!(store.checkpoint_sync("r1", "other").unwrap().is_none());
+}
+
+fn checkpoint_change(name: &str) -> Change {
+    Change::Checkpoint { expected_version: None, name: name.into(), note: None, workspace: None }
 }

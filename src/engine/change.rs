@@ -1,0 +1,33 @@
+//! The changes a run accepts, as data: [`Run::apply`](super::Run::apply) takes any of
+//! them, so every caller (MCP, terminal, web page) changes runs the same way.
+
+use super::event::Workspace;
+use serde_json::{Map, Value};
+
+/// A change to an existing run. Each names the version its author saw, when it did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The current role finished its step with `outcome`.
+    Advance { expected_version: u64, outcome: String, output: String, artifacts: Map<String, Value> },
+    /// Pause for a human's answer to `question`.
+    AskHuman { expected_version: Option<u64>, question: String, options: Vec<String> },
+    /// The human's answer to the pending question.
+    AnswerHuman { expected_version: Option<u64>, answer: String, comment: Option<String> },
+    /// Keep a named snapshot to fork from later.
+    Checkpoint { expected_version: Option<u64>, name: String, note: Option<String>, workspace: Option<Workspace> },
+    /// Stop the run for good.
+    Cancel { expected_version: Option<u64>, reason: String },
+}
+
+impl Change {
+    /// The run version the author saw, if they named one.
+    pub fn expected_version(&self) -> Option<u64> {
+        match self {
+            Change::Advance { expected_version, .. } => Some(*expected_version),
+            Change::AskHuman { expected_version, .. }
+            | Change::AnswerHuman { expected_version, .. }
+            | Change::Checkpoint { expected_version, .. }
+            | Change::Cancel { expected_version, .. } => *expected_version,
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The facts a run's history is made of. Every accepted change yields exactly one
+//! [`Event`] carrying everything it changed, so replaying the log rebuilds the run.
+
+use super::run::Run;
+use super::template::{Target, Template};
+use crate::time::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub struct Actor {
+    pub kind: ActorKind,
+    /// The Codex thread id (`codex resume <id>` continues it), or the user name at a terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The name an agent gave itself, e.g. `reviewer-1` for a sub-agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    /// A Codex session (or another MCP client).
+    Codex,
+    /// A person at a terminal, through the `baton` command.
+    Terminal,
+    /// A person on the local web page.
+    Web,
+    /// Not recorded (changes made before baton recorded actors).
+    #[default]
+    Unknown,
+}
+
+impl Actor {
+    pub fn terminal(user: Option<String>) -> Actor {
+        Actor { kind: ActorKind::Terminal, id: user, agent: None }
+    }
+
+    /// A short label for listings, e.g. `codex 0199…` or `terminal alice`.
+    pub fn label(&self) -> String {
+        let kind = match self.kind {
+            ActorKind::Codex => "codex",
+            ActorKind::Terminal => "terminal",
+            ActorKind::Web => "web",
+            ActorKind::Unknown => "unknown",
+        };
+        let mut label = kind.to_string();
+        for part in [&self.agent, &self.id].into_iter().flatten() {
+            label.push(' ');
+            label.push_str(part);
+        }
+        label
+    }
+}
+
+/// Where the work happens: the directory a run was started from and its git state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub struct Workspace {
+    /// The working directory of the Codex session.
+    pub cwd: String,
+    /// The root of the git repository containing `cwd`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_root: Option<String>,
+    /// The commit checked out, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_head: Option<String>,
+    /// Whether the working tree had uncommitted changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_dirty: Option<bool>,
+}
+
+impl Workspace {
+    /// The key runs are grouped by: the repository root, else the directory.
+    pub fn key(&self) -> &str {
+        self.git_root.as_deref().unwrap_or(&self.cwd)
+    }
+}
+
+/// One entry of a run's append-only history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    pub seq: u64,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "is_unknown")]
+    pub actor: Actor,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+fn is_unknown(actor: &Actor) -> bool {
+    actor.kind == ActorKind::Unknown && actor.id.is_none()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    Started {
+        /// The template's name.
+        template: String,
+        goal: String,
+        step: String,
+        /// The whole run as it started (absent in histories written before baton kept it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<Box<RunOrigin>>,
+    },
+    Forked {
+        from_run: String,
+        checkpoint: String,
+        from_version: u64,
+        /// The checkpoint's state the fork starts from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<Box<Run>>,
+    },
+    Advanced {
+        step: String,
+        role: String,
+        outcome: String,
+        output: String,
+        /// The next step, `done` or `failed`.
+        next: Target,
+        /// Set when `next` hit its `max_visits` and the run now waits for a human.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit_reached: Option<u32>,
+        /// The artifacts this change reported (`null` deletes one).
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        artifacts: Map<String, Value>,
+    },
+    HumanAsked {
+        question: String,
+        options: Vec<String>,
+    },
+    HumanAnswered {
+        answer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    CheckpointSaved {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        /// The code's state when the checkpoint was taken.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workspace: Option<Workspace>,
+    },
+    Cancelled {
+        reason: String,
+    },
+}
+
+/// What a run started from: everything besides its id and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunOrigin {
+    pub title: String,
+    pub template: Template,
+    #[serde(default)]
+    pub context: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Workspace>,
+}
+
+impl EventKind {
+    /// The event's type as written in the history, e.g. `advanced`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Started { .. } => "started",
+            EventKind::Forked { .. } => "forked",
+            EventKind::Advanced { .. } => "advanced",
+            EventKind::HumanAsked { .. } => "human_asked",
+            EventKind::HumanAnswered { .. } => "human_answered",
+            EventKind::CheckpointSaved { .. } => "checkpoint_saved",
+            EventKind::Cancelled { .. } => "cancelled",
+        }
+    }
+}
