@@ -2,8 +2,9 @@
 //! provider is a [`ModelServer`] on 127.0.0.1, and baton registered the way a user gets it
 //! (`baton install --codex-home ... --home ...`).
 //!
-//! The config names a model and a provider and nothing else: approvals and sandbox stay at
-//! Codex's defaults for `codex exec`, so a test sees what a user's non-interactive run sees.
+//! The config names a model and a provider, and turns off what would reach the network
+//! (plugin marketplaces, analytics); it says nothing about approvals or the sandbox, so a test
+//! sees what a user's non-interactive run sees.
 
 use super::codex::{Finished, run, run_within};
 use super::model_server::{ModelServer, Script};
@@ -79,7 +80,15 @@ impl ExecHarness {
              wire_api = \"responses\"\n\
              # A failed request is a test failure, not something to retry for minutes.\n\
              request_max_retries = 0\n\
-             stream_max_retries = 0\n",
+             stream_max_retries = 0\n\
+             \n\
+             # No network: otherwise Codex resolves github.com and chatgpt.com (plugin marketplaces)\n\
+             # and ab.chatgpt.com (analytics) on every start.\n\
+             [analytics]\n\
+             enabled = false\n\
+             \n\
+             [features]\n\
+             plugins = false\n",
             harness.model.base_url()
         );
         std::fs::write(harness.codex_home().join("config.toml"), config).unwrap();
