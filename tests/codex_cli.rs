@@ -10,20 +10,17 @@
 //! target/tmp, else `codex` on `PATH`. Without any, the test is skipped, unless `CI` is set.
 
 mod common;
+mod support;
 
 use common::{BATON, TOOLS};
 use serde_json::{Value, json};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-
-/// Upper bound for any single answer from Codex or any helper command; generous on purpose.
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-const SKILL_MD: &str = include_str!("../SKILL.md");
+use support::codex::{TIMEOUT, canonical, find_codex, run, skill_description};
 
 #[test]
 fn codex_registers_lists_and_calls_baton() {
@@ -206,79 +203,6 @@ impl Session {
     }
 }
 
-/// The Codex CLI version this test pins; `cargo test` installs it under target/ with npm.
-const CODEX_VERSION: &str = "0.169.0";
-
-/// `$CODEX_BIN`, else the pinned Codex installed (once) under target/tmp with npm, else
-/// `codex` on `PATH`. `None` (after saying so) means skip; under CI a missing Codex fails.
-fn find_codex() -> Option<PathBuf> {
-    if let Some(bin) = std::env::var_os("CODEX_BIN").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(bin));
-    }
-    if let Some(pinned) = install_pinned_codex() {
-        return Some(pinned);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).map(|dir| dir.join("codex")).find(|p| is_executable(p));
-    if found.is_none() {
-        let why = "the Codex CLI could not be installed (npm failed or is missing) and is not on PATH; set CODEX_BIN or `npm install -g @openai/codex`";
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-        assert!(!ci, "CI is set but {why}");
-        // Write past libtest's output capture so the skip is visible in a normal `cargo test`.
-        let _ = writeln!(std::io::stderr().lock(), "SKIPPED codex_cli: {why}");
-    }
-    found
-}
-
-/// `npm install @openai/codex@CODEX_VERSION` into target/tmp (kept between runs).
-fn install_pinned_codex() -> Option<PathBuf> {
-    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("codex-cli-{CODEX_VERSION}"));
-    let bin = prefix.join("node_modules").join(".bin").join("codex");
-    if is_executable(&bin) {
-        return Some(bin);
-    }
-    let status = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&prefix)
-        .arg(format!("@openai/codex@{CODEX_VERSION}"))
-        .stdout(Stdio::null())
-        .status();
-    match status {
-        Ok(s) if s.success() && is_executable(&bin) => Some(bin),
-        other => {
-            let _ = writeln!(std::io::stderr().lock(), "codex_cli: npm install of @openai/codex@{CODEX_VERSION} failed: {other:?}");
-            None
-        }
-    }
-}
-
-fn is_executable(path: &Path) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else { return false };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        meta.is_file() && meta.permissions().mode() & 0o111 != 0
-    }
-    #[cfg(not(unix))]
-    {
-        meta.is_file()
-    }
-}
-
-fn canonical(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|e| panic!("cannot resolve {}: {e}", path.display()))
-}
-
-/// The `description:` of SKILL.md's front matter, as Codex should report it.
-fn skill_description() -> String {
-    let front = SKILL_MD.strip_prefix("---").and_then(|rest| rest.split("\n---").next()).expect("SKILL.md starts with front matter");
-    let line = front.lines().find_map(|l| l.strip_prefix("description:")).expect("SKILL.md front matter has a description");
-    let value = line.trim();
-    let unquoted =
-        value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')));
-    unquoted.unwrap_or(value).to_string()
-}
-
 /// A tool result that must have succeeded; returns its structured content.
 fn expect_success<'a>(result: &'a Value, tool: &str) -> &'a Value {
     assert_ne!(result["isError"], true, "`{tool}` failed through Codex: {result:#}");
@@ -300,58 +224,6 @@ fn summary(server: &Value) -> String {
         }
     }
     format!("{server:#}")
-}
-
-/// Output of a finished helper command.
-struct Finished {
-    what: String,
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-impl Finished {
-    fn describe(&self) -> String {
-        format!(
-            "{} -> {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.what,
-            self.status,
-            String::from_utf8_lossy(&self.stdout),
-            String::from_utf8_lossy(&self.stderr)
-        )
-    }
-}
-
-/// Run a command to completion with no stdin, killing it after [`TIMEOUT`].
-fn run(command: &mut Command, what: &str) -> Finished {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what} ({:?}): {e}", command.get_program()));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            bytes
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Finished { what: what.to_string(), status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
 }
 
 /// `codex app-server` speaking newline-delimited JSON-RPC on stdio.
