@@ -1,9 +1,9 @@
 //! The operations baton offers, as serializable requests and typed replies. The MCP
 //! tools, the terminal commands and the inter-process protocol all speak these types.
 
-use crate::engine::brief::{Brief, EventLine};
+use crate::engine::brief::{Brief, EventLine, TaskBrief};
 use crate::engine::run::ForkOrigin;
-use crate::engine::{Actor, Event, Run, Template, Workspace};
+use crate::engine::{Actor, Event, Plan, Run, Template, Workspace};
 use crate::error::BatonError;
 use crate::store::RunSummary;
 pub use crate::store::StatusFilter;
@@ -33,6 +33,9 @@ pub struct StartWorkflowParams {
     /// Extra facts every role should see (repository, branch, constraints, ...).
     #[serde(default)]
     pub context: Option<Map<String, Value>>,
+    /// Most sub-agents to work this run's tasks at once (1 to 16, default 4).
+    #[serde(default)]
+    pub max_agents: Option<u32>,
 }
 
 /// Report the current role's outcome and get the next role's brief.
@@ -41,7 +44,9 @@ pub struct StartWorkflowParams {
 pub struct AdvanceParams {
     pub run_id: String,
     /// The `version` from the brief you are acting on; a stale one is refused as a conflict.
-    pub expected_version: u64,
+    /// Required unless you report a task (then `task` and `lease_token`).
+    #[serde(default)]
+    pub expected_version: Option<u64>,
     /// One of the outcomes listed in the brief, e.g. `approved` or `changes_requested`.
     pub outcome: String,
     /// Your report: what you did, found or decided. The next roles read it.
@@ -49,6 +54,16 @@ pub struct AdvanceParams {
     /// Named results to keep with the run (paths, commit ids, test counts), merged into its artifacts.
     #[serde(default)]
     pub artifacts: Option<Map<String, Value>>,
+    /// When the outcome fans out (the brief's outcome leads to `fan_out`): the tasks to work
+    /// in parallel, `{"tasks": [{"id", "title", "description", "depends_on": [ids]}]}`.
+    #[serde(default)]
+    pub plan: Option<Plan>,
+    /// Report a task of the fan-out instead of the run's own step: the task's id...
+    #[serde(default)]
+    pub task: Option<String>,
+    /// ...and the lease token its claim gave you.
+    #[serde(default)]
+    pub lease_token: Option<u64>,
 }
 
 /// Save a named snapshot of a run that can later be forked.
@@ -80,6 +95,22 @@ pub struct ResumeParams {
     /// Without `run_id`: list unfinished runs of every workspace, not just this one.
     #[serde(default)]
     pub all_workspaces: Option<bool>,
+    /// With `run_id`: claim a task of the run's fan-out, `"next"` for the first one you may
+    /// take, or a task id. Answers with the task's brief and your `lease_token`.
+    #[serde(default)]
+    pub claim: Option<String>,
+    /// With `run_id`: the brief of this task (renewing your lease if you pass `lease_token`).
+    #[serde(default)]
+    pub task: Option<String>,
+    /// With `task`: your lease token, to renew (or with `release`, give back) the lease.
+    #[serde(default)]
+    pub lease_token: Option<u64>,
+    /// With `task` and `lease_token`: give the task back unfinished.
+    #[serde(default)]
+    pub release: Option<bool>,
+    /// With `claim` or a renewal: how long the lease lasts (30 to 3600 s, default 600).
+    #[serde(default)]
+    pub lease_seconds: Option<u32>,
 }
 
 /// Fork a new run from a checkpoint of an existing run.
@@ -111,6 +142,9 @@ pub struct AwaitHumanParams {
 #[serde(deny_unknown_fields)]
 pub struct AnswerHumanParams {
     pub run_id: String,
+    /// The task whose question this answers, when a task of a fan-out asks.
+    #[serde(default)]
+    pub task: Option<String>,
     /// The answer; must be one of the question's options when it has any.
     pub answer: String,
     /// Free-text detail to pass on with the answer.
@@ -294,6 +328,7 @@ pub struct TemplateList {
 pub enum Reply {
     Brief(Box<Brief>),
     Briefing(Box<Briefing>),
+    Task(Box<TaskBrief>),
     Runs(RunList),
     Run(Box<RunDetails>),
     Event(Box<EventDetail>),
@@ -307,6 +342,7 @@ impl Reply {
         let value = match self {
             Reply::Brief(v) => serde_json::to_value(v),
             Reply::Briefing(v) => serde_json::to_value(v),
+            Reply::Task(v) => serde_json::to_value(v),
             Reply::Runs(v) => serde_json::to_value(v),
             Reply::Run(v) => serde_json::to_value(v),
             Reply::Event(v) => serde_json::to_value(v),

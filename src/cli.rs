@@ -63,6 +63,9 @@ pub enum Command {
         answer: String,
         #[arg(long)]
         comment: Option<String>,
+        /// Answer the question of this task of the run's plan.
+        #[arg(long, value_name = "TASK")]
+        task: Option<String>,
         /// Refuse if the run changed since this version (as shown by `baton show`).
         #[arg(long, value_name = "VERSION")]
         expected_version: Option<u64>,
@@ -86,6 +89,10 @@ pub enum Command {
 pub fn render(reply: &Reply) -> String {
     match reply {
         Reply::Brief(brief) => with_note(brief.summary(), brief.note.as_deref()),
+        Reply::Task(task) => with_note(
+            format!("Run {} task `{}` \"{}\": {}\n{}", task.run_id, task.task, task.title, task.status.as_str(), task.next_action),
+            task.note.as_deref(),
+        ),
         Reply::Briefing(briefing) => {
             let mut text = briefing.brief.summary();
             for line in &briefing.recent_events {

@@ -108,8 +108,8 @@ async fn run(cli: Cli) -> Result<String> {
             let request = Request::GetRun(GetRunParams { run_id, history_limit: Some(history), before_seq: None });
             request_text(&cli.home, request, json).await
         }
-        Command::Answer { run_id, answer, comment, expected_version, json } => {
-            let request = Request::AnswerHuman(AnswerHumanParams { run_id, answer, comment, expected_version });
+        Command::Answer { run_id, answer, comment, task, expected_version, json } => {
+            let request = Request::AnswerHuman(AnswerHumanParams { run_id, task, answer, comment, expected_version });
             request_text(&cli.home, request, json).await
         }
         Command::Cancel { run_id, reason, expected_version, json } => {

@@ -2,7 +2,8 @@
 //! and the shape of every answer.
 
 use crate::api::*;
-use crate::engine::brief::{EventLine, Guide, codex_threads};
+use crate::engine::brief::{EventLine, Guide, TaskBrief, codex_threads};
+use crate::engine::run::DEFAULT_MAX_AGENTS;
 use crate::engine::template::check_identifier;
 use crate::engine::{Brief, Change, Event, EventKind, NewRun, Run, Template, builtin_template, builtin_templates};
 use crate::error::{BatonError, BatonResult};
@@ -10,6 +11,7 @@ use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MA
 use crate::store::{Commit, Mutation, RunQuery, RunStore, RunSummary, unknown_run};
 use crate::time::{Clock, SystemClock};
 use std::sync::Arc;
+use std::time::Duration;
 
 const DEFAULT_TEMPLATE: &str = "feature";
 const DEFAULT_LIST_LIMIT: u32 = 50;
@@ -21,6 +23,10 @@ const MAX_OPTIONS: usize = 20;
 const MAX_OPTION_BYTES: usize = 200;
 /// Bytes of an event's long text one `inspect` answer carries.
 const EVENT_WINDOW_BYTES: usize = 16 * 1024;
+/// How long a task lease lasts unless the claim asks otherwise.
+const DEFAULT_LEASE_SECONDS: u32 = 600;
+/// Most sub-agents a run may ask for at once.
+const MAX_AGENTS: u32 = 16;
 
 /// The operations, over one store.
 pub struct Service {
@@ -44,16 +50,7 @@ impl Service {
         let caller = &envelope.caller;
         match &envelope.request {
             Request::StartWorkflow(p) => self.start_workflow(op, caller, p).await,
-            Request::Advance(p) => {
-                check_len("output", p.output.len(), MAX_OUTPUT_BYTES)?;
-                let change = Change::Advance {
-                    expected_version: p.expected_version,
-                    outcome: p.outcome.clone(),
-                    output: p.output.clone(),
-                    artifacts: p.artifacts.clone().unwrap_or_default(),
-                };
-                self.change(op, caller, &p.run_id, change).await
-            }
+            Request::Advance(p) => self.advance(op, caller, p).await,
             Request::Checkpoint(p) => self.checkpoint(op, caller, p).await,
             Request::Resume(p) => self.resume(op, caller, p).await,
             Request::ForkRun(p) => self.fork(op, caller, &p.run_id, &p.checkpoint, p.title.clone()).await,
@@ -69,9 +66,16 @@ impl Service {
                 require_text("answer", &p.answer)?;
                 check_len("answer", p.answer.len(), MAX_TEXT_BYTES)?;
                 check_len("comment", p.comment.as_ref().map_or(0, String::len), MAX_TEXT_BYTES)?;
-                let change =
-                    Change::AnswerHuman { expected_version: p.expected_version, answer: p.answer.clone(), comment: p.comment.clone() };
-                self.change(op, caller, &p.run_id, change).await
+                let change = Change::AnswerHuman {
+                    expected_version: p.expected_version,
+                    task: p.task.clone(),
+                    answer: p.answer.clone(),
+                    comment: p.comment.clone(),
+                };
+                match &p.task {
+                    Some(task) => self.task_change(op, caller, &p.run_id, task, change, None).await,
+                    None => self.change(op, caller, &p.run_id, change).await,
+                }
             }
             Request::CancelRun(p) => {
                 let reason = p.reason.clone().unwrap_or_else(|| "cancelled by the user".into());
@@ -89,6 +93,81 @@ impl Service {
     async fn change(&self, op: &str, caller: &Caller, run_id: &str, change: Change) -> BatonResult<Reply> {
         let run = self.commit_change(op, caller, run_id, change, None).await?;
         Ok(Reply::Brief(Box::new(Brief::of(&run, Guide::FirstTime))))
+    }
+
+    /// Report the run's current step, or (with `task`) a task of its fan-out.
+    async fn advance(&self, op: &str, caller: &Caller, p: &AdvanceParams) -> BatonResult<Reply> {
+        check_len("output", p.output.len(), MAX_OUTPUT_BYTES)?;
+        let artifacts = p.artifacts.clone().unwrap_or_default();
+        let (outcome, output) = (p.outcome.clone(), p.output.clone());
+        let Some(task) = &p.task else {
+            let expected_version = p.expected_version.ok_or_else(|| {
+                BatonError::invalid(
+                    "expected_version",
+                    "`expected_version` is required to advance a run",
+                    "Pass the `version` of the brief you are acting on (for a task, pass `task` and `lease_token` instead).",
+                )
+            })?;
+            let change = Change::Advance { expected_version, outcome, output, artifacts, plan: p.plan.clone() };
+            return self.change(op, caller, &p.run_id, change).await;
+        };
+        if p.plan.is_some() {
+            return Err(BatonError::invalid("plan", "a task's outcome never fans out", "Omit `plan` when reporting a task."));
+        }
+        let token = p.lease_token.ok_or_else(|| {
+            BatonError::invalid(
+                "lease_token",
+                "reporting a task needs the lease token of your claim",
+                "Pass the `lease_token` from the task's brief.",
+            )
+        })?;
+        let change = Change::TaskAdvance { task: task.clone(), token, outcome, output, artifacts };
+        self.task_change(op, caller, &p.run_id, task, change, None).await
+    }
+
+    /// Apply a change to a task and answer with that task's brief (with `token` when the
+    /// caller holds its lease).
+    async fn task_change(
+        &self,
+        op: &str,
+        caller: &Caller,
+        run_id: &str,
+        task: &str,
+        change: Change,
+        token: Option<u64>,
+    ) -> BatonResult<Reply> {
+        let run = self.commit_change(op, caller, run_id, change, None).await?;
+        task_reply(&run, task, token)
+    }
+
+    /// Claim a task, renew or release a lease, or show a task (see [`ResumeParams`]).
+    async fn resume_task(&self, op: &str, caller: &Caller, run_id: &str, p: &ResumeParams) -> BatonResult<Reply> {
+        let lease = lease_length(p.lease_seconds)?;
+        match (&p.claim, &p.task, p.lease_token) {
+            (Some(_), Some(_), _) => Err(BatonError::invalid(
+                "claim",
+                "`claim` and `task` were both given",
+                "Use `claim` to take a task, or `task` to look at one.",
+            )),
+            (Some(claim), None, _) => {
+                let wanted = (claim != "next").then(|| claim.clone());
+                let run = self.commit_change(op, caller, run_id, Change::Claim { task: wanted, lease }, None).await?;
+                let claimed =
+                    run.fanout.iter().flat_map(|f| &f.tasks).find(|t| t.lease.as_ref().is_some_and(|l| l.token == run.last_token));
+                match claimed {
+                    Some(task) => task_reply(&run, &task.id.clone(), Some(run.last_token)),
+                    None => Err(BatonError::internal(format!("run {run_id} recorded a claim but no task holds its lease"))),
+                }
+            }
+            (None, Some(task), Some(token)) if p.release == Some(true) => {
+                self.task_change(op, caller, run_id, task, Change::Release { task: task.clone(), token }, None).await
+            }
+            (None, Some(task), Some(token)) => {
+                self.task_change(op, caller, run_id, task, Change::Renew { task: task.clone(), token, lease }, Some(token)).await
+            }
+            (None, Some(task), None) => task_reply(&self.load(run_id).await?, task, None),
+            (None, None, _) => Err(BatonError::internal("resume_task without claim or task")),
+        }
     }
 
     /// The one path by which requests change existing runs.
@@ -127,6 +206,7 @@ impl Service {
             title,
             context,
             workspace: caller.workspace.clone(),
+            max_agents: bounded("max_agents", p.max_agents, DEFAULT_MAX_AGENTS, 1..=MAX_AGENTS)?,
         };
         let (run, event) = Run::start(new, &caller.actor, self.clock.now());
         let run = self.create(op, Commit { template: is_new.then_some(template), ..Commit::new(run, event) }).await?;
@@ -219,6 +299,7 @@ impl Service {
             )),
             (None, None) => self.open_runs(caller, p.all_workspaces.unwrap_or(false)).await,
             (Some(run_id), Some(checkpoint)) => self.fork(op, caller, run_id, checkpoint, p.title.clone()).await,
+            (Some(run_id), None) if p.claim.is_some() || p.task.is_some() => self.resume_task(op, caller, run_id, p).await,
             (Some(run_id), None) => self.briefing(run_id).await,
         }
     }
@@ -336,7 +417,12 @@ fn long_text(event: &mut Event) -> Option<&mut String> {
         EventKind::HumanAsked { question, .. } => Some(question),
         EventKind::HumanAnswered { answer, .. } => Some(answer),
         EventKind::Cancelled { reason } => Some(reason),
-        EventKind::CheckpointSaved { .. } | EventKind::Forked { .. } => None,
+        EventKind::TaskAdvanced { output, .. } => Some(output),
+        EventKind::CheckpointSaved { .. }
+        | EventKind::Forked { .. }
+        | EventKind::TaskClaimed { .. }
+        | EventKind::LeaseRenewed { .. }
+        | EventKind::TaskReleased { .. } => None,
     }
 }
 
@@ -345,6 +431,32 @@ fn floor_char_boundary(text: &str, mut index: usize) -> usize {
         index -= 1;
     }
     index
+}
+
+/// The brief of `task` of `run`.
+fn task_reply(run: &Run, task: &str, token: Option<u64>) -> BatonResult<Reply> {
+    let found = run.fanout.as_ref().and_then(|f| f.task(task)).ok_or_else(|| {
+        BatonError::not_found("task", format!("run {} has no task `{task}`", run.id), "Use a task id from the run's brief (`tasks`).")
+    })?;
+    Ok(Reply::Task(Box::new(TaskBrief::of(run, found, token))))
+}
+
+/// The lease length asked for, within its bounds.
+fn lease_length(seconds: Option<u32>) -> BatonResult<Duration> {
+    bounded("lease_seconds", seconds, DEFAULT_LEASE_SECONDS, 30..=3600).map(|s| Duration::from_secs(u64::from(s)))
+}
+
+/// `value` (or `default`), refused with its bounds when outside `range`.
+fn bounded(field: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>) -> BatonResult<u32> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    Err(BatonError::invalid(
+        field,
+        format!("`{field}` is {value}; it must be {} to {}", range.start(), range.end()),
+        format!("Omit it for the default ({default})."),
+    ))
 }
 
 fn run_list(runs: Vec<RunSummary>, total: usize, workspace: Option<String>, other_workspaces: Option<usize>) -> RunList {

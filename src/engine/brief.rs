@@ -8,6 +8,7 @@
 
 use super::event::{Actor, ActorKind, Event, EventKind, Workspace};
 use super::run::{HumanExchange, HumanGate, Run, RunStatus, StepOutput};
+pub use super::task_brief::{TaskBrief, TaskLine, TasksOverview};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -21,6 +22,7 @@ const RECENT_ANSWERS: usize = 3;
 /// set under which the whole brief fits in [`MAX_BRIEF_BYTES`].
 #[derive(Clone, Copy)]
 struct Caps {
+    task_lines: usize,
     goal: usize,
     instructions: usize,
     feedback: usize,
@@ -31,9 +33,9 @@ struct Caps {
 }
 
 const CAPS: [Caps; 3] = [
-    Caps { goal: 2048, instructions: 2048, feedback: 4096, prior_output: 1024, question: 2048, answer: 512, json: 1536 },
-    Caps { goal: 1024, instructions: 1024, feedback: 2048, prior_output: 384, question: 1024, answer: 256, json: 512 },
-    Caps { goal: 512, instructions: 512, feedback: 1024, prior_output: 128, question: 512, answer: 128, json: 128 },
+    Caps { task_lines: 40, goal: 2048, instructions: 2048, feedback: 4096, prior_output: 1024, question: 2048, answer: 512, json: 1536 },
+    Caps { task_lines: 20, goal: 1024, instructions: 1024, feedback: 2048, prior_output: 384, question: 1024, answer: 256, json: 512 },
+    Caps { task_lines: 8, goal: 512, instructions: 512, feedback: 1024, prior_output: 128, question: 512, answer: 128, json: 128 },
 ];
 
 /// One outcome the current role may report, and where it leads.
@@ -107,6 +109,9 @@ pub struct Brief {
     /// How to play the role: the whole guide the first time a role appears in a run (and
     /// on `resume`), afterwards a pointer to it.
     pub role_guide: String,
+    /// The tasks of the fan-out in progress: who works on what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<TasksOverview>,
     /// Where the run's agents work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<Workspace>,
@@ -209,6 +214,7 @@ impl Brief {
             prior_outputs,
             recent_human_answers,
             role_guide,
+            tasks: run.fanout.as_ref().filter(|f| !f.joined).map(|f| TasksOverview::of(run, f, caps.task_lines)),
             workspace: run.workspace.clone(),
             context: capped_map(&run.context, caps.json, &run.id, &mut shortened, "context"),
             artifacts: capped_map(&run.artifacts, caps.json, &run.id, &mut shortened, "artifacts"),
@@ -233,11 +239,11 @@ pub fn read_more(run_id: &str, seq: u64) -> String {
     format!("inspect {{\"run_id\": \"{run_id}\", \"event\": {seq}}}")
 }
 
-fn guide_pointer(role: &str) -> String {
+pub(super) fn guide_pointer(role: &str) -> String {
     format!("As before for the {role}: see skill/roles/{role}.md, or `resume` this run for the whole guide.")
 }
 
-fn excerpt(run: &Run, output: &StepOutput, cap: usize, shortened: &mut Vec<String>, field: &str) -> OutputExcerpt {
+pub(super) fn excerpt(run: &Run, output: &StepOutput, cap: usize, shortened: &mut Vec<String>, field: &str) -> OutputExcerpt {
     let text = cut(&output.output, cap, shortened, field);
     let is_cut = text.len() < output.output.len();
     OutputExcerpt {
@@ -252,10 +258,11 @@ fn excerpt(run: &Run, output: &StepOutput, cap: usize, shortened: &mut Vec<Strin
     }
 }
 
-fn pending(gate: &HumanGate, cap: usize, shortened: &mut Vec<String>) -> PendingQuestion {
+pub(super) fn pending(gate: &HumanGate, cap: usize, shortened: &mut Vec<String>) -> PendingQuestion {
     let kind = match gate.kind {
         super::run::GateKind::Question => "question",
         super::run::GateKind::LoopLimit { .. } => "loop_limit",
+        super::run::GateKind::TaskFailed => "task_failed",
     };
     PendingQuestion { question: cut(&gate.question, cap, shortened, "question"), options: gate.options.clone(), kind: kind.into() }
 }
@@ -301,7 +308,7 @@ fn capped_map(map: &Map<String, Value>, cap: usize, run_id: &str, shortened: &mu
     kept
 }
 
-fn serialized_len<T: Serialize>(value: &T) -> usize {
+pub(super) fn serialized_len<T: Serialize>(value: &T) -> usize {
     serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
 }
 
@@ -309,6 +316,7 @@ fn next_action(run: &Run) -> String {
     let id = &run.id;
     let v = run.version;
     match run.status {
+        RunStatus::Active if run.current_step.is_none() => super::task_brief::fanout_next_action(run),
         RunStatus::Active => {
             let step = run.current_step.as_deref().unwrap_or("?");
             let def = run.template.step(step);
@@ -361,7 +369,17 @@ impl EventLine {
             }
             EventKind::Started { template, step, goal, .. } => format!("template {template} at {step}: {}", first_line(goal, 160)),
             EventKind::HumanAsked { question, .. } => format!("asked: {}", first_line(question, 160)),
-            EventKind::HumanAnswered { answer, .. } => format!("answered: {}", first_line(answer, 160)),
+            EventKind::HumanAnswered { answer, task: None, .. } => format!("answered: {}", first_line(answer, 160)),
+            EventKind::HumanAnswered { answer, task: Some(task), .. } => format!("task {task}: answered: {}", first_line(answer, 160)),
+            EventKind::TaskClaimed { task, step, token, taken_over_from, .. } => format!(
+                "task {task}: claimed at {step} (token {token}){}",
+                taken_over_from.as_ref().map(|a| format!(", taken over from {}", a.label())).unwrap_or_default()
+            ),
+            EventKind::TaskAdvanced { task, step, role, outcome, output, next, .. } => {
+                format!("task {task}: {step} ({role}) -> {next} [{outcome}]: {}", first_line(output, 120))
+            }
+            EventKind::LeaseRenewed { task, token, .. } => format!("task {task}: lease {token} renewed"),
+            EventKind::TaskReleased { task, token } => format!("task {task}: lease {token} released"),
             EventKind::CheckpointSaved { name, .. } => format!("checkpoint {name}"),
             EventKind::Cancelled { reason } => format!("cancelled: {}", first_line(reason, 160)),
             EventKind::Forked { from_run, checkpoint, .. } => format!("forked from {from_run} at checkpoint {checkpoint}"),

@@ -2,17 +2,27 @@
 //! them, so every caller (MCP, terminal, web page) changes runs the same way.
 
 use super::event::Workspace;
+use super::plan::Plan;
 use serde_json::{Map, Value};
+use std::time::Duration;
 
 /// A change to an existing run. Each names the version its author saw, when it did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// The current role finished its step with `outcome`.
-    Advance { expected_version: u64, outcome: String, output: String, artifacts: Map<String, Value> },
+    /// The current role finished its step with `outcome` (and the `plan`, if that fans out).
+    Advance { expected_version: u64, outcome: String, output: String, artifacts: Map<String, Value>, plan: Option<Plan> },
+    /// Take a lease on a task of the fan-out: the given one, or the first one claimable.
+    Claim { task: Option<String>, lease: Duration },
+    /// The holder of `token` finished the task's current step with `outcome`.
+    TaskAdvance { task: String, token: u64, outcome: String, output: String, artifacts: Map<String, Value> },
+    /// The holder of `token` keeps the lease for another `lease`.
+    Renew { task: String, token: u64, lease: Duration },
+    /// The holder of `token` gives the task back unfinished.
+    Release { task: String, token: u64 },
     /// Pause for a human's answer to `question`.
     AskHuman { expected_version: Option<u64>, question: String, options: Vec<String> },
-    /// The human's answer to the pending question.
-    AnswerHuman { expected_version: Option<u64>, answer: String, comment: Option<String> },
+    /// The human's answer to the pending question (of the run, or of one task).
+    AnswerHuman { expected_version: Option<u64>, task: Option<String>, answer: String, comment: Option<String> },
     /// Keep a named snapshot to fork from later.
     Checkpoint { expected_version: Option<u64>, name: String, note: Option<String>, workspace: Option<Workspace> },
     /// Stop the run for good.
@@ -24,6 +34,7 @@ impl Change {
     pub fn expected_version(&self) -> Option<u64> {
         match self {
             Change::Advance { expected_version, .. } => Some(*expected_version),
+            Change::Claim { .. } | Change::TaskAdvance { .. } | Change::Renew { .. } | Change::Release { .. } => None,
             Change::AskHuman { expected_version, .. }
             | Change::AnswerHuman { expected_version, .. }
             | Change::Checkpoint { expected_version, .. }

@@ -1,6 +1,7 @@
 //! The facts a run's history is made of. Every accepted change yields exactly one
 //! [`Event`] carrying everything it changed, so replaying the log rebuilds the run.
 
+use super::plan::Plan;
 use super::run::Run;
 use super::template::{Target, Template};
 use crate::time::Timestamp;
@@ -37,6 +38,11 @@ pub enum ActorKind {
 impl Actor {
     pub fn terminal(user: Option<String>) -> Actor {
         Actor { kind: ActorKind::Terminal, id: user, agent: None }
+    }
+
+    /// Whether `other` is the same agent: same kind, id and self-given name.
+    pub fn same_agent(&self, other: &Actor) -> bool {
+        self.kind == other.kind && self.id == other.id && self.agent == other.agent
     }
 
     /// A short label for listings, e.g. `codex 0199…` or `terminal alice`.
@@ -127,6 +133,41 @@ pub enum EventKind {
         /// The artifacts this change reported (`null` deletes one).
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         artifacts: Map<String, Value>,
+        /// The tasks `next` fans out into.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<Plan>,
+    },
+    TaskClaimed {
+        task: String,
+        step: String,
+        /// The fencing token every change under this lease must carry.
+        token: u64,
+        expires_at: Timestamp,
+        /// The agent whose expired lease this claim took over.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        taken_over_from: Option<Actor>,
+    },
+    TaskAdvanced {
+        task: String,
+        step: String,
+        role: String,
+        outcome: String,
+        output: String,
+        /// The task's next step, `join` or `failed`.
+        next: Target,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit_reached: Option<u32>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        artifacts: Map<String, Value>,
+    },
+    LeaseRenewed {
+        task: String,
+        token: u64,
+        expires_at: Timestamp,
+    },
+    TaskReleased {
+        task: String,
+        token: u64,
     },
     HumanAsked {
         question: String,
@@ -136,6 +177,9 @@ pub enum EventKind {
         answer: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+        /// The task whose question this answers; none for the run's own question.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
     },
     CheckpointSaved {
         name: String,
@@ -159,6 +203,8 @@ pub struct RunOrigin {
     pub context: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<Workspace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_agents: Option<u32>,
 }
 
 impl EventKind {
@@ -168,6 +214,10 @@ impl EventKind {
             EventKind::Started { .. } => "started",
             EventKind::Forked { .. } => "forked",
             EventKind::Advanced { .. } => "advanced",
+            EventKind::TaskClaimed { .. } => "task_claimed",
+            EventKind::TaskAdvanced { .. } => "task_advanced",
+            EventKind::LeaseRenewed { .. } => "lease_renewed",
+            EventKind::TaskReleased { .. } => "task_released",
             EventKind::HumanAsked { .. } => "human_asked",
             EventKind::HumanAnswered { .. } => "human_answered",
             EventKind::CheckpointSaved { .. } => "checkpoint_saved",

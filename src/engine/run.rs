@@ -6,6 +6,7 @@
 
 use super::change::Change;
 use super::event::{Actor, Event, EventKind, RunOrigin, Workspace};
+use super::task::FanOutState;
 use super::template::{Target, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::limits::{MAX_ARTIFACTS_BYTES, check_json_len};
@@ -46,7 +47,7 @@ impl RunStatus {
     }
 }
 
-/// Why a run waits for a human.
+/// Why a run (or a task) waits for a human.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum GateKind {
@@ -54,6 +55,8 @@ pub enum GateKind {
     Question,
     /// A loop hit `max_visits` of `target`; answer `continue` for another round or `fail`.
     LoopLimit { target: String },
+    /// A task failed for good; answer `retry`, `skip` or `fail_run`.
+    TaskFailed,
 }
 
 /// A pending question to a human.
@@ -139,11 +142,27 @@ pub struct Run {
     /// Who made the latest change.
     #[serde(default)]
     pub last_actor: Actor,
+    /// The latest fan-out: the plan's tasks, their leases and progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<FanOutState>,
+    /// The last fencing token handed out with a lease; each claim takes the next.
+    #[serde(default)]
+    pub last_token: u64,
+    /// Most sub-agents the run's briefs suggest running at once.
+    #[serde(default = "default_max_agents")]
+    pub max_agents: u32,
     /// Ids of the latest changes, so a retried request is not applied twice (kept by the store).
     #[serde(default)]
     pub recent_ops: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// Sub-agents a run suggests at once unless its starter sets another limit.
+pub const DEFAULT_MAX_AGENTS: u32 = 4;
+
+fn default_max_agents() -> u32 {
+    DEFAULT_MAX_AGENTS
 }
 
 /// Everything a new run starts from.
@@ -155,12 +174,19 @@ pub struct NewRun {
     pub title: String,
     pub context: Map<String, Value>,
     pub workspace: Option<Workspace>,
+    pub max_agents: u32,
 }
 
 impl Run {
     /// Create a run at the template's start step. The template must be valid.
     pub fn start(new: NewRun, actor: &Actor, now: Timestamp) -> (Run, Event) {
-        let origin = RunOrigin { title: new.title, template: new.template, context: new.context, workspace: new.workspace };
+        let origin = RunOrigin {
+            title: new.title,
+            template: new.template,
+            context: new.context,
+            workspace: new.workspace,
+            max_agents: Some(new.max_agents),
+        };
         let kind = EventKind::Started {
             template: origin.template.name.clone(),
             goal: new.goal,
@@ -216,6 +242,9 @@ impl Run {
                 workspace: origin.workspace.clone(),
                 started_by: event.actor.clone(),
                 last_actor: event.actor.clone(),
+                fanout: None,
+                last_token: 0,
+                max_agents: origin.max_agents.unwrap_or(DEFAULT_MAX_AGENTS),
                 recent_ops: Vec::new(),
                 created_at: event.at,
                 updated_at: event.at,
@@ -253,7 +282,7 @@ impl Run {
     /// existing run. On refusal the run is untouched.
     pub fn apply(&mut self, change: &Change, actor: &Actor, now: Timestamp) -> BatonResult<Event> {
         self.check_version(change.expected_version())?;
-        let kind = self.decide(change)?;
+        let kind = self.decide(change, actor, now)?;
         let event = Event { seq: self.version + 1, at: now, actor: actor.clone(), kind };
         self.evolve(&event);
         Ok(event)
@@ -282,9 +311,19 @@ impl Run {
     }
 
     /// Which event `change` makes, or why the run refuses it.
-    fn decide(&self, change: &Change) -> BatonResult<EventKind> {
+    fn decide(&self, change: &Change, actor: &Actor, now: Timestamp) -> BatonResult<EventKind> {
         match change {
-            Change::Advance { outcome, output, artifacts, .. } => {
+            Change::Claim { task, lease } => self.decide_claim(task.as_deref(), *lease, actor, now),
+            Change::TaskAdvance { task, token, outcome, output, artifacts } => {
+                self.decide_task_advance(task, *token, outcome, output, artifacts, actor, now)
+            }
+            Change::Renew { task, token, lease } => self.decide_renew(task, *token, *lease, now),
+            Change::Release { task, token } => {
+                self.holder_task(task, *token, now)?;
+                Ok(EventKind::TaskReleased { task: task.clone(), token: *token })
+            }
+            Change::AnswerHuman { task: Some(task), answer, comment, .. } => self.decide_task_answer(task, answer, comment),
+            Change::Advance { outcome, output, artifacts, plan, .. } => {
                 let step = self.require_active("advance")?;
                 let def = self
                     .template
@@ -299,6 +338,7 @@ impl Run {
                     ));
                 };
                 self.check_artifacts(artifacts)?;
+                let plan = self.check_plan(&step, outcome, &next, plan.as_ref())?;
                 Ok(EventKind::Advanced {
                     step,
                     role: def.role.clone(),
@@ -307,31 +347,27 @@ impl Run {
                     limit_reached: self.visit_limit(&next),
                     next,
                     artifacts: artifacts.clone(),
+                    plan,
                 })
             }
             Change::AskHuman { question, options, .. } => {
                 self.require_active("await_human")?;
                 Ok(EventKind::HumanAsked { question: question.clone(), options: options.clone() })
             }
-            Change::AnswerHuman { answer, comment, .. } => {
+            Change::AnswerHuman { answer, comment, task: None, .. } => {
                 let Some(gate) = self.pending_gate.as_ref().filter(|_| self.status == RunStatus::AwaitingHuman) else {
+                    let tasks_asking = self.tasks_asking();
+                    let fix = if tasks_asking.is_empty() {
+                        "Only answer runs whose status is awaiting_human; `resume` without arguments lists them.".to_string()
+                    } else {
+                        format!("Tasks {} wait for an answer: pass `task` with the task's id.", tasks_asking.join(", "))
+                    };
                     return Err(BatonError::invalid_state(
                         format!("run {} is {} and has no pending question", self.id, self.status.as_str()),
-                        "Only answer runs whose status is awaiting_human; `resume` without arguments lists them.",
+                        fix,
                     ));
                 };
-                let answer = match gate.options.iter().find(|o| o.eq_ignore_ascii_case(answer.trim())) {
-                    Some(option) => option.clone(),
-                    None if gate.options.is_empty() => answer.clone(),
-                    None => {
-                        return Err(BatonError::invalid(
-                            "answer",
-                            format!("`{answer}` is not one of the offered options"),
-                            format!("Answer with one of: {} (add details in `comment`).", gate.options.join(", ")),
-                        ));
-                    }
-                };
-                Ok(EventKind::HumanAnswered { answer, comment: comment.clone() })
+                Ok(EventKind::HumanAnswered { answer: gate.choose(answer)?, comment: comment.clone(), task: None })
             }
             Change::Checkpoint { name, note, workspace, .. } => {
                 if self.status.is_finished() {
@@ -367,7 +403,12 @@ impl Run {
         let now = event.at;
         match &event.kind {
             EventKind::Started { .. } | EventKind::Forked { .. } => {}
-            EventKind::Advanced { step, role, outcome, output, next, limit_reached, artifacts } => {
+            EventKind::TaskClaimed { .. }
+            | EventKind::TaskAdvanced { .. }
+            | EventKind::LeaseRenewed { .. }
+            | EventKind::TaskReleased { .. }
+            | EventKind::HumanAnswered { task: Some(_), .. } => self.evolve_task(event),
+            EventKind::Advanced { step, role, outcome, output, next, limit_reached, artifacts, plan } => {
                 let recorded = StepOutput {
                     step: step.clone(),
                     role: role.clone(),
@@ -380,9 +421,10 @@ impl Run {
                 merge_artifacts(&mut self.artifacts, artifacts);
                 self.outputs.insert(step.clone(), recorded.clone());
                 self.last_output = Some(recorded);
-                match limit_reached {
-                    Some(max) => self.pause_at_limit(next, *max, now),
-                    None => self.move_to(next),
+                match (limit_reached, next, plan) {
+                    (Some(max), _, _) => self.pause_at_limit(next, *max, now),
+                    (None, Target::FanOut(fan_out), Some(plan)) => self.fan_out(step, fan_out, plan),
+                    (None, _, _) => self.move_to(next),
                 }
             }
             EventKind::HumanAsked { question, options } => {
@@ -395,7 +437,7 @@ impl Run {
                     asked_at: now,
                 });
             }
-            EventKind::HumanAnswered { answer, comment } => {
+            EventKind::HumanAnswered { answer, comment, task: None } => {
                 let Some(gate) = self.pending_gate.take() else { return };
                 if self.human_answers.len() >= MAX_KEPT_ANSWERS {
                     self.human_answers.remove(0);
@@ -427,7 +469,7 @@ impl Run {
 
     /// Whether `artifacts` merged into the run's stay within [`MAX_ARTIFACTS_BYTES`], so
     /// every brief stays a sensible size.
-    fn check_artifacts(&self, update: &Map<String, Value>) -> BatonResult<()> {
+    pub(super) fn check_artifacts(&self, update: &Map<String, Value>) -> BatonResult<()> {
         if update.is_empty() {
             return Ok(());
         }
@@ -444,6 +486,13 @@ impl Run {
     fn require_active(&self, action: &str) -> BatonResult<String> {
         match (self.status, &self.current_step) {
             (RunStatus::Active, Some(step)) => Ok(step.clone()),
+            (RunStatus::Active, None) if action == "await_human" => {
+                Ok(self.fanout.as_ref().map(|f| f.from_step.clone()).unwrap_or_default())
+            }
+            (RunStatus::Active, None) => Err(BatonError::invalid_state(
+                format!("run {} is working on the tasks of its plan; the run itself has no step to {action}", self.id),
+                "Claim a task with `resume` {run_id, claim: \"next\"} and report it with `advance` {run_id, task, lease_token, ...}.",
+            )),
             (RunStatus::AwaitingHuman, _) => Err(BatonError::invalid_state(
                 format!(
                     "run {} is waiting for a human to answer: {}",
@@ -460,17 +509,17 @@ impl Run {
     }
 
     /// The bound of `target` if entering it again would exceed its `max_visits`.
-    fn visit_limit(&self, target: &Target) -> Option<u32> {
+    pub(super) fn visit_limit(&self, target: &Target) -> Option<u32> {
         let step = target.step()?;
         let max = self.template.step(step)?.max_visits?;
         (self.visits.get(step).copied().unwrap_or(0) >= max).then_some(max)
     }
 
     /// Go to `target`: a step (counting the visit), `done` or `failed`.
-    fn move_to(&mut self, target: &Target) {
+    pub(super) fn move_to(&mut self, target: &Target) {
         match target {
             Target::Done => self.finish(RunStatus::Completed, String::new()),
-            Target::Failed => {
+            Target::Failed | Target::Join => {
                 let reason = self.last_output.as_ref().map(|o| o.output.clone()).unwrap_or_default();
                 self.finish(RunStatus::Failed, reason);
             }
@@ -478,11 +527,13 @@ impl Run {
                 *self.visits.entry(step.clone()).or_insert(0) += 1;
                 self.current_step = Some(step.clone());
             }
+            // A fan-out is entered through `fan_out` with its plan, never moved to directly.
+            Target::FanOut(fan_out) => self.move_to(&Target::parse(&fan_out.join)),
         }
     }
 
     /// Wait for a human to allow more rounds of `target`, which used up its `max_visits`.
-    fn pause_at_limit(&mut self, target: &Target, max: u32, now: Timestamp) {
+    pub(super) fn pause_at_limit(&mut self, target: &Target, max: u32, now: Timestamp) {
         let step = target.as_str();
         let visits = self.visits.get(step).copied().unwrap_or(0);
         self.status = RunStatus::AwaitingHuman;
@@ -497,7 +548,7 @@ impl Run {
         });
     }
 
-    fn finish(&mut self, status: RunStatus, reason: String) {
+    pub(super) fn finish(&mut self, status: RunStatus, reason: String) {
         self.status = status;
         self.current_step = None;
         self.pending_gate = None;
@@ -505,8 +556,24 @@ impl Run {
     }
 }
 
+impl HumanGate {
+    /// The answer as recorded: the matching option (any case), or free text when the gate
+    /// offers none; an answer outside the options is refused.
+    pub fn choose(&self, answer: &str) -> BatonResult<String> {
+        match self.options.iter().find(|o| o.eq_ignore_ascii_case(answer.trim())) {
+            Some(option) => Ok(option.clone()),
+            None if self.options.is_empty() => Ok(answer.to_string()),
+            None => Err(BatonError::invalid(
+                "answer",
+                format!("`{answer}` is not one of the offered options"),
+                format!("Answer with one of: {} (add details in `comment`).", self.options.join(", ")),
+            )),
+        }
+    }
+}
+
 /// Merge reported artifacts into `into`: a `null` value deletes that name.
-fn merge_artifacts(into: &mut Map<String, Value>, update: &Map<String, Value>) {
+pub(super) fn merge_artifacts(into: &mut Map<String, Value>, update: &Map<String, Value>) {
     for (name, value) in update {
         if value.is_null() {
             into.remove(name);

@@ -12,7 +12,7 @@ fn actor() -> Actor {
 }
 
 fn new_run(id: &str, template: Template) -> NewRun {
-    NewRun { id: id.into(), template, goal: "add login".into(), title: "Login".into(), context: Map::new(), workspace: None }
+    NewRun { id: id.into(), template, goal: "add login".into(), title: "Login".into(), context: Map::new(), workspace: None, max_agents: 4 }
 }
 
 fn feature_run() -> Run {
@@ -24,8 +24,13 @@ fn apply(run: &mut Run, change: Change) -> Result<Event, BatonError> {
 }
 
 fn advance(run: &mut Run, outcome: &str) -> Result<Event, BatonError> {
-    let change =
-        Change::Advance { expected_version: run.version, outcome: outcome.into(), output: format!("did {outcome}"), artifacts: Map::new() };
+    let change = Change::Advance {
+        expected_version: run.version,
+        outcome: outcome.into(),
+        output: format!("did {outcome}"),
+        artifacts: Map::new(),
+        plan: None,
+    };
     apply(run, change)
 }
 
@@ -35,7 +40,7 @@ fn ask(run: &mut Run, expected_version: Option<u64>, question: &str, options: &[
 }
 
 fn answer(run: &mut Run, expected_version: Option<u64>, text: &str, comment: Option<&str>) -> Result<Event, BatonError> {
-    apply(run, Change::AnswerHuman { expected_version, answer: text.into(), comment: comment.map(String::from) })
+    apply(run, Change::AnswerHuman { expected_version, task: None, answer: text.into(), comment: comment.map(String::from) })
 }
 
 fn checkpoint(run: &mut Run, name: &str) -> Result<Event, BatonError> {
@@ -162,7 +167,8 @@ fn feature_flow_with_review_loop_reaches_done() {
 fn stale_version_and_unknown_outcome_are_refused_without_change() {
     let mut run = feature_run();
     let before = run.clone();
-    let change = Change::Advance { expected_version: 0, outcome: "planned".into(), output: String::new(), artifacts: Map::new() };
+    let change =
+        Change::Advance { expected_version: 0, outcome: "planned".into(), output: String::new(), artifacts: Map::new(), plan: None };
     let err = apply(&mut run, change).unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
     assert_eq!(err.field.as_deref(), Some("expected_version"));
@@ -247,7 +253,7 @@ fn artifacts_merge_delete_with_null_and_stay_bounded() {
     let input = |artifacts: serde_json::Value, run: &mut Run| {
         let artifacts = artifacts.as_object().unwrap().clone();
         let outcome = run.template.step(run.current_step.as_deref().unwrap()).unwrap().outcomes.keys().next().unwrap().clone();
-        apply(run, Change::Advance { expected_version: run.version, outcome, output: String::new(), artifacts })
+        apply(run, Change::Advance { expected_version: run.version, outcome, output: String::new(), artifacts, plan: None })
     };
     input(json!({"plan": "p.md", "big": "x".repeat(600 * 1024)}), &mut run).unwrap();
     let before = run.clone();
@@ -282,6 +288,7 @@ fn the_event_log_alone_rebuilds_every_run() {
                 outcome: "implemented".into(),
                 output: "code".into(),
                 artifacts: json!({"files": ["a.rs"], "big": "x"}).as_object().unwrap().clone(),
+                plan: None,
             };
             apply(r, change)
         }),
@@ -295,6 +302,7 @@ fn the_event_log_alone_rebuilds_every_run() {
                 outcome: "implemented".into(),
                 output: "again".into(),
                 artifacts: json!({"big": null}).as_object().unwrap().clone(),
+                plan: None,
             };
             apply(r, change)
         }),
@@ -326,11 +334,14 @@ fn a_fork_replays_from_its_own_first_event() {
 fn briefs_stay_bounded_with_key_fields_first_whatever_was_reported() {
     let mut run = feature_run();
     let huge = "word ".repeat(60_000);
-    let change = Change::Advance { expected_version: 1, outcome: "planned".into(), output: huge.clone(), artifacts: Map::new() };
+    let change =
+        Change::Advance { expected_version: 1, outcome: "planned".into(), output: huge.clone(), artifacts: Map::new(), plan: None };
     apply(&mut run, change).unwrap();
-    let change = Change::Advance { expected_version: 2, outcome: "implemented".into(), output: huge.clone(), artifacts: Map::new() };
+    let change =
+        Change::Advance { expected_version: 2, outcome: "implemented".into(), output: huge.clone(), artifacts: Map::new(), plan: None };
     apply(&mut run, change).unwrap();
-    let change = Change::Advance { expected_version: 3, outcome: "changes_requested".into(), output: huge, artifacts: Map::new() };
+    let change =
+        Change::Advance { expected_version: 3, outcome: "changes_requested".into(), output: huge, artifacts: Map::new(), plan: None };
     apply(&mut run, change).unwrap();
     for guide in [Guide::FirstTime, Guide::Always] {
         let brief = Brief::of(&run, guide);

@@ -57,6 +57,7 @@ pub async fn ask_user(backend: &Backend, caller: Caller, peer: &Peer<RoleServer>
     };
     let request = Request::AnswerHuman(AnswerHumanParams {
         run_id: brief.run_id.clone(),
+        task: None,
         answer: answer.clone(),
         comment,
         expected_version: Some(brief.version),

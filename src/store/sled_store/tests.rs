@@ -39,6 +39,7 @@ fn create(store: &SledStore, id: &str) -> Run {
         title: "t".into(),
         context: Map::new(),
         workspace: None,
+        max_agents: 4,
     };
     let (run, event) = Run::start(new, &Actor::default(), NOW);
     let commit = Commit::new(run, event);
@@ -47,7 +48,8 @@ fn create(store: &SledStore, id: &str) -> Run {
 
 fn advance(store: &SledStore, op: &str, id: &str, expected_version: u64) -> BatonResult<Run> {
     update(store, op, id, move |run| {
-        let change = Change::Advance { expected_version, outcome: "planned".into(), output: "plan".into(), artifacts: Map::new() };
+        let change =
+            Change::Advance { expected_version, outcome: "planned".into(), output: "plan".into(), artifacts: Map::new(), plan: None };
         let event = run.apply(&change, &Actor::default(), NOW)?;
         Ok(Commit::new(run.clone(), event))
     })

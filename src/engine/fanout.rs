@@ -1,0 +1,438 @@
+//! The fan-out half of the run state machine: expanding a plan into tasks, claiming
+//! them under leases, advancing each through its pipeline, and joining.
+
+use super::event::{Actor, EventKind};
+use super::plan::Plan;
+use super::run::{GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, Run, RunStatus, StepOutput, merge_artifacts};
+use super::task::{FanOutState, Lease, Task, TaskStatus};
+use super::template::{FanOut, Target, TaskFailurePolicy};
+use crate::error::{BatonError, BatonResult, ErrorCode};
+use crate::time::Timestamp;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Answers to a failed task's question.
+const RETRY: &str = "retry";
+const SKIP: &str = "skip";
+const FAIL_RUN: &str = "fail_run";
+
+impl Run {
+    /// The plan an advance must carry when (and only when) its outcome fans out.
+    pub(super) fn check_plan(&self, step: &str, outcome: &str, next: &Target, plan: Option<&Plan>) -> BatonResult<Option<Plan>> {
+        match (next, plan) {
+            (Target::FanOut(fan_out), Some(plan)) => {
+                plan.validate("plan", fan_out, &self.template)?;
+                Ok(Some(plan.clone()))
+            }
+            (Target::FanOut(_), None) => Err(BatonError::invalid(
+                "plan",
+                format!("outcome `{outcome}` of step `{step}` fans out into tasks, and no plan was given"),
+                "Pass `plan` with `tasks`: [{\"id\", \"title\", \"description\", \"depends_on\": [...]}, ...].",
+            )),
+            (_, Some(_)) => Err(BatonError::invalid(
+                "plan",
+                format!("outcome `{outcome}` of step `{step}` does not fan out, so it takes no plan"),
+                "Omit `plan`, or report the outcome that fans out.",
+            )),
+            (_, None) => Ok(None),
+        }
+    }
+
+    /// Expand `plan` into the tasks of a new fan-out; the run's own cursor waits.
+    pub(super) fn fan_out(&mut self, from_step: &str, fan_out: &FanOut, plan: &Plan) {
+        let tasks = plan
+            .tasks
+            .iter()
+            .map(|t| {
+                let pipeline = self.template.pipeline(t.pipeline.as_deref().unwrap_or(&fan_out.fan_out)).unwrap_or_else(|| {
+                    // Validated before the event was made; an unknown name cannot reach here.
+                    super::builtin::builtin_pipeline(super::template::DEFAULT_PIPELINE).expect("the built-in pipeline exists")
+                });
+                let start = pipeline.start_step().to_string();
+                Task {
+                    id: t.id.clone(),
+                    title: t.title.clone(),
+                    description: t.description.clone(),
+                    depends_on: t.depends_on.clone(),
+                    status: if t.depends_on.is_empty() { TaskStatus::Ready } else { TaskStatus::Waiting },
+                    visits: BTreeMap::from([(start.clone(), 1)]),
+                    step: Some(start),
+                    pipeline,
+                    outputs: BTreeMap::new(),
+                    last_output: None,
+                    lease: None,
+                    players: BTreeMap::new(),
+                    gate: None,
+                    version: 0,
+                    taken_over_from: None,
+                }
+            })
+            .collect();
+        self.current_step = None;
+        self.fanout = Some(FanOutState {
+            from_step: from_step.to_string(),
+            join: Target::parse(&fan_out.join),
+            on_task_failure: fan_out.on_task_failure,
+            tasks,
+            joined: false,
+        });
+    }
+
+    /// The fan-out whose tasks can change now, or why there is none.
+    fn open_fanout(&self) -> BatonResult<&FanOutState> {
+        if self.status.is_finished() {
+            return Err(BatonError::invalid_state(
+                format!("run {} has {}; its tasks can no longer change", self.id, self.status.as_str()),
+                "Fork it from a checkpoint with `resume` to continue.",
+            ));
+        }
+        match &self.fanout {
+            Some(fanout) if !fanout.joined => Ok(fanout),
+            _ => Err(BatonError::invalid_state(
+                format!(
+                    "run {} has no tasks to work on{}",
+                    self.id,
+                    self.current_step.as_deref().map(|s| format!(": it is at step `{s}`")).unwrap_or_default()
+                ),
+                "Call `resume` with the run_id for its brief, and play its step with `advance`.",
+            )),
+        }
+    }
+
+    fn task(&self, id: &str) -> BatonResult<&Task> {
+        let fanout = self.open_fanout()?;
+        fanout.task(id).ok_or_else(|| {
+            let ids: Vec<&str> = fanout.tasks.iter().map(|t| t.id.as_str()).collect();
+            BatonError::not_found("task", format!("run {} has no task `{id}`", self.id), format!("Use one of: {}.", ids.join(", ")))
+        })
+    }
+
+    /// The task `id` if `token` is its current lease: refuses stale workers.
+    pub(super) fn holder_task(&self, id: &str, token: u64, now: Timestamp) -> BatonResult<&Task> {
+        let task = self.task(id)?;
+        match &task.lease {
+            Some(lease) if lease.token == token => Ok(task),
+            current => {
+                let now_held = match current {
+                    Some(lease) if !lease.is_expired(now) => format!("{} holds it now (token {})", lease.holder.label(), lease.token),
+                    _ => format!("nobody holds it now (it is {})", task.status.as_str()),
+                };
+                Err(BatonError::new(
+                    ErrorCode::Conflict,
+                    format!("lease token {token} of task `{id}` is stale: {now_held}"),
+                    "Your lease ended (it expired and was taken over, or the step was already reported). Call `resume` with run_id for the current state; claim the task again if it is ready.",
+                )
+                .with_field("lease_token"))
+            }
+        }
+    }
+
+    pub(super) fn decide_claim(&self, wanted: Option<&str>, lease: Duration, actor: &Actor, now: Timestamp) -> BatonResult<EventKind> {
+        let fanout = self.open_fanout()?;
+        let held_by_caller = |t: &Task| t.lease.as_ref().is_some_and(|l| l.holder.same_agent(actor)) && t.status == TaskStatus::Claimed;
+        let task = match wanted {
+            Some(id) => {
+                let task = self.task(id)?;
+                if !held_by_caller(task) {
+                    task.claimable_by(actor, now).map_err(|why| {
+                        BatonError::invalid_state(why, "Claim another task (`claim: \"next\"`), or wait for this one's lease to end.")
+                            .with_field("claim")
+                    })?;
+                }
+                task
+            }
+            None => match fanout.tasks.iter().find(|t| t.claimable_by(actor, now).is_ok()) {
+                Some(task) => task,
+                None => {
+                    return Err(BatonError::invalid_state(
+                        format!("no task of run {} can be claimed by {} now: {}", self.id, actor.label(), describe_blocked(fanout, actor, now)),
+                        "Wait for claimed tasks to be reported or their leases to expire, then claim again; a task that needs an independent agent must be claimed by another agent (spawn a sub-agent).",
+                    )
+                    .with_field("claim"));
+                }
+            },
+        };
+        let step = task.step.clone().unwrap_or_default();
+        let taken_over_from = task.lease.as_ref().filter(|l| !l.holder.same_agent(actor)).map(|l| l.holder.clone());
+        Ok(EventKind::TaskClaimed {
+            task: task.id.clone(),
+            step,
+            token: self.last_token + 1,
+            expires_at: now.after(lease),
+            taken_over_from,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decide_task_advance(
+        &self,
+        id: &str,
+        token: u64,
+        outcome: &str,
+        output: &str,
+        artifacts: &Map<String, Value>,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> BatonResult<EventKind> {
+        let task = self.holder_task(id, token, now)?;
+        let step = task.step.clone().unwrap_or_default();
+        let def = task.pipeline.step(&step).ok_or_else(|| BatonError::internal(format!("task `{id}` is at unknown step `{step}`")))?;
+        task.check_independent(actor).map_err(|why| {
+            BatonError::invalid_state(why, "Have another agent (a sub-agent) claim and play this step.").with_field("lease_token")
+        })?;
+        let Some(next) = def.outcomes.get(outcome).cloned() else {
+            let allowed: Vec<&str> = def.outcomes.keys().map(String::as_str).collect();
+            return Err(BatonError::invalid(
+                "outcome",
+                format!("`{outcome}` is not an outcome of step `{step}` of task `{id}` (role {})", def.role),
+                format!("Use one of: {}.", allowed.join(", ")),
+            ));
+        };
+        self.check_artifacts(artifacts)?;
+        let limit_reached = next.step().and_then(|s| {
+            let max = task.pipeline.step(s)?.max_visits?;
+            (task.visits.get(s).copied().unwrap_or(0) >= max).then_some(max)
+        });
+        Ok(EventKind::TaskAdvanced {
+            task: id.to_string(),
+            step,
+            role: def.role.clone(),
+            outcome: outcome.to_string(),
+            output: output.to_string(),
+            next,
+            limit_reached,
+            artifacts: artifacts.clone(),
+        })
+    }
+
+    pub(super) fn decide_renew(&self, id: &str, token: u64, lease: Duration, now: Timestamp) -> BatonResult<EventKind> {
+        self.holder_task(id, token, now)?;
+        Ok(EventKind::LeaseRenewed { task: id.to_string(), token, expires_at: now.after(lease) })
+    }
+
+    pub(super) fn decide_task_answer(&self, id: &str, answer: &str, comment: &Option<String>) -> BatonResult<EventKind> {
+        let task = self.task(id)?;
+        let gate = task.gate.as_ref().ok_or_else(|| {
+            BatonError::invalid_state(
+                format!("task `{id}` of run {} has no pending question (it is {})", self.id, task.status.as_str()),
+                "Answer only tasks whose status is awaiting_human.",
+            )
+        })?;
+        Ok(EventKind::HumanAnswered { answer: gate.choose(answer)?, comment: comment.clone(), task: Some(id.to_string()) })
+    }
+
+    /// Ids of tasks waiting for a human.
+    pub(super) fn tasks_asking(&self) -> Vec<String> {
+        let tasks = self.fanout.iter().flat_map(|f| &f.tasks);
+        tasks.filter(|t| t.gate.is_some()).map(|t| t.id.clone()).collect()
+    }
+
+    /// Apply a task event (see [`Run::evolve`]).
+    pub(super) fn evolve_task(&mut self, event: &super::event::Event) {
+        let now = event.at;
+        match self.evolve_task_state(event) {
+            Aftermath::Nothing => {}
+            Aftermath::TaskFailed(id) => self.fail_task(&id, now),
+            Aftermath::RunFailed(reason) => self.finish(RunStatus::Failed, reason),
+        }
+        self.join_if_done();
+    }
+
+    /// The change `event` makes to its task, and what that means for the run.
+    fn evolve_task_state(&mut self, event: &super::event::Event) -> Aftermath {
+        let now = event.at;
+        if let EventKind::TaskAdvanced { artifacts, .. } = &event.kind {
+            merge_artifacts(&mut self.artifacts, artifacts);
+        }
+        if let EventKind::HumanAnswered { task: Some(id), answer, comment } = &event.kind
+            && let Some(gate) = self.fanout.as_ref().and_then(|f| f.task(id)).and_then(|t| t.gate.as_ref())
+        {
+            if self.human_answers.len() >= MAX_KEPT_ANSWERS {
+                self.human_answers.remove(0);
+            }
+            self.human_answers.push(HumanExchange {
+                step: format!("{id}/{}", gate.step),
+                question: gate.question.clone(),
+                answer: answer.clone(),
+                comment: comment.clone(),
+                answered_at: now,
+            });
+        }
+        let Some(fanout) = self.fanout.as_mut() else { return Aftermath::Nothing };
+        match &event.kind {
+            EventKind::TaskClaimed { task, token, expires_at, taken_over_from, .. } => {
+                if let Some(task) = fanout.task_mut(task) {
+                    task.lease = Some(Lease { holder: event.actor.clone(), token: *token, expires_at: *expires_at });
+                    task.status = TaskStatus::Claimed;
+                    task.taken_over_from = taken_over_from.clone();
+                    task.version += 1;
+                }
+                self.last_token = self.last_token.max(*token);
+                Aftermath::Nothing
+            }
+            EventKind::LeaseRenewed { task, expires_at, .. } => {
+                if let Some(lease) = fanout.task_mut(task).and_then(|t| {
+                    t.version += 1;
+                    t.lease.as_mut()
+                }) {
+                    lease.expires_at = *expires_at;
+                }
+                Aftermath::Nothing
+            }
+            EventKind::TaskReleased { task, .. } => {
+                if let Some(task) = fanout.task_mut(task) {
+                    task.lease = None;
+                    task.status = TaskStatus::Ready;
+                    task.version += 1;
+                }
+                Aftermath::Nothing
+            }
+            EventKind::TaskAdvanced { task: id, step, role, outcome, output, next, limit_reached, .. } => {
+                let Some(task) = fanout.task_mut(id) else { return Aftermath::Nothing };
+                let recorded = StepOutput {
+                    step: step.clone(),
+                    role: role.clone(),
+                    outcome: outcome.clone(),
+                    output: output.clone(),
+                    version: event.seq,
+                    at: now,
+                    actor: event.actor.clone(),
+                };
+                task.outputs.insert(step.clone(), recorded.clone());
+                task.last_output = Some(recorded);
+                task.players.insert(step.clone(), event.actor.clone());
+                task.lease = None;
+                task.version += 1;
+                match (limit_reached, next) {
+                    (Some(max), Target::Step(target)) => {
+                        let visits = task.visits.get(target).copied().unwrap_or(0);
+                        task.status = TaskStatus::AwaitingHuman;
+                        task.gate = Some(HumanGate {
+                            kind: GateKind::LoopLimit { target: target.clone() },
+                            question: format!(
+                                "Task `{id}`: step `{target}` has already run {visits} times (its max_visits is {max}). Allow another {max} rounds, or fail the task?"
+                            ),
+                            options: vec!["continue".into(), "fail".into()],
+                            step: step.clone(),
+                            asked_at: now,
+                        });
+                        Aftermath::Nothing
+                    }
+                    (_, Target::Step(target)) => {
+                        enter_step(task, target);
+                        Aftermath::Nothing
+                    }
+                    (_, Target::Join) => {
+                        task.status = TaskStatus::Done;
+                        task.step = None;
+                        Aftermath::Nothing
+                    }
+                    (_, _) => Aftermath::TaskFailed(id.clone()),
+                }
+            }
+            EventKind::HumanAnswered { task: Some(id), answer, .. } => {
+                let Some(task) = fanout.task_mut(id) else { return Aftermath::Nothing };
+                let Some(gate) = task.gate.take() else { return Aftermath::Nothing };
+                task.version += 1;
+                match (&gate.kind, answer.as_str()) {
+                    (GateKind::LoopLimit { target }, "continue") => {
+                        task.visits.insert(target.clone(), 0);
+                        enter_step(task, target);
+                        Aftermath::Nothing
+                    }
+                    (GateKind::TaskFailed, RETRY) => {
+                        let start = task.pipeline.start_step().to_string();
+                        task.visits.clear();
+                        enter_step(task, &start);
+                        Aftermath::Nothing
+                    }
+                    (GateKind::TaskFailed, SKIP) => {
+                        task.status = TaskStatus::Skipped;
+                        task.step = None;
+                        Aftermath::Nothing
+                    }
+                    (GateKind::TaskFailed, _) => Aftermath::RunFailed(format!("a human failed the run after task `{id}` failed")),
+                    (_, _) => Aftermath::TaskFailed(id.clone()),
+                }
+            }
+            _ => Aftermath::Nothing,
+        }
+    }
+
+    /// A task reached `failed`: the fan-out's policy decides.
+    fn fail_task(&mut self, id: &str, now: Timestamp) {
+        let Some(fanout) = self.fanout.as_mut() else { return };
+        let policy = fanout.on_task_failure;
+        let Some(task) = fanout.task_mut(id) else { return };
+        let why = task.last_output.as_ref().map(|o| super::brief::first_line(&o.output, 200)).unwrap_or_default();
+        task.step = None;
+        match policy {
+            TaskFailurePolicy::Fail => {
+                task.status = TaskStatus::Failed;
+                self.finish(RunStatus::Failed, format!("task `{id}` failed: {why}"));
+            }
+            TaskFailurePolicy::Ask => {
+                task.status = TaskStatus::AwaitingHuman;
+                task.gate = Some(HumanGate {
+                    kind: GateKind::TaskFailed,
+                    question: format!(
+                        "Task `{id}` failed ({why}). Retry it from the start, skip it (the run goes on without it), or fail the run?"
+                    ),
+                    options: vec![RETRY.into(), SKIP.into(), FAIL_RUN.into()],
+                    step: task.last_output.as_ref().map(|o| o.step.clone()).unwrap_or_default(),
+                    asked_at: now,
+                });
+            }
+        }
+    }
+
+    /// Start waiting tasks whose dependencies joined; when every task has joined, move the
+    /// run on to the fan-out's join target.
+    fn join_if_done(&mut self) {
+        if self.status.is_finished() {
+            return;
+        }
+        let Some(fanout) = self.fanout.as_mut() else { return };
+        fanout.release_waiting();
+        if fanout.joined || !fanout.all_joined() {
+            return;
+        }
+        fanout.joined = true;
+        let target = fanout.join.clone();
+        match self.visit_limit(&target) {
+            Some(max) => self.pause_at_limit(&target, max, self.updated_at),
+            None => self.move_to(&target),
+        }
+    }
+}
+
+/// What a task event means for the run beyond its task.
+enum Aftermath {
+    Nothing,
+    /// The task reached `failed`: apply the fan-out's failure policy.
+    TaskFailed(String),
+    /// A human chose to fail the whole run.
+    RunFailed(String),
+}
+
+/// Move a task to `step` of its pipeline, ready to be claimed.
+fn enter_step(task: &mut Task, step: &str) {
+    *task.visits.entry(step.to_string()).or_insert(0) += 1;
+    task.step = Some(step.to_string());
+    task.status = TaskStatus::Ready;
+}
+
+/// Why no task is claimable, counted by reason.
+fn describe_blocked(fanout: &FanOutState, actor: &Actor, now: Timestamp) -> String {
+    let count = |f: &dyn Fn(&Task) -> bool| fanout.tasks.iter().filter(|t| f(t)).count();
+    let claimed = count(&|t| t.status == TaskStatus::Claimed && t.lease.as_ref().is_some_and(|l| !l.is_expired(now)));
+    let waiting = count(&|t| t.status == TaskStatus::Waiting);
+    let asking = count(&|t| t.status == TaskStatus::AwaitingHuman);
+    let independent = count(&|t| t.status == TaskStatus::Ready && t.check_independent(actor).is_err());
+    let joined = count(&|t| t.status.has_joined());
+    format!(
+        "{claimed} claimed by others, {waiting} waiting for dependencies, {asking} waiting for a human, {independent} needing an agent other than you, {joined} of {} joined",
+        fanout.tasks.len()
+    )
+}
