@@ -218,7 +218,7 @@ outcomes = { ok = "done", redo = "write" }
 
     let templates = s.ok("inspect", json!({"templates": true})).await;
     let names: Vec<&str> = templates["templates"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["feature", "bugfix", "docs"]);
+    assert_eq!(names, vec!["feature", "bugfix", "parallel", "docs"]);
     let by_name = s.ok("start_workflow", json!({"goal": "more docs", "template": "docs"})).await;
     assert_eq!(by_name["step"], "write");
 
