@@ -108,7 +108,7 @@ pub struct ResumeParams {
     /// With `task` and `lease_token`: give the task back unfinished.
     #[serde(default)]
     pub release: Option<bool>,
-    /// With `claim` or a renewal: how long the lease lasts (30 to 3600 s, default 600).
+    /// With `claim` or a renewal: how long the lease lasts (5 to 3600 s, default 600).
     #[serde(default)]
     pub lease_seconds: Option<u32>,
 }

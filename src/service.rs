@@ -443,7 +443,7 @@ fn task_reply(run: &Run, task: &str, token: Option<u64>) -> BatonResult<Reply> {
 
 /// The lease length asked for, within its bounds.
 fn lease_length(seconds: Option<u32>) -> BatonResult<Duration> {
-    bounded("lease_seconds", seconds, DEFAULT_LEASE_SECONDS, 30..=3600).map(|s| Duration::from_secs(u64::from(s)))
+    bounded("lease_seconds", seconds, DEFAULT_LEASE_SECONDS, 5..=3600).map(|s| Duration::from_secs(u64::from(s)))
 }
 
 /// `value` (or `default`), refused with its bounds when outside `range`.

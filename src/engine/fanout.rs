@@ -129,7 +129,7 @@ impl Run {
     }
 
     pub(super) fn decide_claim(&self, wanted: Option<&str>, lease: Duration, actor: &Actor, now: Timestamp) -> BatonResult<EventKind> {
-        let fanout = self.open_fanout()?;
+        let fanout = self.open_fanout().map_err(|e| e.with_field("claim"))?;
         let held_by_caller = |t: &Task| t.lease.as_ref().is_some_and(|l| l.holder.same_agent(actor)) && t.status == TaskStatus::Claimed;
         let task = match wanted {
             Some(id) => {

@@ -2,7 +2,7 @@
 //! MCP client over stdio.
 #![allow(dead_code)]
 
-use rmcp::model::{CallToolRequestParams, JsonObject};
+use rmcp::model::{CallToolRequestParams, JsonObject, MetaObject, RequestMetaObject};
 use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
@@ -19,6 +19,8 @@ pub const TOOLS: &[&str] = &["start_workflow", "advance", "checkpoint", "resume"
 pub struct Server {
     pub client: RunningService<RoleClient, ()>,
     pub pid: u32,
+    /// Sent as `_meta.threadId` with every call, as Codex does: who the agent is.
+    pub thread: Option<String>,
 }
 
 impl Server {
@@ -35,17 +37,23 @@ impl Server {
         let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn baton serve");
         let pid = transport.id().expect("child pid");
         let client = ().serve(transport).await.expect("MCP initialize");
-        Server { client, pid }
+        Server { client, pid, thread: None }
+    }
+
+    /// Like [`Server::start`], for an agent that names itself `thread` in `_meta` as Codex does.
+    pub async fn start_as(home: &Path, thread: &str) -> Server {
+        Server { thread: Some(thread.to_string()), ..Server::start(home).await }
     }
 
     /// Call a tool: `Ok(structured content)` on success, `Err(error object)` on a tool error.
     pub async fn call(&self, tool: &str, args: Value) -> Result<Value, Value> {
         let arguments: JsonObject = args.as_object().cloned().expect("arguments must be an object");
-        let result = self
-            .client
-            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(arguments))
-            .await
-            .unwrap_or_else(|e| panic!("{tool}: protocol failure {e:?}"));
+        let mut params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        if let Some(thread) = &self.thread {
+            let meta = json!({"threadId": thread}).as_object().cloned().unwrap_or_default();
+            params.meta = Some(RequestMetaObject(MetaObject(meta)));
+        }
+        let result = self.client.call_tool(params).await.unwrap_or_else(|e| panic!("{tool}: protocol failure {e:?}"));
         let data = result.structured_content.clone().unwrap_or(Value::Null);
         let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
         let same: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{tool}: the text content is not JSON ({e}): {text}"));
