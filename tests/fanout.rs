@@ -33,7 +33,7 @@ async fn work(agent: Arc<Server>, run_id: String) -> Vec<(String, String)> {
         match agent.call("resume", json!({"run_id": run_id, "claim": "next"})).await {
             Ok(brief) => {
                 let (task, step) = (brief["task"].as_str().unwrap().to_string(), brief["step"].as_str().unwrap().to_string());
-                assert_eq!(brief["role"].as_str().is_some(), true, "{brief}");
+                assert!(brief["role"].as_str().is_some(), "{brief}");
                 let report = json!({"run_id": run_id, "task": task, "lease_token": brief["lease_token"], "outcome": outcome_for(&step), "output": format!("{task} {step} by {}", agent.thread.as_deref().unwrap())});
                 let after = agent.ok("advance", report).await;
                 assert_eq!(after["task"], task.as_str(), "{after}");
