@@ -426,11 +426,8 @@ fn long_text(event: &mut Event) -> Option<&mut String> {
     }
 }
 
-fn floor_char_boundary(text: &str, mut index: usize) -> usize {
-    while !text.is_char_boundary(index) {
-        index -= 1;
-    }
-    index
+fn floor_char_boundary(text: &str, index: usize) -> usize {
+    crate::engine::run::prefix(text, index).len()
 }
 
 /// The brief of `task` of `run`.

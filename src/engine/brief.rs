@@ -244,14 +244,20 @@ pub(super) fn guide_pointer(role: &str) -> String {
 }
 
 pub(super) fn excerpt(run: &Run, output: &StepOutput, cap: usize, shortened: &mut Vec<String>, field: &str) -> OutputExcerpt {
-    let text = cut(&output.output, cap, shortened, field);
-    let is_cut = text.len() < output.output.len();
+    let mut text = cut(&output.output, cap, shortened, field);
+    let is_cut = text.len() < output.full_len() || output.output_bytes.is_some();
+    if is_cut && !text.ends_with('…') {
+        text.push('…');
+        if !shortened.iter().any(|f| f == field) {
+            shortened.push(field.to_string());
+        }
+    }
     OutputExcerpt {
         step: output.step.clone(),
         role: output.role.clone(),
         outcome: output.outcome.clone(),
         output: text,
-        output_bytes: is_cut.then_some(output.output.len()),
+        output_bytes: is_cut.then_some(output.full_len()),
         read_more: is_cut.then(|| read_more(&run.id, output.version)),
         seq: output.version,
         by: output.actor.label(),
@@ -275,11 +281,7 @@ pub fn cut(text: &str, cap: usize, shortened: &mut Vec<String>, field: &str) -> 
     if !shortened.iter().any(|f| f == field) {
         shortened.push(field.to_string());
     }
-    let mut end = cap.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    format!("{}…", super::run::prefix(text, cap.saturating_sub(3)))
 }
 
 /// The map itself if its JSON fits in `cap` bytes, else each value that fits on its own

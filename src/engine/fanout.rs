@@ -41,15 +41,20 @@ impl Run {
 
     /// Expand `plan` into the tasks of a new fan-out; the run's own cursor waits.
     pub(super) fn fan_out(&mut self, from_step: &str, fan_out: &FanOut, plan: &Plan) {
+        let mut pipelines = BTreeMap::new();
+        for t in &plan.tasks {
+            let name = t.pipeline.as_deref().unwrap_or(&fan_out.fan_out);
+            // Validated before the event was made: every name resolves.
+            if let Some(pipeline) = self.template.pipeline(name) {
+                pipelines.entry(name.to_string()).or_insert(pipeline);
+            }
+        }
         let tasks = plan
             .tasks
             .iter()
             .map(|t| {
-                let pipeline = self.template.pipeline(t.pipeline.as_deref().unwrap_or(&fan_out.fan_out)).unwrap_or_else(|| {
-                    // Validated before the event was made; an unknown name cannot reach here.
-                    super::builtin::builtin_pipeline(super::template::DEFAULT_PIPELINE).expect("the built-in pipeline exists")
-                });
-                let start = pipeline.start_step().to_string();
+                let pipeline = t.pipeline.clone().unwrap_or_else(|| fan_out.fan_out.clone());
+                let start = pipelines.get(&pipeline).map(|p| p.start_step().to_string()).unwrap_or_default();
                 Task {
                     id: t.id.clone(),
                     title: t.title.clone(),
@@ -75,6 +80,7 @@ impl Run {
             join: Target::parse(&fan_out.join),
             on_task_failure: fan_out.on_task_failure,
             tasks,
+            pipelines,
             joined: false,
         });
     }
@@ -135,14 +141,14 @@ impl Run {
             Some(id) => {
                 let task = self.task(id)?;
                 if !held_by_caller(task) {
-                    task.claimable_by(actor, now).map_err(|why| {
+                    task.claimable_by(fanout.pipeline_of(task), actor, now).map_err(|why| {
                         BatonError::invalid_state(why, "Claim another task (`claim: \"next\"`), or wait for this one's lease to end.")
                             .with_field("claim")
                     })?;
                 }
                 task
             }
-            None => match fanout.tasks.iter().find(|t| t.claimable_by(actor, now).is_ok()) {
+            None => match fanout.tasks.iter().find(|t| t.claimable_by(fanout.pipeline_of(t), actor, now).is_ok()) {
                 Some(task) => task,
                 None => {
                     return Err(BatonError::invalid_state(
@@ -176,9 +182,10 @@ impl Run {
         now: Timestamp,
     ) -> BatonResult<EventKind> {
         let task = self.holder_task(id, token, now)?;
+        let pipeline = self.fanout.as_ref().map(|f| f.pipeline_of(task)).ok_or_else(|| BatonError::internal("a task without a fan-out"))?;
         let step = task.step.clone().unwrap_or_default();
-        let def = task.pipeline.step(&step).ok_or_else(|| BatonError::internal(format!("task `{id}` is at unknown step `{step}`")))?;
-        task.check_independent(actor).map_err(|why| {
+        let def = pipeline.step(&step).ok_or_else(|| BatonError::internal(format!("task `{id}` is at unknown step `{step}`")))?;
+        task.check_independent(pipeline, actor).map_err(|why| {
             BatonError::invalid_state(why, "Have another agent (a sub-agent) claim and play this step.").with_field("lease_token")
         })?;
         let Some(next) = def.outcomes.get(outcome).cloned() else {
@@ -191,7 +198,7 @@ impl Run {
         };
         self.check_artifacts(artifacts)?;
         let limit_reached = next.step().and_then(|s| {
-            let max = task.pipeline.step(s)?.max_visits?;
+            let max = pipeline.step(s)?.max_visits?;
             (task.visits.get(s).copied().unwrap_or(0) >= max).then_some(max)
         });
         Ok(EventKind::TaskAdvanced {
@@ -260,9 +267,10 @@ impl Run {
             });
         }
         let Some(fanout) = self.fanout.as_mut() else { return Aftermath::Nothing };
+        let FanOutState { tasks, pipelines, .. } = fanout;
         match &event.kind {
             EventKind::TaskClaimed { task, token, expires_at, taken_over_from, .. } => {
-                if let Some(task) = fanout.task_mut(task) {
+                if let Some(task) = find_task(tasks, task) {
                     task.lease = Some(Lease { holder: event.actor.clone(), token: *token, expires_at: *expires_at });
                     task.status = TaskStatus::Claimed;
                     task.taken_over_from = taken_over_from.clone();
@@ -272,7 +280,7 @@ impl Run {
                 Aftermath::Nothing
             }
             EventKind::LeaseRenewed { task, expires_at, .. } => {
-                if let Some(lease) = fanout.task_mut(task).and_then(|t| {
+                if let Some(lease) = find_task(tasks, task).and_then(|t| {
                     t.version += 1;
                     t.lease.as_mut()
                 }) {
@@ -281,7 +289,7 @@ impl Run {
                 Aftermath::Nothing
             }
             EventKind::TaskReleased { task, .. } => {
-                if let Some(task) = fanout.task_mut(task) {
+                if let Some(task) = find_task(tasks, task) {
                     task.lease = None;
                     task.status = TaskStatus::Ready;
                     task.version += 1;
@@ -289,16 +297,8 @@ impl Run {
                 Aftermath::Nothing
             }
             EventKind::TaskAdvanced { task: id, step, role, outcome, output, next, limit_reached, .. } => {
-                let Some(task) = fanout.task_mut(id) else { return Aftermath::Nothing };
-                let recorded = StepOutput {
-                    step: step.clone(),
-                    role: role.clone(),
-                    outcome: outcome.clone(),
-                    output: output.clone(),
-                    version: event.seq,
-                    at: now,
-                    actor: event.actor.clone(),
-                };
+                let Some(task) = find_task(tasks, id) else { return Aftermath::Nothing };
+                let recorded = StepOutput::recorded(step, role, outcome, output, event);
                 task.outputs.insert(step.clone(), recorded.clone());
                 task.last_output = Some(recorded);
                 task.players.insert(step.clone(), event.actor.clone());
@@ -332,7 +332,7 @@ impl Run {
                 }
             }
             EventKind::HumanAnswered { task: Some(id), answer, .. } => {
-                let Some(task) = fanout.task_mut(id) else { return Aftermath::Nothing };
+                let Some(task) = find_task(tasks, id) else { return Aftermath::Nothing };
                 let Some(gate) = task.gate.take() else { return Aftermath::Nothing };
                 task.version += 1;
                 match (&gate.kind, answer.as_str()) {
@@ -342,7 +342,7 @@ impl Run {
                         Aftermath::Nothing
                     }
                     (GateKind::TaskFailed, RETRY) => {
-                        let start = task.pipeline.start_step().to_string();
+                        let start = pipelines.get(&task.pipeline).map(|p| p.start_step().to_string()).unwrap_or_default();
                         task.visits.clear();
                         enter_step(task, &start);
                         Aftermath::Nothing
@@ -416,6 +416,10 @@ enum Aftermath {
     RunFailed(String),
 }
 
+fn find_task<'a>(tasks: &'a mut [Task], id: &str) -> Option<&'a mut Task> {
+    tasks.iter_mut().find(|t| t.id == id)
+}
+
 /// Move a task to `step` of its pipeline, ready to be claimed.
 fn enter_step(task: &mut Task, step: &str) {
     *task.visits.entry(step.to_string()).or_insert(0) += 1;
@@ -429,7 +433,7 @@ fn describe_blocked(fanout: &FanOutState, actor: &Actor, now: Timestamp) -> Stri
     let claimed = count(&|t| t.status == TaskStatus::Claimed && t.lease.as_ref().is_some_and(|l| !l.is_expired(now)));
     let waiting = count(&|t| t.status == TaskStatus::Waiting);
     let asking = count(&|t| t.status == TaskStatus::AwaitingHuman);
-    let independent = count(&|t| t.status == TaskStatus::Ready && t.check_independent(actor).is_err());
+    let independent = count(&|t| t.status == TaskStatus::Ready && t.check_independent(fanout.pipeline_of(t), actor).is_err());
     let joined = count(&|t| t.status.has_joined());
     format!(
         "{claimed} claimed by others, {waiting} waiting for dependencies, {asking} waiting for a human, {independent} needing an agent other than you, {joined} of {} joined",

@@ -83,13 +83,21 @@ pub struct HumanExchange {
     pub answered_at: Timestamp,
 }
 
+/// Bytes of a report the snapshot keeps; the whole report stays in its event, so the
+/// snapshot (rewritten on every change) stays small however long reports are.
+pub const SNAPSHOT_OUTPUT_BYTES: usize = 4096;
+
 /// What a role reported when it finished a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StepOutput {
     pub step: String,
     pub role: String,
     pub outcome: String,
+    /// The report, or its first [`SNAPSHOT_OUTPUT_BYTES`] when `output_bytes` is set.
     pub output: String,
+    /// The whole report's length, when `output` holds only its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<usize>,
     /// Run version at which this output was recorded (the `seq` of its event).
     pub version: u64,
     pub at: Timestamp,
@@ -409,15 +417,7 @@ impl Run {
             | EventKind::TaskReleased { .. }
             | EventKind::HumanAnswered { task: Some(_), .. } => self.evolve_task(event),
             EventKind::Advanced { step, role, outcome, output, next, limit_reached, artifacts, plan } => {
-                let recorded = StepOutput {
-                    step: step.clone(),
-                    role: role.clone(),
-                    outcome: outcome.clone(),
-                    output: output.clone(),
-                    version: event.seq,
-                    at: now,
-                    actor: event.actor.clone(),
-                };
+                let recorded = StepOutput::recorded(step, role, outcome, output, event);
                 merge_artifacts(&mut self.artifacts, artifacts);
                 self.outputs.insert(step.clone(), recorded.clone());
                 self.last_output = Some(recorded);
@@ -554,6 +554,37 @@ impl Run {
         self.pending_gate = None;
         self.end_reason = (!reason.is_empty()).then_some(reason);
     }
+}
+
+impl StepOutput {
+    /// What the snapshot keeps of a report recorded by event `seq`.
+    pub fn recorded(step: &str, role: &str, outcome: &str, output: &str, event: &Event) -> StepOutput {
+        let kept = prefix(output, SNAPSHOT_OUTPUT_BYTES);
+        StepOutput {
+            step: step.to_string(),
+            role: role.to_string(),
+            outcome: outcome.to_string(),
+            output: kept.to_string(),
+            output_bytes: (kept.len() < output.len()).then_some(output.len()),
+            version: event.seq,
+            at: event.at,
+            actor: event.actor.clone(),
+        }
+    }
+
+    /// The whole report's length.
+    pub fn full_len(&self) -> usize {
+        self.output_bytes.unwrap_or(self.output.len())
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends at a character boundary.
+pub fn prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 impl HumanGate {

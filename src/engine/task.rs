@@ -3,11 +3,14 @@
 
 use super::event::Actor;
 use super::run::{HumanGate, StepOutput};
-use super::template::{Target, TaskFailurePolicy, Template};
+use super::template::{StepDef, Target, TaskFailurePolicy, Template};
 use crate::time::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Stands in for a missing pipeline so lookups never panic (it has no steps).
+static EMPTY_PIPELINE: Template = Template { name: String::new(), description: String::new(), start: None, steps: Vec::new(), pipelines: Vec::new() };
 
 /// Where a task stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -70,8 +73,8 @@ pub struct Task {
     pub title: String,
     pub description: String,
     pub depends_on: Vec<String>,
-    /// The pipeline it runs (a copy, like a run's template).
-    pub pipeline: Template,
+    /// The name of the pipeline it runs (kept once in [`FanOutState::pipelines`]).
+    pub pipeline: String,
     pub status: TaskStatus,
     /// The pipeline step it is at; `None` once it has joined, failed or been skipped.
     pub step: Option<String>,
@@ -97,7 +100,7 @@ pub struct Task {
 impl Task {
     /// Whether `actor` may claim the task at `now`: it waits for nobody, no live lease
     /// is held on it, and the actor did not play a step the current one is independent of.
-    pub fn claimable_by(&self, actor: &Actor, now: Timestamp) -> Result<(), String> {
+    pub fn claimable_by(&self, pipeline: &Template, actor: &Actor, now: Timestamp) -> Result<(), String> {
         match self.status {
             TaskStatus::Ready => {}
             TaskStatus::Claimed if self.lease.as_ref().is_some_and(|l| l.is_expired(now)) => {}
@@ -112,12 +115,12 @@ impl Task {
             }
             status => return Err(format!("task `{}` is {}", self.id, status.as_str())),
         }
-        self.check_independent(actor)
+        self.check_independent(pipeline, actor)
     }
 
     /// Refuse `actor` for the current step if it played a step this one is independent of.
-    pub fn check_independent(&self, actor: &Actor) -> Result<(), String> {
-        let Some(def) = self.step.as_deref().and_then(|s| self.pipeline.step(s)) else { return Ok(()) };
+    pub fn check_independent(&self, pipeline: &Template, actor: &Actor) -> Result<(), String> {
+        let Some(def) = self.step.as_deref().and_then(|s| pipeline.step(s)) else { return Ok(()) };
         if def.independent_of.is_empty() {
             return Ok(());
         }
@@ -153,10 +156,23 @@ pub struct FanOutState {
     pub on_task_failure: TaskFailurePolicy,
     /// The plan's tasks, in plan order.
     pub tasks: Vec<Task>,
+    /// The pipelines the tasks run, by name (copies, like a run's template).
+    pub pipelines: BTreeMap<String, Template>,
     pub joined: bool,
 }
 
 impl FanOutState {
+    /// The pipeline `task` runs.
+    pub fn pipeline_of(&self, task: &Task) -> &Template {
+        // Every task's pipeline is stored when the fan-out starts.
+        self.pipelines.get(&task.pipeline).unwrap_or(&EMPTY_PIPELINE)
+    }
+
+    /// The definition of the step `task` is at, if any.
+    pub fn step_of(&self, task: &Task) -> Option<&StepDef> {
+        task.step.as_deref().and_then(|s| self.pipeline_of(task).step(s))
+    }
+
     pub fn task(&self, id: &str) -> Option<&Task> {
         self.tasks.iter().find(|t| t.id == id)
     }

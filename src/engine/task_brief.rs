@@ -54,7 +54,7 @@ impl TasksOverview {
         TasksOverview {
             total: fanout.tasks.len(),
             counts,
-            tasks: open.chain(joined).take(max_lines).map(TaskLine::of).collect(),
+            tasks: open.chain(joined).take(max_lines).map(|t| TaskLine::of(fanout, t)).collect(),
             max_agents: run.max_agents,
             how_to_work: how_to_work(run),
         }
@@ -62,8 +62,8 @@ impl TasksOverview {
 }
 
 impl TaskLine {
-    pub fn of(task: &Task) -> TaskLine {
-        let def = task.step.as_deref().and_then(|s| task.pipeline.step(s));
+    pub fn of(fanout: &FanOutState, task: &Task) -> TaskLine {
+        let def = fanout.step_of(task);
         let lease = task.lease.as_ref().filter(|_| task.status == TaskStatus::Claimed);
         TaskLine {
             id: task.id.clone(),
@@ -154,7 +154,7 @@ impl TaskBrief {
         (feedback_cap, output_cap, text_cap): (usize, usize, usize),
     ) -> TaskBrief {
         let mut shortened = Vec::new();
-        let def = task.step.as_deref().and_then(|s| task.pipeline.step(s));
+        let def = run.fanout.as_ref().and_then(|f| f.step_of(task));
         let role = def.map(|d| d.role.clone());
         let feedback_source = task.last_output.as_ref().filter(|o| Some(&o.step) != task.step.as_ref());
         let feedback = feedback_source.map(|o| excerpt(run, o, feedback_cap, &mut shortened, "feedback"));
@@ -193,7 +193,7 @@ impl TaskBrief {
                 .unwrap_or_default(),
             lease_token: lease.map(|l| l.token),
             lease_expires_at: lease.map(|l| l.expires_at),
-            next_action: task_next_action(run, task, lease.map(|l| l.token)),
+            next_action: task_next_action(run, task, def.map(|d| d.role.as_str()), lease.map(|l| l.token)),
             question: task.gate.as_ref().map(|g| pending(g, text_cap, &mut shortened)),
             note: None,
             branch: worktree.as_ref().map(|w| w.branch.clone()),
@@ -268,15 +268,15 @@ pub fn fanout_next_action(run: &Run) -> String {
     action
 }
 
-fn task_next_action(run: &Run, task: &Task, token: Option<u64>) -> String {
+fn task_next_action(run: &Run, task: &Task, role: Option<&str>, token: Option<u64>) -> String {
     let id = &task.id;
     match (task.status, token) {
         (TaskStatus::Claimed, Some(token)) => {
-            let def = task.step.as_deref().and_then(|s| task.pipeline.step(s));
+            let def = run.fanout.as_ref().and_then(|f| f.step_of(task));
             let outcomes: Vec<&str> = def.map(|d| d.outcomes.keys().map(String::as_str).collect()).unwrap_or_default();
             format!(
                 "Play the {} for step `{}` of task `{id}` in `workdir`, then call `advance` with run_id \"{}\", task \"{id}\", lease_token {token}, outcome one of [{}] and your report as `output`. Calls with the token renew the lease; if it expires another agent may take the task over.",
-                def.map(|d| d.role.as_str()).unwrap_or("?"),
+                role.unwrap_or("?"),
                 task.step.as_deref().unwrap_or("?"),
                 run.id,
                 outcomes.join(", ")
