@@ -115,6 +115,11 @@ fn codex_registers_lists_and_calls_baton() {
         .unwrap_or_else(|| panic!("Codex does not list the baton skill: {listing:#}"));
     assert_eq!(skill["description"].as_str(), Some(skill_description().as_str()), "{skill:#}");
     assert_eq!(skill["enabled"], true, "{skill:#}");
+    // agents/openai.yaml beside SKILL.md: the interface, and the MCP server as a dependency.
+    assert_eq!(skill["interface"]["displayName"], "baton", "{skill:#}");
+    let dependency = &skill["dependencies"]["tools"][0];
+    assert_eq!((dependency["type"].as_str(), dependency["transport"].as_str()), (Some("mcp"), Some("stdio")), "{skill:#}");
+    assert_eq!(canonical(Path::new(dependency["command"].as_str().unwrap_or_default())), canonical(Path::new(BATON)), "{skill:#}");
     let skill_path = skill["path"].as_str().unwrap_or_default();
     assert_eq!(canonical(Path::new(skill_path)), canonical(&codex_home.join("skills/baton/SKILL.md")), "{skill:#}");
 

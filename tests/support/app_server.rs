@@ -50,8 +50,21 @@ pub struct AppServer {
 impl AppServer {
     /// Start `codex app-server` with `CODEX_HOME=codex_home` in `cwd`.
     pub fn start(codex: &Path, codex_home: &Path, cwd: &Path) -> AppServer {
+        AppServer::start_wrapped(&[], codex, codex_home, cwd)
+    }
+
+    /// Like [`AppServer::start`], run through `wrapper` (e.g. `unshare --net`).
+    pub fn start_wrapped(wrapper: &[&str], codex: &Path, codex_home: &Path, cwd: &Path) -> AppServer {
         let stderr_file = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(codex)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(codex);
+                command
+            }
+            None => Command::new(codex),
+        };
+        let mut child = command
             .arg("app-server")
             .env("CODEX_HOME", codex_home)
             .env_remove("BATON_HOME")
