@@ -2,7 +2,8 @@
 //! (Calls here use app-server's direct `mcpServer/tool/call`, which skips model approvals;
 //! `codex_app_server` and `codex_exec` drive baton through a scripted model instead.)
 //!
-//! `baton install` registers the server and the skill in a fresh `CODEX_HOME`; then
+//! `baton install` registers the server and the skill in a fresh `CODEX_HOME` (the harness of
+//! `codex_exec`, whose config keeps Codex off the network); then
 //! `codex mcp get` must read the registration back, and `codex app-server` (JSON-RPC over stdio)
 //! must start `baton serve`, list its tools and the skill, and route real tool calls to it.
 //! Then the baton CLI reads the run back from disk after Codex has exited, and two new Codex
@@ -20,6 +21,8 @@ use std::path::Path;
 use std::process::Command;
 use support::app_server::AppServer;
 use support::codex::{canonical, find_codex, run, skill_description};
+use support::exec::ExecHarness;
+use support::model_server::in_order;
 
 #[test]
 fn codex_registers_lists_and_calls_baton() {
@@ -27,25 +30,10 @@ fn codex_registers_lists_and_calls_baton() {
     let version = run(Command::new(&codex).arg("--version"), "codex --version");
     assert!(version.status.success(), "`{} --version` failed:\n{}", codex.display(), version.describe());
 
-    let codex_home = tempfile::tempdir().unwrap();
-    let baton_parent = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let baton_home = baton_parent.path().join("baton-home");
-    let (codex_home, work) = (codex_home.path(), work.path());
-
-    // 1. Install into the fresh Codex home; Codex reads the registration back.
-    let install = run(
-        Command::new(BATON)
-            .arg("install")
-            .arg("--codex-home")
-            .arg(codex_home)
-            .arg("--home")
-            .arg(&baton_home)
-            .env_remove("BATON_HOME")
-            .env_remove("CODEX_HOME"),
-        "baton install",
-    );
-    assert!(install.status.success(), "baton install failed:\n{}", install.describe());
+    // 1. A fresh Codex home (network features off, see support::exec) where `baton install`
+    //    registered baton; Codex reads the registration back. No model is called here.
+    let harness = ExecHarness::new(&codex, in_order(Vec::new()));
+    let (codex_home, work, baton_home) = (harness.codex_home(), harness.work(), harness.baton_home());
     assert!(!baton_home.exists(), "install must not create the baton home; `serve` does");
 
     let get = run(
