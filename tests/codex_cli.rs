@@ -155,7 +155,7 @@ fn codex_registers_lists_and_calls_baton() {
     let templates = codex_app.call_tool(&thread_id, "inspect", json!({"templates": true}));
     let names: Vec<&str> =
         expect_success(&templates, "inspect")["templates"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
-    assert_eq!(names, ["feature", "bugfix"], "{templates:#}");
+    assert!(names.starts_with(&["feature", "bugfix"]), "the built-in templates: {templates:#}");
 
     let exit = codex_app.shutdown();
     assert!(exit.success(), "codex app-server exited with {exit} after stdin closed");
