@@ -32,6 +32,10 @@ pub enum Command {
         /// Only register the MCP server; do not install the skill.
         #[arg(long)]
         no_skill: bool,
+        /// Instead of changing a Codex home, write a local plugin marketplace (skill and MCP
+        /// server) into DIR, for `codex plugin marketplace add DIR` and `codex plugin add baton@baton-local`.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["codex_home", "no_skill"])]
+        plugin: Option<PathBuf>,
     },
     /// Remove baton from Codex's config.toml and remove the skill (runs are kept).
     Uninstall {

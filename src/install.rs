@@ -1,5 +1,10 @@
 //! `baton install` / `baton uninstall`: register the MCP server in Codex's config.toml
-//! (keeping the user's other settings and comments) and install the skill files.
+//! (keeping the user's other settings and comments) and install the skill files; or, with
+//! `--plugin DIR`, write a local Codex plugin marketplace holding both, for
+//! `codex plugin marketplace add DIR` and `codex plugin add baton@baton-local`.
+//!
+//! Every generated file is made from the embedded skill files and the path of the baton binary,
+//! so the repository holds each text once.
 
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -15,6 +20,109 @@ pub const SKILL_FILES: &[(&str, &str)] = &[
     ("skill/roles/reviewer.md", include_str!("../skill/roles/reviewer.md")),
     ("skill/roles/tester.md", include_str!("../skill/roles/tester.md")),
 ];
+
+/// Name of the local marketplace `baton install --plugin` writes.
+pub const MARKETPLACE: &str = "baton-local";
+
+/// The front matter `description` of SKILL.md.
+fn skill_description() -> &'static str {
+    let front = SKILL_FILES[0].1.split("\n---").next().unwrap_or_default();
+    front.lines().find_map(|l| l.strip_prefix("description:")).map(str::trim).unwrap_or_default()
+}
+
+/// `agents/openai.yaml` beside SKILL.md: how Codex presents the skill, and the MCP server it
+/// needs (a stdio `command`; Codex starts it with no arguments, which `baton` treats as `serve`,
+/// and offers to install it when no configured server runs that command).
+pub fn openai_yaml(command: &Path) -> String {
+    let quoted = |text: &str| serde_json::Value::from(text).to_string();
+    format!(
+        "# Written by `baton install`: how Codex shows the baton skill, and what it needs.\n\
+         interface:\n  display_name: \"baton\"\n  short_description: \"Durable architect, implementer, reviewer and tester workflows\"\n  \
+         default_prompt: \"Use baton to build this feature: plan it, implement it, review it and test it.\"\n\
+         policy:\n  allow_implicit_invocation: true\n\
+         dependencies:\n  tools:\n    - type: \"mcp\"\n      value: \"baton\"\n      description: \"baton's workflow server (durable runs, briefs, human gates)\"\n      \
+         transport: \"stdio\"\n      command: {}\n",
+        quoted(&command.to_string_lossy())
+    )
+}
+
+/// The skill directory's files: the embedded ones and the generated `agents/openai.yaml`.
+fn skill_files(command: &Path) -> Vec<(&'static str, String)> {
+    let mut files: Vec<(&'static str, String)> = SKILL_FILES.iter().map(|(name, text)| (*name, text.to_string())).collect();
+    files.push(("agents/openai.yaml", openai_yaml(command)));
+    files
+}
+
+fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<()> {
+    for (name, content) in files {
+        let path = dir.join(name);
+        fs::create_dir_all(path.parent().unwrap_or(dir)).with_context(|| format!("cannot create {}", dir.display()))?;
+        write_atomically(&path, content)?;
+    }
+    Ok(())
+}
+
+/// The MCP server entry: `command serve`, with the data directory pinned when given.
+fn server_entry(command: &Path, baton_home: Option<&Path>) -> serde_json::Value {
+    let mut entry = serde_json::json!({"command": command.to_string_lossy(), "args": ["serve"]});
+    if let Some(home) = baton_home {
+        entry["env"] = serde_json::json!({"BATON_HOME": home.to_string_lossy()});
+    }
+    entry
+}
+
+/// Write a local Codex plugin marketplace into `root` ([`MARKETPLACE`], one plugin `baton`
+/// with the skill and the MCP server), made from the embedded skill files and `command`.
+/// Nothing in a Codex home changes; the caller prints how to add it to Codex.
+pub fn write_plugin(root: &Path, command: &Path, baton_home: Option<&Path>) -> Result<Vec<String>> {
+    let marketplace = root.join(".agents/plugins/marketplace.json");
+    if let Ok(text) = fs::read_to_string(&marketplace) {
+        let name = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["name"].as_str().map(str::to_string));
+        if name.as_deref() != Some(MARKETPLACE) {
+            bail!(
+                "{} holds another marketplace ({}); choose another directory (nothing was changed)",
+                marketplace.display(),
+                name.unwrap_or_else(|| "unreadable".into())
+            );
+        }
+    }
+    let pretty = |value: serde_json::Value| format!("{value:#}\n");
+    let listing = serde_json::json!({
+        "name": MARKETPLACE,
+        "interface": {"displayName": "baton (local)"},
+        "plugins": [{
+            "name": "baton",
+            "source": {"source": "local", "path": "./plugins/baton"},
+            "policy": {"installation": "AVAILABLE"},
+            "category": "Coding",
+        }],
+    });
+    let manifest = serde_json::json!({
+        "name": "baton",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": skill_description(),
+        "skills": "./skills/",
+        "mcpServers": "./.mcp.json",
+        "interface": {
+            "displayName": "baton",
+            "shortDescription": "Durable architect, implementer, reviewer and tester workflows",
+            "longDescription": "baton keeps multi-role workflow runs (plan, implement, review, test, with review and test loops and human gates) in a database on disk, so any Codex session can pick a run up where another left it.",
+            "developerName": "baton",
+            "category": "Coding",
+            "defaultPrompt": ["Use baton to add this feature: plan, implement, review and test it.", "Resume my baton runs."],
+        },
+    });
+    let servers = serde_json::json!({"mcpServers": {"baton": server_entry(command, baton_home)}});
+    let plugin = root.join("plugins/baton");
+    write_files(root, &[(".agents/plugins/marketplace.json", pretty(listing))])?;
+    write_files(&plugin, &[(".codex-plugin/plugin.json", pretty(manifest)), (".mcp.json", pretty(servers))])?;
+    write_files(&plugin.join("skills/baton"), &skill_files(command))?;
+    Ok(vec![format!(
+        "wrote the Codex plugin marketplace `{MARKETPLACE}` in {} (plugin `baton`: the skill and {} serve)",
+        root.display(),
+        command.display()
+    )])
+}
 
 /// `$CODEX_HOME`, else `~/.codex`.
 pub fn codex_home(explicit: Option<&Path>) -> Result<PathBuf> {
@@ -79,11 +187,7 @@ pub fn install(codex_home: &Path, command: &Path, baton_home: Option<&Path>, ski
     done.push(format!("registered [mcp_servers.baton] -> {} serve{home_note} in {}", command.display(), config.display()));
     if skill {
         let dir = skill_dir(codex_home);
-        for (name, content) in SKILL_FILES {
-            let path = dir.join(name);
-            fs::create_dir_all(path.parent().unwrap_or(&dir))?;
-            write_atomically(&path, content)?;
-        }
+        write_files(&dir, &skill_files(command))?;
         done.push(format!("installed the baton skill in {}", dir.display()));
     }
     Ok(done)
@@ -175,6 +279,45 @@ mod tests {
         assert_eq!(uninstall(&codex).unwrap().len(), 2);
         assert!(uninstall(&codex).unwrap().is_empty(), "a second uninstall has nothing to report");
         assert!(fs::read_to_string(&real).unwrap().contains("# managed"));
+    }
+
+    #[test]
+    fn the_skill_gets_agents_metadata_naming_the_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), Path::new("/opt/bin/baton"), None, true).unwrap();
+        let yaml = fs::read_to_string(skill_dir(dir.path()).join("agents/openai.yaml")).unwrap();
+        assert!(yaml.contains("transport: \"stdio\"\n      command: \"/opt/bin/baton\"\n"), "{yaml}");
+        assert!(yaml.contains("\ninterface:\n  display_name: \"baton\"\n"), "{yaml}");
+        assert!(skill_description().starts_with("Run durable multi-agent workflows"), "{}", skill_description());
+    }
+
+    #[test]
+    fn the_plugin_marketplace_holds_the_skill_and_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("market");
+        write_plugin(&root, Path::new("/opt/bin/baton"), Some(Path::new("/data/baton"))).unwrap();
+        let read = |path: &str| -> serde_json::Value { serde_json::from_str(&fs::read_to_string(root.join(path)).unwrap()).unwrap() };
+        let listing = read(".agents/plugins/marketplace.json");
+        assert_eq!(
+            (listing["name"].as_str(), listing["plugins"][0]["source"]["path"].as_str()),
+            (Some(MARKETPLACE), Some("./plugins/baton"))
+        );
+        let manifest = read("plugins/baton/.codex-plugin/plugin.json");
+        assert_eq!((manifest["skills"].as_str(), manifest["mcpServers"].as_str()), (Some("./skills/"), Some("./.mcp.json")));
+        assert!(manifest["interface"]["defaultPrompt"].as_array().unwrap().iter().all(|p| p.as_str().unwrap().len() <= 128));
+        let servers = read("plugins/baton/.mcp.json");
+        assert_eq!(
+            servers["mcpServers"]["baton"],
+            serde_json::json!({"command": "/opt/bin/baton", "args": ["serve"], "env": {"BATON_HOME": "/data/baton"}})
+        );
+        for (name, text) in SKILL_FILES {
+            assert_eq!(fs::read_to_string(root.join("plugins/baton/skills/baton").join(name)).unwrap(), *text);
+        }
+        assert!(root.join("plugins/baton/skills/baton/agents/openai.yaml").exists());
+        write_plugin(&root, Path::new("/opt/bin/baton"), None).unwrap();
+        fs::write(root.join(".agents/plugins/marketplace.json"), r#"{"name": "mine"}"#).unwrap();
+        let err = write_plugin(&root, Path::new("/opt/bin/baton"), None).unwrap_err();
+        assert!(err.to_string().contains("another marketplace (mine)"), "{err}");
     }
 
     #[test]

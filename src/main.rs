@@ -68,8 +68,7 @@ fn init_logging(serving: bool) {
 async fn run(cli: Cli) -> Result<String> {
     let command = cli.command.unwrap_or(Command::Serve);
     match command {
-        Command::Install { codex_home, command, no_skill } => {
-            let codex_home = baton::install::codex_home(codex_home.as_deref())?;
+        Command::Install { codex_home, command, no_skill, plugin } => {
             let exe = match command {
                 Some(path) => path,
                 None => std::env::current_exe()?.canonicalize()?,
@@ -77,6 +76,17 @@ async fn run(cli: Cli) -> Result<String> {
             // Pin the data directory in the registration: Codex starts servers with a reduced
             // environment, and the server must use the same database as terminal commands.
             let baton_home = Home::resolve(cli.home.as_deref())?;
+            if let Some(dir) = plugin {
+                let dir = std::path::absolute(&dir)?;
+                let mut lines = baton::install::write_plugin(&dir, &exe, Some(&baton_home.dir))?;
+                let marketplace = baton::install::MARKETPLACE;
+                lines.push(format!(
+                    "Add it to Codex with:\n  codex plugin marketplace add {}\n  codex plugin add baton@{marketplace}\nthen start a new session (run `baton uninstall` first if baton was installed without --plugin).",
+                    dir.display()
+                ));
+                return Ok(lines.join("\n"));
+            }
+            let codex_home = baton::install::codex_home(codex_home.as_deref())?;
             let mut lines = baton::install::install(&codex_home, &exe, Some(&baton_home.dir), !no_skill)?;
             lines.push("Restart Codex (or start a new session) to load baton.".into());
             Ok(lines.join("\n"))

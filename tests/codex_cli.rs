@@ -1,6 +1,9 @@
 //! End-to-end check against the real Codex CLI (`@openai/codex`), without network or API key.
+//! (Calls here use app-server's direct `mcpServer/tool/call`, which skips model approvals;
+//! `codex_app_server` and `codex_exec` drive baton through a scripted model instead.)
 //!
-//! `baton install` registers the server and the skill in a fresh `CODEX_HOME`; then
+//! `baton install` registers the server and the skill in a fresh `CODEX_HOME` (the harness of
+//! `codex_exec`, whose config keeps Codex off the network); then
 //! `codex mcp get` must read the registration back, and `codex app-server` (JSON-RPC over stdio)
 //! must start `baton serve`, list its tools and the skill, and route real tool calls to it.
 //! Then the baton CLI reads the run back from disk after Codex has exited, and two new Codex
@@ -14,13 +17,12 @@ mod support;
 
 use common::{BATON, TOOLS};
 use serde_json::{Value, json};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
-use support::codex::{TIMEOUT, canonical, find_codex, run, skill_description};
+use std::process::Command;
+use support::app_server::AppServer;
+use support::codex::{canonical, find_codex, run, skill_description};
+use support::exec::ExecHarness;
+use support::model_server::in_order;
 
 #[test]
 fn codex_registers_lists_and_calls_baton() {
@@ -28,25 +30,10 @@ fn codex_registers_lists_and_calls_baton() {
     let version = run(Command::new(&codex).arg("--version"), "codex --version");
     assert!(version.status.success(), "`{} --version` failed:\n{}", codex.display(), version.describe());
 
-    let codex_home = tempfile::tempdir().unwrap();
-    let baton_parent = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let baton_home = baton_parent.path().join("baton-home");
-    let (codex_home, work) = (codex_home.path(), work.path());
-
-    // 1. Install into the fresh Codex home; Codex reads the registration back.
-    let install = run(
-        Command::new(BATON)
-            .arg("install")
-            .arg("--codex-home")
-            .arg(codex_home)
-            .arg("--home")
-            .arg(&baton_home)
-            .env_remove("BATON_HOME")
-            .env_remove("CODEX_HOME"),
-        "baton install",
-    );
-    assert!(install.status.success(), "baton install failed:\n{}", install.describe());
+    // 1. A fresh Codex home (network features off, see support::exec) where `baton install`
+    //    registered baton; Codex reads the registration back. No model is called here.
+    let harness = ExecHarness::new(&codex, in_order(Vec::new()));
+    let (codex_home, work, baton_home) = (harness.codex_home(), harness.work(), harness.baton_home());
     assert!(!baton_home.exists(), "install must not create the baton home; `serve` does");
 
     let get = run(
@@ -67,12 +54,10 @@ fn codex_registers_lists_and_calls_baton() {
 
     // 2. Talk to `codex app-server`.
     let mut codex_app = AppServer::start(&codex, codex_home, work);
-    let init = codex_app
-        .request("initialize", json!({"clientInfo": {"name": "baton-test", "version": "0"}, "capabilities": {"experimentalApi": true}}));
+    let init = codex_app.initialize();
     if let Some(home) = init["codexHome"].as_str() {
         assert_eq!(canonical(Path::new(home)), canonical(codex_home), "app-server uses another CODEX_HOME: {init:#}");
     }
-    codex_app.notify("initialized");
 
     // Codex starts `baton serve` and lists its tools.
     let status = codex_app.request("mcpServerStatus/list", json!({}));
@@ -87,7 +72,23 @@ fn codex_registers_lists_and_calls_baton() {
         let spec =
             tools.get(*tool).unwrap_or_else(|| panic!("Codex does not see tool `{tool}`; it sees {:?}", tools.keys().collect::<Vec<_>>()));
         assert!(spec["inputSchema"].is_object(), "tool `{tool}` has no input schema: {spec:#}");
+        // What Codex's approval rule reads: only cancel_run is destructive, only inspect reads,
+        // and none reaches the open world, so the others run without a prompt.
+        let hints = &spec["annotations"];
+        let expected = json!({
+            "readOnlyHint": *tool == "inspect",
+            "destructiveHint": *tool == "cancel_run",
+            "openWorldHint": false,
+        });
+        for (hint, value) in expected.as_object().unwrap() {
+            assert_eq!(&hints[hint], value, "`{tool}` {hint} as Codex lists it: {spec:#}");
+        }
+        assert!(
+            spec["title"].as_str().or(hints["title"].as_str()).is_some_and(|t| t.starts_with("baton")),
+            "`{tool}` has a title: {spec:#}"
+        );
     }
+    assert_eq!(tools.len(), TOOLS.len(), "no more tools than tool_search loads at once: {:?}", tools.keys().collect::<Vec<_>>());
 
     // Codex finds the installed skill, with the description from SKILL.md.
     let skills = codex_app.request("skills/list", json!({"cwds": [work], "forceReload": true}));
@@ -102,12 +103,16 @@ fn codex_registers_lists_and_calls_baton() {
         .unwrap_or_else(|| panic!("Codex does not list the baton skill: {listing:#}"));
     assert_eq!(skill["description"].as_str(), Some(skill_description().as_str()), "{skill:#}");
     assert_eq!(skill["enabled"], true, "{skill:#}");
+    // agents/openai.yaml beside SKILL.md: the interface, and the MCP server as a dependency.
+    assert_eq!(skill["interface"]["displayName"], "baton", "{skill:#}");
+    let dependency = &skill["dependencies"]["tools"][0];
+    assert_eq!((dependency["type"].as_str(), dependency["transport"].as_str()), (Some("mcp"), Some("stdio")), "{skill:#}");
+    assert_eq!(canonical(Path::new(dependency["command"].as_str().unwrap_or_default())), canonical(Path::new(BATON)), "{skill:#}");
     let skill_path = skill["path"].as_str().unwrap_or_default();
     assert_eq!(canonical(Path::new(skill_path)), canonical(&codex_home.join("skills/baton/SKILL.md")), "{skill:#}");
 
     // 3. Real tool calls through Codex: start, advance, and a stale advance.
-    let thread = codex_app.request("thread/start", json!({"cwd": work, "ephemeral": true}));
-    let thread_id = thread["thread"]["id"].as_str().unwrap_or_else(|| panic!("thread/start gave no thread id: {thread:#}")).to_string();
+    let (thread_id, _) = codex_app.start_thread(work);
 
     let goal = "Add a --verbose flag to the greeter CLI";
     let started = codex_app.call_tool(&thread_id, "start_workflow", json!({"goal": goal, "title": "verbose flag"}));
@@ -144,6 +149,14 @@ fn codex_registers_lists_and_calls_baton() {
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{stale:#}");
     assert!(text_of(&stale).contains("conflict"), "the text content should say what went wrong: {stale:#}");
 
+    // The read-only views share one tool: listings and templates.
+    let listed = codex_app.call_tool(&thread_id, "inspect", json!({"status": "open"}));
+    assert_eq!(expect_success(&listed, "inspect")["runs"][0]["run_id"], run_id.as_str(), "{listed:#}");
+    let templates = codex_app.call_tool(&thread_id, "inspect", json!({"templates": true}));
+    let names: Vec<&str> =
+        expect_success(&templates, "inspect")["templates"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.starts_with(&["feature", "bugfix"]), "the built-in templates: {templates:#}");
+
     let exit = codex_app.shutdown();
     assert!(exit.success(), "codex app-server exited with {exit} after stdin closed");
 
@@ -169,6 +182,19 @@ fn codex_registers_lists_and_calls_baton() {
     assert_eq!(stored["status"], "active", "{runs:#}");
     assert_eq!(stored["step"], "implement", "{runs:#}");
     assert_eq!(stored["role"], "implementer", "{runs:#}");
+    let shown = run(
+        Command::new(BATON)
+            .arg("--home")
+            .arg(&baton_home)
+            .args(["show", &run_id, "--json"])
+            .env_remove("BATON_HOME")
+            .env_remove("CODEX_HOME"),
+        "baton show --json",
+    );
+    assert!(shown.status.success(), "baton show failed:\n{}", shown.describe());
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap_or_else(|e| panic!("baton show printed no JSON ({e})"));
+    let actors: Vec<&str> = shown["events"].as_array().into_iter().flatten().filter_map(|e| e["actor"]["id"].as_str()).collect();
+    assert_eq!(actors, [thread_id.as_str(); 2], "each change records the Codex thread that made it (from `_meta.threadId`): {shown:#}");
 
     // 5. Two new Codex sessions at once on the same database: both resume the run, one
     //    advances it, and the other's now-stale advance is refused.
@@ -195,10 +221,8 @@ struct Session;
 impl Session {
     fn open(codex: &Path, codex_home: &Path, cwd: &Path) -> (AppServer, String) {
         let mut app = AppServer::start(codex, codex_home, cwd);
-        app.request("initialize", json!({"clientInfo": {"name": "baton-test", "version": "0"}, "capabilities": {"experimentalApi": true}}));
-        app.notify("initialized");
-        let thread = app.request("thread/start", json!({"cwd": cwd, "ephemeral": true}));
-        let id = thread["thread"]["id"].as_str().unwrap_or_else(|| panic!("thread/start gave no thread id: {thread:#}")).to_string();
+        app.initialize();
+        let (id, _) = app.start_thread(cwd);
         (app, id)
     }
 }
@@ -224,134 +248,4 @@ fn summary(server: &Value) -> String {
         }
     }
     format!("{server:#}")
-}
-
-/// `codex app-server` speaking newline-delimited JSON-RPC on stdio.
-struct AppServer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    next_id: u64,
-    stderr_file: tempfile::NamedTempFile,
-    /// Notifications seen so far (method names), for failure messages.
-    notifications: Vec<String>,
-}
-
-impl AppServer {
-    fn start(codex: &Path, codex_home: &Path, cwd: &Path) -> Self {
-        let stderr_file = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(codex)
-            .arg("app-server")
-            .env("CODEX_HOME", codex_home)
-            .env_remove("BATON_HOME")
-            .current_dir(cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr_file.reopen().unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{} app-server`: {e}", codex.display()));
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        AppServer { child, stdin, lines, next_id: 0, stderr_file, notifications: Vec::new() }
-    }
-
-    fn send(&mut self, message: &Value) {
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        let mut line = message.to_string();
-        line.push('\n');
-        stdin.write_all(line.as_bytes()).and_then(|()| stdin.flush()).unwrap_or_else(|e| panic!("cannot write to codex app-server: {e}"));
-    }
-
-    fn notify(&mut self, method: &str) {
-        self.send(&json!({"jsonrpc": "2.0", "method": method}));
-    }
-
-    /// Send a request and return its `result`; panics on a JSON-RPC error, EOF or timeout.
-    fn request(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match self.lines.recv_timeout(left) {
-                Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("no answer to `{method}` within {TIMEOUT:?}; notifications so far: {:?}", self.notifications)
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.try_wait().ok().flatten();
-                    panic!("codex app-server closed stdout while waiting for `{method}` (exit: {status:?})")
-                }
-            };
-            let Ok(message) = serde_json::from_str::<Value>(&line) else {
-                self.notifications.push(format!("<not JSON> {}", line.chars().take(200).collect::<String>()));
-                continue;
-            };
-            match (message.get("id"), message.get("method")) {
-                // A request from Codex (approval, elicitation, ...): refuse it so nothing waits on us.
-                (Some(request_id), Some(request)) => {
-                    self.notifications.push(format!("request {request}"));
-                    let request_id = request_id.clone();
-                    self.send(&json!({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": "not supported by the baton test client"}}));
-                }
-                (None, Some(notification)) => self.notifications.push(notification.as_str().unwrap_or_default().to_string()),
-                (Some(answer_id), None) if *answer_id == json!(id) => {
-                    if let Some(error) = message.get("error") {
-                        panic!("`{method}` failed: {error:#}");
-                    }
-                    return message.get("result").cloned().unwrap_or_else(|| panic!("`{method}` answered without result: {message:#}"));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn call_tool(&mut self, thread_id: &str, tool: &str, arguments: Value) -> Value {
-        self.request("mcpServer/tool/call", json!({"threadId": thread_id, "server": "baton", "tool": tool, "arguments": arguments}))
-    }
-
-    /// Close stdin (app-server exits on EOF) and wait; kill it if it lingers.
-    fn shutdown(mut self) -> ExitStatus {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "codex app-server did not exit within {TIMEOUT:?} of stdin closing");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for AppServer {
-    fn drop(&mut self) {
-        // EOF on stdin makes app-server exit (and stop `baton serve`); killing the npm launcher
-        // instead could orphan the native binary, so that is only the fallback.
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let mut stderr = String::new();
-            let _ = File::open(self.stderr_file.path()).and_then(|mut f| f.read_to_string(&mut stderr));
-            eprintln!("--- codex app-server stderr ---\n{stderr}\n--- notifications ---\n{:?}", self.notifications);
-        }
-    }
 }

@@ -6,6 +6,7 @@
 //! (plugin marketplaces, analytics); it says nothing about approvals or the sandbox, so a test
 //! sees what a user's non-interactive run sees.
 
+use super::app_server::AppServer;
 use super::codex::{Finished, run, run_within};
 use super::model_server::{ModelServer, Script};
 use crate::common::BATON;
@@ -151,6 +152,14 @@ impl ExecHarness {
         ExecRun { finished, events }
     }
 
+    /// `codex app-server` on this Codex home, initialized, in the work directory: the client
+    /// side of Codex's interactive front ends, with the same scripted model.
+    pub fn app_server(&self) -> AppServer {
+        let mut app = AppServer::start(&self.codex, self.codex_home(), self.work());
+        app.initialize();
+        app
+    }
+
     /// `baton --home H ARGS`: the database as the terminal sees it, with Codex gone.
     pub fn baton(&self, args: &[&str]) -> Finished {
         run(
@@ -161,10 +170,14 @@ impl ExecHarness {
 
     /// `baton runs --json`, parsed.
     pub fn runs(&self) -> Vec<Value> {
-        let runs = self.baton(&["runs", "--json"]);
-        assert!(runs.status.success(), "baton runs failed:\n{}", runs.describe());
-        let parsed: Value =
-            serde_json::from_slice(&runs.stdout).unwrap_or_else(|e| panic!("baton runs printed no JSON ({e}):\n{}", runs.describe()));
+        let parsed = self.baton_json(&["runs", "--json"]);
         parsed["runs"].as_array().cloned().unwrap_or_else(|| panic!("no runs array: {parsed:#}"))
+    }
+
+    /// `baton --home H ARGS` that must succeed and print JSON, parsed.
+    pub fn baton_json(&self, args: &[&str]) -> Value {
+        let done = self.baton(args);
+        assert!(done.status.success(), "baton {args:?} failed:\n{}", done.describe());
+        serde_json::from_slice(&done.stdout).unwrap_or_else(|e| panic!("baton {args:?} printed no JSON ({e}):\n{}", done.describe()))
     }
 }

@@ -3,6 +3,7 @@
 //! harness. Kept apart from `common` so the other test binaries do not compile them.
 #![allow(dead_code)]
 
+pub mod app_server;
 pub mod codex;
 pub mod exec;
 pub mod model_server;

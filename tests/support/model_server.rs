@@ -136,6 +136,22 @@ impl ModelRequest {
     }
 }
 
+impl ModelRequest {
+    /// The structured result of MCP call `call_id` as this request shows it to the model;
+    /// panics (a script failure, recorded as a problem) when it is absent or not JSON.
+    pub fn result_of(&self, call_id: &str) -> Value {
+        let item = self.output_for(call_id).unwrap_or_else(|| panic!("request {} carries no output of `{call_id}`", self.index));
+        structured_in(&output_text(item))
+    }
+}
+
+/// The JSON a successful MCP call shows the model: Codex sends `structuredContent` (not the text
+/// content) after a "Wall time: ...\nOutput:\n" preamble.
+pub fn structured_in(output: &str) -> Value {
+    let json = output.split_once("Output:\n").map(|(_, json)| json).unwrap_or_else(|| panic!("no `Output:` in the tool output: {output}"));
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("the tool output is not the structured JSON ({e}): {output}"))
+}
+
 /// The text the model sees as a function call's output: Codex sends either a string or a list
 /// of content items.
 pub fn output_text(output_item: &Value) -> String {
@@ -153,6 +169,21 @@ pub type Script = Box<dyn FnMut(&ModelRequest) -> Option<Vec<Output>> + Send>;
 pub fn in_order(turns: Vec<Vec<Output>>) -> Script {
     let mut turns = turns.into_iter();
     Box::new(move |request: &ModelRequest| if request.is_turn() { turns.next() } else { None })
+}
+
+/// One model turn of a [`steps`] script, decided from the request (the conversation so far,
+/// with the results of earlier calls), as a model reads its context.
+pub type Step = Box<dyn FnOnce(&ModelRequest) -> Vec<Output> + Send>;
+
+pub fn step(decide: impl FnOnce(&ModelRequest) -> Vec<Output> + Send + 'static) -> Step {
+    Box::new(decide)
+}
+
+/// A script that plays `steps` in order, one per model turn, each reading what the model was
+/// shown (e.g. the run_id and version of the last brief), then falls back to the default.
+pub fn steps(steps: Vec<Step>) -> Script {
+    let mut steps = steps.into_iter();
+    Box::new(move |request: &ModelRequest| if request.is_turn() { steps.next().map(|decide| decide(request)) } else { None })
 }
 
 /// Everything the connection threads share.
@@ -384,7 +415,17 @@ fn answer(raw: RawRequest, shared: &Shared) -> (u16, &'static str, String) {
     if !request.is_turn() {
         return (404, "application/json", json!({"error": {"message": format!("no such endpoint: {}", request.path)}}).to_string());
     }
-    let outputs = (lock(&shared.script))(&request).unwrap_or_else(|| vec![Output::text(UNSCRIPTED_REPLY)]);
+    // A script that panics (e.g. on a tool result it cannot read) is recorded as a problem and
+    // the turn ends with a message, so Codex finishes and the test reports the problem.
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (lock(&shared.script))(&request)));
+    let outputs = match decided {
+        Ok(outputs) => outputs.unwrap_or_else(|| vec![Output::text(UNSCRIPTED_REPLY)]),
+        Err(panic) => {
+            let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            lock(&shared.problems).push(format!("the script failed at request {}: {}", request.index, why.unwrap_or_default()));
+            vec![Output::text("The scripted model failed; see the test's problems.")]
+        }
+    };
     (200, "text/event-stream", sse_turn(request.index, &outputs))
 }
 
