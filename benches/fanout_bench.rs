@@ -51,7 +51,11 @@ fn main() {
         }
         let elapsed = started.elapsed();
         println!("fan-out: {TASKS} tasks x 3 steps by {SESSIONS} sessions in {:.2} s", elapsed.as_secs_f64());
-        println!("  tasks/s: {:.1} ({:.1} step reports/s)", TASKS as f64 / elapsed.as_secs_f64(), reports.len() as f64 / elapsed.as_secs_f64());
+        println!(
+            "  tasks/s: {:.1} ({:.1} step reports/s)",
+            TASKS as f64 / elapsed.as_secs_f64(),
+            reports.len() as f64 / elapsed.as_secs_f64()
+        );
         report("  claim latency (successful claims)", claims);
         report("  task advance latency", reports);
         for agent in agents {

@@ -324,6 +324,72 @@ fn exec_brief_after_a_200_kb_report_keeps_its_key_fields_in_view() {
     assert!(shown(&turns, "more").chars().count() < CODEX_KEEPS, "an inspect window is shown whole");
 }
 
+/// A plan fanned out through Codex: the architect's `advance` carries the plan, the run's
+/// brief tells the model to work tasks with sub-agents (`spawn_agent`, within `max_agents`),
+/// the model claims a task and implements it, and the brief for the review step tells it to
+/// hand the review to a fresh sub-agent; claiming that review itself is refused by baton.
+#[test]
+fn exec_fans_a_plan_out_and_briefs_send_reviews_to_sub_agents() {
+    let Some(codex) = find_codex() else { return };
+    let plan = json!({"tasks": [
+        {"id": "parser", "title": "Parse --verbose", "description": "Accept the flag in src/main.rs"},
+        {"id": "docs", "title": "Document --verbose", "depends_on": ["parser"]}]});
+    let script = steps(vec![
+        step(|_| vec![Output::tool_search("search", "baton", None)]),
+        step(|_| {
+            baton("start", "start_workflow", json!({"goal": "Add --verbose with parallel agents", "template": "parallel", "max_agents": 3}))
+        }),
+        step(move |request| {
+            let brief = request.result_of("start");
+            let fans_out = brief["outcomes"].as_array().into_iter().flatten().any(|o| o["outcome"] == "planned");
+            assert!(fans_out, "the architect's brief offers `planned`: {brief:#}");
+            baton(
+                "plan",
+                "advance",
+                json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": "planned", "output": "Two tasks.", "plan": plan}),
+            )
+        }),
+        step(|request| baton("claim", "resume", json!({"run_id": request.result_of("plan")["run_id"], "claim": "next"}))),
+        step(|request| {
+            let task = request.result_of("claim");
+            assert_eq!((task["task"].as_str(), task["role"].as_str()), (Some("parser"), Some("implementer")), "{task:#}");
+            baton(
+                "build",
+                "advance",
+                json!({"run_id": task["run_id"], "task": "parser", "lease_token": task["lease_token"], "outcome": "implemented", "output": "Parsed the flag."}),
+            )
+        }),
+        step(|request| baton("self-review", "resume", json!({"run_id": request.result_of("build")["run_id"], "claim": "parser"}))),
+        step(|_| vec![Output::text("The review goes to a sub-agent.")]),
+    ]);
+    let harness = ExecHarness::new(&codex, script);
+    let run = harness.exec("Use baton with parallel agents to add --verbose.");
+    assert_clean(&run, &harness);
+    let calls = run.items("mcp_tool_call");
+    let made: Vec<&str> = calls.iter().filter_map(|c| c["tool"].as_str()).collect();
+    assert_eq!(made, ["start_workflow", "advance", "resume", "advance", "resume"]);
+    let statuses: Vec<&str> = calls.iter().filter_map(|c| c["status"].as_str()).collect();
+    assert_eq!(statuses, ["completed", "completed", "completed", "completed", "failed"], "only the self-review fails: {calls:#?}");
+    let turns = harness.model.turns();
+
+    let planned = structured_in(&shown(&turns, "plan"));
+    assert_eq!(planned["tasks"]["total"], 2, "{planned:#}");
+    assert_eq!(planned["tasks"]["max_agents"], 3, "{planned:#}");
+    let how = planned["tasks"]["how_to_work"].as_str().unwrap_or_default();
+    assert!(how.contains("spawn_agent") && how.contains("at most 3"), "the run's brief tells the model to spawn sub-agents: {how}");
+    let built = structured_in(&shown(&turns, "build"));
+    assert_eq!((built["step"].as_str(), built["status"].as_str()), (Some("review"), Some("ready")), "{built:#}");
+    let next = built["next_action"].as_str().unwrap_or_default();
+    assert!(next.contains("spawn_agent") && next.contains("subagent_prompt"), "the review goes to a fresh sub-agent: {next}");
+    let prompt = built["subagent_prompt"].as_str().unwrap_or_default();
+    assert!(prompt.contains("reviewer") && prompt.contains("claim"), "the sub-agent's message says what to do: {prompt}");
+    let refused = shown(&turns, "self-review");
+    assert!(refused.contains("someone other than"), "baton refuses a review by the implementer: {refused}");
+
+    let runs = harness.runs();
+    assert_eq!(runs[0]["status"], "active", "{runs:#?}");
+}
+
 /// The model server without Codex: keep-alive, chunked bodies, unscripted turns, other
 /// endpoints, a compressed body refused as a recorded problem, and a failing script recorded.
 #[test]

@@ -286,12 +286,20 @@ fn task_next_action(run: &Run, task: &Task, role: Option<&str>, token: Option<u6
             "Task `{id}` waits for a human: ask the user the `question`, then call `answer_human` with run_id \"{}\", task \"{id}\" and their answer. Never answer it yourself.",
             run.id
         ),
-        (TaskStatus::Ready, _) | (TaskStatus::Claimed, None) => format!(
-            "Task `{id}` is at step `{}`: claim it with `resume` {{run_id: \"{}\", claim: \"{id}\"}} (an agent independent of {} if the step requires it).",
-            task.step.as_deref().unwrap_or("?"),
-            run.id,
-            task.players.values().map(|a| a.label()).collect::<Vec<_>>().join(", ")
-        ),
+        (TaskStatus::Ready, _) | (TaskStatus::Claimed, None) => {
+            let def = run.fanout.as_ref().and_then(|f| f.step_of(task));
+            let excluded: Vec<String> =
+                def.map(|d| d.independent_of.iter().filter_map(|s| task.players.get(s)).map(|a| a.label()).collect()).unwrap_or_default();
+            let step = task.step.as_deref().unwrap_or("?");
+            if excluded.is_empty() {
+                format!("Task `{id}` is at step `{step}`: claim it with `resume` {{run_id: \"{}\", claim: \"{id}\"}}.", run.id)
+            } else {
+                format!(
+                    "Task `{id}` is at step `{step}`, which must be played by an agent other than {}: spawn a sub-agent (`spawn_agent`) with `subagent_prompt` as its message, or let another session claim it.",
+                    excluded.join(", ")
+                )
+            }
+        }
         (status, _) => {
             format!("Task `{id}` is {}; claim another with `resume` {{run_id: \"{}\", claim: \"next\"}}.", status.as_str(), run.id)
         }
