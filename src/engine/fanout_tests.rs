@@ -329,3 +329,13 @@ fn random_interleavings_complete_every_task_once_and_replay_exactly() {
         assert_eq!(Run::replay("r1", &events).as_ref(), Some(&run));
     }
 }
+
+/// The fan-out template shown in the README parses and validates as written.
+#[test]
+fn the_readme_fan_out_template_is_valid() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("name = \"split\"").expect("README shows the `split` template");
+    let toml = &readme[start..start + readme[start..].find("```").unwrap()];
+    let template = Template::parse(toml, true, "template").unwrap();
+    assert_eq!(template.pipeline("quick").unwrap().steps[1].independent_of, ["do"]);
+}
