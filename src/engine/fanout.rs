@@ -76,6 +76,8 @@ impl Run {
             on_task_failure: fan_out.on_task_failure,
             tasks,
             joined: false,
+            base: plan.base.clone().or_else(|| self.workspace.as_ref().and_then(|w| w.git_head.clone())),
+            merge: None,
         });
     }
 
