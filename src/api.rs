@@ -2,6 +2,7 @@
 //! tools, the terminal commands and the inter-process protocol all speak these types.
 
 use crate::engine::brief::{Brief, EventLine, TaskBrief};
+use crate::engine::merge::MergeReport;
 use crate::engine::run::ForkOrigin;
 use crate::engine::{Actor, Event, Plan, Run, Template, Workspace};
 use crate::error::BatonError;
@@ -207,6 +208,15 @@ pub struct CancelRunParams {
     pub expected_version: Option<u64>,
 }
 
+/// Record what merging a joined fan-out's task branches did. Sent by the baton process
+/// that performed the merge (see `crate::gitops`), not offered as a tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordMergeParams {
+    pub run_id: String,
+    pub report: MergeReport,
+}
+
 /// No arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -228,6 +238,7 @@ pub enum Request {
     GetEvent(GetEventParams),
     CancelRun(CancelRunParams),
     ListTemplates(NoParams),
+    RecordMerge(RecordMergeParams),
 }
 
 /// Who sends a request and from where: recorded as the actor of the change and used to
@@ -314,6 +325,9 @@ pub struct CheckpointSaved {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<Workspace>,
     pub how_to_fork: String,
+    /// What became of the code's snapshot (kept under a ref, or why it could not be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Known templates.

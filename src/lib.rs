@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod gitops;
 pub mod home;
 pub mod install;
 pub mod limits;

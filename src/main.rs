@@ -133,7 +133,8 @@ async fn run(cli: Cli) -> Result<String> {
 async fn request_text(home: &Option<PathBuf>, request: Request, json: bool) -> Result<String> {
     let backend = Backend::new(Home::resolve(home.as_deref())?);
     backend.connect().await?;
-    let reply = backend.call_as(baton::cli::terminal_caller(), request).await?;
+    // Through gitops: e.g. `cancel` removes the run's worktrees, `answer` may merge a join.
+    let reply = baton::gitops::call(&backend, baton::cli::terminal_caller(), request).await?;
     if json {
         return Ok(serde_json::to_string_pretty(&reply.to_json())?);
     }

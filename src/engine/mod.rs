@@ -6,6 +6,7 @@ pub mod change;
 pub mod event;
 mod fanout;
 mod graph;
+pub mod merge;
 pub mod plan;
 pub mod run;
 pub mod task;

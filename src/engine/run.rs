@@ -402,6 +402,15 @@ impl Run {
                 }
                 Ok(EventKind::Cancelled { reason: reason.clone() })
             }
+            Change::RecordMerge { report } => {
+                if !matches!(self.merge_state(), Some(super::merge::MergeState::Pending { .. })) {
+                    return Err(BatonError::invalid_state(
+                        format!("run {} has no task branches waiting to be merged", self.id),
+                        "Nothing to record: `resume` the run to see what was merged.",
+                    ));
+                }
+                Ok(EventKind::BranchesMerged { report: report.clone() })
+            }
         }
     }
 
@@ -461,6 +470,11 @@ impl Run {
             }
             EventKind::CheckpointSaved { name, .. } => self.checkpoints.push(name.clone()),
             EventKind::Cancelled { reason } => self.finish(RunStatus::Cancelled, reason.clone()),
+            EventKind::BranchesMerged { report } => {
+                if let Some(fanout) = self.fanout.as_mut() {
+                    fanout.merge = Some(report.clone());
+                }
+            }
         }
         self.version = event.seq;
         self.last_actor = event.actor.clone();

@@ -77,7 +77,7 @@ impl ServerHandler for BatonServer {
         tracing::debug!(tool = %request.name, "call_tool");
         let call = caller::CallContext::of(&context.meta.0);
         let outcome = match spec.parse(request.arguments, &call.cwd) {
-            Ok(req) => self.execute(req, call.caller(&request.name), &context).await,
+            Ok(req) => self.execute(req, call.caller(&request.name).await, &context).await,
             Err(e) => Err(e),
         };
         Ok(match outcome {
@@ -91,7 +91,7 @@ impl ServerHandler for BatonServer {
 impl BatonServer {
     async fn execute(&self, request: Request, caller: Caller, context: &RequestContext<RoleServer>) -> Result<Reply, BatonError> {
         let asks_human = matches!(request, Request::AwaitHuman(_));
-        let reply = self.backend.call_as(caller.clone(), request).await?;
+        let reply = crate::gitops::call(&self.backend, caller.clone(), request).await?;
         match reply {
             Reply::Brief(brief) if asks_human => {
                 Ok(Reply::Brief(Box::new(elicit::ask_user(&self.backend, caller, &context.peer, *brief).await)))
