@@ -111,7 +111,8 @@ struct Agent {
 impl Agent {
     async fn start(home: &Path, thread: &str) -> Agent {
         let cmd = tokio::process::Command::new(BATON).configure(|c| {
-            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "error");
+            // Outside any git repository: a bench must not make worktrees in the checkout.
+            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "error").current_dir(home.parent().unwrap_or(Path::new("/")));
         });
         let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
         Agent { client, thread: thread.to_string() }
