@@ -1,7 +1,7 @@
 //! `cargo bench --bench fanout_bench`: a 100-task plan worked by 4 concurrent sessions (4
 //! real `baton serve` processes acting as separate agents on one database): tasks per
 //! second through implement, independent review and test, and the latency of claims.
-//! Set BATON_BENCH_DIR to measure on a particular disk (default: target/tmp/bench).
+//! Set BATON_BENCH_DIR to measure on a particular disk (default: $TMPDIR/baton-bench).
 
 use rmcp::model::{CallToolRequestParams, MetaObject, RequestMetaObject};
 use rmcp::service::RunningService;
@@ -17,8 +17,8 @@ const TASKS: usize = 100;
 const SESSIONS: usize = 4;
 
 fn main() {
-    let base =
-        std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench"));
+    // Not under the checkout: runs started inside a git repository get worktrees there.
+    let base = std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("baton-bench"));
     std::fs::create_dir_all(&base).expect("bench dir");
     let dir = tempfile::tempdir_in(&base).expect("temp dir");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
