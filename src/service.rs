@@ -307,7 +307,7 @@ impl Service {
     async fn list_runs(&self, p: &ListRunsParams) -> BatonResult<Reply> {
         let limit = bounded_limit("limit", p.limit, DEFAULT_LIST_LIMIT)?;
         let filter = p.status.unwrap_or_default();
-        let query = RunQuery { status: filter, template: p.template.clone(), limit: limit as usize };
+        let query = RunQuery { status: filter, template: p.template.clone(), limit: limit as usize, cursor: None };
         let page = self.store.list(&query).await?;
         let (runs, total) = (page.runs, page.total);
         let mut text = format!("{total} run(s).");

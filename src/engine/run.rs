@@ -123,9 +123,6 @@ pub struct Run {
     pub forked_from: Option<ForkOrigin>,
     /// Why the run ended, for failed and cancelled runs.
     pub end_reason: Option<String>,
-    /// Ids of the latest changes, so a retried request is not applied twice (kept by the store).
-    #[serde(default)]
-    pub recent_ops: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -212,7 +209,6 @@ impl Run {
             checkpoints: Vec::new(),
             forked_from: None,
             end_reason: None,
-            recent_ops: Vec::new(),
             created_at: now.to_string(),
             updated_at: now.to_string(),
         };
@@ -233,7 +229,6 @@ impl Run {
         run.id = id;
         run.version = 0;
         run.checkpoints.clear();
-        run.recent_ops.clear();
         run.forked_from = Some(ForkOrigin { run_id: snapshot.id.clone(), checkpoint: checkpoint.to_string(), version: snapshot.version });
         run.created_at = now.to_string();
         let kind = EventKind::Forked { from_run: snapshot.id.clone(), checkpoint: checkpoint.to_string(), from_version: snapshot.version };

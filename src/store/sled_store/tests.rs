@@ -2,6 +2,7 @@ use super::*;
 use crate::engine::run::AdvanceInput;
 use crate::engine::{Run, builtin_template};
 use crate::store::unknown_run;
+use crate::store::{Commit, RECENT_OPS};
 use serde_json::Map;
 
 const NOW: &str = "2026-11-25T12:00:00.000Z";
@@ -62,7 +63,7 @@ fn a_retried_change_is_applied_once() {
     let again = advance(&store, "op-a", "r1", 1).unwrap();
     assert_eq!(first, again);
     assert_eq!(first.version, 2);
-    assert_eq!(store.events_sync("r1", 1, 100, usize::MAX).unwrap().len(), 2);
+    assert_eq!(store.shared.events("r1", 1, 100, usize::MAX).unwrap().len(), 2);
     let err = advance(&store, "op-b", "r1", 1).unwrap_err();
     assert_eq!(err.code, crate::error::ErrorCode::Conflict, "a new op with a stale version conflicts");
 }
@@ -77,8 +78,8 @@ fn a_failed_change_writes_nothing() {
     })
     .unwrap_err();
     assert_eq!(err.code, crate::error::ErrorCode::Conflict);
-    assert_eq!(store.run_sync("r1").unwrap().unwrap().version, 1);
-    assert_eq!(store.events_sync("r1", 1, 100, usize::MAX).unwrap().len(), 1);
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 1);
+    assert_eq!(store.shared.events("r1", 1, 100, usize::MAX).unwrap().len(), 1);
     assert_eq!(advance(&store, "op2", "nope", 1).unwrap_err().code, crate::error::ErrorCode::NotFound);
 }
 
@@ -93,11 +94,14 @@ fn recent_ops_are_bounded_and_state_survives_reopen() {
         }
     }
     let store = SledStore::open(&dir.path().join("db")).unwrap();
-    let run = store.run_sync("r1").unwrap().unwrap();
-    assert_eq!(run.recent_ops.len(), RECENT_OPS);
+    let run = store.shared.run("r1").unwrap().unwrap();
     assert_eq!(create(&store, "r1"), run, "an old creation is still recognised by its run id");
     assert_eq!(run.version, RECENT_OPS as u64 + 6);
-    assert_eq!(store.events_sync("r1", 1, u64::MAX, usize::MAX).unwrap().len() as u64, run.version);
+    let newest = format!("cp-{}", RECENT_OPS + 4);
+    assert_eq!(checkpoint(&store, &newest, "again").unwrap(), run, "a recent op is recognised after reopening");
+    let err = checkpoint(&store, "cp-0", "c0").unwrap_err();
+    assert_eq!(err.code, crate::error::ErrorCode::InvalidArgument, "an op older than RECENT_OPS changes is forgotten: {err}");
+    assert_eq!(store.shared.events("r1", 1, u64::MAX, usize::MAX).unwrap().len() as u64, run.version);
     let page = block_on(store.list(&RunQuery { limit: 10, ..RunQuery::default() })).unwrap();
     assert_eq!(page.runs[0].version, run.version);
 }
@@ -109,14 +113,14 @@ fn event_windows_keep_the_newest_that_fit_the_byte_budget() {
     for v in 1..=5 {
         advance_any(&store, v);
     }
-    let all = store.events_sync("r1", 1, 6, usize::MAX).unwrap();
+    let all = store.shared.events("r1", 1, 6, usize::MAX).unwrap();
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
     let one_size = serde_json::to_vec(&all[5]).unwrap().len();
-    let newest_two = store.events_sync("r1", 1, 6, 2 * one_size + 10).unwrap();
+    let newest_two = store.shared.events("r1", 1, 6, 2 * one_size + 10).unwrap();
     assert_eq!(newest_two.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
-    let at_least_one = store.events_sync("r1", 1, 6, 1).unwrap();
+    let at_least_one = store.shared.events("r1", 1, 6, 1).unwrap();
     assert_eq!(at_least_one.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6]);
-    assert!(store.events_sync("r1", 4, 3, usize::MAX).unwrap().is_empty());
+    assert!(store.shared.events("r1", 4, 3, usize::MAX).unwrap().is_empty());
 }
 
 /// One checkpoint change (works in any state).
@@ -134,7 +138,7 @@ fn checkpoints_and_templates_are_kept_with_their_change() {
         Ok(Commit { checkpoint: Some("cp".into()), template: Some(template.clone()), ..Commit::new(run.clone(), event) })
     })
     .unwrap();
-    assert_eq!(store.checkpoint_sync("r1", "cp").unwrap().unwrap().version, 2);
-    assert_eq!(store.template_sync("mine").unwrap().unwrap().name, "mine");
-    assert!(store.checkpoint_sync("r1", "other").unwrap().is_none());
+    assert_eq!(store.shared.checkpoint("r1", "cp").unwrap().unwrap().version, 2);
+    assert_eq!(store.shared.template("mine").unwrap().unwrap().name, "mine");
+    assert!(store.shared.checkpoint("r1", "other").unwrap().is_none());
 }
