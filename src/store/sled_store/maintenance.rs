@@ -175,6 +175,8 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
         options: options.clone(),
         db: std::sync::RwLock::new(None),
         overlay: Default::default(),
+        #[cfg(test)]
+        before_sync: std::sync::Mutex::new(None),
     };
     let state = super::upgrade::prepare(&shared, &db)?;
     let mut writes = Vec::new();

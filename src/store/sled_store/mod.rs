@@ -77,6 +77,9 @@ pub(crate) struct Shared {
     /// The durable state of what the batch in flight (or a failed, not yet undone, batch)
     /// changes.
     overlay: Mutex<Overlay>,
+    /// Tests: called between a batch's transaction and its sync, to hold it in flight or fail it.
+    #[cfg(test)]
+    before_sync: Mutex<Option<Box<dyn FnMut() -> std::io::Result<()> + Send>>>,
 }
 
 /// State before the batch in flight, for every run and named template it touches.
@@ -119,7 +122,15 @@ impl SledStore {
         let db = open_sled(dir, &options)?;
         let cipher = options.key.as_ref().map(crypto::Cipher::new);
         let codec = Codec::new(dir, cipher);
-        let shared = Arc::new(Shared { dir: dir.to_path_buf(), codec, options, db: RwLock::new(None), overlay: Mutex::default() });
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            codec,
+            options,
+            db: RwLock::new(None),
+            overlay: Mutex::default(),
+            #[cfg(test)]
+            before_sync: Mutex::new(None),
+        });
         let state = upgrade::prepare(&shared, &db)?;
         let record = upgrade::check_integrity(dir, &state)?;
         let syncer = durability::Syncer::open(dir).map_err(|e| io_storage(dir, "sync", &e))?;
@@ -137,6 +148,11 @@ impl SledStore {
     /// when acknowledged, so there is nothing to flush).
     pub fn flush(&self) -> BatonResult<()> {
         self.writer.barrier()
+    }
+
+    /// The number of the last durable write batch (for tests and benchmarks).
+    pub fn writer_batch(&self) -> u64 {
+        self.writer.batch()
     }
 
     /// Accept a damaged database in `dir` as it is (no process may have it open):

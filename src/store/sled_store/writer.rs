@@ -98,6 +98,20 @@ impl Handle {
         answer.await.map_err(|_| BatonError::internal("the store's writer stopped before answering"))?
     }
 
+    /// The number of the last durable batch.
+    pub fn batch(&self) -> u64 {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .send(Job::Exclusive(Box::new(move |w: &mut Writer| {
+                let _ = reply.send(Ok::<u64, BatonError>(w.batch));
+            })))
+            .is_err()
+        {
+            return 0;
+        }
+        answer.blocking_recv().ok().and_then(|r| r.ok()).unwrap_or(0)
+    }
+
     /// Wait until every job sent before has been done.
     pub fn barrier(&self) -> BatonResult<()> {
         let (reply, answer) = oneshot::channel();
@@ -395,10 +409,16 @@ impl Writer {
             };
             return Err((io_storage(&dir, "write to", &e), undo));
         }
-        let result = db
-            .sled
-            .flush()
-            .map_err(|e| io_storage(&dir, "flush", &e))
+        #[cfg(test)]
+        let hooked = match self.shared.before_sync.lock().unwrap().as_mut() {
+            Some(hook) => hook(),
+            None => Ok(()),
+        };
+        #[cfg(not(test))]
+        let hooked: std::io::Result<()> = Ok(());
+        let result = hooked
+            .map_err(|e| io_storage(&dir, "sync", &e))
+            .and_then(|_| db.sled.flush().map_err(|e| io_storage(&dir, "flush", &e)))
             .and_then(|_| {
                 // The witness of the previous batch rides on this batch's device flush.
                 self.record
