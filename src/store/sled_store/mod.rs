@@ -67,6 +67,10 @@ impl Db {
     }
 }
 
+/// A test hook run before a batch's sync.
+#[cfg(test)]
+type SyncHook = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+
 /// What readers and the writer share.
 pub(crate) struct Shared {
     dir: PathBuf,
@@ -79,7 +83,7 @@ pub(crate) struct Shared {
     overlay: Mutex<Overlay>,
     /// Tests: called between a batch's transaction and its sync, to hold it in flight or fail it.
     #[cfg(test)]
-    before_sync: Mutex<Option<Box<dyn FnMut() -> std::io::Result<()> + Send>>>,
+    before_sync: Mutex<Option<SyncHook>>,
 }
 
 /// State before the batch in flight, for every run and named template it touches.
