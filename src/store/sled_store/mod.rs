@@ -255,15 +255,29 @@ pub(crate) fn io_storage(dir: &Path, what: &str, e: &dyn std::fmt::Display) -> B
 
 impl Shared {
     /// Run `read` against the open database.
+    /// sled panics on some inconsistencies of a damaged log ("cannot find pid"); such a
+    /// read becomes a storage error instead of taking the process down.
     fn with_db<R>(&self, read: impl FnOnce(&Db) -> BatonResult<R>) -> BatonResult<R> {
         let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(db) => read(db),
+            Some(db) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(db))).unwrap_or_else(|_| Err(self.panicked())),
             None => Err(BatonError::storage(
                 format!("the baton database at {} is closed after a write error and could not be reopened yet", self.dir.display()),
                 "Fix the cause named by the failed write (disk space, open files); the next change reopens it.",
             )),
         }
+    }
+
+    /// The error for a sled panic: its log is inconsistent.
+    fn panicked(&self) -> BatonError {
+        BatonError::storage(
+            format!(
+                "the baton database at {} is damaged: sled found its log inconsistent ({})",
+                self.dir.display(),
+                self.dir.join("db").display()
+            ),
+            "Restore the database directory from a backup; `baton verify` lists what can still be read.",
+        )
     }
 
     fn overlay(&self) -> std::sync::MutexGuard<'_, Overlay> {

@@ -234,7 +234,8 @@ impl Writer {
         let mut batch = Batch::default();
         let mut answers = Vec::with_capacity(commits.len());
         for (op_id, run_id, change, reply) in commits {
-            let answer = self.plan(db, &mut batch, &op_id, &run_id, &change);
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| self.plan(db, &mut batch, &op_id, &run_id, &change)))
+                .unwrap_or_else(|_| Err(self.shared.panicked()));
             answers.push((reply, answer));
         }
         if batch.writes.is_empty() {
@@ -388,26 +389,27 @@ impl Writer {
         }
         let undo = std::cell::RefCell::new(Vec::new());
         let writes = &batch.writes;
-        let applied = db.trees.as_slice().transaction(|trees| {
-            let mut replaced = undo.borrow_mut();
-            replaced.clear();
-            for (tree, key, value) in writes {
-                let view = &trees[*tree as usize];
-                let previous = match value {
-                    Some(value) => view.insert(key.as_slice(), value.as_slice())?,
-                    None => view.remove(key.as_slice())?,
-                };
-                replaced.push((*tree, IVec::from(key.as_slice()), previous));
-            }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
+        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            db.trees.as_slice().transaction(|trees| {
+                let mut replaced = undo.borrow_mut();
+                replaced.clear();
+                for (tree, key, value) in writes {
+                    let view = &trees[*tree as usize];
+                    let previous = match value {
+                        Some(value) => view.insert(key.as_slice(), value.as_slice())?,
+                        None => view.remove(key.as_slice())?,
+                    };
+                    replaced.push((*tree, IVec::from(key.as_slice()), previous));
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+        }));
         let undo = undo.into_inner();
-        if let Err(e) = applied {
-            let e = match e {
-                TransactionError::Storage(e) => e,
-                TransactionError::Abort(()) => sled::Error::ReportableBug("transaction aborted".into()),
-            };
-            return Err((io_storage(&dir, "write to", &e), undo));
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(TransactionError::Storage(e))) => return Err((io_storage(&dir, "write to", &e), undo)),
+            Ok(Err(TransactionError::Abort(()))) => return Err((BatonError::internal("a write transaction aborted"), undo)),
+            Err(_) => return Err((self.shared.panicked(), undo)),
         }
         #[cfg(test)]
         let hooked = match self.shared.before_sync.lock().unwrap().as_mut() {
