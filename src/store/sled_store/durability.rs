@@ -82,6 +82,72 @@ impl Syncer {
     }
 }
 
+/// Room sled needs to reopen: recovery may write up to a segment, then new writes need one.
+const REOPEN_BYTES: u64 = 2 * 512 * 1024;
+/// Descriptors sled needs to reopen (its files, directories, snapshot, blobs), with margin.
+const REOPEN_FDS: usize = 32;
+
+/// Whether reopening the database in `dir` after a write error can succeed now: there is
+/// room on its disk and descriptors to spare. A reopen that fails would leave no open
+/// database to read from, so the writer waits for this before it tries.
+pub fn can_reopen(dir: &Path) -> bool {
+    let spare: Vec<_> = (0..REOPEN_FDS).map_while(|_| File::open("/dev/null").ok()).collect();
+    if spare.len() < REOPEN_FDS {
+        return false;
+    }
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return true };
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a pointer to a statvfs to fill.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return true;
+    }
+    stat.f_bavail as u64 * stat.f_frsize as u64 >= REOPEN_BYTES
+}
+
+/// Descriptors kept in reserve for a batch.
+const RESERVE_FDS: usize = 16;
+/// Descriptors that must be free when a batch starts (fewer than the reserve, so a
+/// descriptor some other thread took in the meantime does not fail the batch).
+const BATCH_FDS: usize = 8;
+
+/// File descriptors held back for the write path. sled opens a file for each large value
+/// inside a transaction, and if that open fails (EMFILE) sled 0.34 leaves an I/O buffer
+/// with a writer that never finishes: every later flush, even the one on drop, blocks
+/// forever. So the writer keeps a few descriptors (of /dev/null) in reserve, frees them
+/// right before a batch, and first checks that that many can really be opened: if not,
+/// the batch fails before sled sees it. Under a flood of connections that uses up the
+/// process's descriptors, the reserve also keeps writes working. (Another thread could
+/// still take the freed descriptors in the instant between the check and sled's open.)
+pub struct FdReserve {
+    held: Vec<File>,
+}
+
+impl FdReserve {
+    pub fn new() -> FdReserve {
+        let mut reserve = FdReserve { held: Vec::new() };
+        reserve.refill();
+        reserve
+    }
+
+    /// Free the reserve for a batch and check that enough descriptors are free.
+    pub fn release_for_batch(&mut self) -> io::Result<()> {
+        self.held.clear();
+        let probe: Vec<File> = (0..BATCH_FDS).map(|_| File::open("/dev/null")).collect::<io::Result<_>>()?;
+        drop(probe);
+        Ok(())
+    }
+
+    /// Take the reserve back (as much of it as can be had).
+    pub fn refill(&mut self) {
+        while self.held.len() < RESERVE_FDS {
+            match File::open("/dev/null") {
+                Ok(file) => self.held.push(file),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 /// `fdatasync` a file that may have been removed since it was listed.
 fn sync_file(path: &Path) -> io::Result<()> {
     match File::open(path) {

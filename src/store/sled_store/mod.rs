@@ -240,6 +240,20 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
     }
 }
 
+/// The text of a sled error. sled passes I/O errors from its I/O threads on in their Debug
+/// form (`Os { code: 28, .. }`); the OS error's own text is what a person can act on.
+pub(crate) fn sled_text(e: &sled::Error) -> String {
+    let text = match e {
+        sled::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    };
+    let code = text.split("code: ").nth(1).and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+    match code {
+        Some(code) if text.contains("Os {") => std::io::Error::from_raw_os_error(code).to_string(),
+        _ => text,
+    }
+}
+
 /// A storage error for an I/O failure on the database in `dir`.
 pub(crate) fn io_storage(dir: &Path, what: &str, e: &dyn std::fmt::Display) -> BatonError {
     let text = e.to_string();

@@ -16,11 +16,11 @@
 //! life of an open database), writes the undo log back and syncs, and only then clears
 //! the overlay. Until that succeeds readers keep seeing the state before the failed batch.
 
-use super::durability::Syncer;
+use super::durability::{self, FdReserve, Syncer};
 use super::integrity::{Record, Witness};
 use super::keys::{self, T};
 use super::upgrade::State;
-use super::{Db, Overlay, Shared, index, io_storage, open_sled};
+use super::{Db, Overlay, Shared, index, io_storage, open_sled, sled_text};
 use crate::engine::{Run, Template};
 use crate::error::{BatonError, BatonResult};
 use crate::store::{Commit, Mutation, RECENT_OPS, RunSummary};
@@ -70,6 +70,7 @@ impl Handle {
             witnessed: state.batch,
             undo: None,
             hashes: Vec::new(),
+            reserve: FdReserve::new(),
         };
         let thread = std::thread::Builder::new()
             .name("baton-writer".into())
@@ -145,6 +146,8 @@ pub struct Writer {
     undo: Option<(Vec<Undo>, BatonError)>,
     /// Content hashes of recently committed templates.
     hashes: Vec<(Template, String)>,
+    /// Descriptors held for the write path (see [`FdReserve`]).
+    reserve: FdReserve,
 }
 
 /// One write of a batch: tree, key, new value (`None` removes).
@@ -222,7 +225,13 @@ impl Writer {
     }
 
     fn batch(&mut self, commits: Vec<(String, String, Mutation, Reply<Run>)>) {
-        if let Err(e) = self.heal() {
+        let ready = self.reserve.release_for_batch().map_err(|e| io_storage(&self.shared.dir, "write to", &e)).and_then(|_| self.heal());
+        self.batch_ready(commits, ready);
+        self.reserve.refill();
+    }
+
+    fn batch_ready(&mut self, commits: Vec<(String, String, Mutation, Reply<Run>)>, ready: BatonResult<()>) {
+        if let Err(e) = ready {
             for (.., reply) in commits {
                 let _ = reply.send(Err(e.clone()));
             }
@@ -407,7 +416,7 @@ impl Writer {
         let undo = undo.into_inner();
         match applied {
             Ok(Ok(())) => {}
-            Ok(Err(TransactionError::Storage(e))) => return Err((io_storage(&dir, "write to", &e), undo)),
+            Ok(Err(TransactionError::Storage(e))) => return Err((io_storage(&dir, "write to", &sled_text(&e)), undo)),
             Ok(Err(TransactionError::Abort(()))) => return Err((BatonError::internal("a write transaction aborted"), undo)),
             Err(_) => return Err((self.shared.panicked(), undo)),
         }
@@ -420,7 +429,7 @@ impl Writer {
         let hooked: std::io::Result<()> = Ok(());
         let result = hooked
             .map_err(|e| io_storage(&dir, "sync", &e))
-            .and_then(|_| db.sled.flush().map_err(|e| io_storage(&dir, "flush", &e)))
+            .and_then(|_| db.sled.flush().map_err(|e| io_storage(&dir, "flush", &sled_text(&e))))
             .and_then(|_| {
                 // The witness of the previous batch rides on this batch's device flush.
                 self.record
@@ -440,8 +449,13 @@ impl Writer {
     /// Undo a failed batch: reopen sled, write back what the batch replaced, sync. A
     /// no-op when no batch failed.
     pub(super) fn heal(&mut self) -> BatonResult<()> {
-        let Some((undo, _)) = &self.undo else { return Ok(()) };
+        let Some((undo, cause)) = &self.undo else { return Ok(()) };
         let dir = self.shared.dir.clone();
+        // Reopening sled writes (recovery) and opens files; while that would fail, keep the
+        // old instance, whose reads still work (the overlay hides the failed batch).
+        if !durability::can_reopen(&dir) {
+            return Err(cause.clone());
+        }
         let mut slot = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.take() {
             // sled syncs on drop unless it saw an error; a failing sync there panics.
@@ -466,7 +480,7 @@ impl Writer {
             Ok::<(), ConflictableTransactionError<()>>(())
         });
         restored.map_err(|e| io_storage(&dir, "undo a failed change in", &format!("{e:?}")))?;
-        db.sled.flush().map_err(|e| io_storage(&dir, "flush", &e))?;
+        db.sled.flush().map_err(|e| io_storage(&dir, "flush", &sled_text(&e)))?;
         self.syncer.sync_everything().map_err(|e| io_storage(&dir, "sync", &e))?;
         *slot = Some(db);
         drop(slot);
