@@ -155,6 +155,33 @@ pub struct CancelRunParams {
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
+/// Copy the database, consistently, into a new directory (done by the owning process).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// Absolute path of a directory that does not exist yet (or is empty).
+    pub dir: String,
+}
+
+/// Write every run (with its events and checkpoints) and template as JSON lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// Absolute path of the file to create.
+    pub file: String,
+}
+
+/// Add the runs and templates of an export file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportParams {
+    /// Absolute path of a file written by `baton export`.
+    pub file: String,
+    /// Overwrite runs whose id exists (otherwise the import is refused).
+    #[serde(default)]
+    pub replace: bool,
+}
+
 /// Every operation, tagged by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", content = "params", rename_all = "snake_case")]
@@ -170,6 +197,10 @@ pub enum Request {
     GetRun(GetRunParams),
     CancelRun(CancelRunParams),
     ListTemplates(NoParams),
+    Verify(NoParams),
+    Backup(BackupParams),
+    Export(ExportParams),
+    Import(ImportParams),
 }
 
 /// A request plus the id that makes retrying it safe.

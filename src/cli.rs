@@ -76,6 +76,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the database: every record decodes; runs, events, checkpoints and listings agree.
+    Verify {
+        /// With no baton process running: accept a damaged database as it is (rewrite a
+        /// damaged configuration file, rebuild listings, re-record the integrity witness).
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the database, consistently, into a new directory (works while sessions run).
+    Backup { dir: PathBuf },
+    /// Write every run (with its events and checkpoints) and template as JSON lines.
+    Export {
+        /// The file to create; default: standard output.
+        file: Option<PathBuf>,
+    },
+    /// Add the runs and templates of a file written by `baton export`.
+    Import {
+        file: PathBuf,
+        /// Overwrite runs whose id exists (otherwise nothing is imported).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 /// One history line for the terminal, e.g. `#4 2026-.. advanced review -> implement (changes_requested)`.

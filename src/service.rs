@@ -90,6 +90,9 @@ impl Service {
             Request::GetRun(p) => self.get_run(p).await,
             Request::CancelRun(p) => self.cancel(op, p).await,
             Request::ListTemplates(_) => self.list_templates().await,
+            Request::Verify(_) | Request::Backup(_) | Request::Export(_) | Request::Import(_) => {
+                crate::maintenance::handle(self.store.as_ref(), &envelope.request).await
+            }
         }
     }
 

@@ -175,6 +175,7 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
         options: options.clone(),
         db: std::sync::RwLock::new(None),
         overlay: Default::default(),
+        durable_batch: Default::default(),
         #[cfg(test)]
         before_sync: std::sync::Mutex::new(None),
     };

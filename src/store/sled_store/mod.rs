@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     /// The durable state of what the batch in flight (or a failed, not yet undone, batch)
     /// changes.
     overlay: Mutex<Overlay>,
+    /// The number of the last durable write batch (kept by the writer, read by anyone).
+    durable_batch: std::sync::atomic::AtomicU64,
     /// Tests: called between a batch's transaction and its sync, to hold it in flight or fail it.
     #[cfg(test)]
     before_sync: Mutex<Option<SyncHook>>,
@@ -132,6 +134,7 @@ impl SledStore {
             options,
             db: RwLock::new(None),
             overlay: Mutex::default(),
+            durable_batch: Default::default(),
             #[cfg(test)]
             before_sync: Mutex::new(None),
         });
@@ -156,7 +159,7 @@ impl SledStore {
 
     /// The number of the last durable write batch (for tests and benchmarks).
     pub fn writer_batch(&self) -> u64 {
-        self.writer.batch()
+        self.shared.durable_batch.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Accept a damaged database in `dir` as it is (no process may have it open):

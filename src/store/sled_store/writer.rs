@@ -61,6 +61,7 @@ pub struct Handle {
 impl Handle {
     pub fn start(shared: Arc<Shared>, syncer: Syncer, record: Record, state: State) -> BatonResult<Handle> {
         let (jobs, inbox) = mpsc::channel();
+        shared.durable_batch.store(state.batch, std::sync::atomic::Ordering::Relaxed);
         let mut writer = Writer {
             shared,
             syncer,
@@ -97,20 +98,6 @@ impl Handle {
             let _ = reply.send(task(w));
         })))?;
         answer.await.map_err(|_| BatonError::internal("the store's writer stopped before answering"))?
-    }
-
-    /// The number of the last durable batch.
-    pub fn batch(&self) -> u64 {
-        let (reply, answer) = oneshot::channel();
-        if self
-            .send(Job::Exclusive(Box::new(move |w: &mut Writer| {
-                let _ = reply.send(Ok::<u64, BatonError>(w.batch));
-            })))
-            .is_err()
-        {
-            return 0;
-        }
-        answer.blocking_recv().ok().and_then(|r| r.ok()).unwrap_or(0)
     }
 
     /// Wait until every job sent before has been done.
@@ -259,6 +246,7 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.batch += 1;
+                self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
                 self.shared.overlay().clear();
                 for (reply, answer) in answers {
                     let _ = reply.send(answer);
@@ -509,6 +497,7 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.batch += 1;
+                self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
                 self.shared.overlay().clear();
                 Ok(count)
             }
