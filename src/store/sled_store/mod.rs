@@ -151,12 +151,6 @@ impl SledStore {
         &self.shared.dir
     }
 
-    /// Wait until the writer has finished everything sent to it (commits are durable
-    /// when acknowledged, so there is nothing to flush).
-    pub fn flush(&self) -> BatonResult<()> {
-        self.writer.barrier()
-    }
-
     /// The number of the last durable write batch (for tests and benchmarks).
     pub fn writer_batch(&self) -> u64 {
         self.shared.durable_batch.load(std::sync::atomic::Ordering::Relaxed)

@@ -99,15 +99,6 @@ impl Handle {
         })))?;
         answer.await.map_err(|_| BatonError::internal("the store's writer stopped before answering"))?
     }
-
-    /// Wait until every job sent before has been done.
-    pub fn barrier(&self) -> BatonResult<()> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Job::Exclusive(Box::new(move |_: &mut Writer| {
-            let _ = reply.send(Ok(()));
-        })))?;
-        answer.blocking_recv().map_err(|_| BatonError::internal("the store's writer stopped"))?
-    }
 }
 
 impl Drop for Handle {
