@@ -43,11 +43,15 @@ pub fn list(shared: &Shared, query: &RunQuery) -> BatonResult<RunPage> {
             )
         })?),
     };
-    let (mut found, counted) = shared.with_db(|db| {
+    shared.with_db(|db| {
         let found = scan(shared, db, query, after.as_deref())?;
-        Ok((found, count(db, query)?))
-    })?;
-    // Runs of the batch in flight show as they were before it (see `Shared::run`).
+        let counted = count(db, query)?;
+        Ok(page(shared, query, after.as_deref(), found, counted))
+    })
+}
+
+/// Runs of the batch in flight show as they were before it (see `Shared::run`).
+fn page(shared: &Shared, query: &RunQuery, after: Option<&[u8]>, mut found: Vec<(Vec<u8>, RunSummary)>, counted: u64) -> RunPage {
     let overlay = shared.overlay();
     let mut total = counted as i64;
     for (before, written) in overlay.summaries.values() {
@@ -57,7 +61,7 @@ pub fn list(shared: &Shared, query: &RunQuery) -> BatonResult<RunPage> {
     found.retain(|(_, s)| !overlay.summaries.contains_key(&s.run_id));
     for before in overlay.summaries.values().filter_map(|(b, _)| b.as_ref()) {
         let order = keys::order_key(&before.updated_at, &before.run_id);
-        if matches(query, before) && after.as_ref().is_none_or(|a| order > *a) {
+        if matches(query, before) && after.is_none_or(|a| order.as_slice() > a) {
             found.push((order, before.clone()));
         }
     }
@@ -66,7 +70,7 @@ pub fn list(shared: &Shared, query: &RunQuery) -> BatonResult<RunPage> {
     let more = found.len() > query.limit;
     found.truncate(query.limit);
     let next_cursor = if more { found.last().map(|(order, _)| keys::hex(order)) } else { None };
-    Ok(RunPage { runs: found.into_iter().map(|(_, s)| s).collect(), total: total.max(0) as usize, next_cursor })
+    RunPage { runs: found.into_iter().map(|(_, s)| s).collect(), total: total.max(0) as usize, next_cursor }
 }
 
 /// Up to `limit + 1` index entries matching `query` after `after`, in order.

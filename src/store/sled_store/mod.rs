@@ -310,23 +310,28 @@ impl Shared {
 
     /// The durable snapshot of a run. sled is read first and the overlay second: a value
     /// read while its batch was in flight is then replaced by the state before the batch.
+    /// The overlay is consulted while the database guard is still held, so a heal (which
+    /// writes back a failed batch and clears the overlay under the write guard) cannot
+    /// come in between.
     fn run(&self, run_id: &str) -> BatonResult<Option<Run>> {
-        let stored = self.with_db(|db| self.stored_run(db, run_id))?;
-        Ok(match self.overlay().runs.get(run_id) {
-            Some(before) => before.clone(),
-            None => stored,
+        self.with_db(|db| {
+            let stored = self.stored_run(db, run_id)?;
+            Ok(match self.overlay().runs.get(run_id) {
+                Some(before) => before.clone(),
+                None => stored,
+            })
         })
     }
 
     fn events(&self, run_id: &str, from: u64, to: u64, max_bytes: usize) -> BatonResult<Vec<Event>> {
-        let to = match self.overlay().runs.get(run_id) {
-            Some(before) => to.min(before.as_ref().map_or(0, |r| r.version)),
-            None => to,
-        };
-        if from > to {
-            return Ok(Vec::new());
-        }
         self.with_db(|db| {
+            let to = match self.overlay().runs.get(run_id) {
+                Some(before) => to.min(before.as_ref().map_or(0, |r| r.version)),
+                None => to,
+            };
+            if from > to {
+                return Ok(Vec::new());
+            }
             let range = keys::event_key(run_id, from)..=keys::event_key(run_id, to);
             let mut events = Vec::new();
             let mut used = 0;
@@ -348,43 +353,45 @@ impl Shared {
 
     fn checkpoint(&self, run_id: &str, name: &str) -> BatonResult<Option<Run>> {
         let key = keys::checkpoint_key(run_id, name);
-        let stored = self.with_db(|db| match db.tree(T::Checkpoints).get(&key)? {
-            None => Ok(None),
-            Some(bytes) => self.decode_run(db, T::Checkpoints.name(), &key, &bytes).map(Some),
-        })?;
-        // A checkpoint never changes once saved, so it is durable if the durable run lists it.
-        Ok(match self.overlay().runs.get(run_id) {
-            Some(before) => stored.filter(|_| before.as_ref().is_some_and(|r| r.checkpoints.iter().any(|c| c == name))),
-            None => stored,
+        self.with_db(|db| {
+            let stored = match db.tree(T::Checkpoints).get(&key)? {
+                None => None,
+                Some(bytes) => Some(self.decode_run(db, T::Checkpoints.name(), &key, &bytes)?),
+            };
+            // A checkpoint never changes once saved, so it is durable if the durable run lists it.
+            Ok(match self.overlay().runs.get(run_id) {
+                Some(before) => stored.filter(|_| before.as_ref().is_some_and(|r| r.checkpoints.iter().any(|c| c == name))),
+                None => stored,
+            })
         })
     }
 
     fn template(&self, name: &str) -> BatonResult<Option<Template>> {
-        let stored = self.with_db(|db| match db.tree(T::Templates).get(name)? {
-            None => Ok(None),
-            Some(bytes) => self.codec.decode(T::Templates.name(), name.as_bytes(), &bytes).map(Some),
-        })?;
-        Ok(match self.overlay().templates.get(name) {
-            Some(before) => before.clone(),
-            None => stored,
+        self.with_db(|db| {
+            let stored = self.with_db_ref(db, name)?;
+            Ok(match self.overlay().templates.get(name) {
+                Some(before) => before.clone(),
+                None => stored,
+            })
         })
     }
 
     fn templates(&self) -> BatonResult<Vec<Template>> {
-        let mut stored: Vec<Template> = self.with_db(|db| {
-            db.tree(T::Templates)
+        self.with_db(|db| {
+            let mut stored: Vec<Template> = db
+                .tree(T::Templates)
                 .iter()
                 .map(|entry| {
                     let (key, bytes) = entry?;
                     self.codec.decode(T::Templates.name(), &key, &bytes)
                 })
-                .collect()
-        })?;
-        let overlay = self.overlay();
-        stored.retain(|t| !overlay.templates.contains_key(&t.name));
-        stored.extend(overlay.templates.values().flatten().cloned());
-        stored.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(stored)
+                .collect::<BatonResult<_>>()?;
+            let overlay = self.overlay();
+            stored.retain(|t| !overlay.templates.contains_key(&t.name));
+            stored.extend(overlay.templates.values().flatten().cloned());
+            stored.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(stored)
+        })
     }
 }
 

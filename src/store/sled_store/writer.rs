@@ -462,9 +462,10 @@ impl Writer {
         db.sled.flush().map_err(|e| io_storage(&dir, "flush", &sled_text(&e)))?;
         self.syncer.sync_everything().map_err(|e| io_storage(&dir, "sync", &e))?;
         *slot = Some(db);
+        // Cleared under the write guard: no reader is between its read and its overlay check.
+        self.shared.overlay().clear();
         drop(slot);
         self.undo = None;
-        self.shared.overlay().clear();
         tracing::info!("the baton database at {} recovered from a failed write", dir.display());
         Ok(())
     }
