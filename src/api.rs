@@ -8,6 +8,7 @@ use crate::engine::{Actor, Event, Plan, Run, Template, Workspace};
 use crate::error::BatonError;
 use crate::store::RunSummary;
 pub use crate::store::StatusFilter;
+use crate::store::sled_store::{BackupReport, VerifyReport};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -222,6 +223,33 @@ pub struct RecordMergeParams {
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
+/// Copy the database, consistently, into a new directory (done by the owning process).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// Absolute path of a directory that does not exist yet (or is empty).
+    pub dir: String,
+}
+
+/// Write every run (with its events and checkpoints) and template as JSON lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// Absolute path of the file to create.
+    pub file: String,
+}
+
+/// Add the runs and templates of an export file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportParams {
+    /// Absolute path of a file written by `baton export`.
+    pub file: String,
+    /// Overwrite runs whose id exists (otherwise the import is refused).
+    #[serde(default)]
+    pub replace: bool,
+}
+
 /// Every operation, tagged by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", content = "params", rename_all = "snake_case")]
@@ -239,6 +267,10 @@ pub enum Request {
     CancelRun(CancelRunParams),
     ListTemplates(NoParams),
     RecordMerge(RecordMergeParams),
+    Verify(NoParams),
+    Backup(BackupParams),
+    Export(ExportParams),
+    Import(ImportParams),
 }
 
 /// Who sends a request and from where: recorded as the actor of the change and used to
@@ -348,6 +380,17 @@ pub enum Reply {
     Event(Box<EventDetail>),
     Checkpoint(CheckpointSaved),
     Templates(TemplateList),
+    Verified(VerifyReport),
+    BackedUp(BackupReport),
+    Exported(RunsMoved),
+    Imported(RunsMoved),
+}
+
+/// Runs written to or read from an export file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunsMoved {
+    pub runs: u64,
+    pub file: String,
 }
 
 impl Reply {
@@ -362,6 +405,9 @@ impl Reply {
             Reply::Event(v) => serde_json::to_value(v),
             Reply::Checkpoint(v) => serde_json::to_value(v),
             Reply::Templates(v) => serde_json::to_value(v),
+            Reply::Verified(v) => serde_json::to_value(v),
+            Reply::BackedUp(v) => serde_json::to_value(v),
+            Reply::Exported(v) | Reply::Imported(v) => serde_json::to_value(v),
         };
         value.unwrap_or_else(|e| serde_json::json!({ "error": BatonError::internal(format!("reply could not be encoded: {e}")) }))
     }

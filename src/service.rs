@@ -91,6 +91,9 @@ impl Service {
                 check_json_len("report", &serde_json::to_value(&p.report)?, MAX_TEXT_BYTES * 8)?;
                 self.change(op, caller, &p.run_id, Change::RecordMerge { report: p.report.clone() }).await
             }
+            Request::Verify(_) | Request::Backup(_) | Request::Export(_) | Request::Import(_) => {
+                crate::maintenance::handle(self.store.as_ref(), &envelope.request).await
+            }
         }
     }
 
@@ -382,6 +385,7 @@ impl Service {
             template: p.template.clone(),
             workspace: p.workspace.clone(),
             limit: limit as usize,
+            cursor: None,
         };
         let page = self.store.list(&query).await?;
         Ok(Reply::Runs(run_list(page.runs, page.total, p.workspace.clone(), None)))

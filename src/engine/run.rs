@@ -159,9 +159,6 @@ pub struct Run {
     /// Most sub-agents the run's briefs suggest running at once.
     #[serde(default = "default_max_agents")]
     pub max_agents: u32,
-    /// Ids of the latest changes, so a retried request is not applied twice (kept by the store).
-    #[serde(default)]
-    pub recent_ops: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -253,7 +250,6 @@ impl Run {
                 fanout: None,
                 last_token: 0,
                 max_agents: origin.max_agents.unwrap_or(DEFAULT_MAX_AGENTS),
-                recent_ops: Vec::new(),
                 created_at: event.at,
                 updated_at: event.at,
             },
@@ -262,7 +258,6 @@ impl Run {
                 run.id = id.to_string();
                 run.version = 0;
                 run.checkpoints.clear();
-                run.recent_ops.clear();
                 run.forked_from = Some(ForkOrigin { run_id: from_run.clone(), checkpoint: checkpoint.clone(), version: *from_version });
                 run.started_by = event.actor.clone();
                 run.created_at = event.at;
