@@ -179,6 +179,10 @@ pub struct Envelope {
     /// and a retry with the same id is applied at most once.
     pub op_id: String,
     pub request: Request,
+    /// The caller gives up at this instant (milliseconds of this machine's CLOCK_MONOTONIC,
+    /// shared by all its processes); a request read later is refused, never applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 /// A successful answer: structured data plus a short text for humans.

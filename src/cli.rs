@@ -17,6 +17,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve MCP over stdin/stdout (what Codex runs; the default).
     Serve,
+    /// Own the database and serve the other baton processes (started by them, detached).
+    #[command(hide = true)]
+    Owner,
     /// Register baton in Codex's config.toml and install the skill.
     Install {
         /// Codex home. Default: $CODEX_HOME, else ~/.codex.

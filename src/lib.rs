@@ -8,6 +8,7 @@ pub mod error;
 pub mod home;
 pub mod install;
 pub mod limits;
+pub mod logging;
 pub mod mcp;
 pub mod service;
 pub mod store;

@@ -14,8 +14,19 @@ use std::sync::Arc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, None | Some(Command::Serve)));
-    // One thread: requests run inline (see backend::owner), which is faster than hand-offs.
+    if let Some(Command::Owner) = cli.command {
+        // The database owner: a detached process with its own runtime and log.
+        return match Home::resolve(cli.home.as_deref()) {
+            Ok(home) => baton::backend::daemon::run(home),
+            Err(e) => {
+                eprintln!("baton: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    baton::logging::init(if serving { "warn,baton=info" } else { "warn" });
+    // One thread: this process only talks to the owner.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -24,8 +35,8 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(run(cli));
-    // Close the database and give up ownership before printing: a slow reader of our
-    // output must never stall the other baton processes this one may be serving.
+    // Let go of the owner connection before printing, so a slow reader of our output
+    // holds nothing the other baton processes need.
     drop(runtime);
     match outcome {
         Ok(text) => print(&text),
@@ -48,19 +59,6 @@ fn print(text: &str) -> ExitCode {
             eprintln!("baton: cannot write output: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs go to stderr (stdout carries only MCP messages), or to `$BATON_LOG_FILE`.
-/// The filter comes from `$BATON_LOG` (default: info for the server, warn for terminal commands).
-fn init_logging(serving: bool) {
-    let default = if serving { "warn,baton=info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| default.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
-    let file = std::env::var_os("BATON_LOG_FILE").and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
-    match file {
-        Some(file) => builder.with_writer(std::sync::Mutex::new(file)).init(),
-        None => builder.with_writer(std::io::stderr).init(),
     }
 }
 
@@ -87,16 +85,22 @@ async fn run(cli: Cli) -> Result<String> {
             Ok(if lines.is_empty() { "baton was not installed there.".into() } else { lines.join("\n") })
         }
         Command::Serve => {
-            let backend = Backend::new(Home::resolve(cli.home.as_deref())?);
-            // Serve even when the database cannot be opened yet: every call then answers
-            // with the reason and the fix, and retries, so fixing it needs no restart.
-            match backend.connect().await {
-                Ok(role) => tracing::debug!(?role, home = %backend.home().dir.display(), "connected"),
-                Err(e) => tracing::error!("{e}"),
-            }
-            BatonServer::new(Arc::new(backend)).serve_stdio().await?;
+            let backend = Arc::new(Backend::new(Home::resolve(cli.home.as_deref())?));
+            // Reach (or start) the owner beside the MCP handshake, so problems surface in the
+            // log at start-up without delaying `initialize`. Serve even when this fails: every
+            // call then answers with the reason and the fix, and retries, so fixing it needs
+            // no restart.
+            let early = Arc::clone(&backend);
+            tokio::spawn(async move {
+                match early.connect().await {
+                    Ok(()) => tracing::debug!(home = %early.home().dir.display(), "reached the baton owner"),
+                    Err(e) => tracing::error!("{e}"),
+                }
+            });
+            BatonServer::new(backend).serve_stdio().await?;
             Ok(String::new())
         }
+        Command::Owner => anyhow::bail!("`baton owner` runs as a process of its own"),
         Command::Runs { status, limit, json } => {
             let status: StatusFilter = serde_json::from_value(serde_json::Value::String(status.clone())).with_context(|| {
                 format!("unknown status `{status}`; use all, open, active, awaiting_human, completed, failed or cancelled")
@@ -122,7 +126,6 @@ async fn run(cli: Cli) -> Result<String> {
 /// Run one request and render its answer for a human (or as JSON).
 async fn request_text(home: &Option<PathBuf>, request: Request, json: bool) -> Result<String> {
     let backend = Backend::new(Home::resolve(home.as_deref())?);
-    backend.connect().await?;
     let is_history = matches!(request, Request::GetRun(_));
     let reply = backend.call(request).await?;
     if json {

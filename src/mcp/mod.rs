@@ -1,5 +1,6 @@
 //! The stdio MCP server: lists baton's tools and routes calls to the [`Backend`].
 
+pub mod stdio;
 mod tools;
 
 use crate::backend::Backend;
@@ -37,7 +38,7 @@ impl BatonServer {
 
     /// Serve MCP on stdin/stdout until the client disconnects.
     pub async fn serve_stdio(self) -> anyhow::Result<()> {
-        let service = self.serve(rmcp::transport::stdio_pipes()).await?;
+        let service = self.serve(stdio::stdio()).await?;
         let reason = service.waiting().await?;
         tracing::info!(?reason, "MCP client disconnected");
         Ok(())

@@ -12,6 +12,10 @@ use std::process::Stdio;
 
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
+/// Owners started by tests exit soon after their last connection (and when their
+/// temporary home is deleted), so test runs leave no processes behind.
+pub const OWNER_IDLE: &str = "3s";
+
 /// Every tool baton must serve.
 pub const TOOLS: &[&str] = &[
     "start_workflow",
@@ -42,7 +46,7 @@ impl Server {
     /// Like [`Server::start`], with `cwd` as the server's working directory.
     pub async fn start_in(home: &Path, cwd: &Path) -> Server {
         let cmd = tokio::process::Command::new(BATON).configure(|c| {
-            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "warn").current_dir(cwd);
+            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "warn").env("BATON_OWNER_IDLE", OWNER_IDLE).current_dir(cwd);
         });
         let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn baton serve");
         let pid = transport.id().expect("child pid");
@@ -105,7 +109,12 @@ pub fn fresh_home(tmp: &tempfile::TempDir) -> PathBuf {
 
 /// Run the `baton` CLI with `home`; returns (success, stdout, stderr).
 pub fn cli(home: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(BATON).env("BATON_HOME", home).args(args).output().expect("run baton");
+    let out = std::process::Command::new(BATON)
+        .env("BATON_HOME", home)
+        .env("BATON_OWNER_IDLE", OWNER_IDLE)
+        .args(args)
+        .output()
+        .expect("run baton");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -122,9 +131,30 @@ pub async fn run_with_large_output(home: &Path) -> String {
 pub fn spawn_show_json(home: &Path, run_id: &str) -> std::process::Child {
     std::process::Command::new(BATON)
         .env("BATON_HOME", home)
+        .env("BATON_OWNER_IDLE", OWNER_IDLE)
         .args(["show", run_id, "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run baton show")
+}
+
+/// The pid of the owner process of `home`, as recorded in its lock file.
+pub fn owner_pid(home: &Path) -> u32 {
+    let text = std::fs::read_to_string(home.join("owner.lock")).expect("owner.lock exists once an owner started");
+    text.trim().parse().unwrap_or_else(|e| panic!("owner.lock holds {text:?}: {e}"))
+}
+
+/// Send `signal` (e.g. "-KILL", "-STOP") to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
