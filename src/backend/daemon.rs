@@ -107,7 +107,8 @@ pub fn run(home: Home) -> ExitCode {
     let fds = raise_fd_limit();
     let defaults = Settings::default();
     let settings = Settings {
-        max_connections: fds.saturating_sub(FD_RESERVE).clamp(4, MAX_CONNECTIONS) as usize,
+        max_connections: env_number("BATON_OWNER_MAX_CONNECTIONS").unwrap_or(fds.saturating_sub(FD_RESERVE).clamp(4, MAX_CONNECTIONS))
+            as usize,
         idle: env_duration("BATON_OWNER_IDLE").unwrap_or(defaults.idle),
         ..defaults
     };
@@ -160,7 +161,8 @@ fn detach() {
     let _ = std::env::set_current_dir("/");
 }
 
-/// Set the soft file-descriptor limit to `BATON_OWNER_NOFILE` if given (for tests), else
+/// Set the soft file-descriptor limit to `BATON_OWNER_NOFILE` if given (for tests and
+/// constrained systems), else
 /// raise it toward [`WANTED_FDS`]; returns the limit in force.
 fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -169,7 +171,7 @@ fn raise_fd_limit() -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return 1024;
         }
-        let wanted = std::env::var("BATON_OWNER_NOFILE").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(WANTED_FDS.max(limit.rlim_cur));
+        let wanted = env_number("BATON_OWNER_NOFILE").unwrap_or(WANTED_FDS.max(limit.rlim_cur));
         limit.rlim_cur = wanted.min(limit.rlim_max);
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
@@ -227,4 +229,9 @@ pub fn env_duration(name: &str) -> Option<Duration> {
             None
         }
     }
+}
+
+/// A number from the environment (test and tuning knobs of the owner process).
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
 }

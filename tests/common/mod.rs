@@ -45,8 +45,18 @@ impl Server {
 
     /// Like [`Server::start`], with `cwd` as the server's working directory.
     pub async fn start_in(home: &Path, cwd: &Path) -> Server {
+        Server::launch(home, cwd, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra environment variables (for the owner it may start, too).
+    pub async fn start_with(home: &Path, env: &[(&str, &str)]) -> Server {
+        Server::launch(home, Path::new("."), env).await
+    }
+
+    async fn launch(home: &Path, cwd: &Path, env: &[(&str, &str)]) -> Server {
         let cmd = tokio::process::Command::new(BATON).configure(|c| {
             c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "warn").env("BATON_OWNER_IDLE", OWNER_IDLE).current_dir(cwd);
+            c.envs(env.iter().copied());
         });
         let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn baton serve");
         let pid = transport.id().expect("child pid");
@@ -157,4 +167,89 @@ pub fn alive(pid: u32) -> bool {
         .ok()
         .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+/// Wait (at most `bound`) until `condition` holds; panics naming `what` otherwise.
+pub async fn wait_until(what: &str, bound: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let give_up = std::time::Instant::now() + bound;
+    while !condition() {
+        assert!(std::time::Instant::now() < give_up, "{what}: not within {bound:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A `baton serve` driven with raw lines on its stdin, its stdout read line by line.
+pub struct RawMcp {
+    pub child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    answers: std::sync::mpsc::Receiver<String>,
+}
+
+impl RawMcp {
+    /// Start `baton serve` on `home` and complete the handshake.
+    pub fn start(home: &Path) -> RawMcp {
+        let mut child = std::process::Command::new(BATON)
+            .arg("serve")
+            .env("BATON_HOME", home)
+            .env("BATON_LOG", "error")
+            .env("BATON_OWNER_IDLE", OWNER_IDLE)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn baton serve");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, answers) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut raw = RawMcp { child, stdin, answers };
+        raw.send(br#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#);
+        let init = raw.recv(std::time::Duration::from_secs(10)).expect("initialize answered");
+        assert_eq!(init["id"], "init", "{init}");
+        raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw
+    }
+
+    /// Write `line` and a newline.
+    pub fn send(&mut self, line: &[u8]) {
+        use std::io::Write;
+        self.stdin
+            .write_all(line)
+            .and_then(|()| self.stdin.write_all(b"\n"))
+            .and_then(|()| self.stdin.flush())
+            .expect("write to baton serve");
+    }
+
+    /// The next stdout line as JSON, or `None` if none comes within `wait`. A line that is
+    /// not JSON fails the test: stdout carries only protocol messages.
+    pub fn recv(&self, wait: std::time::Duration) -> Option<Value> {
+        let line = self.answers.recv_timeout(wait).ok()?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-protocol line {line:?}: {e}")))
+    }
+
+    /// A tools/call line.
+    pub fn tool_call(id: &str, tool: &str, arguments: &Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
+            .unwrap()
+    }
+}
+
+impl Drop for RawMcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
