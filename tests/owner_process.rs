@@ -82,7 +82,9 @@ async fn a_stopped_session_delays_no_other_session() {
     let load = tokio::spawn(async move {
         let mut brief = busy.ok("start_workflow", json!({"goal": "busy", "template_definition": ping_pong()})).await;
         for i in 0..40 {
-            brief = busy.advance(&brief, "next", &format!("{i}{}", "y".repeat(200_000))).await;
+            let output = format!("{i}{}", "y".repeat(200_000));
+            let args = json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": "next", "output": output});
+            brief = busy.call("advance", args).await.unwrap_or_else(|e| panic!("advance {i} of the resumed session failed: {e}"));
         }
     });
     let mut briefs = Vec::new();
@@ -91,6 +93,8 @@ async fn a_stopped_session_delays_no_other_session() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(stopped.pid, "-STOP");
+    let pid = stopped.pid;
+    wait_until("the session stopping", Duration::from_secs(5), move || self::stopped(pid)).await;
     let mut slowest = Duration::ZERO;
     let until = Instant::now() + Duration::from_secs(6);
     while Instant::now() < until {
@@ -105,6 +109,12 @@ async fn a_stopped_session_delays_no_other_session() {
     eprintln!("slowest call of another session while one session was stopped for 6 s: {slowest:?}");
     assert!(slowest < Duration::from_secs(2), "a stopped session delayed another by {slowest:?}");
     tokio::time::timeout(Duration::from_secs(60), load).await.expect("the resumed session carries on").unwrap();
+}
+
+/// Whether process `pid` is stopped (state T).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')))
 }
 
 fn ping_pong() -> Value {
@@ -122,6 +132,8 @@ async fn a_stopped_owner_fails_calls_in_seconds_and_never_applies_them_later() {
     a.ok("list_runs", json!({})).await;
     let owner = owner_pid(&home);
     signal(owner, "-STOP");
+    // kill(2) returns once the signal is queued; wait until the owner has really stopped.
+    wait_until("the owner stopping", Duration::from_secs(5), || stopped(owner)).await;
 
     let started = Instant::now();
     let (from_a, from_b) = {

@@ -82,7 +82,14 @@ enum Trip {
     Lost(String),
     /// No answer in time: the owner is stopped or hung.
     Silent,
+    /// No answer in time, but this process itself did not run for a while (it was
+    /// stopped, or starved) so it cannot blame the owner. The request's deadline has
+    /// passed, so the owner can no longer apply it: resending is safe.
+    Slept(Duration),
 }
+
+/// A timer that fires this late means this process was not running meanwhile.
+const OVERSLEPT: Duration = Duration::from_millis(500);
 
 /// The entry point for every operation.
 pub struct Backend {
@@ -124,11 +131,23 @@ impl Backend {
             wire::check_frame_size(line.len(), &envelope.request)?;
             let mut link = self.check_out().await?;
             match round_trip(&mut link, &line, self.timeouts.answer + self.timeouts.grace).await {
+                // This process was suspended before its request reached the owner, which
+                // refused it unapplied; nothing was told to the caller yet.
+                Trip::Answer(Err(e)) if e.field.as_deref() == Some("deadline_ms") && lost.len() < MAX_RESENDS => {
+                    tracing::info!("the owner refused this request as late ({}); resending it", e.message);
+                    self.check_in(link);
+                    lost.push(e.message);
+                }
                 Trip::Answer(reply) => {
                     self.check_in(link);
                     return reply;
                 }
                 Trip::Silent => return Err(silent_owner(link.owner_pid, self.timeouts.answer + self.timeouts.grace)),
+                Trip::Slept(late) if lost.len() < MAX_RESENDS => {
+                    tracing::info!("this process was suspended for about {late:?} during a request; resending it");
+                    lost.push(format!("suspended for {late:?}"));
+                }
+                Trip::Slept(_) => return Err(silent_owner(link.owner_pid, self.timeouts.answer + self.timeouts.grace)),
                 Trip::Lost(reason) => {
                     tracing::info!("lost the baton owner (pid {}) during a request ({reason}); resending it", link.owner_pid);
                     if link.fresh {
@@ -209,13 +228,17 @@ impl Backend {
 /// Send one request line and wait up to `wait` for its answer.
 async fn round_trip(link: &mut Link, line: &str, wait: Duration) -> Trip {
     let give_up = Instant::now() + wait;
+    let silent = || match Instant::now().saturating_duration_since(give_up) {
+        late if late > OVERSLEPT => Trip::Slept(late),
+        _ => Trip::Silent,
+    };
     match tokio::time::timeout_at(give_up, link.conn.send(line)).await {
-        Err(_) => return Trip::Silent,
+        Err(_) => return silent(),
         Ok(Err(e)) => return Trip::Lost(e.to_string()),
         Ok(Ok(())) => {}
     }
     match tokio::time::timeout_at(give_up, link.conn.next()).await {
-        Err(_) => Trip::Silent,
+        Err(_) => silent(),
         Ok(None) => Trip::Lost("connection closed".into()),
         Ok(Some(Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded))) => {
             Trip::Answer(Err(BatonError::internal("the owner's answer exceeded the frame limit")))
@@ -242,7 +265,7 @@ fn silent_owner(pid: u32, waited: Duration) -> BatonError {
     BatonError::new(
         ErrorCode::Unavailable,
         format!(
-            "the baton owner ({}) holds the database but did not answer within {waited:?}; this request was not applied, and the owner will refuse it if it reads it later",
+            "the baton owner ({}) holds the database but did not answer within {waited:?}; it refuses this request if it reads it later, so the request was not applied (unless the owner was already executing it when it stopped answering)",
             peer::describe(pid)
         ),
         fix,

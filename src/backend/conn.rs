@@ -50,11 +50,7 @@ pub(super) async fn serve(stream: UnixStream, shared: Arc<Shared>, stop: Cancell
 async fn execute(line: &[u8], shared: &Shared) -> WireReply {
     let envelope = wire::decode_request(line)?;
     if let Some(late) = envelope.deadline_ms.and_then(deadline::overdue) {
-        return Err(BatonError::new(
-            ErrorCode::Unavailable,
-            format!("the request reached the owner {late:?} after its caller's deadline; it was not applied"),
-            "Retry: the caller has already been told that this request failed.",
-        ));
+        return Err(expired(late));
     }
     AssertUnwindSafe(shared.service.handle(&envelope)).catch_unwind().await.unwrap_or_else(|_| {
         Err(BatonError::internal(
@@ -69,4 +65,16 @@ pub(super) fn refuse(stream: UnixStream, refusal: &BatonError) {
     let mut text = wire::encode_answer(&Err(refusal.clone()));
     text.push('\n');
     let _ = stream.try_write(text.as_bytes());
+}
+
+/// The refusal of a request read after its deadline. It names `deadline_ms`, so a client
+/// that gets it back (it was itself suspended, and has told its caller nothing yet) knows
+/// it may resend.
+pub(super) fn expired(late: std::time::Duration) -> BatonError {
+    BatonError::new(
+        ErrorCode::Unavailable,
+        format!("the request reached the owner {late:?} after its caller's deadline; it was not applied"),
+        "Retry: the caller has already been told that this request failed.",
+    )
+    .with_field("deadline_ms")
 }

@@ -236,6 +236,7 @@ async fn a_request_read_after_its_deadline_is_refused_and_not_applied() {
     let err = answer.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable);
     assert!(err.message.contains("after its caller's deadline") && err.message.contains("not applied"), "{err}");
+    assert_eq!(err.field.as_deref(), Some("deadline_ms"));
     let list =
         Envelope { op_id: uuid::Uuid::new_v4().to_string(), request: Request::ListRuns(ListRunsParams::default()), deadline_ms: None };
     write.write_all(format!("{}\n", serde_json::to_string(&list).unwrap()).as_bytes()).await.unwrap();
@@ -266,4 +267,41 @@ async fn a_silent_owner_makes_calls_fail_in_time_naming_the_process() {
     let me = std::process::id();
     assert!(err.message.contains(&format!("pid {me}")) && err.message.contains("did not answer within"), "{err}");
     assert!(err.fix.contains(&format!("kill {me}")), "{err}");
+}
+
+#[tokio::test]
+async fn a_client_that_was_itself_suspended_resends_instead_of_blaming_the_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = home(&tmp);
+    home.prepare().unwrap();
+    let listener = tokio::net::UnixListener::bind(home.socket_path()).unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    let request_read = Arc::new(Notify::new());
+    let read = Arc::clone(&request_read);
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut lines = BufReader::new(stream).lines();
+            let _ = lines.next_line().await;
+            read.notify_one();
+            held.push(lines);
+        }
+    });
+    let timeouts = Timeouts { answer: Duration::from_millis(200), grace: Duration::from_millis(100), takeover: BOUND };
+    let backend = Backend::with(home.clone(), Launcher::InProcess(settings()), timeouts);
+    let call = backend.call(Request::ListRuns(ListRunsParams::default()));
+    let suspend = async {
+        request_read.notified().await;
+        // This (single-threaded) runtime does not run for a while, as if stopped.
+        std::thread::sleep(Duration::from_millis(1200));
+        std::future::pending::<()>().await
+    };
+    let err = tokio::select! {
+        outcome = call => outcome.unwrap_err(),
+        () = suspend => unreachable!(),
+    };
+    assert_eq!(err.code, ErrorCode::Unavailable);
+    assert_eq!(connections.load(Ordering::SeqCst), 2, "resent once on a new connection after the suspension");
 }

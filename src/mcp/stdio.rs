@@ -167,11 +167,19 @@ impl<R: AsyncRead + Send + Unpin> HardenedStdio<R> {
             }
         };
         if text_depth(line, MAX_MESSAGE_DEPTH) > MAX_MESSAGE_DEPTH {
+            if !scan::is_valid_json(line) {
+                return Verdict::Answer(error_line(None, PARSE_ERROR, "Parse error: the message is not valid JSON".into(), None));
+            }
+            let top = scan::top_level(line);
+            if top.unanswered() {
+                tracing::debug!("ignoring an over-deep notification or response");
+                return Verdict::Ignore;
+            }
             let message = format!(
                 "Parse error: the message is nested more than {MAX_MESSAGE_DEPTH} levels deep; the limit is {MAX_MESSAGE_DEPTH} levels for a message and {MAX_ARGUMENT_DEPTH} for one tool argument"
             );
             let data = json!({"limit": MAX_MESSAGE_DEPTH, "argument_limit": MAX_ARGUMENT_DEPTH});
-            return Verdict::Answer(error_line(scan::top_level_id(line).as_ref(), PARSE_ERROR, message, Some(data)));
+            return Verdict::Answer(error_line(top.id.as_ref(), PARSE_ERROR, message, Some(data)));
         }
         let value: Value = match serde_json::from_str(text) {
             Ok(value) => value,

@@ -194,6 +194,16 @@ pub struct RawMcp {
 impl RawMcp {
     /// Start `baton serve` on `home` and complete the handshake.
     pub fn start(home: &Path) -> RawMcp {
+        let mut raw = RawMcp::spawn(home);
+        raw.send(br#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#);
+        let init = raw.recv(std::time::Duration::from_secs(10)).expect("initialize answered");
+        assert_eq!(init["id"], "init", "{init}");
+        raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw
+    }
+
+    /// Start `baton serve` on `home`, without a handshake.
+    pub fn spawn(home: &Path) -> RawMcp {
         let mut child = std::process::Command::new(BATON)
             .arg("serve")
             .env("BATON_HOME", home)
@@ -215,12 +225,7 @@ impl RawMcp {
                 }
             }
         });
-        let mut raw = RawMcp { child, stdin, answers };
-        raw.send(br#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#);
-        let init = raw.recv(std::time::Duration::from_secs(10)).expect("initialize answered");
-        assert_eq!(init["id"], "init", "{init}");
-        raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-        raw
+        RawMcp { child, stdin, answers }
     }
 
     /// Write `line` and a newline.
