@@ -93,6 +93,7 @@ async fn a_stopped_session_delays_no_other_session() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(stopped.pid, "-STOP");
+    let _resume = Resume(stopped.pid);
     let pid = stopped.pid;
     wait_until("the session stopping", Duration::from_secs(5), move || self::stopped(pid)).await;
     let mut slowest = Duration::ZERO;
@@ -109,6 +110,15 @@ async fn a_stopped_session_delays_no_other_session() {
     eprintln!("slowest call of another session while one session was stopped for 6 s: {slowest:?}");
     assert!(slowest < Duration::from_secs(2), "a stopped session delayed another by {slowest:?}");
     tokio::time::timeout(Duration::from_secs(60), load).await.expect("the resumed session carries on").unwrap();
+}
+
+/// Sends SIGCONT to a process when dropped, so a failing test leaves nothing stopped.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+    }
 }
 
 /// Whether process `pid` is stopped (state T).
@@ -132,6 +142,7 @@ async fn a_stopped_owner_fails_calls_in_seconds_and_never_applies_them_later() {
     a.ok("list_runs", json!({})).await;
     let owner = owner_pid(&home);
     signal(owner, "-STOP");
+    let _resume = Resume(owner);
     // kill(2) returns once the signal is queued; wait until the owner has really stopped.
     wait_until("the owner stopping", Duration::from_secs(5), || stopped(owner)).await;
 
@@ -163,4 +174,33 @@ async fn a_stopped_owner_fails_calls_in_seconds_and_never_applies_them_later() {
     let during: Vec<&Value> = runs["runs"].as_array().unwrap().iter().filter(|r| r["title"] == "during-stop").collect();
     assert_eq!(during.len(), 1, "the failed attempt was not applied after SIGCONT: {runs}");
     assert_eq!(owner_pid(&home), owner, "the same owner serves on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_whose_home_is_deleted_under_load_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let server = Arc::new(Server::start_with(&home, &[("BATON_OWNER_IDLE", "5m")]).await);
+    let brief = server.ok("start_workflow", json!({"goal": "g", "template_definition": ping_pong()})).await;
+    let owner = owner_pid(&home);
+    let busy = Arc::clone(&server);
+    // Large advances keep the store writing files while the directory disappears.
+    let load = tokio::spawn(async move {
+        let mut brief = brief;
+        for _ in 0..200 {
+            let args =
+                json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": "next", "output": "y".repeat(200_000)});
+            match busy.call("advance", args).await {
+                Ok(next) => brief = next,
+                Err(_) => return,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    std::fs::remove_dir_all(&home).unwrap();
+    server.kill();
+    let _ = load.await;
+    // Even if the store cannot close any more (sled waits forever after an I/O error),
+    // the owner leaves instead of lingering.
+    wait_until("the owner exits after its home is gone", Duration::from_secs(20), || !alive(owner)).await;
 }

@@ -88,6 +88,9 @@ enum Trip {
     Slept(Duration),
 }
 
+/// How long to look for a refusal the owner sent before closing a connection.
+const REFUSAL_WAIT: Duration = Duration::from_millis(200);
+
 /// A timer that fires this late means this process was not running meanwhile.
 const OVERSLEPT: Duration = Duration::from_millis(500);
 
@@ -232,23 +235,31 @@ async fn round_trip(link: &mut Link, line: &str, wait: Duration) -> Trip {
         late if late > OVERSLEPT => Trip::Slept(late),
         _ => Trip::Silent,
     };
-    match tokio::time::timeout_at(give_up, link.conn.send(line)).await {
+    let read_until = match tokio::time::timeout_at(give_up, link.conn.send(line)).await {
         Err(_) => return silent(),
-        Ok(Err(e)) => return Trip::Lost(e.to_string()),
-        Ok(Ok(())) => {}
-    }
-    match tokio::time::timeout_at(give_up, link.conn.next()).await {
+        Ok(Ok(())) => give_up,
+        // The owner may have refused the connection with an answer and closed it before
+        // the request went out: read that answer if it is there.
+        Ok(Err(e)) => match tokio::time::timeout(REFUSAL_WAIT, link.conn.next()).await {
+            Ok(Some(Ok(text))) => return decoded(&text),
+            _ => return Trip::Lost(e.to_string()),
+        },
+    };
+    match tokio::time::timeout_at(read_until, link.conn.next()).await {
         Err(_) => silent(),
         Ok(None) => Trip::Lost("connection closed".into()),
         Ok(Some(Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded))) => {
             Trip::Answer(Err(BatonError::internal("the owner's answer exceeded the frame limit")))
         }
         Ok(Some(Err(e))) => Trip::Lost(e.to_string()),
-        Ok(Some(Ok(text))) => Trip::Answer(
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| Err(BatonError::internal(format!("the owner's answer could not be decoded: {e}")))),
-        ),
+        Ok(Some(Ok(text))) => decoded(&text),
     }
+}
+
+fn decoded(text: &str) -> Trip {
+    Trip::Answer(
+        serde_json::from_str(text).unwrap_or_else(|e| Err(BatonError::internal(format!("the owner's answer could not be decoded: {e}")))),
+    )
 }
 
 /// The owner holds the database but did not answer in time.

@@ -124,7 +124,7 @@ pub fn run(home: Home) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         match Owner::start(&home, settings).await {
             Ok(Start::Owner(owner)) => {
                 report(&Status::Ready { pid: std::process::id() });
@@ -142,7 +142,10 @@ pub fn run(home: Home) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // A thread stuck in a store call must not keep the process (and the lock) alive.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    code
 }
 
 /// Leave the terminal's job control and hang-ups behind; make every file private.

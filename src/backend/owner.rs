@@ -28,6 +28,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How long shutdown waits for aborted connection tasks before leaving them behind.
+const ABANDON: Duration = Duration::from_secs(2);
+/// How long shutdown waits for the store to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// Opens the store in a database directory.
 pub type OpenStore = Arc<dyn Fn(&Path) -> BatonResult<Arc<dyn RunStore>> + Send + Sync>;
 
@@ -203,10 +208,26 @@ impl Owner {
         let drained = tokio::time::timeout(settings.shutdown_grace, async { while connections.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!("in-flight requests did not finish within {:?}; abandoning them", settings.shutdown_grace);
-            connections.shutdown().await;
+            connections.abort_all();
+            // A task blocked inside a store call cannot be aborted; do not wait for it
+            // forever. Its reference keeps the store open until the process exits.
+            let aborted = tokio::time::timeout(ABANDON, async { while connections.join_next().await.is_some() {} }).await;
+            if aborted.is_err() {
+                tracing::error!(
+                    "{} connection(s) are stuck in a store call; the store is released when this process exits",
+                    connections.len()
+                );
+                connections.detach_all();
+            }
         }
-        // The last reference: closes the store, then releases the lock.
-        drop(shared);
+        // Normally the last reference: closes the store, then releases the lock. A store
+        // that failed may never finish closing (sled waits forever for a flush after an
+        // I/O error), so this is not awaited without bound; an owner process then exits
+        // anyway, and the kernel releases the lock.
+        let closing = tokio::task::spawn_blocking(move || drop(shared));
+        if tokio::time::timeout(CLOSE_WAIT, closing).await.is_err() {
+            tracing::error!("the database did not close within {CLOSE_WAIT:?} (the store may have failed); leaving it");
+        }
         reason
     }
 }
