@@ -75,7 +75,9 @@ fn main() {
             }
             report(&format!("resume, run with {events} events"), &Stats::of(samples));
         }
-        println!("server RSS after the workload: {} KiB", rss_kib(server.pid));
+        // The database lives in the detached owner process, whose pid is in owner.lock.
+        let owner = std::fs::read_to_string(home.join("owner.lock")).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
+        println!("RSS after the workload: owner {} KiB, session {} KiB", rss_kib(owner), rss_kib(server.pid));
         server.client.cancel().await.ok();
 
         let mut cold = Vec::new();

@@ -94,6 +94,7 @@ impl Service {
             Request::Verify(_) | Request::Backup(_) | Request::Export(_) | Request::Import(_) => {
                 crate::maintenance::handle(self.store.as_ref(), &envelope.request).await
             }
+            Request::OwnerStatus(_) => Err(BatonError::internal("the owner's status is answered by the owner process, not the service")),
         }
     }
 
