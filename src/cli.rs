@@ -39,6 +39,10 @@ pub enum Command {
         /// server) into DIR, for `codex plugin marketplace add DIR` and `codex plugin add baton@baton-local`.
         #[arg(long, value_name = "DIR", conflicts_with_all = ["codex_home", "no_skill"])]
         plugin: Option<PathBuf>,
+        /// Keep runs in this PostgreSQL database (postgres://...) instead of the embedded
+        /// store: written to the registration's env as BATON_DATABASE_URL.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
     /// Remove baton from Codex's config.toml and remove the skill (runs are kept).
     Uninstall {
@@ -105,6 +109,16 @@ pub enum Command {
     Export {
         /// The file to create; default: standard output.
         file: Option<PathBuf>,
+    },
+    /// Copy every run (with its history and checkpoints) and template from this store to
+    /// another, and verify the copy (sled -> PostgreSQL, or back).
+    Migrate {
+        /// The target: a postgres:// URL, or a directory for a sled database.
+        #[arg(long, value_name = "URL|DIR")]
+        to: String,
+        /// Overwrite runs that exist in the target (otherwise nothing is copied if any does).
+        #[arg(long)]
+        replace: bool,
     },
     /// Add the runs and templates of a file written by `baton export`.
     Import {
@@ -182,6 +196,11 @@ pub fn render(reply: &Reply) -> String {
             }
             text
         }
+        Reply::BackedUp(report) if report.dir.join("baton-export.jsonl").exists() => format!(
+            "Backed up {} run(s) from one consistent snapshot to {}. To restore: `baton import` that file (into an empty database, or with --replace).",
+            report.records,
+            report.dir.join("baton-export.jsonl").display()
+        ),
         Reply::BackedUp(report) => format!(
             "Backed up {} records (write batch {}) to {}. To restore: stop baton and put that directory in place of the database directory `db/`.",
             report.records,

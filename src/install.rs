@@ -63,10 +63,13 @@ fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<()> {
 }
 
 /// The MCP server entry: `command serve`, with the data directory pinned when given.
-fn server_entry(command: &Path, baton_home: Option<&Path>) -> serde_json::Value {
+fn server_entry(command: &Path, baton_home: Option<&Path>, database_url: Option<&str>) -> serde_json::Value {
     let mut entry = serde_json::json!({"command": command.to_string_lossy(), "args": ["serve"]});
     if let Some(home) = baton_home {
         entry["env"] = serde_json::json!({"BATON_HOME": home.to_string_lossy()});
+    }
+    if let Some(url) = database_url {
+        entry["env"][crate::store::postgres::url::ENV] = serde_json::json!(url);
     }
     entry
 }
@@ -74,7 +77,7 @@ fn server_entry(command: &Path, baton_home: Option<&Path>) -> serde_json::Value 
 /// Write a local Codex plugin marketplace into `root` ([`MARKETPLACE`], one plugin `baton`
 /// with the skill and the MCP server), made from the embedded skill files and `command`.
 /// Nothing in a Codex home changes; the caller prints how to add it to Codex.
-pub fn write_plugin(root: &Path, command: &Path, baton_home: Option<&Path>) -> Result<Vec<String>> {
+pub fn write_plugin(root: &Path, command: &Path, baton_home: Option<&Path>, database_url: Option<&str>) -> Result<Vec<String>> {
     let marketplace = root.join(".agents/plugins/marketplace.json");
     if let Ok(text) = fs::read_to_string(&marketplace) {
         let name = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["name"].as_str().map(str::to_string));
@@ -112,7 +115,7 @@ pub fn write_plugin(root: &Path, command: &Path, baton_home: Option<&Path>) -> R
             "defaultPrompt": ["Use baton to add this feature: plan, implement, review and test it.", "Resume my baton runs."],
         },
     });
-    let servers = serde_json::json!({"mcpServers": {"baton": server_entry(command, baton_home)}});
+    let servers = serde_json::json!({"mcpServers": {"baton": server_entry(command, baton_home, database_url)}});
     let plugin = root.join("plugins/baton");
     write_files(root, &[(".agents/plugins/marketplace.json", pretty(listing))])?;
     write_files(&plugin, &[(".codex-plugin/plugin.json", pretty(manifest)), (".mcp.json", pretty(servers))])?;
@@ -165,6 +168,37 @@ pub fn register_server(config_text: &str, command: &str, home: Option<&str>) -> 
         env.insert("BATON_HOME", value(home));
     }
     Ok(doc.to_string())
+}
+
+/// Set `BATON_DATABASE_URL` in `[mcp_servers.baton.env]` of `config_text` (registered
+/// already), keeping everything else.
+pub fn set_database_url(config_text: &str, url: &str) -> Result<String> {
+    let mut doc: DocumentMut = config_text.parse().context("config.toml is not valid TOML; fix it (nothing was changed)")?;
+    let Some(entry) = doc.get_mut("mcp_servers").and_then(|s| s.get_mut("baton")).and_then(Item::as_table_like_mut) else {
+        bail!("`mcp_servers.baton` is missing from config.toml; run `baton install` first (nothing was changed)");
+    };
+    let env = entry.entry("env").or_insert(Item::Table(Table::new()));
+    let Some(env) = env.as_table_like_mut() else {
+        bail!("`mcp_servers.baton.env` in config.toml is not a table; fix it before installing (nothing was changed)");
+    };
+    env.insert(crate::store::postgres::url::ENV, value(url));
+    Ok(doc.to_string())
+}
+
+/// Write `BATON_DATABASE_URL` into the registration in `codex_home`. A URL with a
+/// password makes config.toml readable by its owner only.
+pub fn register_database_url(codex_home: &Path, url: &str) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let parsed = crate::store::postgres::DatabaseUrl::parse(url)?;
+    let config = codex_home.join("config.toml");
+    let updated = set_database_url(&read_optional(&config)?, url)?;
+    write_atomically(&config, &updated)?;
+    let mut note = String::new();
+    if parsed.config.get_password().is_some() {
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o600))?;
+        note = format!(" ({} is now readable by you only: the URL holds a password)", config.display());
+    }
+    Ok(format!("runs are kept in the PostgreSQL database {} (BATON_DATABASE_URL in [mcp_servers.baton.env]){note}", parsed.place))
 }
 
 /// Remove `[mcp_servers.baton]` from `config_text`, keeping everything else.
@@ -226,7 +260,10 @@ fn read_optional(path: &Path) -> Result<String> {
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let path = &fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let tmp = path.with_extension("baton-tmp");
-    let mut file = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // Private while written (it may hold a database URL); the original's mode is set after.
+    let mut file = std::os::unix::fs::OpenOptionsExt::mode(fs::OpenOptions::new().write(true).create(true).truncate(true), 0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     file.write_all(text.as_bytes()).and_then(|_| file.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
     if let Ok(meta) = fs::metadata(path) {
         fs::set_permissions(&tmp, meta.permissions())?;
@@ -251,6 +288,26 @@ mod tests {
         assert_eq!(parsed["mcp_servers"]["baton"]["args"][0].as_str(), Some("serve"));
         let again = register_server(&after, "/new/baton", None).unwrap();
         assert_eq!(again, after, "installing twice changes nothing");
+    }
+
+    #[test]
+    fn the_database_url_goes_into_the_registration_env() {
+        let registered = register_server("", "/bin/baton", Some("/data")).unwrap();
+        let with_url = set_database_url(&registered, "postgres://team@db/baton").unwrap();
+        let parsed: toml::Value = toml::from_str(&with_url).unwrap();
+        let env = &parsed["mcp_servers"]["baton"]["env"];
+        assert_eq!(env["BATON_DATABASE_URL"].as_str(), Some("postgres://team@db/baton"));
+        assert_eq!(env["BATON_HOME"].as_str(), Some("/data"), "other env keys stay");
+        assert!(set_database_url("", "postgres://x@y/z").unwrap_err().to_string().contains("baton install"));
+        let entry = server_entry(Path::new("/bin/baton"), None, Some("postgres://team@db/baton"));
+        assert_eq!(entry["env"]["BATON_DATABASE_URL"], "postgres://team@db/baton");
+
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("config.toml"), &registered).unwrap();
+        let line = register_database_url(dir.path(), "postgres://team:pw-secret@db/baton").unwrap();
+        assert!(!line.contains("pw-secret"), "{line}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(dir.path().join("config.toml")).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
@@ -295,7 +352,7 @@ mod tests {
     fn the_plugin_marketplace_holds_the_skill_and_the_server() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("market");
-        write_plugin(&root, Path::new("/opt/bin/baton"), Some(Path::new("/data/baton"))).unwrap();
+        write_plugin(&root, Path::new("/opt/bin/baton"), Some(Path::new("/data/baton")), None).unwrap();
         let read = |path: &str| -> serde_json::Value { serde_json::from_str(&fs::read_to_string(root.join(path)).unwrap()).unwrap() };
         let listing = read(".agents/plugins/marketplace.json");
         assert_eq!(
@@ -314,9 +371,9 @@ mod tests {
             assert_eq!(fs::read_to_string(root.join("plugins/baton/skills/baton").join(name)).unwrap(), *text);
         }
         assert!(root.join("plugins/baton/skills/baton/agents/openai.yaml").exists());
-        write_plugin(&root, Path::new("/opt/bin/baton"), None).unwrap();
+        write_plugin(&root, Path::new("/opt/bin/baton"), None, None).unwrap();
         fs::write(root.join(".agents/plugins/marketplace.json"), r#"{"name": "mine"}"#).unwrap();
-        let err = write_plugin(&root, Path::new("/opt/bin/baton"), None).unwrap_err();
+        let err = write_plugin(&root, Path::new("/opt/bin/baton"), None, None).unwrap_err();
         assert!(err.to_string().contains("another marketplace (mine)"), "{err}");
     }
 

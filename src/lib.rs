@@ -12,6 +12,7 @@ pub mod limits;
 pub mod logging;
 pub mod maintenance;
 pub mod mcp;
+pub mod migrate;
 pub mod service;
 pub mod store;
 pub mod template_file;

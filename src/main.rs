@@ -68,7 +68,11 @@ fn print(text: &str) -> ExitCode {
 async fn run(cli: Cli) -> Result<String> {
     let command = cli.command.unwrap_or(Command::Serve);
     match command {
-        Command::Install { codex_home, command, no_skill, plugin } => {
+        Command::Install { codex_home, command, no_skill, plugin, database_url } => {
+            if let Some(url) = &database_url {
+                // Refuse an unusable URL before writing it anywhere.
+                baton::store::postgres::DatabaseUrl::parse(url)?;
+            }
             let exe = match command {
                 Some(path) => path,
                 None => std::env::current_exe()?.canonicalize()?,
@@ -78,7 +82,7 @@ async fn run(cli: Cli) -> Result<String> {
             let baton_home = Home::resolve(cli.home.as_deref())?;
             if let Some(dir) = plugin {
                 let dir = std::path::absolute(&dir)?;
-                let mut lines = baton::install::write_plugin(&dir, &exe, Some(&baton_home.dir))?;
+                let mut lines = baton::install::write_plugin(&dir, &exe, Some(&baton_home.dir), database_url.as_deref())?;
                 let marketplace = baton::install::MARKETPLACE;
                 lines.push(format!(
                     "Add it to Codex with:\n  codex plugin marketplace add {}\n  codex plugin add baton@{marketplace}\nthen start a new session (run `baton uninstall` first if baton was installed without --plugin).",
@@ -88,6 +92,9 @@ async fn run(cli: Cli) -> Result<String> {
             }
             let codex_home = baton::install::codex_home(codex_home.as_deref())?;
             let mut lines = baton::install::install(&codex_home, &exe, Some(&baton_home.dir), !no_skill)?;
+            if let Some(url) = &database_url {
+                lines.push(baton::install::register_database_url(&codex_home, url)?);
+            }
             lines.push("Restart Codex (or start a new session) to load baton.".into());
             Ok(lines.join("\n"))
         }
@@ -105,7 +112,10 @@ async fn run(cli: Cli) -> Result<String> {
             let early = Arc::clone(&backend);
             tokio::spawn(async move {
                 match early.connect().await {
-                    Ok(()) => tracing::debug!(home = %early.home().dir.display(), "reached the baton owner"),
+                    Ok(()) => match early.direct() {
+                        Some(Ok(direct)) => tracing::debug!("connected to PostgreSQL at {}", direct.place()),
+                        _ => tracing::debug!(home = %early.home().dir.display(), "reached the baton owner"),
+                    },
                     Err(e) => tracing::error!("{e}"),
                 }
             });
@@ -154,6 +164,7 @@ async fn run(cli: Cli) -> Result<String> {
         Command::Import { file, replace } => {
             request_text(&cli.home, Request::Import(ImportParams { file: absolute(&file)?, replace }), false).await
         }
+        Command::Migrate { to, replace } => migrate(&cli.home, &to, replace).await,
     }
 }
 
@@ -163,8 +174,49 @@ fn absolute(path: &std::path::Path) -> Result<String> {
     path.to_str().map(String::from).context("the path is not valid UTF-8")
 }
 
+/// `baton migrate --to TARGET`: export the current store (through the owner, or directly
+/// from PostgreSQL), import into the target, verify.
+async fn migrate(home: &Option<PathBuf>, to: &str, replace: bool) -> Result<String> {
+    let target = baton::migrate::Target::parse(to)?;
+    let home = Home::resolve(home.as_deref())?;
+    let backend = Backend::new(home.clone());
+    let same = match (&target, backend.direct()) {
+        (baton::migrate::Target::Sled(dir), None) => dir == &home.db_dir(),
+        (baton::migrate::Target::Postgres(url), Some(Ok(direct))) => url.place == direct.place(),
+        _ => false,
+    };
+    if same {
+        anyhow::bail!("{} is the store baton uses now; give another target", target.shown());
+    }
+    home.prepare()?;
+    let tmp = home.dir.join(format!(".migrate-{}.jsonl", uuid::Uuid::new_v4()));
+    let copied = async {
+        backend.connect().await?;
+        backend.call(Request::Export(ExportParams { file: absolute(&tmp)? })).await?;
+        let store = target.open().await?;
+        Ok::<_, anyhow::Error>(baton::migrate::copy(&tmp, store.as_ref(), replace).await?)
+    }
+    .await;
+    let _ = std::fs::remove_file(&tmp);
+    let copied = copied?;
+    Ok(format!(
+        "Copied {} run(s) with {} event(s), {} checkpoint(s) and {} template(s) to {}; verified: every run, checkpoint and template matches, and every event's content hash.",
+        copied.runs,
+        copied.events,
+        copied.checkpoints,
+        copied.templates,
+        target.shown()
+    ))
+}
+
 /// `baton verify --repair`: only with no other baton process using the database.
 async fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
+    if let Some(url) = baton::store::postgres::DatabaseUrl::from_env() {
+        anyhow::bail!(
+            "baton uses the PostgreSQL database {} (BATON_DATABASE_URL); --repair is for the embedded sled database. `baton verify` checks PostgreSQL, and the server's own tools (pg_dump, PITR) restore it",
+            url.map(|u| u.place).unwrap_or_else(|e| e.message)
+        );
+    }
     let home = Home::resolve(home.as_deref())?;
     home.prepare()?;
     let lock = home.open_lock()?;

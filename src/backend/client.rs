@@ -100,16 +100,27 @@ pub struct Backend {
     launcher: Launcher,
     timeouts: Timeouts,
     idle: Mutex<Vec<Link>>,
+    /// Set when `BATON_DATABASE_URL` selects PostgreSQL: calls go to the service in this
+    /// process (or fail with why the URL is unusable) instead of an owner.
+    direct: Option<BatonResult<super::direct::Direct>>,
 }
 
 impl Backend {
-    /// A backend for `home` that starts owner processes; nothing happens until the first call.
+    /// A backend for `home` that starts owner processes, or that uses the PostgreSQL
+    /// database named by `BATON_DATABASE_URL`; nothing happens until the first call.
     pub fn new(home: Home) -> Backend {
-        Backend::with(home, Launcher::Process, Timeouts::from_env())
+        let mut backend = Backend::with(home, Launcher::Process, Timeouts::from_env());
+        backend.direct = crate::store::postgres::DatabaseUrl::from_env().map(|url| url.map(super::direct::Direct::new));
+        backend
     }
 
     pub fn with(home: Home, launcher: Launcher, timeouts: Timeouts) -> Backend {
-        Backend { home, launcher, timeouts, idle: Mutex::new(Vec::new()) }
+        Backend { home, launcher, timeouts, idle: Mutex::new(Vec::new()), direct: None }
+    }
+
+    /// The PostgreSQL mode, when selected (see [`super::direct`]).
+    pub fn direct(&self) -> Option<BatonResult<&super::direct::Direct>> {
+        self.direct.as_ref().map(|d| d.as_ref().map_err(Clone::clone))
     }
 
     pub fn home(&self) -> &Home {
@@ -119,6 +130,9 @@ impl Backend {
     /// Check the home and reach an owner now (starting one if needed), so problems surface
     /// at start-up. Calls retry on their own if this fails.
     pub async fn connect(&self) -> BatonResult<()> {
+        if let Some(direct) = self.direct() {
+            return direct?.service().await.map(|_| ());
+        }
         let link = self.open().await?;
         self.check_in(link);
         Ok(())
@@ -132,6 +146,9 @@ impl Backend {
     /// Execute `request` in the owner on behalf of `caller` (recorded as the actor of any
     /// change, and whose workspace ties runs to where they were made).
     pub async fn call_as(&self, caller: Caller, request: Request) -> BatonResult<Reply> {
+        if let Some(direct) = self.direct() {
+            return direct?.call_as(caller, request).await;
+        }
         let mut envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller, request, deadline_ms: None };
         let mut lost: Vec<String> = Vec::new();
         loop {

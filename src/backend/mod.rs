@@ -10,11 +10,14 @@
 //! - [`peer`]: both ends check that the other runs as the same user.
 //! - [`deadline`]: deadlines that travel with requests, so a request its caller gave up
 //!   on is refused rather than applied late.
+//! - [`direct`]: with a PostgreSQL database (`BATON_DATABASE_URL`) there is no owner:
+//!   each process runs the service over its own connection pool.
 
 pub mod client;
 mod conn;
 pub mod daemon;
 pub mod deadline;
+pub mod direct;
 pub mod owner;
 pub mod peer;
 pub mod wire;

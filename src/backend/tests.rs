@@ -62,6 +62,9 @@ impl RunStore for GatedStore {
     async fn import(&self, input: &mut (dyn std::io::BufRead + Send), replace: bool) -> BatonResult<u64> {
         self.inner.import(input, replace).await
     }
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes()
+    }
 }
 
 fn settings() -> Settings {

@@ -6,6 +6,9 @@
 //! applied at most once. Templates used by name are kept beside the runs. A store can
 //! also check itself, copy itself, and move runs out and in as JSON lines.
 
+pub mod export;
+pub mod postgres;
+pub mod record;
 pub mod sled_store;
 
 use crate::engine::{Event, Run, RunStatus, Template};
@@ -15,6 +18,7 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PgStore;
 pub use sled_store::{BackupReport, SledStore, VerifyReport};
 
 /// How many change ids a run remembers for deduplicating retries. Retries follow an owner
@@ -184,6 +188,37 @@ pub trait RunStore: Send + Sync {
 
     /// Check every record and that runs, events, checkpoints and listings agree.
     async fn verify(&self) -> BatonResult<VerifyReport>;
+
+    /// The change feed: a counter that grows after changes become durable, made by this
+    /// process or (for a shared database server) by any process. It only says *that*
+    /// something changed; readers then read what they show. Counts are per process and
+    /// may skip or merge (a reconnect counts as one change, since notifications may have
+    /// been missed), so compare with `>` only.
+    ///
+    /// A live view (the service's `WaitForChange`) should subscribe here instead of
+    /// counting its own commits, so it also wakes for other processes' changes: with
+    /// PostgreSQL there is no owner process that sees every change.
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// Check what a mutation produced before any store writes it: the run it was given,
+/// one version further, and the event that makes that version.
+pub(crate) fn check_commit(run_id: &str, current: Option<&Run>, commit: &Commit) -> BatonResult<()> {
+    let expected = current.map_or(1, |r| r.version + 1);
+    let (run, event) = (&commit.run, &commit.event);
+    if run.id != run_id || run.version != expected || event.seq != run.version {
+        return Err(BatonError::internal(format!(
+            "a change to run {run_id} produced run {} version {} with event {} (expected version {expected})",
+            run.id, run.version, event.seq
+        )));
+    }
+    Ok(())
+}
+
+/// Whether change `op_id` is already recorded in `run`: it created the run, or it is in
+/// the ring of the run's last [`RECENT_OPS`] op ids.
+pub(crate) fn already_applied(run: &Run, op_id: &str, ring: &[Option<String>]) -> bool {
+    run.id == op_id || ring.iter().flatten().any(|op| op == op_id)
 }
 
 /// The error for a run id that is not in the store.

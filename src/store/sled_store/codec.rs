@@ -21,10 +21,10 @@ use super::crypto::Cipher;
 use super::keys;
 use crate::engine::{Run, Template};
 use crate::error::{BatonError, BatonResult};
+use crate::store::record;
+pub use crate::store::record::template_hash;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,8 +37,6 @@ const TAG_SEALED: u8 = 3;
 const COMPRESS_FROM: usize = 256;
 /// No stored record expands to more than this (the largest run is a few MiB).
 const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
-/// How a stored run snapshot names its template.
-const TEMPLATE_REF: &str = "template_ref";
 /// Template bodies kept decoded; templates are few, so this bound is rarely reached.
 const TEMPLATE_CACHE: usize = 256;
 
@@ -141,14 +139,7 @@ impl Codec {
     /// The stored form of a run snapshot, and the template body it refers to (to store
     /// under that hash if it is not there yet).
     pub fn encode_run(&self, tree: &str, key: &[u8], run: &Run, template_hash: &str) -> BatonResult<Vec<u8>> {
-        let encode_err = |e: serde_json::Error| BatonError::internal(format!("cannot encode run {}: {e}", run.id));
-        let Value::Object(fields) = serde_json::to_value(run).map_err(encode_err)? else {
-            return Err(BatonError::internal("a run did not encode as an object"));
-        };
-        let mut record = Map::with_capacity(fields.len());
-        record.insert(TEMPLATE_REF.into(), Value::String(template_hash.to_string()));
-        record.extend(fields.into_iter().filter(|(k, _)| k != "template"));
-        let json = serde_json::to_vec(&record).map_err(encode_err)?;
+        let json = record::run_json(run, template_hash)?;
         self.encode_json(tree, key, &json)
     }
 
@@ -161,21 +152,14 @@ impl Codec {
         body: impl FnOnce(&str) -> BatonResult<Option<Vec<u8>>>,
     ) -> BatonResult<Run> {
         let json = self.json(tree, key, bytes)?;
-        let prefix = format!("{{\"{TEMPLATE_REF}\":\"");
-        let Some(rest) = json.strip_prefix(prefix.as_bytes()) else {
+        let Some((hash, rest)) = record::template_ref(&json).map_err(|why| self.damaged(tree, key, why))? else {
             // Format 0: the template is inline.
             return serde_json::from_slice(&json).map_err(|e| self.damaged(tree, key, &format!("it does not decode ({e})")));
         };
-        let end = rest.iter().position(|b| *b == b'"').ok_or_else(|| self.damaged(tree, key, "its template reference is cut"))?;
-        let hash = String::from_utf8_lossy(&rest[..end]).into_owned();
         let template = self
             .template_json(&hash, body)?
             .ok_or_else(|| self.damaged(tree, key, &format!("its template {} is missing from {}", hash, keys::T::Bodies.name())))?;
-        let mut spliced = Vec::with_capacity(json.len() + template.len() + 16);
-        spliced.extend_from_slice(b"{\"template\":");
-        spliced.extend_from_slice(&template);
-        spliced.extend_from_slice(&rest[end + 1..]);
-        serde_json::from_slice(&spliced).map_err(|e| self.damaged(tree, key, &format!("it does not decode ({e})")))
+        record::splice_run(&template, rest).map_err(|e| self.damaged(tree, key, &format!("it does not decode ({e})")))
     }
 
     /// The JSON of the template body `hash`, from the cache or `body`.
@@ -212,13 +196,6 @@ pub fn damaged_record(dir: &Path, record: &str, why: &str) -> BatonError {
         format!("record {record} in the baton database {} cannot be read: {why}", dir.display()),
         "Restore the database from a backup (`baton backup DIR` makes one), or run `baton verify` to list every damaged record.",
     )
-}
-
-/// The content hash a template body is stored under.
-pub fn template_hash(template: &Template) -> BatonResult<(String, Vec<u8>)> {
-    let json = serde_json::to_vec(template).map_err(|e| BatonError::internal(format!("cannot encode template: {e}")))?;
-    let digest = Sha256::digest(&json);
-    Ok((keys::hex(&digest[..16]), json))
 }
 
 /// Associated data of a sealed record: which tree and key it belongs to.

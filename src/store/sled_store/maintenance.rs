@@ -8,12 +8,13 @@ use super::integrity::{Record, Witness};
 use super::keys::{self, T};
 use super::writer::{Batch, Write, Writer, count_into};
 use super::{Db, Options, Shared, index, integrity_conf, io_storage, open_sled};
-use crate::engine::{Event, Run, Template};
+use crate::engine::{Event, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::store::RunSummary;
+pub use crate::store::export::{Exported, read_export};
+use crate::store::export::{write_header, write_line};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 /// What `verify` found.
@@ -31,6 +32,11 @@ impl VerifyReport {
     pub fn is_sound(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// Record a problem (the list stays readable: see `report_problem`).
+    pub fn add_problem(&mut self, problem: String) {
+        report_problem(&mut self.problems, problem);
+    }
 }
 
 /// What `backup` wrote.
@@ -41,20 +47,6 @@ pub struct BackupReport {
     pub records: u64,
     /// The write batch the copy holds.
     pub batch: u64,
-}
-
-/// First line of an export.
-const EXPORT_HEADER: &str = "baton_export";
-const EXPORT_FORMAT: u64 = 1;
-
-/// One line of an export after the header.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Exported {
-    /// A template remembered by name.
-    Template(Template),
-    /// A run with its whole history and its checkpoints.
-    Run { run: Box<Run>, events: Vec<Event>, checkpoints: BTreeMap<String, Run> },
 }
 
 /// Check every record and cross-check runs, events, checkpoints, the index and counters.
@@ -176,6 +168,7 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
         db: std::sync::RwLock::new(None),
         overlay: Default::default(),
         durable_batch: Default::default(),
+        changes: tokio::sync::watch::Sender::new(0),
         #[cfg(test)]
         before_sync: std::sync::Mutex::new(None),
     };
@@ -263,8 +256,7 @@ pub fn backup(shared: &Shared, target: &Path, db_id: [u8; 16], batch: u64) -> Ba
 /// the number of runs. Each run is exported as durable, from one snapshot.
 pub fn export(shared: &Shared, out: &mut (dyn std::io::Write + Send)) -> BatonResult<u64> {
     let io = |e: std::io::Error| BatonError::storage(format!("cannot write the export: {e}"), "Check the output file's disk has room.");
-    let header = serde_json::json!({ EXPORT_HEADER: EXPORT_FORMAT });
-    writeln!(out, "{header}").map_err(io)?;
+    write_header(out).map_err(io)?;
     for template in shared.templates()? {
         write_line(out, &Exported::Template(template)).map_err(io)?;
     }
@@ -285,48 +277,6 @@ pub fn export(shared: &Shared, out: &mut (dyn std::io::Write + Send)) -> BatonRe
     }
     out.flush().map_err(io)?;
     Ok(count)
-}
-
-fn write_line(out: &mut (dyn std::io::Write + Send), record: &Exported) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, record)?;
-    out.write_all(b"\n")
-}
-
-/// Parse an export; every line is checked before anything is written.
-pub fn read_export(input: &mut (dyn BufRead + Send)) -> BatonResult<Vec<Exported>> {
-    let bad = |line: usize, why: String| {
-        BatonError::invalid(
-            "import",
-            format!("line {line} of the import is not a baton export line: {why}"),
-            "Import a file written by `baton export`.",
-        )
-    };
-    let mut records = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let line = line.map_err(|e| bad(i + 1, e.to_string()))?;
-        if i == 0 {
-            let header: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(1, e.to_string()))?;
-            if header[EXPORT_HEADER].as_u64() != Some(EXPORT_FORMAT) {
-                return Err(bad(1, format!("the first line must be {{\"{EXPORT_HEADER}\":{EXPORT_FORMAT}}}")));
-            }
-            continue;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: Exported = serde_json::from_str(&line).map_err(|e| bad(i + 1, e.to_string()))?;
-        if let Exported::Run { run, events, .. } = &record {
-            let dense = events.iter().enumerate().all(|(k, e)| e.seq == k as u64 + 1);
-            if !dense || events.len() as u64 != run.version {
-                return Err(bad(i + 1, format!("run {} is at version {} but carries {} events", run.id, run.version, events.len())));
-            }
-        }
-        records.push(record);
-    }
-    if records.is_empty() && !matches!(input.fill_buf(), Ok([])) {
-        return Err(bad(1, "empty".into()));
-    }
-    Ok(records)
 }
 
 /// Plan the writes of an import into `batch`; refuses (writing nothing) a run id that

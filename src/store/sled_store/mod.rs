@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     overlay: Mutex<Overlay>,
     /// The number of the last durable write batch (kept by the writer, read by anyone).
     durable_batch: std::sync::atomic::AtomicU64,
+    /// The change feed ([`RunStore::changes`]): bumped by the writer after each durable batch.
+    changes: tokio::sync::watch::Sender<u64>,
     /// Tests: called between a batch's transaction and its sync, to hold it in flight or fail it.
     #[cfg(test)]
     before_sync: Mutex<Option<SyncHook>>,
@@ -135,6 +137,7 @@ impl SledStore {
             db: RwLock::new(None),
             overlay: Mutex::default(),
             durable_batch: Default::default(),
+            changes: tokio::sync::watch::Sender::new(0),
             #[cfg(test)]
             before_sync: Mutex::new(None),
         });
@@ -441,6 +444,10 @@ impl RunStore for SledStore {
 
     async fn verify(&self) -> BatonResult<VerifyReport> {
         self.writer.exclusive(|w| w.shared.with_db(|db| maintenance::verify(&w.shared, db))).await
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changes.subscribe()
     }
 }
 

@@ -23,7 +23,7 @@ use super::upgrade::State;
 use super::{Db, Overlay, Shared, index, io_storage, open_sled, sled_text};
 use crate::engine::{Run, Template};
 use crate::error::{BatonError, BatonResult};
-use crate::store::{Commit, Mutation, RECENT_OPS, RunSummary};
+use crate::store::{Commit, Mutation, RECENT_OPS, RunSummary, already_applied, check_commit};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 use std::collections::HashMap;
@@ -239,6 +239,7 @@ impl Writer {
                 self.batch += 1;
                 self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
                 self.shared.overlay().clear();
+                self.shared.changes.send_modify(|c| *c += 1);
                 for (reply, answer) in answers {
                     let _ = reply.send(answer);
                 }
@@ -265,20 +266,15 @@ impl Writer {
             }
         };
         if let Some(run) = &current
-            && (run.id == op_id || self.ring(db, batch, run_id)?.iter().flatten().any(|op| op == op_id))
+            && already_applied(run, op_id, self.ring(db, batch, run_id)?)
         {
             return Ok(run.clone());
         }
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| change(current.clone())))
             .unwrap_or_else(|_| Err(BatonError::internal(format!("a change to run {run_id} panicked"))));
-        let Commit { run, event, checkpoint, template } = outcome?;
-        let expected = current.as_ref().map_or(1, |r| r.version + 1);
-        if run.id != run_id || run.version != expected || event.seq != run.version {
-            return Err(BatonError::internal(format!(
-                "a change to run {run_id} produced run {} version {} with event {} (expected version {expected})",
-                run.id, run.version, event.seq
-            )));
-        }
+        let commit = outcome?;
+        check_commit(run_id, current.as_ref(), &commit)?;
+        let Commit { run, event, checkpoint, template } = commit;
         let hash = self.body_in(db, batch, &run.template)?;
         let shared = Arc::clone(&self.shared);
         let codec = &shared.codec;
@@ -491,6 +487,7 @@ impl Writer {
                 self.batch += 1;
                 self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
                 self.shared.overlay().clear();
+                self.shared.changes.send_modify(|c| *c += 1);
                 Ok(count)
             }
             Err((error, undo)) => {

@@ -1,0 +1,53 @@
+//! The direct mode, for a shared PostgreSQL database (`BATON_DATABASE_URL`): there is no
+//! owner process to elect, since the database server already serializes writers. Each
+//! `baton serve` and terminal command runs the service itself over its own small
+//! connection pool, opened on the first call (so a server that is down at start-up only
+//! fails calls, each with the reason, until it is back).
+
+use crate::api::{Caller, Envelope, Reply, Request};
+use crate::error::{BatonError, BatonResult, ErrorCode};
+use crate::service::Service;
+use crate::store::PgStore;
+use crate::store::postgres::DatabaseUrl;
+use std::sync::Arc;
+
+/// A service over PostgreSQL, opened lazily.
+pub struct Direct {
+    url: DatabaseUrl,
+    service: tokio::sync::OnceCell<Service>,
+}
+
+impl Direct {
+    pub fn new(url: DatabaseUrl) -> Direct {
+        Direct { url, service: tokio::sync::OnceCell::new() }
+    }
+
+    /// Where the database is (`host:port/db`, no password).
+    pub fn place(&self) -> &str {
+        &self.url.place
+    }
+
+    /// The service, connecting (and creating or upgrading the schema) on first use.
+    pub async fn service(&self) -> BatonResult<&Service> {
+        self.service
+            .get_or_try_init(|| async {
+                let store = PgStore::open(self.url.clone()).await?;
+                Ok::<_, BatonError>(Service::new(Arc::new(store)))
+            })
+            .await
+    }
+
+    /// Execute `request` for `caller` with a new op id. A retry after a lost connection
+    /// happens inside the store, with the same op id.
+    pub async fn call_as(&self, caller: Caller, request: Request) -> BatonResult<Reply> {
+        if let Request::OwnerStatus(_) = request {
+            return Err(BatonError::new(
+                ErrorCode::InvalidState,
+                format!("baton uses the PostgreSQL database {} (BATON_DATABASE_URL): there is no owner process", self.url.place),
+                "Nothing to stop: each baton process connects to the database itself.",
+            ));
+        }
+        let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller, request, deadline_ms: None };
+        self.service().await?.handle(&envelope).await
+    }
+}
