@@ -129,6 +129,9 @@ async fn four_servers_race_without_lost_or_duplicated_advances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
+    if common::owner_only("killing_the_owner_mid_load_loses_no_acknowledged_advance") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
     let others = start_servers(&home, 3).await;
@@ -201,6 +204,9 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_owner_that_shuts_down_hands_over_without_errors() {
+    if common::owner_only("an_owner_that_shuts_down_hands_over_without_errors") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
     // The session that starts the owner ends mid-load; the owner does not depend on it.
@@ -290,6 +296,9 @@ fn raw_exchange(stream: &mut UnixStream, line: &[u8]) -> Value {
 
 #[tokio::test]
 async fn torn_corrupt_and_oversized_requests_get_clear_errors() {
+    if common::owner_only("torn_corrupt_and_oversized_requests_get_clear_errors") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
     let server = Server::start(&home).await;
@@ -335,6 +344,9 @@ async fn torn_corrupt_and_oversized_requests_get_clear_errors() {
 
 #[tokio::test]
 async fn a_request_resent_after_a_lost_answer_is_applied_once() {
+    if common::owner_only("a_request_resent_after_a_lost_answer_is_applied_once") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
     let server = Server::start(&home).await;
@@ -388,6 +400,9 @@ fn assert_garbage_on_stdin_is_survived(home: &Path) {
 
 #[tokio::test]
 async fn home_is_created_private_and_wrong_permissions_are_explained() {
+    if common::owner_only("home_is_created_private_and_wrong_permissions_are_explained") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
     let server = Server::start(&home).await;

@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+pub mod pg;
+
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
 /// Owners started by tests exit soon after their last connection (and when their
@@ -54,6 +56,7 @@ impl Server {
     async fn launch(home: &Path, cwd: &Path, thread: Option<&str>, env: &[(&str, &str)]) -> Server {
         let cmd = tokio::process::Command::new(BATON).configure(|c| {
             c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "warn").env("BATON_OWNER_IDLE", OWNER_IDLE).current_dir(cwd);
+            c.envs(database_env(home));
             c.envs(env.iter().copied());
         });
         let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn baton serve");
@@ -112,9 +115,44 @@ impl Server {
     }
 }
 
-/// A fresh, not yet existing baton home inside a temp dir.
+/// A fresh, not yet existing baton home inside a temp dir. When the tests run against
+/// PostgreSQL (`BATON_TEST_BACKEND=postgres`), the home also gets a new database of its
+/// own: its URL is kept beside the home and passed to every `baton` this harness starts
+/// for that home.
 pub fn fresh_home(tmp: &tempfile::TempDir) -> PathBuf {
-    tmp.path().join("baton-home")
+    let home = tmp.path().join("baton-home");
+    if pg::selected() {
+        let admin = std::env::var(pg::URL_ENV).expect("BATON_TEST_BACKEND=postgres needs BATON_TEST_POSTGRES_URL (see .ci/run)");
+        std::fs::write(database_file(&home), pg::create_database(&admin)).expect("write the test database URL");
+    }
+    home
+}
+
+/// Run every `baton` this harness starts for `home` against the database at `url`.
+pub fn use_database(home: &Path, url: &str) {
+    std::fs::write(database_file(home), url).expect("write the test database URL");
+}
+
+fn database_file(home: &Path) -> PathBuf {
+    home.with_extension("database-url")
+}
+
+/// `BATON_DATABASE_URL` for the processes of `home`, when it has a database (see [`fresh_home`]).
+pub fn database_env(home: &Path) -> Vec<(&'static str, String)> {
+    match std::fs::read_to_string(database_file(home)) {
+        Ok(url) => vec![("BATON_DATABASE_URL", url)],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Whether this test is about the sled owner process (its socket, its election, its home
+/// files) and the run uses PostgreSQL, where there is no owner: then it says so and the
+/// test returns early.
+pub fn owner_only(test: &str) -> bool {
+    if pg::selected() {
+        eprintln!("{test}: not applicable with PostgreSQL (no owner process); covered by tests/postgres.rs");
+    }
+    pg::selected()
 }
 
 /// Run the `baton` CLI with `home`; returns (success, stdout, stderr).
@@ -122,6 +160,7 @@ pub fn cli(home: &Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(BATON)
         .env("BATON_HOME", home)
         .env("BATON_OWNER_IDLE", OWNER_IDLE)
+        .envs(database_env(home))
         .args(args)
         .output()
         .expect("run baton");
@@ -142,6 +181,7 @@ pub fn spawn_show_json(home: &Path, run_id: &str) -> std::process::Child {
     std::process::Command::new(BATON)
         .env("BATON_HOME", home)
         .env("BATON_OWNER_IDLE", OWNER_IDLE)
+        .envs(database_env(home))
         .args(["show", run_id, "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -209,6 +249,7 @@ impl RawMcp {
             .env("BATON_HOME", home)
             .env("BATON_LOG", "error")
             .env("BATON_OWNER_IDLE", OWNER_IDLE)
+            .envs(database_env(home))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

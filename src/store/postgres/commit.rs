@@ -1,6 +1,6 @@
 //! The one write path: a change to a run is ONE transaction, in two round trips.
 //!
-//! 1. `BEGIN` and `SELECT snapshot, recent_ops FROM runs WHERE run_id = $1 FOR UPDATE`,
+//! 1. `BEGIN` and `SELECT snapshot, recent_ops FROM runs WHERE run_id = $1 FOR NO KEY UPDATE`,
 //!    pipelined. The row lock serializes changes to this run across every process and
 //!    machine; changes to other runs never wait for it.
 //! 2. If the op id is the run's id or in its ring of recent op ids, the change was
@@ -38,7 +38,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
-const SELECT_FOR_UPDATE: &str = "SELECT snapshot, recent_ops FROM runs WHERE run_id = $1 FOR UPDATE";
+/// `NO KEY UPDATE`: exclusive among writers of the run, yet compatible with the key-share
+/// locks that inserting its events and checkpoints takes (foreign keys), so a commit never
+/// waits on its own run's history.
+const SELECT_FOR_UPDATE: &str = "SELECT snapshot, recent_ops FROM runs WHERE run_id = $1 FOR NO KEY UPDATE";
 pub(super) const INSERT_BODY: &str = "INSERT INTO template_bodies (hash, body) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING";
 pub(super) const INSERT_RUN: &str = "INSERT INTO runs (run_id, version, status, template_name, workspace, created_ms, updated_ms, template_hash, snapshot, summary, recent_ops) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const UPDATE_RUN: &str = "UPDATE runs SET version = $2, status = $3, template_name = $4, workspace = $5, created_ms = $6, updated_ms = $7, template_hash = $8, snapshot = $9, summary = $10, recent_ops = $11 WHERE run_id = $1";

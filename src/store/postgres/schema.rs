@@ -13,7 +13,7 @@
 //!   sled store) and the columns listing and locking need: status, template name,
 //!   workspace, `updated_ms` (listing order), version, the summary shown in listings, and
 //!   `recent_ops`, the ring of the last [`crate::store::RECENT_OPS`] op ids (slot
-//!   `version % 32`). A commit locks this row (`SELECT ... FOR UPDATE`).
+//!   `version % 32`). A commit locks this row (`SELECT ... FOR NO KEY UPDATE`).
 //! - `events` (run, seq): the dense history; `checkpoints` (run, name): saved snapshots.
 //! - `templates` (name): templates remembered by name; `template_bodies` (hash): the
 //!   template bodies snapshots refer to.
