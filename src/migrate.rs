@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// Where runs go.
 #[derive(Debug)]
 pub enum Target {
-    Postgres(DatabaseUrl),
+    Postgres(Box<DatabaseUrl>),
     Sled(PathBuf),
 }
 
@@ -28,7 +28,7 @@ impl Target {
     /// A `postgres://` URL, or else a directory for a sled database.
     pub fn parse(text: &str) -> BatonResult<Target> {
         if is_postgres_url(text) {
-            return DatabaseUrl::parse(text).map(Target::Postgres);
+            return DatabaseUrl::parse(text).map(|url| Target::Postgres(Box::new(url)));
         }
         if text.contains("://") {
             return Err(BatonError::invalid(
@@ -51,7 +51,7 @@ impl Target {
     /// Open the target store.
     pub async fn open(&self) -> BatonResult<Arc<dyn RunStore>> {
         match self {
-            Target::Postgres(url) => Ok(Arc::new(PgStore::open(url.clone()).await?)),
+            Target::Postgres(url) => Ok(Arc::new(PgStore::open(url.as_ref().clone()).await?)),
             Target::Sled(dir) => {
                 use std::os::unix::fs::DirBuilderExt;
                 std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {

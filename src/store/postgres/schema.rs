@@ -25,7 +25,7 @@ use super::errors::Failure;
 use crate::error::{BatonError, BatonResult};
 
 /// The advisory lock key migrations run under ("baton" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6261_746f_6e;
+const MIGRATION_LOCK: i64 = 0x0062_6174_6f6e;
 
 /// Every migration, in order; a migration is never edited once released, only added.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
