@@ -13,6 +13,10 @@ use crate::time::{Clock, SystemClock};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod changes;
+mod graph;
+mod retention;
+
 const DEFAULT_TEMPLATE: &str = "feature";
 const DEFAULT_LIST_LIMIT: u32 = 50;
 const MAX_LIST_LIMIT: u32 = 1000;
@@ -32,6 +36,8 @@ const MAX_AGENTS: u32 = 16;
 pub struct Service {
     store: Arc<dyn RunStore>,
     clock: Arc<dyn Clock>,
+    /// Bumped after every change, so live views can wait for one.
+    changes: changes::ChangeFeed,
 }
 
 impl Service {
@@ -41,7 +47,7 @@ impl Service {
 
     /// A service whose notion of "now" comes from `clock` (tests move time by hand).
     pub fn with_clock(store: Arc<dyn RunStore>, clock: Arc<dyn Clock>) -> Service {
-        Service { store, clock }
+        Service { store, clock, changes: changes::ChangeFeed::new() }
     }
 
     /// Execute one request.
@@ -86,6 +92,10 @@ impl Service {
             Request::GetRun(p) => self.get_run(p).await,
             Request::GetEvent(p) => self.get_event(p).await,
             Request::ListTemplates(_) => Ok(Reply::Templates(TemplateList { templates: self.all_templates().await? })),
+            Request::GetGraph(p) => self.get_graph(p).await,
+            Request::WaitForChange(p) => self.changes.wait(p).await,
+            Request::DeleteRun(p) => self.delete_run(p).await,
+            Request::Prune(p) => self.prune(p).await,
         }
     }
 
@@ -178,7 +188,14 @@ impl Service {
             let event = run.apply(&change, &actor, now)?;
             Ok(Commit { checkpoint: checkpoint.clone(), ..Commit::new(run, event) })
         });
-        self.store.commit(op, run_id, mutation).await
+        self.commit(op, run_id, mutation).await
+    }
+
+    /// Write a mutation and tell live views that something changed.
+    async fn commit(&self, op: &str, run_id: &str, mutation: Mutation) -> BatonResult<Run> {
+        let run = self.store.commit(op, run_id, mutation).await?;
+        self.changes.bump();
+        Ok(run)
     }
 
     /// Store a new run, created by request `op` (whose id becomes the run's id).
@@ -188,7 +205,7 @@ impl Service {
             Some(existing) => Err(BatonError::internal(format!("run id {} already exists", existing.id))),
             None => Ok(commit.clone()),
         });
-        self.store.commit(op, op, mutation).await
+        self.commit(op, op, mutation).await
     }
 
     async fn start_workflow(&self, op: &str, caller: &Caller, p: &StartWorkflowParams) -> BatonResult<Reply> {
@@ -410,7 +427,7 @@ impl Service {
 }
 
 /// The long free text of an event (a report, goal, question, answer or reason), if any.
-fn long_text(event: &mut Event) -> Option<&mut String> {
+pub(crate) fn long_text(event: &mut Event) -> Option<&mut String> {
     match &mut event.kind {
         EventKind::Advanced { output, .. } => Some(output),
         EventKind::Started { goal, .. } => Some(goal),

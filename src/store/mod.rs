@@ -164,6 +164,11 @@ pub trait RunStore: Send + Sync {
     /// request: if this run already recorded it (it created the run, or is among its last
     /// [`RECENT_OPS`] changes), the stored run is returned and `change` is not applied again.
     async fn commit(&self, op_id: &str, run_id: &str, change: Mutation) -> BatonResult<Run>;
+
+    /// Delete a finished run and everything kept for it (snapshot, events, checkpoints,
+    /// listing entry) in one atomic, durable step; `None` if there is no such run. A run
+    /// in progress is refused (`invalid_state`) and left untouched.
+    async fn delete_run(&self, run_id: &str) -> BatonResult<Option<RunSummary>>;
 }
 
 /// The error for a run id that is not in the store.

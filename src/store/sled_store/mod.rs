@@ -128,6 +128,38 @@ impl SledStore {
         Ok(run)
     }
 
+    /// Remove a finished run's records in one transaction, then flush. Its events are
+    /// `1..=version`; its checkpoints are found by key prefix (a finished run takes no
+    /// new ones, so none can appear between the scan and the transaction).
+    fn delete_sync(&self, run_id: &str) -> BatonResult<Option<RunSummary>> {
+        let saved: Vec<sled::IVec> = self.checkpoints.scan_prefix(keys::run_prefix(run_id)).keys().collect::<Result<_, _>>()?;
+        let trees = (&self.runs, &self.summaries, &self.events, &self.checkpoints);
+        let result = trees.transaction(|(runs, summaries, events, checkpoints)| {
+            let Some(run) = tx_get::<Run>(runs, run_id.as_bytes())? else { return Ok(None) };
+            if !run.status.is_finished() {
+                return Err(abort(BatonError::invalid_state(
+                    format!("run {run_id} is {}; only finished runs can be deleted", run.status.as_str()),
+                    "Cancel it first (`cancel_run` or `baton cancel`), or wait until it completes.",
+                )));
+            }
+            runs.remove(run_id.as_bytes())?;
+            summaries.remove(run_id.as_bytes())?;
+            for seq in 1..=run.version {
+                events.remove(keys::event_key(run_id, seq))?;
+            }
+            for key in &saved {
+                checkpoints.remove(key)?;
+            }
+            Ok(Some(RunSummary::of(&run)))
+        });
+        let deleted = result.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => BatonError::from(e),
+        })?;
+        self.flush()?;
+        Ok(deleted)
+    }
+
     /// Force everything written so far to disk.
     pub fn flush(&self) -> BatonResult<()> {
         self.db.flush()?;
@@ -165,6 +197,10 @@ impl RunStore for SledStore {
 
     async fn commit(&self, op_id: &str, run_id: &str, change: Mutation) -> BatonResult<Run> {
         self.commit_sync(op_id, run_id, &change)
+    }
+
+    async fn delete_run(&self, run_id: &str) -> BatonResult<Option<RunSummary>> {
+        self.delete_sync(run_id)
     }
 }
 

@@ -1,0 +1,62 @@
+//! Live updates. One task per `baton ui` process long-polls the owner with
+//! [`Request::WaitForChange`] on a connection of its own, and mirrors the database's
+//! change counter into a local watch; every open page listens to that mirror through
+//! server-sent events and re-reads itself when the counter moves.
+
+use super::AppState;
+use crate::api::{Caller, Reply, Request, WaitForChangeParams};
+use crate::backend::Backend;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long one long-poll waits at the owner.
+const WAIT_MS: u64 = 25_000;
+/// Pause before asking again after a failed long-poll (the owner may be changing hands).
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Mirror the owner's change counter into `counter` until the process ends. `backend`
+/// must be this task's own: a waiting request holds its connection for up to
+/// [`WAIT_MS`], and the pages' requests must not queue behind it.
+pub async fn follow_changes(backend: Backend, caller: Caller, counter: watch::Sender<u64>) {
+    let mut after = 0;
+    loop {
+        let request = Request::WaitForChange(WaitForChangeParams { after, timeout_ms: Some(WAIT_MS) });
+        match backend.call_as(caller.clone(), request).await {
+            Ok(Reply::Changes(mark)) => {
+                after = mark.counter;
+                counter.send_if_modified(|shown| std::mem::replace(shown, after) != after);
+            }
+            Ok(other) => {
+                tracing::warn!("unexpected answer to wait_for_change: {other:?}");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(e) => {
+                tracing::debug!("waiting for changes failed: {e}");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// `GET /events`: a `change` event with the counter at once, then at every change,
+/// until the client leaves or the server stops.
+pub async fn stream(State(state): State<Arc<AppState>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let changes = state.changes.clone();
+    let stopping = state.stopping.clone();
+    let events = futures::stream::unfold((changes, stopping, true), |(mut changes, mut stopping, first)| async move {
+        if !first {
+            tokio::select! {
+                changed = changes.changed() => changed.ok()?,
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            }
+        }
+        let counter = *changes.borrow_and_update();
+        Some((Ok(Event::default().event("change").data(counter.to_string())), (changes, stopping, false)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
