@@ -82,7 +82,7 @@ pub fn layout(sizes: &[(f64, f64)], edges: &[(usize, usize)]) -> Layout {
     let centers: Vec<Point> = (0..n).map(center).collect();
     let half = |v: usize| if v < n { sizes[v].1 / 2.0 } else { 0.0 };
     let mut right_edge = (0..layer_of.len()).map(|v| x[v] + width_of[v] / 2.0).fold(0.0, f64::max);
-    let routes: Vec<Route> = edges
+    let mut routes: Vec<Route> = edges
         .iter()
         .zip(&chains)
         .zip(&reversed)
@@ -112,7 +112,36 @@ pub fn layout(sizes: &[(f64, f64)], edges: &[(usize, usize)]) -> Layout {
             Route { points, back, self_loop: false }
         })
         .collect();
+    spread_back_ends(&mut routes, &edges, sizes);
     Layout { centers, routes, width: right_edge + MARGIN, height }
+}
+
+/// Loops that leave or enter the same node would share one point on its right side:
+/// spread them over the middle half of that side.
+fn spread_back_ends(routes: &mut [Route], edges: &[(usize, usize)], sizes: &[(f64, f64)]) {
+    for (node, &(_, height)) in sizes.iter().enumerate() {
+        // (route, whether the node is where it starts)
+        let ends: Vec<(usize, bool)> = routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.back && !r.self_loop)
+            .flat_map(|(i, _)| [(i, edges[i].0 == node), (i, edges[i].1 == node)].into_iter().enumerate())
+            .filter_map(|(which, (i, here))| here.then_some((i, which == 0)))
+            .collect();
+        let count = ends.len();
+        if count < 2 {
+            continue;
+        }
+        let step = (height / 2.0) / (count as f64 - 1.0);
+        for (k, (i, starts)) in ends.into_iter().enumerate() {
+            let offset = -height / 4.0 + step * k as f64;
+            let points = &mut routes[i].points;
+            let point = if starts { points.first_mut() } else { points.last_mut() };
+            if let Some(p) = point {
+                p.y += offset;
+            }
+        }
+    }
 }
 
 /// Which edges to turn around so that the rest is acyclic: those that close a cycle in a

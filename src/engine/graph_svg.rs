@@ -59,8 +59,13 @@ pub fn to_svg(graph: &GraphView) -> String {
 
     let tasks = graph.tasks.as_ref().filter(|t| !t.tasks.is_empty());
     let task_part = tasks.map(task_picture);
+    let header = tasks.map(|t| {
+        let joined = t.tasks.iter().filter(|t| t.status.has_joined()).count();
+        format!("Tasks: {joined} of {} joined{} (arrows: needed by)", t.tasks.len(), if t.joined { ", fan-out finished" } else { "" })
+    });
+    let header_width = header.as_ref().map_or(0.0, |h| h.chars().count() as f64 * CHAR_W + 32.0);
     let tasks_top = main.height + 34.0;
-    let width = main.width.max(task_part.as_ref().map_or(0.0, |(_, l, _)| l.width)).max(260.0);
+    let width = main.width.max(task_part.as_ref().map_or(0.0, |(_, l, _)| l.width)).max(header_width).max(260.0);
     let height = task_part.as_ref().map_or(main.height, |(_, l, _)| tasks_top + l.height);
 
     let mut svg = String::new();
@@ -77,19 +82,13 @@ pub fn to_svg(graph: &GraphView) -> String {
         xml(&format!("baton run {}: {} [{}] {}", graph.run_id, graph.title, graph.template, graph.status.as_str()))
     );
     svg.push_str(concat!(
-        r##"<defs><marker id="baton-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#334155"/></marker>"##,
-        r##"<marker id="baton-arrow-faint" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#cbd5e1"/></marker></defs>"##,
+        r##"<defs><marker id="baton-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" markerHeight="9" markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#334155"/></marker>"##,
+        r##"<marker id="baton-arrow-faint" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" markerHeight="9" markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#cbd5e1"/></marker></defs>"##,
     ));
     svg.push_str(r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
     draw_edges(&mut svg, &main, &drawn, 0.0);
     draw_shapes(&mut svg, &main, &shapes, 0.0);
-    if let (Some((task_shapes, task_layout, deps)), Some(tasks)) = (task_part, tasks) {
-        let header = format!(
-            "Tasks of the fan-out ({} of {} joined{}); arrows point from a task to those depending on it",
-            tasks.tasks.iter().filter(|t| t.status.has_joined()).count(),
-            tasks.tasks.len(),
-            if tasks.joined { ", finished" } else { "" }
-        );
+    if let (Some((task_shapes, task_layout, deps)), Some(header)) = (task_part, header) {
         let _ = write!(svg, r##"<text x="16" y="{:.1}" font-weight="bold" fill="#334155">{}</text>"##, tasks_top - 10.0, xml(&header));
         let dep_groups: Vec<EdgeGroup> = deps.iter().map(|_| EdgeGroup::dependency()).collect();
         draw_edges(&mut svg, &task_layout, &dep_groups.iter().collect::<Vec<_>>(), tasks_top);

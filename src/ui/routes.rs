@@ -355,7 +355,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// Headers on every answer: scripts, styles and forms only from here, no framing (no
-/// click-jacking of the buttons), no caching, and no referrer leaving the page.
+/// click-jacking of the buttons), no caching, and no referrer sent to other sites. (Not
+/// `no-referrer`: browsers then send `Origin: null` with the page's own form posts.)
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     let set = [
@@ -365,7 +366,7 @@ async fn security_headers(mut response: Response) -> Response {
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
     ];
     for (name, value) in set {
