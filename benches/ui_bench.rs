@@ -29,6 +29,7 @@ fn main() {
     let started = Instant::now();
     fill(&home);
     println!("ui: {RUNS} runs written in {:.1} s", started.elapsed().as_secs_f64());
+    report("list_runs (limit 100) in the owner, no HTTP (the floor)", list_floor(&home));
 
     let ui = UiServer::start(&home.dir);
     let login = Login::new(&ui);
@@ -91,6 +92,23 @@ fn fill(home: &Home) {
             }
         }
     });
+}
+
+/// The same listing the page asks for, straight through the service: what the store costs.
+fn list_floor(home: &Home) -> Vec<Duration> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let service = Service::new(Arc::new(SledStore::open(&home.db_dir()).expect("open the database")));
+        let mut samples = Vec::with_capacity(SAMPLES / 4);
+        for _ in 0..SAMPLES / 4 {
+            let request = Request::ListRuns(baton::api::ListRunsParams { limit: Some(100), ..Default::default() });
+            let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller: Caller::default(), request };
+            let t = Instant::now();
+            service.handle(&envelope).await.expect("list");
+            samples.push(t.elapsed());
+        }
+        samples
+    })
 }
 
 /// GET `path`: time to the answer's first byte, to its last, and its size.
