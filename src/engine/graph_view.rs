@@ -210,19 +210,16 @@ impl GraphView {
             }
         }
         // A fan-out's way on was taken by each of its fan-outs that joined.
-        let open = run.fanout.as_ref().filter(|f| !f.joined).map(|f| f.from_step.clone());
+        let latest = fan_out_node(run);
+        let open = latest.clone().filter(|_| run.fanout.as_ref().is_some_and(|f| !f.joined));
         for edge in self.edges.iter_mut().filter(|e| e.from.starts_with("fan_out:")) {
             let started = joins_started.get(&edge.from).copied().unwrap_or(0);
-            let still_open = open.as_deref().is_some_and(|step| edge.from.starts_with(&format!("fan_out:{step}:")));
-            edge.taken = started.saturating_sub(u32::from(still_open));
+            edge.taken = started.saturating_sub(u32::from(open.as_ref() == Some(&edge.from)));
         }
-        if let Some(fanout) = &run.fanout {
-            let from = format!("fan_out:{}:", fanout.from_step);
-            let into = self.edges.iter_mut().find(|e| e.to.starts_with(&from));
-            into.into_iter().for_each(|e| e.taken = e.taken.max(1));
-            if fanout.joined {
-                let on = self.edges.iter_mut().find(|e| e.from.starts_with(&from));
-                on.into_iter().for_each(|e| e.taken = e.taken.max(1));
+        if let Some(node) = &latest {
+            let joined = run.fanout.as_ref().is_some_and(|f| f.joined);
+            for edge in self.edges.iter_mut().filter(|e| &e.to == node || (joined && &e.from == node)) {
+                edge.taken = edge.taken.max(1);
             }
         }
         // Ends and fan-outs have no visit counter of their own: they were entered as
@@ -270,19 +267,23 @@ fn current_node(run: &Run) -> Option<String> {
         RunStatus::Completed => Some(DONE.to_string()),
         RunStatus::Failed => Some(FAILED.to_string()),
         RunStatus::Cancelled => None,
-        RunStatus::Active | RunStatus::AwaitingHuman => {
-            let fanout = run.fanout.as_ref().filter(|f| !f.joined)?;
-            let step = run.template.step(&fanout.from_step)?;
-            let outcome = step.outcomes.iter().find(|(_, t)| matches!(t, Target::FanOut(_)))?.0;
-            Some(fan_out_id(&step.name, outcome))
-        }
+        RunStatus::Active | RunStatus::AwaitingHuman => run.fanout.as_ref().filter(|f| !f.joined).and_then(|_| fan_out_node(run)),
     }
+}
+
+/// The node of the run's latest fan-out: the outcome of its step that fans out and joins
+/// where it does.
+fn fan_out_node(run: &Run) -> Option<String> {
+    let fanout = run.fanout.as_ref()?;
+    let step = run.template.step(&fanout.from_step)?;
+    let fans_out = |t: &Target| matches!(t, Target::FanOut(f) if Target::parse(&f.join) == fanout.join);
+    let (outcome, _) = step.outcomes.iter().find(|(_, t)| fans_out(t))?;
+    Some(fan_out_id(&step.name, outcome))
 }
 
 fn task_graph(run: &Run) -> Option<TaskGraph> {
     let fanout = run.fanout.as_ref()?;
-    let step = run.template.step(&fanout.from_step)?;
-    let outcome = step.outcomes.iter().find(|(_, t)| matches!(t, Target::FanOut(_)))?.0;
+    let fan_out_node = fan_out_node(run)?;
     let tasks = fanout
         .tasks
         .iter()
@@ -299,7 +300,7 @@ fn task_graph(run: &Run) -> Option<TaskGraph> {
             }
         })
         .collect();
-    Some(TaskGraph { fan_out_node: fan_out_id(&step.name, outcome), joined: fanout.joined, tasks })
+    Some(TaskGraph { fan_out_node, joined: fanout.joined, tasks })
 }
 
 fn edge(from: &str, to: &str, label: &str) -> GraphEdge {

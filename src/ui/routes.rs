@@ -78,8 +78,7 @@ async fn runs_page(
 
 /// The runs list, showing `error` if there is one.
 async fn runs_response(state: &AppState, session: &Session, filter: RunsFilter, error: Option<BatonError>) -> Response {
-    let mut frame = state.frame(session, "/".into(), error);
-    frame.page = list_address(&filter);
+    let mut frame = state.frame(session, list_address(&filter), error);
     let listing = async {
         let status: StatusFilter = match filter.status.as_deref().filter(|s| !s.is_empty()) {
             None => StatusFilter::All,
