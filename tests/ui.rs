@@ -144,16 +144,39 @@ async fn the_page_refuses_strangers_other_origins_and_stale_answers() {
     assert_eq!(missing.status, 404);
     assert_eq!(login.get(&ui, "/runs/no-such-run").status, 404);
 
-    // Cancel from the page, then delete: the run is gone everywhere.
+    // Fork a new run from the checkpoint.
+    let forked = login.post(&ui, &format!("/runs/{id}/fork"), &[("checkpoint", "before-merge"), ("title", "Second try")]);
+    assert_eq!(forked.status, 303, "{}", forked.body);
+    let fork_id = forked.header("location").and_then(|l| l.strip_prefix("/runs/")).unwrap().to_string();
+    let fork = server.ok("inspect", json!({"run_id": fork_id})).await;
+    assert_eq!((fork["run"]["title"].as_str(), fork["run"]["forked_from"]["run_id"].as_str()), (Some("Second try"), Some(id.as_str())));
+
+    // Cancel from the page, then prune it from the page (a dry run first): it is gone
+    // everywhere, and the run in progress is kept; deleting that one is refused.
     let page = login.get(&ui, &format!("/runs/{id}"));
     let version = between(&page.body, r#"name="expected_version" value=""#, "\"").unwrap().to_string();
     let cancelled = login.post(&ui, &cancel_path, &[("expected_version", &version), ("reason", "not now")]);
     assert_eq!(cancelled.status, 303, "{}", cancelled.body);
-    let deleted = login.post(&ui, &format!("/runs/{id}/delete"), &[]);
-    assert_eq!((deleted.status, deleted.header("location")), (303, Some("/")));
+    let dry = login.post(&ui, "/prune", &[("older_than", "0s"), ("dry_run", "on")]);
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    assert!(dry.body.contains("Would delete 1 finished run") && dry.body.contains(&id) && !dry.body.contains(&fork_id), "{}", dry.body);
+    let pruned = login.post(&ui, "/prune", &[("older_than", "0s")]);
+    assert!(pruned.body.contains("Deleted 1 finished run"), "{}", pruned.body);
     let gone = server.err("inspect", json!({"run_id": id})).await;
     assert_eq!(gone["code"], "not_found");
     assert!(!login.get(&ui, "/").body.contains(&id));
+    let refused = login.post(&ui, &format!("/runs/{fork_id}/delete"), &[]);
+    assert_eq!(refused.status, 409);
+    assert!(refused.body.contains("only finished runs can be deleted"), "{}", refused.body);
+    let fork_version = fork["run"]["version"].to_string();
+    let cancelled = login.post(&ui, &format!("/runs/{fork_id}/cancel"), &[("expected_version", &fork_version)]);
+    assert_eq!(cancelled.status, 303, "{}", cancelled.body);
+    let deleted = login.post(&ui, &format!("/runs/{fork_id}/delete"), &[]);
+    assert_eq!((deleted.status, deleted.header("location")), (303, Some("/")));
+    assert_eq!(server.err("inspect", json!({"run_id": fork_id})).await["code"], "not_found");
+    let bad_age = login.post(&ui, "/prune", &[("older_than", "soon")]);
+    assert_eq!(bad_age.status, 400);
+    assert!(bad_age.body.contains("is not an age"), "{}", bad_age.body);
 
     let rest = ui.stop();
     assert_eq!(rest, "", "baton ui prints nothing on stdout but its address");

@@ -46,8 +46,15 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 impl AppState {
+    /// Run one request. It runs as a task of its own, so a browser that goes away mid-call
+    /// (a navigation aborts the page's fetch, and the handler is dropped) never drops a
+    /// request between sending it and reading its answer: on a connection to another
+    /// owner process that would leave the answer for the next request to read.
     async fn call(&self, request: Request) -> BatonResult<Reply> {
-        self.backend.call_as(self.caller.clone(), request).await
+        let (backend, caller) = (Arc::clone(&self.backend), self.caller.clone());
+        tokio::spawn(async move { backend.call_as(caller, request).await })
+            .await
+            .unwrap_or_else(|e| Err(BatonError::internal(format!("a request to baton failed: {e}"))))
     }
 
     /// The frame of a page at `page`. The counter is read before the page's data, so a
