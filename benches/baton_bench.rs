@@ -35,11 +35,11 @@ fn main() {
         let mut round_trip = Vec::new();
         for _ in 0..1000 {
             let t = Instant::now();
-            server.call("list_templates", json!({})).await;
+            server.call("inspect", json!({"templates": true})).await;
             round_trip.push(t.elapsed());
         }
         let round_trip = Stats::of(round_trip);
-        report("MCP round trip without disk I/O (list_templates)", &round_trip);
+        report("MCP round trip without disk I/O (inspect templates)", &round_trip);
 
         let mut brief = server.start_run().await;
         for _ in 0..50 {

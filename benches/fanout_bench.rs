@@ -1,7 +1,7 @@
 //! `cargo bench --bench fanout_bench`: a 100-task plan worked by 4 concurrent sessions (4
 //! real `baton serve` processes acting as separate agents on one database): tasks per
 //! second through implement, independent review and test, and the latency of claims.
-//! Set BATON_BENCH_DIR to measure on a particular disk (default: target/tmp/bench).
+//! Set BATON_BENCH_DIR to measure on a particular disk (default: $TMPDIR/baton-bench).
 
 use rmcp::model::{CallToolRequestParams, MetaObject, RequestMetaObject};
 use rmcp::service::RunningService;
@@ -17,8 +17,8 @@ const TASKS: usize = 100;
 const SESSIONS: usize = 4;
 
 fn main() {
-    let base =
-        std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench"));
+    // Not under the checkout: runs started inside a git repository get worktrees there.
+    let base = std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("baton-bench"));
     std::fs::create_dir_all(&base).expect("bench dir");
     let dir = tempfile::tempdir_in(&base).expect("temp dir");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
@@ -111,7 +111,8 @@ struct Agent {
 impl Agent {
     async fn start(home: &Path, thread: &str) -> Agent {
         let cmd = tokio::process::Command::new(BATON).configure(|c| {
-            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "error");
+            // Outside any git repository: a bench must not make worktrees in the checkout.
+            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "error").current_dir(home.parent().unwrap_or(Path::new("/")));
         });
         let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
         Agent { client, thread: thread.to_string() }

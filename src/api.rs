@@ -2,11 +2,13 @@
 //! tools, the terminal commands and the inter-process protocol all speak these types.
 
 use crate::engine::brief::{Brief, EventLine, TaskBrief};
+use crate::engine::merge::MergeReport;
 use crate::engine::run::ForkOrigin;
 use crate::engine::{Actor, Event, GraphView, Plan, Run, Template, Workspace};
 use crate::error::BatonError;
 use crate::store::RunSummary;
 pub use crate::store::StatusFilter;
+use crate::store::sled_store::{BackupReport, VerifyReport};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -248,10 +250,46 @@ pub struct PruneParams {
     pub workspace: Option<String>,
 }
 
+/// Record what merging a joined fan-out's task branches did. Sent by the baton process
+/// that performed the merge (see `crate::gitops`), not offered as a tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordMergeParams {
+    pub run_id: String,
+    pub report: MergeReport,
+}
+
 /// No arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
+
+/// Copy the database, consistently, into a new directory (done by the owning process).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// Absolute path of a directory that does not exist yet (or is empty).
+    pub dir: String,
+}
+
+/// Write every run (with its events and checkpoints) and template as JSON lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// Absolute path of the file to create.
+    pub file: String,
+}
+
+/// Add the runs and templates of an export file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportParams {
+    /// Absolute path of a file written by `baton export`.
+    pub file: String,
+    /// Overwrite runs whose id exists (otherwise the import is refused).
+    #[serde(default)]
+    pub replace: bool,
+}
 
 /// Every operation, tagged by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +311,11 @@ pub enum Request {
     WaitForChange(WaitForChangeParams),
     DeleteRun(DeleteRunParams),
     Prune(PruneParams),
+    RecordMerge(RecordMergeParams),
+    Verify(NoParams),
+    Backup(BackupParams),
+    Export(ExportParams),
+    Import(ImportParams),
 }
 
 /// Who sends a request and from where: recorded as the actor of the change and used to
@@ -359,6 +402,9 @@ pub struct CheckpointSaved {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<Workspace>,
     pub how_to_fork: String,
+    /// What became of the code's snapshot (kept under a ref, or why it could not be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Known templates.
@@ -396,6 +442,17 @@ pub enum Reply {
     Graph(Box<GraphView>),
     Changes(ChangeMark),
     Deleted(Deleted),
+    Verified(VerifyReport),
+    BackedUp(BackupReport),
+    Exported(RunsMoved),
+    Imported(RunsMoved),
+}
+
+/// Runs written to or read from an export file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunsMoved {
+    pub runs: u64,
+    pub file: String,
 }
 
 impl Reply {
@@ -413,6 +470,9 @@ impl Reply {
             Reply::Graph(v) => serde_json::to_value(v),
             Reply::Changes(v) => serde_json::to_value(v),
             Reply::Deleted(v) => serde_json::to_value(v),
+            Reply::Verified(v) => serde_json::to_value(v),
+            Reply::BackedUp(v) => serde_json::to_value(v),
+            Reply::Exported(v) | Reply::Imported(v) => serde_json::to_value(v),
         };
         value.unwrap_or_else(|e| serde_json::json!({ "error": BatonError::internal(format!("reply could not be encoded: {e}")) }))
     }

@@ -93,6 +93,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the database: every record decodes; runs, events, checkpoints and listings agree.
+    Verify {
+        /// With no baton process running: accept a damaged database as it is (rewrite a
+        /// damaged configuration file, rebuild listings, re-record the integrity witness).
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the database, consistently, into a new directory (works while sessions run).
+    Backup { dir: PathBuf },
+    /// Write every run (with its events and checkpoints) and template as JSON lines.
+    Export {
+        /// The file to create; default: standard output.
+        file: Option<PathBuf>,
+    },
+    /// Add the runs and templates of a file written by `baton export`.
+    Import {
+        file: PathBuf,
+        /// Overwrite runs whose id exists (otherwise nothing is imported).
+        #[arg(long)]
+        replace: bool,
+    },
     #[command(flatten)]
     Ui(UiCommand),
 }
@@ -179,6 +202,28 @@ pub fn render(reply: &Reply) -> String {
         Reply::Checkpoint(saved) => {
             format!("Saved checkpoint `{}` of run {} at version {}.", saved.checkpoint, saved.run_id, saved.version)
         }
+        Reply::Verified(report) => {
+            let mut text = format!(
+                "{} run(s), {} event(s), {} checkpoint(s), {} template(s): {}",
+                report.runs,
+                report.events,
+                report.checkpoints,
+                report.templates,
+                if report.is_sound() { "the database is sound." } else { "PROBLEMS FOUND:" }
+            );
+            for problem in &report.problems {
+                text.push_str(&format!("\n- {problem}"));
+            }
+            text
+        }
+        Reply::BackedUp(report) => format!(
+            "Backed up {} records (write batch {}) to {}. To restore: stop baton and put that directory in place of the database directory `db/`.",
+            report.records,
+            report.batch,
+            report.dir.display()
+        ),
+        Reply::Exported(moved) => format!("Exported {} run(s) to {}.", moved.runs, moved.file),
+        Reply::Imported(moved) => format!("Imported {} run(s) from {}.", moved.runs, moved.file),
         Reply::Templates(list) => {
             format!("Templates: {}", list.templates.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "))
         }

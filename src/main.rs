@@ -1,7 +1,9 @@
 //! The `baton` binary.
 
 use anyhow::{Context, Result};
-use baton::api::{AnswerHumanParams, CancelRunParams, GetRunParams, ListRunsParams, Request, StatusFilter};
+use baton::api::{
+    AnswerHumanParams, BackupParams, CancelRunParams, ExportParams, GetRunParams, ImportParams, ListRunsParams, Request, StatusFilter,
+};
 use baton::backend::Backend;
 use baton::cli::{Cli, Command};
 use baton::home::Home;
@@ -129,15 +131,66 @@ async fn run(cli: Cli) -> Result<String> {
             let request = Request::CancelRun(CancelRunParams { run_id, reason, expected_version });
             request_text(&cli.home, request, json).await
         }
+        Command::Verify { repair: true, json } => repair(&cli.home, json),
+        Command::Verify { repair: false, json } => request_text(&cli.home, Request::Verify(Default::default()), json).await,
+        Command::Backup { dir } => {
+            let request = Request::Backup(BackupParams { dir: absolute(&dir)? });
+            request_text(&cli.home, request, false).await
+        }
+        Command::Export { file: Some(file) } => {
+            request_text(&cli.home, Request::Export(ExportParams { file: absolute(&file)? }), false).await
+        }
+        Command::Export { file: None } => {
+            // The owner writes the file; stream it to stdout from a private temp file.
+            let home = Home::resolve(cli.home.as_deref())?;
+            home.prepare()?;
+            let tmp = home.dir.join(format!(".export-{}.jsonl", uuid::Uuid::new_v4()));
+            let result = request_text(&cli.home, Request::Export(ExportParams { file: absolute(&tmp)? }), false).await;
+            let text = result.and_then(|_| Ok(std::fs::read_to_string(&tmp)?));
+            let _ = std::fs::remove_file(&tmp);
+            Ok(text?.trim_end().to_string())
+        }
+        Command::Import { file, replace } => {
+            request_text(&cli.home, Request::Import(ImportParams { file: absolute(&file)?, replace }), false).await
+        }
         Command::Ui(command) => baton::ui::commands::run(cli.home.as_deref(), command).await,
     }
+}
+
+/// `path` made absolute against this process's working directory.
+fn absolute(path: &std::path::Path) -> Result<String> {
+    let path = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    path.to_str().map(String::from).context("the path is not valid UTF-8")
+}
+
+/// `baton verify --repair`: only with no other baton process using the database.
+fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
+    let home = Home::resolve(home.as_deref())?;
+    home.prepare()?;
+    let lock = home.open_lock()?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!(
+            "another baton process is using {}; stop every baton session (and Codex) first, then rerun `baton verify --repair`",
+            home.dir.display()
+        );
+    }
+    let report = baton::store::SledStore::repair(&home.db_dir(), Default::default())?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&report)?);
+    }
+    let mut text = format!("Repaired {}: {} run(s), {} event(s).", home.db_dir().display(), report.runs, report.events);
+    for problem in &report.problems {
+        text.push_str(&format!("\n- {problem}"));
+    }
+    Ok(text)
 }
 
 /// Run one request and render its answer for a human (or as JSON).
 async fn request_text(home: &Option<PathBuf>, request: Request, json: bool) -> Result<String> {
     let backend = Backend::new(Home::resolve(home.as_deref())?);
     backend.connect().await?;
-    let reply = backend.call_as(baton::cli::terminal_caller(), request).await?;
+    // Through gitops: e.g. `cancel` removes the run's worktrees, `answer` may merge a join.
+    let reply = baton::gitops::call(&backend, baton::cli::terminal_caller(), request).await?;
     if json {
         return Ok(serde_json::to_string_pretty(&reply.to_json())?);
     }

@@ -4,8 +4,9 @@
 use crate::api::*;
 use crate::engine::brief::{EventLine, Guide, TaskBrief, codex_threads};
 use crate::engine::run::DEFAULT_MAX_AGENTS;
+use crate::engine::task_brief::fork_worktree;
 use crate::engine::template::check_identifier;
-use crate::engine::{Brief, Change, Event, EventKind, NewRun, Run, Template, builtin_template, builtin_templates};
+use crate::engine::{Brief, Change, Event, EventKind, NewRun, Run, Template, Workspace, builtin_template, builtin_templates};
 use crate::error::{BatonError, BatonResult};
 use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, check_json_len, check_len};
 use crate::store::{Commit, Mutation, RunQuery, RunStore, RunSummary, unknown_run};
@@ -92,6 +93,18 @@ impl Service {
             Request::GetRun(p) => self.get_run(p).await,
             Request::GetEvent(p) => self.get_event(p).await,
             Request::ListTemplates(_) => Ok(Reply::Templates(TemplateList { templates: self.all_templates().await? })),
+            Request::RecordMerge(p) => {
+                check_json_len("report", &serde_json::to_value(&p.report)?, MAX_TEXT_BYTES * 8)?;
+                self.change(op, caller, &p.run_id, Change::RecordMerge { report: p.report.clone() }).await
+            }
+            Request::Verify(_) | Request::Backup(_) | Request::Export(_) => {
+                crate::maintenance::handle(self.store.as_ref(), &envelope.request).await
+            }
+            Request::Import(_) => {
+                let reply = crate::maintenance::handle(self.store.as_ref(), &envelope.request).await?;
+                self.changes.bump();
+                Ok(reply)
+            }
             Request::GetGraph(p) => self.get_graph(p).await,
             Request::WaitForChange(p) => self.changes.wait(p).await,
             Request::DeleteRun(p) => self.delete_run(p).await,
@@ -304,6 +317,7 @@ impl Service {
             version: run.version,
             workspace: caller.workspace.clone().filter(|w| w.git_head.is_some()),
             how_to_fork: format!("Call `resume` with run_id \"{}\" and checkpoint \"{}\" to start a new run from here.", run.id, p.name),
+            note: None,
         }))
     }
 
@@ -359,14 +373,31 @@ impl Service {
             )
         })?;
         let title = title_or(title, || format!("{} (fork of {checkpoint})", snapshot.title))?;
+        let code = self.checkpoint_code(run_id, &snapshot).await?.and_then(|w| fork_workspace(w, op));
         let (mut run, event) = Run::fork(&snapshot, checkpoint, op.to_string(), &caller.actor, self.clock.now())?;
         run.title = title.clone();
         let mut event = event;
         if let EventKind::Forked { state: Some(state), .. } = &mut event.kind {
             state.title = title;
+            if let Some(code) = &code {
+                state.workspace = Some(code.clone());
+            }
+        }
+        if code.is_some() {
+            run.workspace = code;
         }
         let run = self.create(op, Commit::new(run, event)).await?;
         Ok(Reply::Brief(Box::new(Brief::of(&run, Guide::Always))))
+    }
+
+    /// The code a checkpoint recorded (the caller's git state when it was taken), from the
+    /// checkpoint's event: the snapshot of a checkpoint is the run right after that event.
+    async fn checkpoint_code(&self, run_id: &str, snapshot: &Run) -> BatonResult<Option<Workspace>> {
+        let events = self.store.events(run_id, snapshot.version, snapshot.version, usize::MAX).await?;
+        Ok(events.into_iter().find_map(|e| match e.kind {
+            EventKind::CheckpointSaved { workspace, .. } => workspace,
+            _ => None,
+        }))
     }
 
     async fn list_runs(&self, p: &ListRunsParams) -> BatonResult<Reply> {
@@ -376,6 +407,7 @@ impl Service {
             template: p.template.clone(),
             workspace: p.workspace.clone(),
             limit: limit as usize,
+            cursor: None,
         };
         let page = self.store.list(&query).await?;
         Ok(Reply::Runs(run_list(page.runs, page.total, p.workspace.clone(), None)))
@@ -439,12 +471,22 @@ pub(crate) fn long_text(event: &mut Event) -> Option<&mut String> {
         | EventKind::Forked { .. }
         | EventKind::TaskClaimed { .. }
         | EventKind::LeaseRenewed { .. }
-        | EventKind::TaskReleased { .. } => None,
+        | EventKind::TaskReleased { .. }
+        | EventKind::BranchesMerged { .. } => None,
     }
 }
 
 fn floor_char_boundary(text: &str, index: usize) -> usize {
     crate::engine::run::prefix(text, index).len()
+}
+
+/// Where a run forked from a checkpoint works: a fresh worktree of the checkpoint's
+/// repository, to be restored to its code by the caller (see `crate::gitops`). `None` when
+/// the checkpoint recorded no git state.
+fn fork_workspace(code: Workspace, fork_id: &str) -> Option<Workspace> {
+    let root = code.git_root.clone()?;
+    code.git_head.as_ref()?;
+    Some(Workspace { cwd: fork_worktree(&root, fork_id).dir, ..code })
 }
 
 /// The brief of `task` of `run`.

@@ -3,8 +3,8 @@
 //! current project's runs first; checkpoints record the commit and whether the tree was dirty.
 
 use crate::engine::Workspace;
+use crate::gitops::git;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 /// How much of the git state to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,54 +16,38 @@ pub enum Probe {
 }
 
 /// The workspace at `cwd`. Without git (or outside a repository) only `cwd` is set.
-pub fn probe(cwd: &Path, depth: Probe) -> Workspace {
+pub async fn probe(cwd: &Path, depth: Probe) -> Workspace {
     let mut workspace = Workspace { cwd: cwd.to_string_lossy().into_owned(), ..Workspace::default() };
-    let Some(root) = git(cwd, &["rev-parse", "--show-toplevel"]) else { return workspace };
+    let Some(root) = git(cwd, &["rev-parse", "--show-toplevel"]).probe().await else { return workspace };
     workspace.git_root = Some(root);
     if depth == Probe::Full {
-        workspace.git_head = git(cwd, &["rev-parse", "--verify", "-q", "HEAD"]);
-        workspace.git_dirty = git_output(cwd, &["status", "--porcelain"]).map(|status| !status.trim().is_empty());
+        workspace.git_head = git(cwd, &["rev-parse", "--verify", "-q", "HEAD"]).probe().await;
+        workspace.git_dirty = git(cwd, &["status", "--porcelain"]).output().await.ok().map(|status| !status.trim().is_empty());
     }
     workspace
-}
-
-/// The trimmed output of a successful, non-empty git command.
-fn git(cwd: &Path, args: &[&str]) -> Option<String> {
-    git_output(cwd, args).map(|out| out.trim().to_string()).filter(|out| !out.is_empty())
-}
-
-fn git_output(cwd: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(cwd)
-        .args(args)
-        .env("GIT_OPTIONAL_LOCKS", "0")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_repository_is_found_with_its_head_and_dirtiness() {
+    use std::process::Command;
+
+    #[tokio::test]
+    async fn a_repository_is_found_with_its_head_and_dirtiness() {
         let dir = tempfile::tempdir().unwrap();
-        let plain = probe(dir.path(), Probe::Full);
+        let plain = probe(dir.path(), Probe::Full).await;
         assert_eq!((plain.git_root, plain.git_head), (None, None));
         let run = |args: &[&str]| assert!(Command::new("git").arg("-C").arg(dir.path()).args(args).output().unwrap().status.success());
         run(&["init", "-q"]);
         run(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "first"]);
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        let clean = probe(&dir.path().join("sub"), Probe::Full);
+        let clean = probe(&dir.path().join("sub"), Probe::Full).await;
         assert_eq!(clean.git_root.as_deref().map(Path::new), Some(dir.path().canonicalize().unwrap().as_path()));
         assert_eq!(clean.git_head.as_ref().map(String::len), Some(40));
         assert_eq!(clean.git_dirty, Some(false));
         std::fs::write(dir.path().join("new.txt"), "x").unwrap();
-        assert_eq!(probe(dir.path(), Probe::Full).git_dirty, Some(true));
-        assert_eq!(probe(dir.path(), Probe::Root).git_head, None, "the cheap probe reads the root only");
+        assert_eq!(probe(dir.path(), Probe::Full).await.git_dirty, Some(true));
+        assert_eq!(probe(dir.path(), Probe::Root).await.git_head, None, "the cheap probe reads the root only");
     }
 }

@@ -57,9 +57,9 @@ async fn work(agent: Arc<Server>, run_id: String) -> Vec<(String, String)> {
 async fn three_agents_work_a_plan_in_parallel_and_one_dies_holding_a_lease() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
-    let lead = Arc::new(Server::start_as(&home, "agent-a").await);
-    let b = Arc::new(Server::start_as(&home, "agent-b").await);
-    let victim = Server::start_as(&home, "agent-c").await;
+    let lead = Arc::new(Server::start_as(&home, tmp.path(), Some("agent-a")).await);
+    let b = Arc::new(Server::start_as(&home, tmp.path(), Some("agent-b")).await);
+    let victim = Server::start_as(&home, tmp.path(), Some("agent-c")).await;
 
     let brief = lead.ok("start_workflow", json!({"goal": "Ship the feature in parallel", "template": "parallel"})).await;
     let run_id = brief["run_id"].as_str().unwrap().to_string();
@@ -130,7 +130,7 @@ async fn three_agents_work_a_plan_in_parallel_and_one_dies_holding_a_lease() {
 async fn task_changes_need_their_lease_and_bad_plans_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
-    let a = Server::start_as(&home, "agent-a").await;
+    let a = Server::start_as(&home, tmp.path(), Some("agent-a")).await;
     let brief = a.ok("start_workflow", json!({"goal": "g", "template": "parallel", "max_agents": 2})).await;
     let run_id = brief["run_id"].as_str().unwrap();
     let advance = |plan: Value| json!({"run_id": run_id, "expected_version": 1, "outcome": "planned", "output": "p", "plan": plan});

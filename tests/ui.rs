@@ -42,7 +42,7 @@ async fn fanned_out(home: &Path, lead: &Server) -> Value {
     ]);
     let plan = json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": "planned", "output": "The plan.", "plan": {"tasks": tasks}});
     lead.ok("advance", plan).await;
-    let worker = Server::start_as(home, "worker-1").await;
+    let worker = Server::start_as(home, home.parent().unwrap(), Some("worker-1")).await;
     let claim = worker.ok("resume", json!({"run_id": brief["run_id"], "claim": "docs"})).await;
     let report = json!({"run_id": brief["run_id"], "task": "docs", "lease_token": claim["lease_token"], "outcome": "implemented", "output": "Docs written."});
     worker.ok("advance", report).await;
@@ -318,7 +318,7 @@ async fn a_browser_sees_the_graph_answers_a_gate_and_follows_other_sessions_live
     let Some(mut browser) = Browser::launch() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
-    let server = Server::start_as(&home, "lead").await;
+    let server = Server::start_as(&home, tmp.path(), Some("lead")).await;
     let gate = run_at_gate(&server).await;
     let id = gate["run_id"].as_str().unwrap().to_string();
     let fan = fanned_out(&home, &server).await;
@@ -339,7 +339,7 @@ async fn a_browser_sees_the_graph_answers_a_gate_and_follows_other_sessions_live
     assert!(waited.is_number(), "the page is connected for live updates");
 
     // Another session starts a run: the open list shows it within a second.
-    let other = Server::start_as(&home, "other").await;
+    let other = Server::start_as(&home, tmp.path(), Some("other")).await;
     let started = other.ok("start_workflow", json!({"goal": "A run started elsewhere", "title": "Started elsewhere"})).await;
     let acknowledged = Instant::now();
     let seen = format!("document.querySelector('tr[data-run=\"{}\"]')", started["run_id"].as_str().unwrap());

@@ -7,6 +7,7 @@
 //! was reported.
 
 use super::event::{Actor, ActorKind, Event, EventKind, Workspace};
+use super::merge::MergeState;
 use super::run::{HumanExchange, HumanGate, Run, RunStatus, StepOutput};
 pub use super::task_brief::{TaskBrief, TaskLine, TasksOverview};
 use schemars::JsonSchema;
@@ -115,6 +116,10 @@ pub struct Brief {
     /// Where the run's agents work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<Workspace>,
+    /// Once every task of the fan-out has joined: merging their git branches into the
+    /// run's tree, pending or done (what was merged, and any conflict left to resolve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeState>,
     pub context: Map<String, Value>,
     pub artifacts: Map<String, Value>,
     /// Names of the fields shortened to keep this brief within its size bound.
@@ -216,6 +221,7 @@ impl Brief {
             role_guide,
             tasks: run.fanout.as_ref().filter(|f| !f.joined).map(|f| TasksOverview::of(run, f, caps.task_lines)),
             workspace: run.workspace.clone(),
+            merge: run.merge_state(),
             context: capped_map(&run.context, caps.json, &run.id, &mut shortened, "context"),
             artifacts: capped_map(&run.artifacts, caps.json, &run.id, &mut shortened, "artifacts"),
             shortened,
@@ -324,8 +330,9 @@ fn next_action(run: &Run) -> String {
             let def = run.template.step(step);
             let role = def.map(|d| d.role.as_str()).unwrap_or("?");
             let outcomes: Vec<&str> = def.map(|d| d.outcomes.keys().map(String::as_str).collect()).unwrap_or_default();
+            let merge = run.merge_instructions().map(|m| format!("{m} ")).unwrap_or_default();
             format!(
-                "Play the {role} for step `{step}`, then call `advance` with run_id \"{id}\", expected_version {v}, outcome one of [{}] and your report as `output`.",
+                "{merge}Play the {role} for step `{step}`, then call `advance` with run_id \"{id}\", expected_version {v}, outcome one of [{}] and your report as `output`.",
                 outcomes.join(", ")
             )
         }
@@ -385,6 +392,12 @@ impl EventLine {
             EventKind::CheckpointSaved { name, .. } => format!("checkpoint {name}"),
             EventKind::Cancelled { reason } => format!("cancelled: {}", first_line(reason, 160)),
             EventKind::Forked { from_run, checkpoint, .. } => format!("forked from {from_run} at checkpoint {checkpoint}"),
+            EventKind::BranchesMerged { report } => format!(
+                "merged task branches {} into {}{}",
+                report.merged.join(", "),
+                report.tree,
+                report.conflict.as_ref().map(|c| format!("; conflict merging {}", c.task)).unwrap_or_default()
+            ),
         };
         EventLine { seq: event.seq, at: event.at, kind: event.kind.name().to_string(), by: event.actor.label(), summary }
     }

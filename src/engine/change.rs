@@ -2,6 +2,7 @@
 //! them, so every caller (MCP, terminal, web page) changes runs the same way.
 
 use super::event::Workspace;
+use super::merge::MergeReport;
 use super::plan::Plan;
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -27,6 +28,8 @@ pub enum Change {
     Checkpoint { expected_version: Option<u64>, name: String, note: Option<String>, workspace: Option<Workspace> },
     /// Stop the run for good.
     Cancel { expected_version: Option<u64>, reason: String },
+    /// Record what merging the joined fan-out's task branches did (once per fan-out).
+    RecordMerge { report: MergeReport },
 }
 
 impl Change {
@@ -34,7 +37,11 @@ impl Change {
     pub fn expected_version(&self) -> Option<u64> {
         match self {
             Change::Advance { expected_version, .. } => Some(*expected_version),
-            Change::Claim { .. } | Change::TaskAdvance { .. } | Change::Renew { .. } | Change::Release { .. } => None,
+            Change::Claim { .. }
+            | Change::TaskAdvance { .. }
+            | Change::Renew { .. }
+            | Change::Release { .. }
+            | Change::RecordMerge { .. } => None,
             Change::AskHuman { expected_version, .. }
             | Change::AnswerHuman { expected_version, .. }
             | Change::Checkpoint { expected_version, .. }

@@ -1,6 +1,7 @@
 //! The facts a run's history is made of. Every accepted change yields exactly one
 //! [`Event`] carrying everything it changed, so replaying the log rebuilds the run.
 
+use super::merge::MergeReport;
 use super::plan::Plan;
 use super::run::Run;
 use super::template::{Target, Template};
@@ -76,6 +77,10 @@ pub struct Workspace {
     /// Whether the working tree had uncommitted changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_dirty: Option<bool>,
+    /// A commit holding the working tree's uncommitted state (tracked and untracked files,
+    /// not ignored ones) on top of `git_head`: checkpoints keep the code, not just HEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_snapshot: Option<String>,
 }
 
 impl Workspace {
@@ -192,6 +197,11 @@ pub enum EventKind {
     Cancelled {
         reason: String,
     },
+    /// The joined fan-out's task branches were merged into the run's tree (by the caller
+    /// that saw the join; see `engine::merge`).
+    BranchesMerged {
+        report: MergeReport,
+    },
 }
 
 /// What a run started from: everything besides its id and time.
@@ -222,6 +232,7 @@ impl EventKind {
             EventKind::HumanAnswered { .. } => "human_answered",
             EventKind::CheckpointSaved { .. } => "checkpoint_saved",
             EventKind::Cancelled { .. } => "cancelled",
+            EventKind::BranchesMerged { .. } => "branches_merged",
         }
     }
 }

@@ -82,6 +82,8 @@ impl Run {
             tasks,
             pipelines,
             joined: false,
+            base: plan.base.clone().or_else(|| self.workspace.as_ref().and_then(|w| w.git_head.clone())),
+            merge: None,
         });
     }
 

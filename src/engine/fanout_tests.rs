@@ -45,6 +45,7 @@ fn plan(tasks: &[(&str, &[&str])]) -> Plan {
                 pipeline: None,
             })
             .collect(),
+        base: None,
     }
 }
 

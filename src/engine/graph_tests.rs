@@ -120,6 +120,7 @@ fn a_fan_out_is_a_node_and_its_tasks_a_dag_with_leases() {
                 pipeline: None,
             })
             .collect(),
+        base: None,
     };
     let change =
         Change::Advance { expected_version: 1, outcome: "planned".into(), output: "plan".into(), artifacts: Map::new(), plan: Some(plan) };

@@ -10,6 +10,7 @@ pub mod graph_layout;
 pub mod graph_mermaid;
 pub mod graph_svg;
 pub mod graph_view;
+pub mod merge;
 pub mod plan;
 pub mod run;
 pub mod task;

@@ -13,12 +13,18 @@ use std::collections::BTreeMap;
 pub const MAX_TASKS: usize = 100;
 /// Longest task title.
 pub const MAX_TITLE_BYTES: usize = 200;
+/// Longest base revision.
+pub const MAX_BASE_BYTES: usize = 200;
 
 /// Tasks to run in parallel, each through a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub tasks: Vec<PlanTask>,
+    /// In a git repository: the commit (or branch, tag, ...) the tasks' branches start
+    /// from. Omit it: baton takes the HEAD of the run's working tree when the plan is reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 /// One task of a plan.
@@ -56,6 +62,9 @@ impl Plan {
                 format!("the plan has {} tasks; this fan-out takes at most {max}", self.tasks.len()),
                 "Merge small tasks, or split the goal over several runs.",
             ));
+        }
+        if let Some(base) = &self.base {
+            check_len(&format!("{field}.base"), base.len(), MAX_BASE_BYTES)?;
         }
         let mut index = BTreeMap::new();
         for (i, task) in self.tasks.iter().enumerate() {

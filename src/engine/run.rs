@@ -159,9 +159,6 @@ pub struct Run {
     /// Most sub-agents the run's briefs suggest running at once.
     #[serde(default = "default_max_agents")]
     pub max_agents: u32,
-    /// Ids of the latest changes, so a retried request is not applied twice (kept by the store).
-    #[serde(default)]
-    pub recent_ops: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -253,7 +250,6 @@ impl Run {
                 fanout: None,
                 last_token: 0,
                 max_agents: origin.max_agents.unwrap_or(DEFAULT_MAX_AGENTS),
-                recent_ops: Vec::new(),
                 created_at: event.at,
                 updated_at: event.at,
             },
@@ -262,7 +258,6 @@ impl Run {
                 run.id = id.to_string();
                 run.version = 0;
                 run.checkpoints.clear();
-                run.recent_ops.clear();
                 run.forked_from = Some(ForkOrigin { run_id: from_run.clone(), checkpoint: checkpoint.clone(), version: *from_version });
                 run.started_by = event.actor.clone();
                 run.created_at = event.at;
@@ -402,6 +397,15 @@ impl Run {
                 }
                 Ok(EventKind::Cancelled { reason: reason.clone() })
             }
+            Change::RecordMerge { report } => {
+                if !matches!(self.merge_state(), Some(super::merge::MergeState::Pending { .. })) {
+                    return Err(BatonError::invalid_state(
+                        format!("run {} has no task branches waiting to be merged", self.id),
+                        "Nothing to record: `resume` the run to see what was merged.",
+                    ));
+                }
+                Ok(EventKind::BranchesMerged { report: report.clone() })
+            }
         }
     }
 
@@ -461,6 +465,11 @@ impl Run {
             }
             EventKind::CheckpointSaved { name, .. } => self.checkpoints.push(name.clone()),
             EventKind::Cancelled { reason } => self.finish(RunStatus::Cancelled, reason.clone()),
+            EventKind::BranchesMerged { report } => {
+                if let Some(fanout) = self.fanout.as_mut() {
+                    fanout.merge = Some(report.clone());
+                }
+            }
         }
         self.version = event.seq;
         self.last_actor = event.actor.clone();

@@ -2,6 +2,7 @@
 //! under a lease with a fencing token, and joins when its pipeline ends.
 
 use super::event::Actor;
+use super::merge::MergeReport;
 use super::run::{HumanGate, StepOutput};
 use super::template::{StepDef, Target, TaskFailurePolicy, Template};
 use crate::time::Timestamp;
@@ -160,6 +161,12 @@ pub struct FanOutState {
     /// The pipelines the tasks run, by name (copies, like a run's template).
     pub pipelines: BTreeMap<String, Template>,
     pub joined: bool,
+    /// The commit the tasks' git branches start from (for runs in a git repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// What merging the tasks' branches did, once it happened after the join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeReport>,
 }
 
 impl FanOutState {

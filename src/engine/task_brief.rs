@@ -102,6 +102,12 @@ pub struct TaskBrief {
     pub workdir: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The commit the branch started from: `git diff <base>` in `workdir` shows the task's change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The git repository the worktree belongs to (the run's repository root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     pub title: String,
     pub description: String,
     /// What this step must achieve.
@@ -197,6 +203,8 @@ impl TaskBrief {
             question: task.gate.as_ref().map(|g| pending(g, text_cap, &mut shortened)),
             note: None,
             branch: worktree.as_ref().map(|w| w.branch.clone()),
+            base: worktree.as_ref().and_then(|_| run.fanout.as_ref()?.base.clone()),
+            repo: worktree.as_ref().and_then(|_| run.workspace.as_ref()?.git_root.clone()),
             workdir,
             title: task.title.clone(),
             description: cut(&task.description, text_cap * 2, &mut shortened, "description"),
@@ -234,6 +242,19 @@ pub struct TaskWorktree {
 pub fn task_worktree(git_root: &str, run_id: &str, task: &str) -> Option<TaskWorktree> {
     let short = run_short(run_id);
     Some(TaskWorktree { dir: format!("{git_root}/.baton/worktrees/{short}-{task}"), branch: format!("baton/{short}/{task}") })
+}
+
+/// The worktree a run forked from a checkpoint works in, under the repository at
+/// `git_root`: the checkpoint's code is restored there, never into the user's own tree.
+pub fn fork_worktree(git_root: &str, run_id: &str) -> TaskWorktree {
+    let short = run_short(run_id);
+    TaskWorktree { dir: format!("{git_root}/.baton/forks/{short}"), branch: format!("baton-fork/{short}") }
+}
+
+/// The ref that keeps a checkpoint's code (its snapshot commit, else its HEAD) alive, so
+/// `git gc` never drops it.
+pub fn checkpoint_ref(run_id: &str, checkpoint: &str) -> String {
+    format!("refs/baton/{}/{checkpoint}", run_short(run_id))
 }
 
 /// The first 8 characters of a run id, for branch and directory names.

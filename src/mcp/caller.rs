@@ -34,14 +34,18 @@ impl CallContext {
 
     /// The caller of `tool`, with as much of the workspace as that tool records: the git
     /// state for tools that keep it, the repository root for listings, none on the hot path.
-    pub fn caller(&self, tool: &str) -> Caller {
+    pub async fn caller(&self, tool: &str) -> Caller {
         let actor = Actor { kind: ActorKind::Codex, id: self.thread.clone(), agent: None };
         let depth = match tool {
             "start_workflow" | "checkpoint" => Some(Probe::Full),
             "resume" => Some(Probe::Root),
             _ => None,
         };
-        Caller { actor, workspace: depth.map(|depth| probe(&self.cwd, depth)) }
+        let workspace = match depth {
+            Some(depth) => Some(probe(&self.cwd, depth).await),
+            None => None,
+        };
+        Caller { actor, workspace }
     }
 }
 
@@ -61,8 +65,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn thread_and_cwd_come_from_meta_else_the_process() {
+    #[tokio::test]
+    async fn thread_and_cwd_come_from_meta_else_the_process() {
         let meta = json!({"threadId": "t-1", "cwd": "/work/repo"}).as_object().unwrap().clone();
         let call = CallContext::of(&meta);
         assert_eq!((call.thread.as_deref(), call.cwd.to_str()), (Some("t-1"), Some("/work/repo")));
@@ -70,6 +74,6 @@ mod tests {
         assert_eq!(CallContext::of(&nested).thread.as_deref(), Some("t-2"));
         let relative = json!({"cwd": "repo"}).as_object().unwrap().clone();
         assert_eq!(CallContext::of(&relative).cwd, std::env::current_dir().unwrap(), "only absolute directories are trusted");
-        assert_eq!(CallContext::of(&JsonObject::new()).caller("advance").workspace, None, "advance probes no git");
+        assert_eq!(CallContext::of(&JsonObject::new()).caller("advance").await.workspace, None, "advance probes no git");
     }
 }

@@ -69,7 +69,7 @@ impl ServerHandler for BatonServer {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let caller = caller::CallContext::of(&context.meta.0).caller("inspect");
+        let caller = caller::CallContext::of(&context.meta.0).caller("inspect").await;
         Ok(ListResourcesResult::with_all_items(resources::list(&self.backend, caller).await?))
     }
 
@@ -86,7 +86,7 @@ impl ServerHandler for BatonServer {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let caller = caller::CallContext::of(&context.meta.0).caller("inspect");
+        let caller = caller::CallContext::of(&context.meta.0).caller("inspect").await;
         Ok(resources::read(&self.backend, caller, &request.uri).await?.into())
     }
 
@@ -105,7 +105,7 @@ impl ServerHandler for BatonServer {
         tracing::debug!(tool = %request.name, "call_tool");
         let call = caller::CallContext::of(&context.meta.0);
         let outcome = match spec.parse(request.arguments, &call.cwd) {
-            Ok(req) => self.execute(req, call.caller(&request.name), &context).await,
+            Ok(req) => self.execute(req, call.caller(&request.name).await, &context).await,
             Err(e) => Err(e),
         };
         Ok(match outcome {
@@ -119,7 +119,7 @@ impl ServerHandler for BatonServer {
 impl BatonServer {
     async fn execute(&self, request: Request, caller: Caller, context: &RequestContext<RoleServer>) -> Result<Reply, BatonError> {
         let asks_human = matches!(request, Request::AwaitHuman(_));
-        let reply = self.backend.call_as(caller.clone(), request).await?;
+        let reply = crate::gitops::call(&self.backend, caller.clone(), request).await?;
         match reply {
             Reply::Brief(brief) if asks_human => {
                 Ok(Reply::Brief(Box::new(elicit::ask_user(&self.backend, caller, &context.peer, *brief).await)))

@@ -18,8 +18,12 @@ impl Service {
 
     pub(super) async fn prune(&self, p: &PruneParams) -> BatonResult<Reply> {
         let age = parse_age("older_than", &p.older_than)?;
-        let query = RunQuery { status: StatusFilter::All, template: None, workspace: p.workspace.clone(), limit: usize::MAX };
-        let selected = prune_selection(self.store.list(&query).await?.runs, self.clock.now(), age);
+        let mut finished = Vec::new();
+        for status in [StatusFilter::Completed, StatusFilter::Failed, StatusFilter::Cancelled] {
+            let query = RunQuery { status, workspace: p.workspace.clone(), limit: usize::MAX, ..RunQuery::default() };
+            finished.extend(self.store.list(&query).await?.runs);
+        }
+        let selected = prune_selection(finished, self.clock.now(), age);
         if p.dry_run == Some(true) {
             return Ok(Reply::Deleted(Deleted { runs: selected, dry_run: true }));
         }
@@ -193,5 +197,8 @@ mod tests {
         let answer = AnswerHumanParams { run_id: open.clone(), task: None, answer: "x".into(), comment: None, expected_version: None };
         assert!(f.call(Request::AnswerHuman(answer)).await.is_err(), "the open run is still there, unchanged");
         assert!(store.run(&open).await.unwrap().is_some());
+        let report = store.verify().await.unwrap();
+        assert!(report.is_sound(), "runs, events, checkpoints, listing and counters agree: {:?}", report.problems);
+        assert_eq!((report.runs, report.checkpoints), (1, 0));
     }
 }

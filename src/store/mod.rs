@@ -3,7 +3,8 @@
 //!
 //! A store keeps, per run: the current snapshot, its dense event log (`seq` 1..=version),
 //! named checkpoint snapshots, and the ids of recent changes so a retried request is
-//! applied at most once. Templates used by name are kept beside the runs.
+//! applied at most once. Templates used by name are kept beside the runs. A store can
+//! also check itself, copy itself, and move runs out and in as JSON lines.
 
 pub mod sled_store;
 
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use sled_store::SledStore;
+pub use sled_store::{BackupReport, SledStore, VerifyReport};
 
 /// How many change ids a run remembers for deduplicating retries. Retries follow an owner
 /// failover within seconds, long before 32 further changes; a creation is recognised by
@@ -81,6 +82,8 @@ pub struct RunQuery {
     /// Only runs of this workspace key (see [`crate::engine::Workspace::key`]).
     pub workspace: Option<String>,
     pub limit: usize,
+    /// Continue after the page that returned this `next_cursor` (opaque).
+    pub cursor: Option<String>,
 }
 
 impl RunQuery {
@@ -96,8 +99,10 @@ impl RunQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunPage {
     pub runs: Vec<RunSummary>,
-    /// How many runs matched before `limit` applied.
+    /// How many runs match in all (every page together).
     pub total: usize,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// A compact listing entry, kept beside each run so listing never loads full runs.
@@ -164,6 +169,21 @@ pub trait RunStore: Send + Sync {
     /// request: if this run already recorded it (it created the run, or is among its last
     /// [`RECENT_OPS`] changes), the stored run is returned and `change` is not applied again.
     async fn commit(&self, op_id: &str, run_id: &str, change: Mutation) -> BatonResult<Run>;
+
+    /// Write every run (with all its events and checkpoints) and every named template as
+    /// JSON lines; returns the number of runs.
+    async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> BatonResult<u64>;
+
+    /// Add the runs and templates of an export, durably and all at once. A run id that
+    /// exists is refused (nothing is written) unless `replace`. Returns the number of runs.
+    async fn import(&self, input: &mut (dyn std::io::BufRead + Send), replace: bool) -> BatonResult<u64>;
+
+    /// A consistent copy of the whole store into the new directory `dir`, made while
+    /// other sessions keep reading and writing.
+    async fn backup(&self, dir: &std::path::Path) -> BatonResult<BackupReport>;
+
+    /// Check every record and that runs, events, checkpoints and listings agree.
+    async fn verify(&self) -> BatonResult<VerifyReport>;
 
     /// Delete a finished run and everything kept for it (snapshot, events, checkpoints,
     /// listing entry) in one atomic, durable step; `None` if there is no such run. A run

@@ -2,7 +2,7 @@
 //! MCP client over stdio.
 #![allow(dead_code)]
 
-use rmcp::model::{CallToolRequestParams, JsonObject, MetaObject, RequestMetaObject};
+use rmcp::model::{CallToolRequestParams, JsonObject, RequestMetaObject};
 use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
@@ -19,30 +19,33 @@ pub const TOOLS: &[&str] = &["start_workflow", "advance", "checkpoint", "resume"
 pub struct Server {
     pub client: RunningService<RoleClient, ()>,
     pub pid: u32,
-    /// Sent as `_meta.threadId` with every call, as Codex does: who the agent is.
+    /// The Codex thread id sent as `_meta.threadId` with every call: the agent's identity.
     pub thread: Option<String>,
 }
 
 impl Server {
-    /// Start `baton serve` on `home` and complete the MCP handshake.
+    /// Start `baton serve` on `home` and complete the MCP handshake. It runs in the
+    /// directory holding `home` (a temporary one), never in baton's own checkout: runs
+    /// started in a git repository get worktrees, refs and merges there.
     pub async fn start(home: &Path) -> Server {
-        Server::start_in(home, Path::new(".")).await
+        Server::start_in(home, home.parent().unwrap_or(Path::new("/"))).await
     }
 
     /// Like [`Server::start`], with `cwd` as the server's working directory.
     pub async fn start_in(home: &Path, cwd: &Path) -> Server {
+        Server::start_as(home, cwd, None).await
+    }
+
+    /// Like [`Server::start_in`], for a Codex thread `thread`: each call carries it in
+    /// `_meta.threadId`, as Codex does, so each server acts as a distinct agent.
+    pub async fn start_as(home: &Path, cwd: &Path, thread: Option<&str>) -> Server {
         let cmd = tokio::process::Command::new(BATON).configure(|c| {
             c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "warn").current_dir(cwd);
         });
         let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn baton serve");
         let pid = transport.id().expect("child pid");
         let client = ().serve(transport).await.expect("MCP initialize");
-        Server { client, pid, thread: None }
-    }
-
-    /// Like [`Server::start`], for an agent that names itself `thread` in `_meta` as Codex does.
-    pub async fn start_as(home: &Path, thread: &str) -> Server {
-        Server { thread: Some(thread.to_string()), ..Server::start(home).await }
+        Server { client, pid, thread: thread.map(str::to_string) }
     }
 
     /// Call a tool: `Ok(structured content)` on success, `Err(error object)` on a tool error.
@@ -50,8 +53,8 @@ impl Server {
         let arguments: JsonObject = args.as_object().cloned().expect("arguments must be an object");
         let mut params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
         if let Some(thread) = &self.thread {
-            let meta = json!({"threadId": thread}).as_object().cloned().unwrap_or_default();
-            params.meta = Some(RequestMetaObject(MetaObject(meta)));
+            let meta: JsonObject = json!({ "threadId": thread }).as_object().cloned().unwrap_or_default();
+            params.meta = Some(RequestMetaObject(meta.into()));
         }
         let result = self.client.call_tool(params).await.unwrap_or_else(|e| panic!("{tool}: protocol failure {e:?}"));
         let data = result.structured_content.clone().unwrap_or(Value::Null);

@@ -1,229 +1,452 @@
-//! The embedded store: runs in sled. Every change is one sled transaction across the
-//! trees it touches, flushed to disk before the call returns.
+//! The embedded store: runs in sled.
+//!
+//! - Writes: one writer thread owns the write path ([`writer`]). Commits arriving together
+//!   form a batch: one sled transaction, one flush and one `fdatasync` ([`durability`]);
+//!   each commit is answered only once its batch is durable.
+//! - Reads go straight to sled and never wait for the writer. A reader sees only durable
+//!   state: while a batch is applied but not yet durable, the runs it touches are read
+//!   from the batch's *overlay* (their state before the batch), so a change is never shown
+//!   before it is acknowledged, and a batch that fails is never shown at all.
+//! - A failed batch is undone (sled is closed and reopened, since it keeps an I/O error
+//!   for the life of the open database, and the values the batch replaced are written
+//!   back) before the next write, so an error leaves no trace and the store heals once
+//!   the cause (a full disk, too many open files) is gone.
+//! - Records carry a format tag ([`codec`]); the first format is upgraded on open
+//!   ([`upgrade`]); an integrity record outside sled detects a log that recovered less than
+//!   was acknowledged ([`integrity`]); payloads can be encrypted ([`crypto`]).
 
+mod codec;
+pub mod crypto;
+mod durability;
+mod index;
+mod integrity;
 mod keys;
+mod maintenance;
+mod retention;
+mod upgrade;
+mod writer;
 
-use super::{Commit, Mutation, RECENT_OPS, RunPage, RunQuery, RunStore, RunSummary};
+use super::{Mutation, RunPage, RunQuery, RunStore, RunSummary};
 use crate::engine::{Event, Run, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use async_trait::async_trait;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Transactional, Tree};
-use std::path::Path;
+use codec::Codec;
+use keys::T;
+use sled::Tree;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
-/// The sled database and its trees.
-pub struct SledStore {
-    db: sled::Db,
-    runs: Tree,
-    summaries: Tree,
-    events: Tree,
-    checkpoints: Tree,
-    templates: Tree,
+pub use crypto::Key;
+pub use maintenance::{BackupReport, VerifyReport};
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Encrypt record payloads under this key (a database is encrypted or not for life).
+    pub key: Option<Key>,
+    /// Bytes of sled's page cache. sled's default (1 GiB) lets a long-running owner grow
+    /// without bound; a few MiB hold every hot page baton reads.
+    pub cache_bytes: u64,
 }
 
-type TxError = ConflictableTransactionError<BatonError>;
+impl Default for Options {
+    fn default() -> Options {
+        Options { key: None, cache_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+/// The sled database and its trees, in the order of [`keys::TREES`].
+pub(crate) struct Db {
+    sled: sled::Db,
+    trees: Vec<Tree>,
+}
+
+impl Db {
+    fn tree(&self, t: T) -> &Tree {
+        &self.trees[t as usize]
+    }
+}
+
+/// A test hook run before a batch's sync.
+#[cfg(test)]
+type SyncHook = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+
+/// What readers and the writer share.
+pub(crate) struct Shared {
+    dir: PathBuf,
+    codec: Codec,
+    options: Options,
+    /// `None` only while the writer reopens sled after a failed batch, or if that failed.
+    db: RwLock<Option<Db>>,
+    /// The durable state of what the batch in flight (or a failed, not yet undone, batch)
+    /// changes.
+    overlay: Mutex<Overlay>,
+    /// The number of the last durable write batch (kept by the writer, read by anyone).
+    durable_batch: std::sync::atomic::AtomicU64,
+    /// Tests: called between a batch's transaction and its sync, to hold it in flight or fail it.
+    #[cfg(test)]
+    before_sync: Mutex<Option<SyncHook>>,
+}
+
+/// State before the batch in flight, for every run and named template it touches.
+#[derive(Default)]
+pub(crate) struct Overlay {
+    /// Run id -> the durable run (`None`: the batch creates it).
+    runs: HashMap<String, Option<Run>>,
+    /// Run id -> (durable summary, summary the batch writes to the index).
+    summaries: HashMap<String, (Option<RunSummary>, Option<RunSummary>)>,
+    /// Template name -> the durable named template.
+    templates: HashMap<String, Option<Template>>,
+}
+
+impl Overlay {
+    /// Forget everything: the batch became durable, or was undone.
+    fn clear(&mut self) {
+        *self = Overlay::default();
+    }
+}
+
+/// The store: cheap to share behind an `Arc`; dropping it stops the writer (which records
+/// the integrity witness) and closes sled.
+pub struct SledStore {
+    shared: Arc<Shared>,
+    writer: writer::Handle,
+}
 
 impl SledStore {
-    /// Open (or create) the database in `dir`.
+    /// Open (or create) the database in `dir` with default options.
     pub fn open(dir: &Path) -> BatonResult<SledStore> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => BatonError::new(
+        SledStore::open_with(dir, Options::default())
+    }
+
+    /// Open (or create) the database in `dir`: check its configuration file, recover sled,
+    /// check encryption and the integrity record, upgrade an older format, and start the
+    /// writer. Refuses, with the damaged path and the fix, a database that lost
+    /// acknowledged changes.
+    pub fn open_with(dir: &Path, options: Options) -> BatonResult<SledStore> {
+        integrity_conf::check(dir)?;
+        let db = open_sled(dir, &options)?;
+        let cipher = options.key.as_ref().map(crypto::Cipher::new);
+        let codec = Codec::new(dir, cipher);
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            codec,
+            options,
+            db: RwLock::new(None),
+            overlay: Mutex::default(),
+            durable_batch: Default::default(),
+            #[cfg(test)]
+            before_sync: Mutex::new(None),
+        });
+        let state = upgrade::prepare(&shared, &db)?;
+        let record = upgrade::check_integrity(dir, &state)?;
+        let syncer = durability::Syncer::open(dir).map_err(|e| io_storage(dir, "sync", &e))?;
+        *shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
+        let writer = writer::Handle::start(Arc::clone(&shared), syncer, record, state)?;
+        Ok(SledStore { shared, writer })
+    }
+
+    /// The database directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The number of the last durable write batch (for tests and benchmarks).
+    pub fn writer_batch(&self) -> u64 {
+        self.shared.durable_batch.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Accept a damaged database in `dir` as it is (no process may have it open):
+    /// rewrite a damaged configuration file, rebuild the listing from the runs, and make
+    /// the integrity record match what sled recovered. Returns what `verify` then finds.
+    pub fn repair(dir: &Path, options: Options) -> BatonResult<VerifyReport> {
+        maintenance::repair(dir, &options)
+    }
+}
+
+/// Checking sled's own configuration file before sled reads it.
+mod integrity_conf {
+    use crate::error::{BatonError, BatonResult};
+    use std::path::Path;
+
+    /// What sled 0.34 writes with baton's settings (segment size, no compression, version),
+    /// followed by its CRC-32.
+    pub fn expected() -> Vec<u8> {
+        let mut bytes = b"segment_size: 524288\nuse_compression: false\nversion: 0.34\n".to_vec();
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// sled reports a damaged `conf` as "created using a different version"; say what it is.
+    pub fn check(dir: &Path) -> BatonResult<()> {
+        let path = dir.join("conf");
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes == expected() => Ok(()),
+            Ok(_) => Err(BatonError::storage(
+                format!("the database configuration file {} is damaged (it does not hold the settings baton writes)", path.display()),
+                "It holds only fixed settings: run `baton verify --repair` to rewrite it, or restore the database directory from a backup.",
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BatonError::storage(
+                format!("cannot read the database configuration file {}: {e}", path.display()),
+                "Check the database directory's permissions.",
+            )),
+        }
+    }
+
+    /// Rewrite `conf` with the settings baton uses.
+    pub fn rewrite(dir: &Path) -> std::io::Result<()> {
+        let path = dir.join("conf");
+        std::fs::write(&path, expected())?;
+        std::fs::File::open(&path)?.sync_all()?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// Open sled and its trees. sled can panic on some damaged files; that becomes an error.
+pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
+    let config = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None);
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || -> sled::Result<Db> {
+        let sled = config.open()?;
+        let trees = keys::TREES.iter().map(|name| sled.open_tree(name)).collect::<sled::Result<Vec<_>>>()?;
+        Ok(Db { sled, trees })
+    }));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Io(io)))
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
+        {
+            Err(BatonError::new(
                 ErrorCode::Unavailable,
                 format!("the database at {} is still held by another process", dir.display()),
                 "Retry in a moment; if it persists, look for a stray process using that directory.",
+            ))
+        }
+        Ok(Err(e)) => Err(BatonError::storage(
+            format!("cannot open the baton database at {}: {e}", dir.display()),
+            format!(
+                "Check the directory exists, is writable by you and its disk has room; if it is damaged, restore it from a backup (or run `baton verify` for details on {}).",
+                dir.display()
             ),
-            e => BatonError::storage(
-                format!("cannot open the baton database at {}: {e}", dir.display()),
-                "Check the directory exists, is writable by you, and is not used by another program.",
+        )),
+        Err(_) => Err(BatonError::storage(
+            format!("the baton database at {} is damaged: sled could not recover its log {}", dir.display(), dir.join("db").display()),
+            "Restore the database directory from a backup.",
+        )),
+    }
+}
+
+/// The text of a sled error. sled passes I/O errors from its I/O threads on in their Debug
+/// form (`Os { code: 28, .. }`); the OS error's own text is what a person can act on.
+pub(crate) fn sled_text(e: &sled::Error) -> String {
+    let text = match e {
+        sled::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    };
+    let code = text.split("code: ").nth(1).and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+    match code {
+        Some(code) if text.contains("Os {") => std::io::Error::from_raw_os_error(code).to_string(),
+        _ => text,
+    }
+}
+
+/// A storage error for an I/O failure on the database in `dir`.
+pub(crate) fn io_storage(dir: &Path, what: &str, e: &dyn std::fmt::Display) -> BatonError {
+    let text = e.to_string();
+    let fix = if text.contains("No space left") || text.contains("ENOSPC") {
+        format!("Free space on the disk holding {}; the change was not applied, and writes work again once there is room.", dir.display())
+    } else if text.contains("Too many open files") {
+        "Close some files or connections, or raise the open-file limit (`ulimit -n`); the change was not applied, and writes work again once descriptors are free.".to_string()
+    } else {
+        format!("Check that the disk holding {} is healthy and writable; the change was not applied.", dir.display())
+    };
+    BatonError::storage(format!("cannot {what} the baton database at {}: {text}", dir.display()), fix)
+}
+
+impl Shared {
+    /// Run `read` against the open database.
+    /// sled panics on some inconsistencies of a damaged log ("cannot find pid"); such a
+    /// read becomes a storage error instead of taking the process down.
+    fn with_db<R>(&self, read: impl FnOnce(&Db) -> BatonResult<R>) -> BatonResult<R> {
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(db) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(db))).unwrap_or_else(|_| Err(self.panicked())),
+            None => Err(BatonError::storage(
+                format!("the baton database at {} is closed after a write error and could not be reopened yet", self.dir.display()),
+                "Fix the cause named by the failed write (disk space, open files); the next change reopens it.",
+            )),
+        }
+    }
+
+    /// The error for a sled panic: its log is inconsistent.
+    fn panicked(&self) -> BatonError {
+        BatonError::storage(
+            format!(
+                "the baton database at {} is damaged: sled found its log inconsistent ({})",
+                self.dir.display(),
+                self.dir.join("db").display()
             ),
-        })?;
-        Ok(SledStore {
-            runs: db.open_tree("runs")?,
-            summaries: db.open_tree("summaries")?,
-            events: db.open_tree("events")?,
-            checkpoints: db.open_tree("checkpoints")?,
-            templates: db.open_tree("templates")?,
-            db,
+            "Restore the database directory from a backup; `baton verify` lists what can still be read.",
+        )
+    }
+
+    fn overlay(&self) -> std::sync::MutexGuard<'_, Overlay> {
+        self.overlay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stored snapshot of a run as sled has it (durable or in flight).
+    fn stored_run(&self, db: &Db, run_id: &str) -> BatonResult<Option<Run>> {
+        let tree = T::Runs.name();
+        match db.tree(T::Runs).get(run_id)? {
+            None => Ok(None),
+            Some(bytes) => self.decode_run(db, tree, run_id.as_bytes(), &bytes).map(Some),
+        }
+    }
+
+    fn decode_run(&self, db: &Db, tree: &str, key: &[u8], bytes: &[u8]) -> BatonResult<Run> {
+        self.codec.decode_run(tree, key, bytes, |hash| Ok(db.tree(T::Bodies).get(hash)?.map(|v| v.to_vec())))
+    }
+
+    /// The durable snapshot of a run. sled is read first and the overlay second: a value
+    /// read while its batch was in flight is then replaced by the state before the batch.
+    /// The overlay is consulted while the database guard is still held, so a heal (which
+    /// writes back a failed batch and clears the overlay under the write guard) cannot
+    /// come in between.
+    fn run(&self, run_id: &str) -> BatonResult<Option<Run>> {
+        self.with_db(|db| {
+            let stored = self.stored_run(db, run_id)?;
+            Ok(match self.overlay().runs.get(run_id) {
+                Some(before) => before.clone(),
+                None => stored,
+            })
         })
     }
 
-    fn run_sync(&self, run_id: &str) -> BatonResult<Option<Run>> {
-        decode_opt(self.runs.get(run_id)?)
-    }
-
-    /// All run summaries, newest change first.
-    fn summaries(&self) -> BatonResult<Vec<RunSummary>> {
-        let mut all: Vec<RunSummary> = self.summaries.iter().values().map(|v| decode(&v?)).collect::<BatonResult<_>>()?;
-        all.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.run_id.cmp(&b.run_id)));
-        Ok(all)
-    }
-
-    /// The newest events of a run with `seq` in `from..=to` whose stored size fits in
-    /// `max_bytes` (at least one, if any), oldest first.
-    fn events_sync(&self, run_id: &str, from: u64, to: u64, max_bytes: usize) -> BatonResult<Vec<Event>> {
-        if from > to {
-            return Ok(Vec::new());
-        }
-        let range = keys::event_key(run_id, from)..=keys::event_key(run_id, to);
-        let mut events = Vec::new();
-        let mut used = 0;
-        for entry in self.events.range(range).values().rev() {
-            let bytes = entry?;
-            used += bytes.len();
-            if used > max_bytes && !events.is_empty() {
-                break;
+    fn events(&self, run_id: &str, from: u64, to: u64, max_bytes: usize) -> BatonResult<Vec<Event>> {
+        self.with_db(|db| {
+            let to = match self.overlay().runs.get(run_id) {
+                Some(before) => to.min(before.as_ref().map_or(0, |r| r.version)),
+                None => to,
+            };
+            if from > to {
+                return Ok(Vec::new());
             }
-            events.push(decode::<Event>(&bytes)?);
-        }
-        events.reverse();
-        Ok(events)
+            let range = keys::event_key(run_id, from)..=keys::event_key(run_id, to);
+            let mut events = Vec::new();
+            let mut used = 0;
+            for entry in db.tree(T::Events).range(range).rev() {
+                let (key, bytes) = entry?;
+                let json = self.codec.json(T::Events.name(), &key, &bytes)?;
+                used += json.len();
+                if used > max_bytes && !events.is_empty() {
+                    break;
+                }
+                let event: Event = serde_json::from_slice(&json)
+                    .map_err(|e| self.codec.damaged(T::Events.name(), &key, &format!("it does not decode ({e})")))?;
+                events.push(event);
+            }
+            events.reverse();
+            Ok(events)
+        })
     }
 
-    /// The snapshot saved as checkpoint `name` of a run.
-    fn checkpoint_sync(&self, run_id: &str, name: &str) -> BatonResult<Option<Run>> {
-        decode_opt(self.checkpoints.get(keys::checkpoint_key(run_id, name))?)
+    fn checkpoint(&self, run_id: &str, name: &str) -> BatonResult<Option<Run>> {
+        let key = keys::checkpoint_key(run_id, name);
+        self.with_db(|db| {
+            let stored = match db.tree(T::Checkpoints).get(&key)? {
+                None => None,
+                Some(bytes) => Some(self.decode_run(db, T::Checkpoints.name(), &key, &bytes)?),
+            };
+            // A checkpoint never changes once saved, so it is durable if the durable run lists it.
+            Ok(match self.overlay().runs.get(run_id) {
+                Some(before) => stored.filter(|_| before.as_ref().is_some_and(|r| r.checkpoints.iter().any(|c| c == name))),
+                None => stored,
+            })
+        })
     }
 
-    fn template_sync(&self, name: &str) -> BatonResult<Option<Template>> {
-        decode_opt(self.templates.get(name)?)
+    fn template(&self, name: &str) -> BatonResult<Option<Template>> {
+        self.with_db(|db| {
+            let stored = self.with_db_ref(db, name)?;
+            Ok(match self.overlay().templates.get(name) {
+                Some(before) => before.clone(),
+                None => stored,
+            })
+        })
     }
 
-    fn templates_sync(&self) -> BatonResult<Vec<Template>> {
-        self.templates.iter().values().map(|v| decode(&v?)).collect()
-    }
-
-    /// The one write path: idempotency check, then run, summary, event, and any checkpoint
-    /// or template in one transaction, then flush. A run remembers the ids of its last
-    /// [`RECENT_OPS`] changes; a retry of one of them answers without applying it again.
-    fn commit_sync(&self, op_id: &str, run_id: &str, change: &Mutation) -> BatonResult<Run> {
-        let trees = (&self.runs, &self.summaries, &self.events, &self.checkpoints, &self.templates);
-        let result = trees.transaction(|(runs, summaries, events, checkpoints, templates)| {
-            let current = tx_get::<Run>(runs, run_id.as_bytes())?;
-            let already_applied = |r: &&Run| r.id == op_id || r.recent_ops.iter().any(|op| op == op_id);
-            if let Some(done) = current.as_ref().filter(already_applied) {
-                return Ok(done.clone());
-            }
-            let Commit { mut run, event, checkpoint, template } = change(current).map_err(abort)?;
-            run.recent_ops.push(op_id.to_string());
-            let excess = run.recent_ops.len().saturating_sub(RECENT_OPS);
-            run.recent_ops.drain(..excess);
-            runs.insert(run_id.as_bytes(), encode(&run)?)?;
-            summaries.insert(run_id.as_bytes(), encode(&RunSummary::of(&run))?)?;
-            events.insert(keys::event_key(run_id, event.seq), encode(&event)?)?;
-            if let Some(name) = &checkpoint {
-                checkpoints.insert(keys::checkpoint_key(run_id, name), encode(&run)?)?;
-            }
-            if let Some(template) = &template {
-                templates.insert(template.name.as_bytes(), encode(template)?)?;
-            }
-            Ok(run)
-        });
-        let run = result.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => BatonError::from(e),
-        })?;
-        self.flush()?;
-        Ok(run)
-    }
-
-    /// Remove a finished run's records in one transaction, then flush. Its events are
-    /// `1..=version`; its checkpoints are found by key prefix (a finished run takes no
-    /// new ones, so none can appear between the scan and the transaction).
-    fn delete_sync(&self, run_id: &str) -> BatonResult<Option<RunSummary>> {
-        let saved: Vec<sled::IVec> = self.checkpoints.scan_prefix(keys::run_prefix(run_id)).keys().collect::<Result<_, _>>()?;
-        let trees = (&self.runs, &self.summaries, &self.events, &self.checkpoints);
-        let result = trees.transaction(|(runs, summaries, events, checkpoints)| {
-            let Some(run) = tx_get::<Run>(runs, run_id.as_bytes())? else { return Ok(None) };
-            if !run.status.is_finished() {
-                return Err(abort(BatonError::invalid_state(
-                    format!("run {run_id} is {}; only finished runs can be deleted", run.status.as_str()),
-                    "Cancel it first (`cancel_run` or `baton cancel`), or wait until it completes.",
-                )));
-            }
-            runs.remove(run_id.as_bytes())?;
-            summaries.remove(run_id.as_bytes())?;
-            for seq in 1..=run.version {
-                events.remove(keys::event_key(run_id, seq))?;
-            }
-            for key in &saved {
-                checkpoints.remove(key)?;
-            }
-            Ok(Some(RunSummary::of(&run)))
-        });
-        let deleted = result.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => BatonError::from(e),
-        })?;
-        self.flush()?;
-        Ok(deleted)
-    }
-
-    /// Force everything written so far to disk.
-    pub fn flush(&self) -> BatonResult<()> {
-        self.db.flush()?;
-        Ok(())
+    fn templates(&self) -> BatonResult<Vec<Template>> {
+        self.with_db(|db| {
+            let mut stored: Vec<Template> = db
+                .tree(T::Templates)
+                .iter()
+                .map(|entry| {
+                    let (key, bytes) = entry?;
+                    self.codec.decode(T::Templates.name(), &key, &bytes)
+                })
+                .collect::<BatonResult<_>>()?;
+            let overlay = self.overlay();
+            stored.retain(|t| !overlay.templates.contains_key(&t.name));
+            stored.extend(overlay.templates.values().flatten().cloned());
+            stored.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(stored)
+        })
     }
 }
 
 #[async_trait]
 impl RunStore for SledStore {
     async fn run(&self, run_id: &str) -> BatonResult<Option<Run>> {
-        self.run_sync(run_id)
+        self.shared.run(run_id)
     }
 
     async fn events(&self, run_id: &str, from: u64, to: u64, max_bytes: usize) -> BatonResult<Vec<Event>> {
-        self.events_sync(run_id, from, to, max_bytes)
+        self.shared.events(run_id, from, to, max_bytes)
     }
 
     async fn checkpoint(&self, run_id: &str, name: &str) -> BatonResult<Option<Run>> {
-        self.checkpoint_sync(run_id, name)
+        self.shared.checkpoint(run_id, name)
     }
 
     async fn template(&self, name: &str) -> BatonResult<Option<Template>> {
-        self.template_sync(name)
+        self.shared.template(name)
     }
 
     async fn templates(&self) -> BatonResult<Vec<Template>> {
-        self.templates_sync()
+        self.shared.templates()
     }
 
     async fn list(&self, query: &RunQuery) -> BatonResult<RunPage> {
-        let matching: Vec<RunSummary> = self.summaries()?.into_iter().filter(|s| query.matches(s)).collect();
-        let total = matching.len();
-        Ok(RunPage { runs: matching.into_iter().take(query.limit).collect(), total })
+        index::list(&self.shared, query)
     }
 
     async fn commit(&self, op_id: &str, run_id: &str, change: Mutation) -> BatonResult<Run> {
-        self.commit_sync(op_id, run_id, &change)
+        self.writer.commit(op_id, run_id, change).await
+    }
+
+    async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> BatonResult<u64> {
+        maintenance::export(&self.shared, out)
+    }
+
+    async fn import(&self, input: &mut (dyn std::io::BufRead + Send), replace: bool) -> BatonResult<u64> {
+        let records = maintenance::read_export(input)?;
+        self.writer.exclusive(move |w| w.import(records, replace)).await
+    }
+
+    async fn backup(&self, dir: &Path) -> BatonResult<BackupReport> {
+        let target = dir.to_path_buf();
+        self.writer.exclusive(move |w| w.backup(&target)).await
+    }
+
+    async fn verify(&self) -> BatonResult<VerifyReport> {
+        self.writer.exclusive(|w| w.shared.with_db(|db| maintenance::verify(&w.shared, db))).await
     }
 
     async fn delete_run(&self, run_id: &str) -> BatonResult<Option<RunSummary>> {
-        self.delete_sync(run_id)
-    }
-}
-
-fn abort(err: BatonError) -> TxError {
-    ConflictableTransactionError::Abort(err)
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, TxError> {
-    serde_json::to_vec(value).map_err(|e| abort(BatonError::from(e)))
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> BatonResult<T> {
-    Ok(serde_json::from_slice(bytes)?)
-}
-
-fn decode_opt<T: DeserializeOwned>(bytes: Option<sled::IVec>) -> BatonResult<Option<T>> {
-    bytes.map(|b| decode(&b)).transpose()
-}
-
-fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> Result<Option<T>, TxError> {
-    match tree.get(key)? {
-        Some(bytes) => decode(&bytes).map(Some).map_err(abort),
-        None => Ok(None),
+        let run_id = run_id.to_string();
+        self.writer.exclusive(move |w| w.delete(&run_id)).await
     }
 }
 

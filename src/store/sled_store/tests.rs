@@ -1,10 +1,36 @@
 use super::*;
 use crate::engine::{Actor, Change, NewRun, Run, builtin_template};
 use crate::store::unknown_run;
+use crate::store::{Commit, RECENT_OPS, StatusFilter};
 use crate::time::Timestamp;
 use serde_json::Map;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 const NOW: Timestamp = Timestamp(1_795_000_000_000);
+
+/// A new run of `feature` created at `now`.
+fn start(id: &str, now: Timestamp) -> (Run, Event) {
+    let new = NewRun {
+        id: id.into(),
+        template: builtin_template("feature").unwrap(),
+        goal: "g".into(),
+        title: "t".into(),
+        context: Map::new(),
+        workspace: None,
+        max_agents: 4,
+    };
+    Run::start(new, &Actor::default(), now)
+}
+
+/// Apply `change` to `run` at `now` as an unnamed actor.
+fn apply(run: &mut Run, change: Change, now: Timestamp) -> BatonResult<Event> {
+    run.apply(&change, &Actor::default(), now)
+}
+
+fn checkpoint_change(expected_version: Option<u64>, name: &str) -> Change {
+    Change::Checkpoint { expected_version, name: name.into(), note: None, workspace: None }
+}
 
 fn store() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -32,16 +58,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 fn create(store: &SledStore, id: &str) -> Run {
-    let new = NewRun {
-        id: id.into(),
-        template: builtin_template("feature").unwrap(),
-        goal: "g".into(),
-        title: "t".into(),
-        context: Map::new(),
-        workspace: None,
-        max_agents: 4,
-    };
-    let (run, event) = Run::start(new, &Actor::default(), NOW);
+    let (run, event) = start(id, NOW);
     let commit = Commit::new(run, event);
     block_on(store.commit(id, id, Box::new(move |_| Ok(commit.clone())))).unwrap()
 }
@@ -50,7 +67,7 @@ fn advance(store: &SledStore, op: &str, id: &str, expected_version: u64) -> Bato
     update(store, op, id, move |run| {
         let change =
             Change::Advance { expected_version, outcome: "planned".into(), output: "plan".into(), artifacts: Map::new(), plan: None };
-        let event = run.apply(&change, &Actor::default(), NOW)?;
+        let event = apply(run, change, NOW)?;
         Ok(Commit::new(run.clone(), event))
     })
 }
@@ -58,8 +75,8 @@ fn advance(store: &SledStore, op: &str, id: &str, expected_version: u64) -> Bato
 fn checkpoint(store: &SledStore, op: &str, name: &str) -> BatonResult<Run> {
     let name = name.to_string();
     update(store, op, "r1", move |run| {
-        let event = run.apply(&checkpoint_change(&name), &Actor::default(), NOW)?;
-        Ok(Commit::new(run.clone(), event))
+        let event = apply(run, checkpoint_change(None, &name), NOW)?;
+        Ok(Commit { checkpoint: Some(name.clone()), ..Commit::new(run.clone(), event) })
     })
 }
 
@@ -72,7 +89,7 @@ fn a_retried_change_is_applied_once() {
     let again = advance(&store, "op-a", "r1", 1).unwrap();
     assert_eq!(first, again);
     assert_eq!(first.version, 2);
-    assert_eq!(store.events_sync("r1", 1, 100, usize::MAX).unwrap().len(), 2);
+    assert_eq!(store.shared.events("r1", 1, 100, usize::MAX).unwrap().len(), 2);
     let err = advance(&store, "op-b", "r1", 1).unwrap_err();
     assert_eq!(err.code, crate::error::ErrorCode::Conflict, "a new op with a stale version conflicts");
 }
@@ -82,13 +99,13 @@ fn a_failed_change_writes_nothing() {
     let (_dir, store) = store();
     create(&store, "r1");
     let err = update(&store, "op", "r1", |run| {
-        let event = run.apply(&Change::Cancel { expected_version: Some(9), reason: "x".into() }, &Actor::default(), NOW)?;
+        let event = apply(run, Change::Cancel { expected_version: Some(9), reason: "x".into() }, NOW)?;
         Ok(Commit::new(run.clone(), event))
     })
     .unwrap_err();
     assert_eq!(err.code, crate::error::ErrorCode::Conflict);
-    assert_eq!(store.run_sync("r1").unwrap().unwrap().version, 1);
-    assert_eq!(store.events_sync("r1", 1, 100, usize::MAX).unwrap().len(), 1);
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 1);
+    assert_eq!(store.shared.events("r1", 1, 100, usize::MAX).unwrap().len(), 1);
     assert_eq!(advance(&store, "op2", "nope", 1).unwrap_err().code, crate::error::ErrorCode::NotFound);
 }
 
@@ -103,11 +120,14 @@ fn recent_ops_are_bounded_and_state_survives_reopen() {
         }
     }
     let store = SledStore::open(&dir.path().join("db")).unwrap();
-    let run = store.run_sync("r1").unwrap().unwrap();
-    assert_eq!(run.recent_ops.len(), RECENT_OPS);
+    let run = store.shared.run("r1").unwrap().unwrap();
     assert_eq!(create(&store, "r1"), run, "an old creation is still recognised by its run id");
     assert_eq!(run.version, RECENT_OPS as u64 + 6);
-    assert_eq!(store.events_sync("r1", 1, u64::MAX, usize::MAX).unwrap().len() as u64, run.version);
+    let newest = format!("cp-{}", RECENT_OPS + 4);
+    assert_eq!(checkpoint(&store, &newest, "again").unwrap(), run, "a recent op is recognised after reopening");
+    let err = checkpoint(&store, "cp-0", "c0").unwrap_err();
+    assert_eq!(err.code, crate::error::ErrorCode::InvalidArgument, "an op older than RECENT_OPS changes is forgotten: {err}");
+    assert_eq!(store.shared.events("r1", 1, u64::MAX, usize::MAX).unwrap().len() as u64, run.version);
     let page = block_on(store.list(&RunQuery { limit: 10, ..RunQuery::default() })).unwrap();
     assert_eq!(page.runs[0].version, run.version);
 }
@@ -119,14 +139,14 @@ fn event_windows_keep_the_newest_that_fit_the_byte_budget() {
     for v in 1..=5 {
         advance_any(&store, v);
     }
-    let all = store.events_sync("r1", 1, 6, usize::MAX).unwrap();
+    let all = store.shared.events("r1", 1, 6, usize::MAX).unwrap();
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
     let one_size = serde_json::to_vec(&all[5]).unwrap().len();
-    let newest_two = store.events_sync("r1", 1, 6, 2 * one_size + 10).unwrap();
+    let newest_two = store.shared.events("r1", 1, 6, 2 * one_size + 10).unwrap();
     assert_eq!(newest_two.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
-    let at_least_one = store.events_sync("r1", 1, 6, 1).unwrap();
+    let at_least_one = store.shared.events("r1", 1, 6, 1).unwrap();
     assert_eq!(at_least_one.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6]);
-    assert!(store.events_sync("r1", 4, 3, usize::MAX).unwrap().is_empty());
+    assert!(store.shared.events("r1", 4, 3, usize::MAX).unwrap().is_empty());
 }
 
 /// One checkpoint change (works in any state).
@@ -140,15 +160,514 @@ fn checkpoints_and_templates_are_kept_with_their_change() {
     create(&store, "r1");
     let template = crate::engine::Template { name: "mine".into(), ..builtin_template("feature").unwrap() };
     update(&store, "op", "r1", move |run| {
-        let event = run.apply(&checkpoint_change("cp"), &Actor::default(), NOW)?;
+        let event = apply(run, checkpoint_change(None, "cp"), NOW)?;
         Ok(Commit { checkpoint: Some("cp".into()), template: Some(template.clone()), ..Commit::new(run.clone(), event) })
     })
     .unwrap();
-    assert_eq!(store.checkpoint_sync("r1", "cp").unwrap().unwrap().version, 2);
-    assert_eq!(store.template_sync("mine").unwrap().unwrap().name, "mine");
-    assert!(store.checkpoint_sync("r1", "other").unwrap().is_none());
+    assert_eq!(store.shared.checkpoint("r1", "cp").unwrap().unwrap().version, 2);
+    assert_eq!(store.shared.template("mine").unwrap().unwrap().name, "mine");
+    assert!(store.shared.checkpoint("r1", "other").unwrap().is_none());
 }
 
-fn checkpoint_change(name: &str) -> Change {
-    Change::Checkpoint { expected_version: None, name: name.into(), note: None, workspace: None }
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v0")
+}
+
+/// Every run of the first-format fixture, as `baton show --json` printed it then.
+fn fixture_expectations() -> Vec<serde_json::Value> {
+    let mut all: Vec<serde_json::Value> = std::fs::read_dir(fixture())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    all.sort_by_key(|v| v["run"]["id"].as_str().unwrap().to_string());
+    assert_eq!(all.len(), 4);
+    all
+}
+
+/// Check every run, event, the checkpoint `after-plan` and the `docs` template.
+fn check_fixture_runs(store: &SledStore) {
+    for expected in fixture_expectations() {
+        let id = expected["run"]["id"].as_str().unwrap();
+        let run = store.shared.run(id).unwrap().unwrap_or_else(|| panic!("run {id} missing"));
+        let mut want_run = expected["run"].clone();
+        want_run.as_object_mut().unwrap().remove("recent_ops");
+        assert_includes(&serde_json::to_value(&run).unwrap(), &want_run, &format!("run {id}"));
+        let events = store.shared.events(id, 1, run.version, usize::MAX).unwrap();
+        assert_eq!(serde_json::to_value(&events).unwrap(), expected["events"], "events of {id}");
+        let summary = RunSummary::of(&run);
+        assert_eq!(serde_json::to_value(&summary).unwrap(), expected["summary"], "summary of {id}");
+    }
+    let source = "22fb3b62-4861-476c-acc3-2f03babd78f3";
+    let fork = store.shared.run("50abcc98-28a8-4794-ac36-e15747a01493").unwrap().unwrap();
+    let checkpoint = store.shared.checkpoint(source, "after-plan").unwrap().expect("checkpoint after-plan");
+    assert_eq!((checkpoint.id.as_str(), checkpoint.version, checkpoint.checkpoints.clone()), (source, 3, vec!["after-plan".to_string()]));
+    let same = |r: &Run| {
+        (
+            r.template.clone(),
+            r.goal.clone(),
+            r.status,
+            r.current_step.clone(),
+            r.visits.clone(),
+            r.context.clone(),
+            r.artifacts.clone(),
+            r.outputs.clone(),
+            r.last_output.clone(),
+        )
+    };
+    assert_eq!(same(&checkpoint), same(&fork), "the fork started from the checkpoint's state");
+    let docs = store.shared.template("docs").unwrap().expect("template docs");
+    let docs_run = store.shared.run("8d259766-a208-4e4a-91b5-54981ac569b8").unwrap().unwrap();
+    assert_eq!(docs, docs_run.template);
+    assert_eq!(store.shared.templates().unwrap().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["docs"]);
+}
+
+#[test]
+fn the_first_format_is_upgraded_on_open_and_reopens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    copy_dir(&fixture().join("db"), &dir);
+    {
+        let store = SledStore::open(&dir).unwrap();
+        check_fixture_runs(&store);
+        let report = block_on(store.verify()).unwrap();
+        assert!(report.is_sound(), "{report:?}");
+        assert_eq!((report.runs, report.events, report.checkpoints), (4, 12, 1));
+        let page = block_on(store.list(&RunQuery { status: StatusFilter::Open, limit: 10, ..RunQuery::default() })).unwrap();
+        assert_eq!(page.total, 2, "open runs are counted by the upgraded index");
+        // The upgraded ring still recognises the last change of a run.
+        let run = store.shared.run("22fb3b62-4861-476c-acc3-2f03babd78f3").unwrap().unwrap();
+        let old = fixture_expectations()[0]["run"]["recent_ops"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+        assert_eq!(update(&store, &old, &run.id, |_| panic!("a recognised retry is not applied")).unwrap(), run);
+        advance_any_in(&store, "50abcc98-28a8-4794-ac36-e15747a01493");
+    }
+    let store = SledStore::open(&dir).unwrap();
+    let report = block_on(store.verify()).unwrap();
+    assert!(report.is_sound(), "{report:?}");
+    assert_eq!(store.shared.run("50abcc98-28a8-4794-ac36-e15747a01493").unwrap().unwrap().version, 2);
+    let tags: Vec<u8> = store.shared.with_db(|db| Ok(db.tree(T::Runs).iter().values().map(|v| v.unwrap()[0]).collect())).unwrap();
+    assert!(tags.iter().all(|t| *t != b'{'), "run snapshots carry a format tag after the upgrade");
+}
+
+/// A checkpoint change on any run in progress.
+fn advance_any_in(store: &SledStore, id: &str) {
+    let op = uuid::Uuid::new_v4().to_string();
+    update(store, &op, id, move |run| {
+        let name = format!("c{}", run.version);
+        let event = apply(run, checkpoint_change(None, &name), NOW)?;
+        Ok(Commit { checkpoint: Some(name), ..Commit::new(run.clone(), event) })
+    })
+    .unwrap();
+}
+
+#[test]
+fn records_are_compact() {
+    let (_dir, store) = store();
+    create(&store, "r1");
+    advance(&store, "op", "r1", 1).unwrap();
+    let (run_bytes, event_bytes) = store
+        .shared
+        .with_db(|db| Ok((db.tree(T::Runs).get("r1")?.unwrap().len(), db.tree(T::Events).get(keys::event_key("r1", 2))?.unwrap().len())))
+        .unwrap();
+    let full = serde_json::to_vec(&store.shared.run("r1").unwrap().unwrap()).unwrap().len();
+    assert!(run_bytes * 3 < full, "a stored snapshot ({run_bytes} B) is far smaller than the run with its template ({full} B)");
+    assert!(event_bytes < 300, "an event is stored in {event_bytes} B");
+}
+
+/// Hold the next batch between its transaction and its sync until `release` is sent to;
+/// then fail it if `fail`.
+fn hold_next_batch(store: &SledStore, fail: bool) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+    let (reached_tx, reached) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let mut once = true;
+    *store.shared.before_sync.lock().unwrap() = Some(Box::new(move || {
+        if !std::mem::take(&mut once) {
+            return Ok(());
+        }
+        reached_tx.send(()).unwrap();
+        release_rx.lock().unwrap().recv_timeout(std::time::Duration::from_secs(10)).expect("released");
+        if fail { Err(std::io::Error::from_raw_os_error(libc::ENOSPC)) } else { Ok(()) }
+    }));
+    (reached, release)
+}
+
+#[test]
+fn readers_see_only_durable_changes() {
+    let (_dir, store) = store();
+    let store = Arc::new(store);
+    create(&store, "r1");
+    let (reached, release) = hold_next_batch(&store, false);
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || advance(&store, "op-a", "r1", 1))
+    };
+    reached.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    // Applied in sled, not yet durable: readers see version 1 everywhere.
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 1);
+    assert_eq!(store.shared.events("r1", 1, 10, usize::MAX).unwrap().len(), 1);
+    let page = block_on(store.list(&RunQuery { limit: 10, ..RunQuery::default() })).unwrap();
+    assert_eq!((page.total, page.runs[0].version), (1, 1));
+    release.send(()).unwrap();
+    assert_eq!(writer.join().unwrap().unwrap().version, 2);
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 2);
+    let page = block_on(store.list(&RunQuery { limit: 10, ..RunQuery::default() })).unwrap();
+    assert_eq!(page.runs[0].version, 2);
+}
+
+#[test]
+fn a_failed_batch_leaves_no_trace_and_the_store_heals() {
+    let (dir, store) = store();
+    let store = Arc::new(store);
+    create(&store, "r1");
+    let (reached, release) = hold_next_batch(&store, true);
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            let template = crate::engine::Template { name: "mine".into(), ..builtin_template("feature").unwrap() };
+            update(&store, "op-a", "r1", move |run| {
+                let event = apply(run, checkpoint_change(None, "cp"), NOW)?;
+                Ok(Commit { checkpoint: Some("cp".into()), template: Some(template.clone()), ..Commit::new(run.clone(), event) })
+            })
+        })
+    };
+    reached.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    release.send(()).unwrap();
+    let err = writer.join().unwrap().unwrap_err();
+    assert_eq!(err.code, crate::error::ErrorCode::Storage);
+    assert!(err.message.contains("No space left on device") && err.fix.contains("Free space"), "{err}");
+    // Nothing of the failed change is visible.
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 1);
+    assert!(store.shared.checkpoint("r1", "cp").unwrap().is_none());
+    assert!(store.shared.template("mine").unwrap().is_none());
+    assert_eq!(store.shared.events("r1", 1, 10, usize::MAX).unwrap().len(), 1);
+    // The next change heals the store (reopen, undo) and applies.
+    assert_eq!(advance(&store, "op-b", "r1", 1).unwrap().version, 2);
+    assert!(store.shared.checkpoint("r1", "cp").unwrap().is_none());
+    {
+        let r = block_on(store.verify()).unwrap();
+        assert!(r.is_sound(), "{r:?}");
+    }
+    drop(Arc::into_inner(store).unwrap());
+    let store = SledStore::open(&dir.path().join("db")).unwrap();
+    let run = store.shared.run("r1").unwrap().unwrap();
+    assert_eq!((run.version, run.checkpoints.len()), (2, 0), "the undone change stays undone after reopening");
+    assert!(store.shared.template("mine").unwrap().is_none());
+    {
+        let r = block_on(store.verify()).unwrap();
+        assert!(r.is_sound(), "{r:?}");
+    }
+}
+
+#[test]
+fn concurrent_commits_share_batches() {
+    let (_dir, store) = store();
+    let store = Arc::new(store);
+    let ids: Vec<String> = (0..8).map(|i| format!("run-{i}")).collect();
+    for id in &ids {
+        create(&store, id);
+    }
+    let before = store.writer_batch();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).build().unwrap();
+    runtime.block_on(async {
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (store, id) = (Arc::clone(&store), id.clone());
+                tokio::spawn(async move {
+                    for v in 1..=20u64 {
+                        let id2 = id.clone();
+                        let change: Mutation = Box::new(move |current| {
+                            let mut run = current.ok_or_else(|| unknown_run(&id2))?;
+                            let event = apply(&mut run, checkpoint_change(Some(v), &format!("c{v}")), NOW)?;
+                            Ok(Commit { checkpoint: Some(format!("c{v}")), ..Commit::new(run.clone(), event) })
+                        });
+                        let run = store.commit(&format!("{id}-{v}"), &id, change).await.unwrap();
+                        assert_eq!(run.version, v + 1);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let batches = store.writer_batch() - before;
+    assert!(batches < 160, "160 commits from 8 tasks took {batches} batches");
+    for id in &ids {
+        assert_eq!(store.shared.events(id, 1, 100, usize::MAX).unwrap().len(), 21);
+    }
+    {
+        let r = block_on(store.verify()).unwrap();
+        assert!(r.is_sound(), "{r:?}");
+    }
+}
+
+#[test]
+fn listing_pages_by_status_and_time() {
+    let (_dir, store) = store();
+    for i in 0..30 {
+        let id = format!("r{i:02}");
+        let now = Timestamp(NOW.millis() + i * 1000);
+        let (run, event) = start(&id, now);
+        block_on(store.commit(&id, &id, Box::new(move |_| Ok(Commit::new(run.clone(), event.clone()))))).unwrap();
+        if i % 3 == 0 {
+            update(&store, &format!("cancel-{i}"), &id, |run| {
+                let event = apply(run, Change::Cancel { expected_version: None, reason: "x".into() }, Timestamp(NOW.millis() + 3_600_000))?;
+                Ok(Commit::new(run.clone(), event))
+            })
+            .unwrap();
+        }
+    }
+    let list = |status, limit, cursor| block_on(store.list(&RunQuery { status, limit, cursor, template: None, workspace: None })).unwrap();
+    let all = list(StatusFilter::All, 100, None);
+    assert_eq!((all.total, all.runs.len(), all.next_cursor.clone()), (30, 30, None));
+    assert!(all.runs.windows(2).all(|w| (&w[0].updated_at, &w[1].run_id) >= (&w[1].updated_at, &w[0].run_id)), "newest first");
+    assert_eq!(all.runs[0].run_id, "r00", "ties on time go by run id");
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(StatusFilter::Active, 7, cursor.clone());
+        assert_eq!(page.total, 20);
+        seen.extend(page.runs.iter().map(|s| s.run_id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..30).rev().filter(|i| i % 3 != 0).map(|i| format!("r{i:02}")).collect();
+    assert_eq!(seen, expected);
+    let cancelled = list(StatusFilter::Cancelled, 3, None);
+    assert_eq!((cancelled.total, cancelled.runs.len()), (10, 3));
+    let none = block_on(store.list(&RunQuery { template: Some("bugfix".into()), limit: 5, ..RunQuery::default() })).unwrap();
+    assert_eq!((none.total, none.runs.len()), (0, 0));
+    let feature = block_on(store.list(&RunQuery { template: Some("feature".into()), limit: 5, ..RunQuery::default() })).unwrap();
+    assert_eq!((feature.total, feature.runs.len()), (30, 5));
+    let bad = block_on(store.list(&RunQuery { cursor: Some("zz".into()), limit: 5, ..RunQuery::default() })).unwrap_err();
+    assert_eq!(bad.field.as_deref(), Some("cursor"));
+}
+
+#[test]
+fn encryption_at_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let key_path = tmp.path().join("db.key");
+    let key = Key::load_or_create(&key_path).unwrap();
+    assert_eq!(std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
+    {
+        let store = SledStore::open_with(&dir, Options { key: Some(key.clone()), ..Options::default() }).unwrap();
+        create(&store, "r1");
+        advance(&store, "op", "r1", 1).unwrap();
+    }
+    let db_bytes = std::fs::read(dir.join("db")).unwrap();
+    assert!(!db_bytes.windows(4).any(|w| w == b"plan"), "no payload text in the log");
+    let err = SledStore::open(&dir).err().expect("no key");
+    assert!(err.message.contains("encrypted, and no key"), "{err}");
+    let other = Key::from_bytes([7; 32]);
+    let err = SledStore::open_with(&dir, Options { key: Some(other), ..Options::default() }).err().expect("wrong key");
+    assert!(err.message.contains("does not open"), "{err}");
+    {
+        let store = SledStore::open_with(&dir, Options { key: Some(key.clone()), ..Options::default() }).unwrap();
+        assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 2);
+        {
+            let r = block_on(store.verify()).unwrap();
+            assert!(r.is_sound(), "{r:?}");
+        }
+    }
+    // Tamper with one sealed record: the read names it.
+    {
+        let db = open_sled(&dir, &Options::default()).unwrap();
+        let mut value = db.tree(T::Events).get(keys::event_key("r1", 2)).unwrap().unwrap().to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 1;
+        db.tree(T::Events).insert(keys::event_key("r1", 2), value).unwrap();
+        db.sled.flush().unwrap();
+    }
+    let store = SledStore::open_with(&dir, Options { key: Some(key), ..Options::default() }).unwrap();
+    let err = store.shared.events("r1", 1, 2, usize::MAX).unwrap_err();
+    assert_eq!(err.code, crate::error::ErrorCode::Storage);
+    assert!(err.message.contains("events/r1/2") && err.message.contains("authentication failed"), "{err}");
+    drop(store);
+    let plain = tmp.path().join("plain");
+    drop(SledStore::open(&plain).unwrap());
+    let err = SledStore::open_with(&plain, Options { key: Some(Key::from_bytes([1; 32])), ..Options::default() }).err().unwrap();
+    assert!(err.message.contains("not encrypted"), "{err}");
+}
+
+/// A database with several runs and enough history to span the log, closed.
+fn populated(dir: &Path) -> Vec<(String, u64)> {
+    let store = SledStore::open(dir).unwrap();
+    let mut runs = Vec::new();
+    for r in 0..5 {
+        let id = format!("run-{r}");
+        create(&store, &id);
+        for _ in 0..40 {
+            advance_any_in(&store, &id);
+        }
+        runs.push((id.clone(), store.shared.run(&id).unwrap().unwrap().version));
+    }
+    runs
+}
+
+/// Open `dir`: either refused with a storage error, or serving exactly `runs`.
+fn detected_or_intact(dir: &Path, runs: &[(String, u64)], what: &str) -> &'static str {
+    match SledStore::open(dir) {
+        Err(e) => {
+            assert_eq!(e.code, crate::error::ErrorCode::Storage, "{what}: {e}");
+            assert!(e.message.contains(&dir.display().to_string()) && !e.fix.is_empty(), "{what}: the error names the database: {e}");
+            eprintln!("{what}: {e}");
+            "refused"
+        }
+        Ok(store) => {
+            for (id, version) in runs {
+                let run = store.shared.run(id);
+                let events = store.shared.events(id, 1, *version, usize::MAX);
+                match (run, events) {
+                    (Ok(Some(run)), Ok(events)) => {
+                        assert_eq!((run.version, events.len() as u64), (*version, *version), "{what}: run {id} served short");
+                    }
+                    (Ok(None), _) => panic!("{what}: run {id} silently missing"),
+                    (Err(e), _) | (_, Err(e)) => assert_eq!(e.code, crate::error::ErrorCode::Storage, "{what}: {e}"),
+                }
+            }
+            "intact"
+        }
+    }
+}
+
+#[test]
+fn damage_is_detected_never_served_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let runs = populated(&pristine);
+    let len = std::fs::metadata(pristine.join("db")).unwrap().len();
+    let mut outcomes = Vec::new();
+    for (name, damage) in [("flip 10%", 0.1), ("flip 50%", 0.5), ("flip 90%", 0.9), ("truncate tail", -1.0)] {
+        let dir = tmp.path().join(name.replace([' ', '%'], "_"));
+        copy_dir(&pristine, &dir);
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("db")).unwrap();
+        if damage < 0.0 {
+            file.set_len(len * 3 / 4).unwrap();
+        } else {
+            use std::os::unix::fs::FileExt;
+            let at = (len as f64 * damage) as u64;
+            let mut byte = [0u8];
+            file.read_exact_at(&mut byte, at).unwrap();
+            file.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+        }
+        outcomes.push((name, detected_or_intact(&dir, &runs, name)));
+    }
+    assert!(outcomes.iter().all(|(_, o)| *o == "refused"), "each damage is detected: {outcomes:?}");
+    let conf = tmp.path().join("conf");
+    copy_dir(&pristine, &conf);
+    std::fs::write(conf.join("conf"), b"segment_size: 524288\nuse_compression: fals").unwrap();
+    let err = SledStore::open(&conf).err().unwrap();
+    assert!(err.message.contains("configuration file") && err.message.contains("damaged"), "{err}");
+    assert!(!err.message.contains("different version") && err.fix.contains("verify --repair"), "{err}");
+    let report = SledStore::repair(&conf, Options::default()).unwrap();
+    assert!(report.is_sound(), "{report:?}");
+    assert_eq!(detected_or_intact(&conf, &runs, "repaired conf"), "intact");
+    let missing = tmp.path().join("missing");
+    copy_dir(&pristine, &missing);
+    std::fs::remove_file(missing.join("integrity")).unwrap();
+    let err = SledStore::open(&missing).err().unwrap();
+    assert!(err.message.contains("integrity record") && err.message.contains("missing"), "{err}");
+}
+
+#[test]
+fn a_log_shorter_than_acknowledged_is_refused_until_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let early = tmp.path().join("early");
+    {
+        let store = SledStore::open(&dir).unwrap();
+        create(&store, "r1");
+        block_on(store.backup(&early)).unwrap();
+        advance(&store, "op", "r1", 1).unwrap();
+    }
+    // Put the older log in place but keep the newer integrity record: a log that lost
+    // acknowledged batches, as a damaged tail would.
+    std::fs::copy(early.join("db"), dir.join("db")).unwrap();
+    let err = SledStore::open(&dir).err().unwrap();
+    assert_eq!(err.code, crate::error::ErrorCode::Storage);
+    assert!(err.message.contains("damaged") && err.message.contains(&dir.join("db").display().to_string()), "{err}");
+    assert!(err.fix.contains("backup") && err.fix.contains("verify --repair"), "{err}");
+    let report = SledStore::repair(&dir, Options::default()).unwrap();
+    assert!(report.is_sound());
+    let store = SledStore::open(&dir).unwrap();
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 1, "the loss is accepted explicitly");
+}
+
+#[test]
+fn backup_while_writing_and_export_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(&tmp.path().join("db")).unwrap());
+    create(&store, "r1");
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                advance_any_in(&store, "r1");
+            }
+        })
+    };
+    let backup_dir = tmp.path().join("backup");
+    let report = block_on(store.backup(&backup_dir)).unwrap();
+    writer.join().unwrap();
+    assert!(block_on(store.backup(&backup_dir)).is_err(), "an existing backup is never overwritten");
+    let copy = SledStore::open(&backup_dir).unwrap();
+    let copied = copy.shared.run("r1").unwrap().unwrap();
+    assert!(block_on(copy.verify()).unwrap().is_sound(), "the backup is one consistent state (batch {})", report.batch);
+    assert_eq!(copy.shared.events("r1", 1, u64::MAX, usize::MAX).unwrap().len() as u64, copied.version);
+    drop(copy);
+
+    let mut exported = Vec::new();
+    assert_eq!(block_on(store.export(&mut exported)).unwrap(), 1);
+    let target = SledStore::open(&tmp.path().join("other")).unwrap();
+    assert_eq!(block_on(target.import(&mut exported.as_slice(), false)).unwrap(), 1);
+    let original = store.shared.run("r1").unwrap().unwrap();
+    assert_eq!(target.shared.run("r1").unwrap().unwrap(), original);
+    assert_eq!(target.shared.events("r1", 1, u64::MAX, usize::MAX).unwrap(), store.shared.events("r1", 1, u64::MAX, usize::MAX).unwrap());
+    let cp = &original.checkpoints[0];
+    assert_eq!(target.shared.checkpoint("r1", cp).unwrap(), store.shared.checkpoint("r1", cp).unwrap());
+    let err = block_on(target.import(&mut exported.as_slice(), false)).unwrap_err();
+    assert_eq!(err.code, crate::error::ErrorCode::Conflict);
+    assert_eq!(block_on(target.import(&mut exported.as_slice(), true)).unwrap(), 1, "replace when told");
+    {
+        let r = block_on(target.verify()).unwrap();
+        assert!(r.is_sound(), "{r:?}");
+    }
+    assert!(block_on(target.import(&mut b"{\"nope\":1}\n".as_slice(), false)).is_err());
+}
+
+/// Everything `expected` holds is in `actual` (which may have fields added since).
+fn assert_includes(actual: &serde_json::Value, expected: &serde_json::Value, at: &str) {
+    match (actual, expected) {
+        (serde_json::Value::Object(actual), serde_json::Value::Object(expected)) => {
+            for (key, want) in expected {
+                let got = actual.get(key).unwrap_or_else(|| panic!("{at}.{key} is missing"));
+                assert_includes(got, want, &format!("{at}.{key}"));
+            }
+        }
+        (serde_json::Value::Array(actual), serde_json::Value::Array(expected)) => {
+            assert_eq!(actual.len(), expected.len(), "{at} has {} items, expected {}", actual.len(), expected.len());
+            for (i, (got, want)) in actual.iter().zip(expected).enumerate() {
+                assert_includes(got, want, &format!("{at}[{i}]"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "{at}"),
+    }
 }

@@ -1,0 +1,340 @@
+//! `cargo bench --bench store_bench`: the store on its own (no MCP, no processes), against
+//! the floor of the same disk: durable commit latency and device flushes per commit,
+//! throughput with 1/2/4/8 concurrent writers (group commit), bytes on disk and RSS at
+//! 100k events, and listing latency at 10k runs. Set BATON_BENCH_DIR to measure on another
+//! disk (default: target/tmp/bench); BATON_BENCH_QUICK=1 shrinks the large phases.
+
+use baton::engine::{Actor, Change, NewRun, Run, Template};
+use baton::store::{Commit, Mutation, RunQuery, RunStore, SledStore, StatusFilter, unknown_run};
+use baton::time::{Clock, SystemClock};
+use serde_json::{Map, json};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const OUTPUT: &str = "Implemented the change in src/lib.rs; 12 tests pass.";
+/// Concurrent writers filling the 100k-event database (larger batches, shorter bench).
+const FILL_WRITERS: usize = 8;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--fill-phase") {
+        return fill_phase(Path::new(&args[i + 1]), args[i + 2].parse().unwrap());
+    }
+    if let Some(i) = args.iter().position(|a| a == "--single-writer") {
+        // For strace: `strace -f -c -e trace=%file,fdatasync,sync_file_range,pwrite64 BENCH --single-writer DIR N`.
+        let (dir, n): (&Path, u64) = (Path::new(&args[i + 1]), args[i + 2].parse().unwrap());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        return runtime.block_on(async {
+            let store = SledStore::open(dir).unwrap();
+            let id = start(&store, "strace").await;
+            let mut version = 1;
+            for _ in 0..n {
+                version = advance(&store, &id, version, OUTPUT).await;
+            }
+            println!("{n} commits, {} batches", store.writer_batch());
+        });
+    }
+    if args.iter().any(|a| a == "--list") || args.iter().any(|a| a == "--test") {
+        return; // not a test harness
+    }
+    let quick = std::env::var_os("BATON_BENCH_QUICK").is_some();
+    let base =
+        std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench"));
+    std::fs::create_dir_all(&base).unwrap();
+    let tmp = tempfile::tempdir_in(&base).unwrap();
+    let device = FlushCounter::for_path(tmp.path());
+    println!("store bench on {} (device {})", tmp.path().display(), device.as_ref().map_or("unknown".into(), |d| d.name.clone()));
+
+    let floor = fdatasync_floor(tmp.path(), 500, false);
+    report("fdatasync floor: append 256 B + fdatasync", &floor);
+    let overwrite = fdatasync_floor(tmp.path(), 500, true);
+    report("fdatasync floor: overwrite 256 B in place + fdatasync (no metadata)", &overwrite);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).build().unwrap();
+    runtime.block_on(async {
+        let store = Arc::new(SledStore::open(&tmp.path().join("latency")).unwrap());
+        let run_id = start(&store, "latency").await;
+        let mut version = 1;
+        for _ in 0..50 {
+            version = advance(&store, &run_id, version, OUTPUT).await;
+        }
+        let flushes_before = device.as_ref().map(FlushCounter::read);
+        let batches_before = store.writer_batch();
+        let n = 1000;
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            version = advance(&store, &run_id, version, OUTPUT).await;
+            samples.push(t.elapsed());
+        }
+        let flushes = flushes_before.zip(device.as_ref().map(FlushCounter::read)).map(|(a, b)| b - a);
+        let commit = Stats::of(samples);
+        report("durable commit (one advance, single writer)", &commit);
+        println!(
+            "  ratio to the append floor: p50 {:.2}x, p99 {:.2}x (goal: p50 <= 1.5x); to the overwrite floor: p50 {:.2}x, p99 {:.2}x",
+            commit.p50.as_secs_f64() / floor.p50.as_secs_f64(),
+            commit.p99.as_secs_f64() / floor.p99.as_secs_f64(),
+            commit.p50.as_secs_f64() / overwrite.p50.as_secs_f64(),
+            commit.p99.as_secs_f64() / overwrite.p99.as_secs_f64()
+        );
+        println!("  write batches: {} for {n} commits", store.writer_batch() - batches_before);
+        match flushes {
+            Some(f) => println!("  device flushes: {f} for {n} acknowledged commits = {:.2} per commit (goal >= 0.9)", f as f64 / n as f64),
+            None => println!("  device flushes: no counter found for this disk"),
+        }
+
+        let mut single = 0.0;
+        for writers in [1usize, 2, 4, 8] {
+            let rate = throughput(&store, writers, Duration::from_secs(if quick { 1 } else { 2 })).await;
+            if writers == 1 {
+                single = rate;
+            }
+            println!("commits/s with {writers} concurrent writer(s): {rate:.0} ({:.2}x of one writer)", rate / single);
+        }
+        drop(store);
+
+        let runs = if quick { 1_000 } else { 10_000 };
+        let store = Arc::new(SledStore::open(&tmp.path().join("list")).unwrap());
+        parallel(&store, 8, runs, |store, _| async move {
+            start(&store, "list").await;
+        })
+        .await;
+        let mut samples = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            let page = store.list(&RunQuery { status: StatusFilter::Open, limit: 50, ..RunQuery::default() }).await.unwrap();
+            samples.push(t.elapsed());
+            assert_eq!((page.runs.len(), page.total), (50, runs));
+        }
+        report(&format!("list_runs (open, limit 50) with {runs} runs"), &Stats::of(samples));
+    });
+
+    let events = if quick { 10_000 } else { 100_000 };
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--fill-phase", tmp.path().join("fill").to_str().unwrap(), &events.to_string()])
+        .output()
+        .unwrap();
+    std::io::stdout().write_all(&out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// In a fresh process (so RSS is the store's): `events` events over 100 runs, then bytes
+/// on disk and RSS.
+fn fill_phase(dir: &Path, events: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).build().unwrap();
+    let t = Instant::now();
+    let store = Arc::new(SledStore::open(dir).unwrap());
+    runtime.block_on(async {
+        let runs = 100;
+        let per_run = events / runs;
+        parallel(&store, FILL_WRITERS, runs, move |store, _| async move {
+            let id = start(&store, "fill").await;
+            let mut version = 1;
+            while (version as usize) < per_run {
+                version = advance(&store, &id, version, OUTPUT).await;
+            }
+        })
+        .await;
+    });
+    let elapsed = t.elapsed();
+    let rss = rss_kib();
+    drop(store);
+    let (apparent, allocated) = dir_bytes(dir);
+    println!(
+        "filled {events} events in {:.1} s ({:.0} commits/s with 8 writers)",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "bytes on disk per event at {events} events: {:.0} B allocated, {:.0} B apparent (goal <= 1500)",
+        allocated as f64 / events as f64,
+        apparent as f64 / events as f64
+    );
+    println!("RSS at {events} events: {:.1} MiB (goal <= 32 MiB)", rss as f64 / 1024.0);
+}
+
+fn template() -> Template {
+    serde_json::from_value(json!({"name": "bench-loop", "steps": [
+        {"name": "work", "role": "implementer", "max_visits": 1000000, "outcomes": {"next": "check"}},
+        {"name": "check", "role": "reviewer", "outcomes": {"next": "work", "finish": "done"}}]}))
+    .unwrap()
+}
+
+async fn start(store: &SledStore, goal: &str) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    let new = NewRun {
+        id: id.clone(),
+        template: template(),
+        goal: goal.into(),
+        title: goal.into(),
+        context: Map::new(),
+        workspace: None,
+        max_agents: 4,
+    };
+    let (run, event) = Run::start(new, &Actor::default(), SystemClock.now());
+    let commit = Commit::new(run, event);
+    store.commit(&id, &id, Box::new(move |_| Ok(commit.clone()))).await.unwrap();
+    id
+}
+
+async fn advance(store: &SledStore, id: &str, version: u64, output: &'static str) -> u64 {
+    let run_id = id.to_string();
+    let now = SystemClock.now();
+    let change: Mutation = Box::new(move |current| {
+        let mut run = current.ok_or_else(|| unknown_run(&run_id))?;
+        let change =
+            Change::Advance { expected_version: version, outcome: "next".into(), output: output.into(), artifacts: Map::new(), plan: None };
+        let event = run.apply(&change, &Actor::default(), now)?;
+        Ok(Commit::new(run.clone(), event))
+    });
+    store.commit(&uuid::Uuid::new_v4().to_string(), id, change).await.unwrap().version
+}
+
+/// Run `task` `count` times over `writers` concurrent tasks.
+async fn parallel<F, Fut>(store: &Arc<SledStore>, writers: usize, count: usize, task: F)
+where
+    F: Fn(Arc<SledStore>, usize) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handles: Vec<_> = (0..writers)
+        .map(|_| {
+            let (store, next) = (Arc::clone(store), Arc::clone(&next));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    task(Arc::clone(&store), i).await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
+/// Commits per second with `writers` tasks each advancing its own run for `time`.
+async fn throughput(store: &Arc<SledStore>, writers: usize, time: Duration) -> f64 {
+    let deadline = Instant::now() + time;
+    let handles: Vec<_> = (0..writers)
+        .map(|_| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                let id = start(&store, "throughput").await;
+                let (mut version, mut done) = (1, 0u64);
+                while Instant::now() < deadline {
+                    version = advance(&store, &id, version, OUTPUT).await;
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    total as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The device flush counter (flush requests completed, /sys/block/<dev>/stat field 16) of
+/// the disk holding a path.
+struct FlushCounter {
+    name: String,
+    stat: PathBuf,
+}
+
+impl FlushCounter {
+    fn for_path(path: &Path) -> Option<FlushCounter> {
+        let dev = std::fs::metadata(path).ok()?.dev();
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+        // Partitions count flushes on their disk.
+        let disk = if sys.join("partition").exists() { sys.parent()?.to_path_buf() } else { sys };
+        let name = disk.file_name()?.to_string_lossy().into_owned();
+        let counter = FlushCounter { name, stat: disk.join("stat") };
+        (counter.fields()?.len() >= 17).then_some(counter)
+    }
+
+    fn fields(&self) -> Option<Vec<u64>> {
+        std::fs::read_to_string(&self.stat).ok().map(|s| s.split_whitespace().filter_map(|f| f.parse().ok()).collect())
+    }
+
+    fn read(&self) -> u64 {
+        self.fields().map_or(0, |f| f[15])
+    }
+}
+
+/// 256 B written and made durable with `fdatasync`: appended (the file grows, so ext4
+/// also commits its journal) or overwritten in place (only the data and a device flush).
+fn fdatasync_floor(dir: &Path, n: usize, in_place: bool) -> Stats {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(if in_place { "floor-overwrite.bin" } else { "floor-append.bin" });
+    let mut file = std::fs::OpenOptions::new().create(true).read(true).append(!in_place).write(in_place).open(path).unwrap();
+    let payload = [7u8; 256];
+    if in_place {
+        file.write_all_at(&payload, 0).unwrap();
+        file.sync_all().unwrap();
+    }
+    let samples = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            if in_place {
+                file.write_all_at(&payload, 0).unwrap();
+            } else {
+                file.write_all(&payload).unwrap();
+            }
+            file.sync_data().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    Stats::of(samples)
+}
+
+/// (apparent, allocated) bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> (u64, u64) {
+    let mut total = (0, 0);
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            let (a, b) = dir_bytes(&entry.path());
+            total = (total.0 + a, total.1 + b);
+        } else {
+            total = (total.0 + meta.len(), total.1 + meta.blocks() * 512);
+        }
+    }
+    total
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+    n: usize,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<Duration>) -> Stats {
+        samples.sort();
+        let n = samples.len();
+        let at = |q: f64| samples[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
+        Stats { p50: at(0.50), p99: at(0.99), mean: samples.iter().sum::<Duration>() / n as u32, n }
+    }
+}
+
+fn report(what: &str, s: &Stats) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("{what}: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms (n={})", ms(s.p50), ms(s.p99), ms(s.mean), s.n);
+}

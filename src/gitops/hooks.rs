@@ -1,0 +1,283 @@
+//! The git work a request implies, done around it in the calling process:
+//!
+//! - before a plan is reported: its `base` becomes the commit the run's tree is at;
+//! - before a checkpoint: the run's tree's uncommitted state is snapshotted (kept under a ref after);
+//! - after a claim: the task's worktree exists before the brief is answered;
+//! - after a task finishes, or whenever a brief shows it: a joined fan-out's branches are
+//!   merged (once, under a repository lock, recorded with `RecordMerge`), and a finished
+//!   run's worktrees are removed;
+//! - after a fork: the checkpoint's code is restored into the fork's worktree.
+//!
+//! Git failures never fail the request (it is already recorded): the answer's `note` says
+//! what failed, the command, git's message and the fix.
+
+use super::cmd::{git, note_of};
+use super::lock::lock;
+use super::{merge, snapshot, worktree};
+use crate::api::{Caller, Reply, Request, ResumeParams};
+use crate::backend::Backend;
+use crate::engine::merge::MergeState;
+use crate::engine::task_brief::{checkpoint_ref, fork_worktree};
+use crate::engine::template::check_identifier;
+use crate::engine::{Brief, TaskBrief, TaskStatus, Workspace};
+use crate::error::{BatonError, BatonResult};
+use crate::workspace::{Probe, probe};
+use std::path::Path;
+
+/// What to do once the request is answered.
+enum After {
+    /// A claim: make the task's worktree.
+    Claim,
+    /// A change that may finish a task, and with it the fan-out or the run.
+    TaskChange,
+    /// A run's briefing: read it again if the git work changed the run.
+    Briefing(String),
+    /// A fork: restore the checkpoint's code into its worktree.
+    Fork,
+    /// A checkpoint: keep its code under a ref.
+    Checkpoint {
+        run_id: String,
+        name: String,
+        repo: String,
+        code: Option<String>,
+        note: Option<String>,
+    },
+    Nothing,
+}
+
+/// Execute `request` for `caller` through `backend`, with the git work it implies.
+pub async fn call(backend: &Backend, mut caller: Caller, mut request: Request) -> BatonResult<Reply> {
+    let after = before(backend, &mut caller, &mut request).await?;
+    let reply = backend.call_as(caller.clone(), request).await?;
+    Ok(settle(backend, &caller, after, reply).await)
+}
+
+async fn before(backend: &Backend, caller: &mut Caller, request: &mut Request) -> BatonResult<After> {
+    Ok(match request {
+        Request::Advance(p) if p.task.is_none() && p.plan.is_some() => {
+            if let Some(plan) = p.plan.as_mut() {
+                plan.base = resolve_base(backend, caller, &p.run_id, plan.base.as_deref()).await?;
+            }
+            After::Nothing
+        }
+        Request::Advance(p) if p.task.is_some() => After::TaskChange,
+        Request::AnswerHuman(p) if p.task.is_some() => After::TaskChange,
+        Request::Resume(p) => match (&p.run_id, &p.checkpoint, &p.claim, &p.task) {
+            (Some(_), Some(_), _, _) => After::Fork,
+            (Some(_), None, Some(_), _) => After::Claim,
+            (Some(run_id), None, None, None) => After::Briefing(run_id.clone()),
+            _ => After::Nothing,
+        },
+        Request::ForkRun(_) => After::Fork,
+        // An invalid name is refused by the service; there is no code to keep for it.
+        Request::Checkpoint(p) if check_identifier(&p.name, "name").is_err() => After::Nothing,
+        Request::Checkpoint(p) => {
+            // A checkpoint keeps the code of the run's tree (a fork's is its own worktree),
+            // else of the caller's.
+            if let Ok(Brief { workspace: Some(run_workspace), .. }) = read_brief(backend, caller, &p.run_id).await
+                && run_workspace.git_root.is_some()
+            {
+                let probed = probe(Path::new(&run_workspace.cwd), Probe::Full).await;
+                caller.workspace = Some(Workspace { git_root: run_workspace.git_root, ..probed });
+            }
+            let Some(workspace) = caller.workspace.as_mut() else { return Ok(After::Nothing) };
+            let (Some(root), Some(head)) = (workspace.git_root.clone(), workspace.git_head.clone()) else { return Ok(After::Nothing) };
+            let (code, note) = match snapshot::snapshot(Path::new(&workspace.cwd)).await {
+                Ok(snapshot) => (snapshot.or(Some(head)), None),
+                Err(e) => (Some(head), Some(format!("Only HEAD is kept: {}", note_of(&e)))),
+            };
+            workspace.git_snapshot = code.clone().filter(|c| Some(c) != workspace.git_head.as_ref());
+            After::Checkpoint { run_id: p.run_id.clone(), name: p.name.clone(), repo: root, code, note }
+        }
+        _ => After::Nothing,
+    })
+}
+
+async fn settle(backend: &Backend, caller: &Caller, after: After, reply: Reply) -> Reply {
+    match (after, reply) {
+        (After::Claim, Reply::Task(mut brief)) => {
+            if let Err(e) = ensure_worktree(&brief).await {
+                add_note(&mut brief.note, note_of(&e));
+            }
+            Reply::Task(brief)
+        }
+        (After::TaskChange, Reply::Task(mut brief))
+            if matches!(brief.status, TaskStatus::Done | TaskStatus::Skipped | TaskStatus::Failed) =>
+        {
+            if let Ok(mut run) = read_brief(backend, caller, &brief.run_id).await {
+                let notes = reconcile(backend, caller, &mut run).await;
+                let merged = run.merge.as_ref().filter(|_| notes.merged).and_then(|m| match m {
+                    MergeState::Done(report) => Some(report.summary(&run.run_id, git_root(&run))),
+                    MergeState::Pending { .. } => None,
+                });
+                if let Some(summary) = merged {
+                    let at = run
+                        .step
+                        .as_deref()
+                        .map(|s| format!(" The run is at step `{s}`: `resume` with its run_id gives that step's brief."))
+                        .unwrap_or_default();
+                    add_note(&mut brief.note, format!("All tasks have joined: {summary}{at}"));
+                }
+                for note in notes.lines {
+                    add_note(&mut brief.note, note);
+                }
+            }
+            Reply::Task(brief)
+        }
+        (After::Briefing(run_id), Reply::Briefing(mut briefing)) => {
+            let notes = reconcile(backend, caller, &mut briefing.brief).await;
+            if notes.merged
+                && let Ok(Reply::Briefing(fresh)) = backend.call_as(caller.clone(), resume_of(&run_id)).await
+            {
+                briefing = fresh;
+            }
+            for note in notes.lines {
+                add_note(&mut briefing.brief.note, note);
+            }
+            Reply::Briefing(briefing)
+        }
+        (after, Reply::Brief(mut brief)) => {
+            if matches!(after, After::Fork)
+                && let Some(note) = restore_fork(&brief).await
+            {
+                add_note(&mut brief.note, note);
+            }
+            let notes = reconcile(backend, caller, &mut brief).await;
+            for note in notes.lines {
+                add_note(&mut brief.note, note);
+            }
+            Reply::Brief(brief)
+        }
+        (After::Checkpoint { run_id, name, repo, code, mut note }, Reply::Checkpoint(mut saved)) => {
+            if let Some(code) = code {
+                let reference = checkpoint_ref(&run_id, &name);
+                match snapshot::keep(Path::new(&repo), &reference, &code).await {
+                    Ok(()) => add_note(&mut note, format!("The checkpoint's code is kept under {reference}.")),
+                    Err(e) => add_note(&mut note, note_of(&e)),
+                }
+            }
+            saved.note = note;
+            Reply::Checkpoint(saved)
+        }
+        (_, reply) => reply,
+    }
+}
+
+/// The commit a plan's tasks branch from: `base` (or HEAD) of the run's tree, resolved
+/// there to a commit id. A run outside git keeps the plan as it is.
+async fn resolve_base(backend: &Backend, caller: &Caller, run_id: &str, base: Option<&str>) -> BatonResult<Option<String>> {
+    let Ok(brief) = read_brief(backend, caller, run_id).await else { return Ok(base.map(str::to_string)) };
+    let Some(tree) = brief.workspace.as_ref().filter(|w| w.git_root.is_some()).map(|w| w.cwd.clone()) else {
+        return Ok(base.map(str::to_string));
+    };
+    let rev = base.unwrap_or("HEAD");
+    match git(Path::new(&tree), &["rev-parse", "--verify", "-q", &format!("{rev}^{{commit}}")]).probe().await {
+        Some(commit) => Ok(Some(commit)),
+        None if base.is_some() => Err(BatonError::invalid(
+            "plan.base",
+            format!("`{rev}` is not a commit of the repository at {tree}"),
+            "Give a branch, tag or commit id of the run's repository, or omit `base` to start the tasks from its HEAD.",
+        )),
+        // No commit yet: claims will say so.
+        None => Ok(None),
+    }
+}
+
+/// Make the claimed task's worktree, when the run's workspace is a repository.
+async fn ensure_worktree(brief: &TaskBrief) -> BatonResult<()> {
+    let (Some(repo), Some(branch)) = (&brief.repo, &brief.branch) else { return Ok(()) };
+    worktree::ensure(Path::new(repo), Path::new(&brief.workdir), branch, brief.base.as_deref()).await.map(drop)
+}
+
+/// Restore a forked run's checkpoint code into its worktree; the note to show.
+async fn restore_fork(brief: &Brief) -> Option<String> {
+    let workspace = brief.workspace.as_ref()?;
+    let (root, head) = (workspace.git_root.as_deref()?, workspace.git_head.as_deref()?);
+    let fork = fork_worktree(root, &brief.run_id);
+    if workspace.cwd != fork.dir {
+        return None;
+    }
+    let snapshot = workspace.git_snapshot.as_deref();
+    Some(match snapshot::restore(Path::new(root), Path::new(&fork.dir), &fork.branch, head, snapshot).await {
+        Ok(()) => format!(
+            "The checkpoint's code (HEAD {head}{}) is restored in {} on branch {}: work there; your own working tree is untouched.",
+            if snapshot.is_some() { " plus its uncommitted changes" } else { "" },
+            fork.dir,
+            fork.branch
+        ),
+        Err(e) => note_of(&e),
+    })
+}
+
+/// What [`reconcile`] did.
+#[derive(Default)]
+struct Reconciled {
+    /// This call merged the task branches (the brief now shows the result).
+    merged: bool,
+    /// Notes for the answer.
+    lines: Vec<String>,
+}
+
+/// Do the git work `brief` shows is due: merge a joined fan-out's branches, and remove a
+/// finished run's worktrees.
+async fn reconcile(backend: &Backend, caller: &Caller, brief: &mut Brief) -> Reconciled {
+    let mut done = Reconciled::default();
+    let Some(root) = git_root(brief).map(str::to_string) else { return done };
+    if matches!(brief.merge, Some(MergeState::Pending { .. })) {
+        match merge_once(backend, caller, Path::new(&root), &brief.run_id).await {
+            Ok((fresh, merged)) => {
+                let note = brief.note.take();
+                *brief = fresh;
+                brief.note = note;
+                done.merged = merged;
+            }
+            Err(e) => done.lines.push(note_of(&e)),
+        }
+    }
+    if brief.status.is_finished() {
+        match worktree::remove_run(Path::new(&root), &brief.run_id).await {
+            Ok(removal) => done.lines.extend(removal.note()),
+            Err(e) => done.lines.push(note_of(&e)),
+        }
+    }
+    done
+}
+
+/// Merge the run's task branches unless another process already has: under the
+/// repository's merge lock, re-read the run, merge, record. Returns the run's brief after,
+/// and whether this call merged.
+async fn merge_once(backend: &Backend, caller: &Caller, root: &Path, run_id: &str) -> BatonResult<(Brief, bool)> {
+    let _lock = lock(root, "merge").await?;
+    let fresh = read_brief(backend, caller, run_id).await?;
+    let Some(MergeState::Pending { tree, tasks }) = &fresh.merge else { return Ok((fresh, false)) };
+    let report = merge::merge_tasks(root, Path::new(tree), run_id, tasks).await;
+    let request = Request::RecordMerge(crate::api::RecordMergeParams { run_id: run_id.to_string(), report });
+    match backend.call_as(caller.clone(), request).await? {
+        Reply::Brief(brief) => Ok((*brief, true)),
+        other => Err(BatonError::internal(format!("recording a merge answered {other:?}"))),
+    }
+}
+
+/// The run's current brief (as `resume` with its id shows it).
+async fn read_brief(backend: &Backend, caller: &Caller, run_id: &str) -> BatonResult<Brief> {
+    match backend.call_as(caller.clone(), resume_of(run_id)).await? {
+        Reply::Briefing(briefing) => Ok(briefing.brief),
+        _ => Err(BatonError::internal(format!("resume {run_id} did not answer with a briefing"))),
+    }
+}
+
+fn resume_of(run_id: &str) -> Request {
+    Request::Resume(ResumeParams { run_id: Some(run_id.to_string()), ..ResumeParams::default() })
+}
+
+fn git_root(brief: &Brief) -> Option<&str> {
+    brief.workspace.as_ref()?.git_root.as_deref()
+}
+
+/// Add `line` to a note.
+fn add_note(note: &mut Option<String>, line: String) {
+    *note = Some(match note.take() {
+        Some(text) => format!("{text} {line}"),
+        None => line,
+    });
+}

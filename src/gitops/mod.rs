@@ -1,0 +1,21 @@
+//! Git work for runs whose workspace is a git repository: a worktree and branch per
+//! claimed task, merging the task branches at the join, removing the worktrees when the
+//! run ends, and keeping a checkpoint's uncommitted code so a fork can restore it.
+//!
+//! All of it runs in the calling process (the `baton serve` MCP server, or the `baton`
+//! command), never in the process that owns the database: that one may run anywhere, and
+//! git must run where the agent's repository is. [`call`] wraps every request with the git
+//! work it implies, and baton never touches the user's own working tree except for the
+//! deliberate merge at a join.
+
+mod cmd;
+mod hooks;
+mod lock;
+pub mod merge;
+pub mod snapshot;
+#[cfg(test)]
+mod testing;
+pub mod worktree;
+
+pub use cmd::{GitFailure, git, note_of};
+pub use hooks::call;

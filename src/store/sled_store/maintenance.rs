@@ -1,0 +1,398 @@
+//! Looking after a database: `verify` (every record decodes, every run's events are
+//! dense `1..=version` and agree with its snapshot, the index and counters agree with the
+//! runs), `repair` (accept a damaged database as it is, explicitly), `backup` (a
+//! consistent copy made between two batches while readers go on), and `export`/`import`
+//! of runs as JSON lines.
+
+use super::integrity::{Record, Witness};
+use super::keys::{self, T};
+use super::writer::{Batch, Write, Writer, count_into};
+use super::{Db, Options, Shared, index, integrity_conf, io_storage, open_sled};
+use crate::engine::{Event, Run, Template};
+use crate::error::{BatonError, BatonResult, ErrorCode};
+use crate::store::RunSummary;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// What `verify` found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct VerifyReport {
+    pub runs: u64,
+    pub events: u64,
+    pub checkpoints: u64,
+    pub templates: u64,
+    /// Each problem found, naming the record; empty when the database is sound.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_sound(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What `backup` wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BackupReport {
+    /// The new database directory: to restore, stop baton and put it in place of `db/`.
+    pub dir: PathBuf,
+    pub records: u64,
+    /// The write batch the copy holds.
+    pub batch: u64,
+}
+
+/// First line of an export.
+const EXPORT_HEADER: &str = "baton_export";
+const EXPORT_FORMAT: u64 = 1;
+
+/// One line of an export after the header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exported {
+    /// A template remembered by name.
+    Template(Template),
+    /// A run with its whole history and its checkpoints.
+    Run { run: Box<Run>, events: Vec<Event>, checkpoints: BTreeMap<String, Run> },
+}
+
+/// Check every record and cross-check runs, events, checkpoints, the index and counters.
+pub fn verify(shared: &Shared, db: &Db) -> BatonResult<VerifyReport> {
+    let codec = &shared.codec;
+    let mut report = VerifyReport::default();
+    let mut problem = |p: String| report_problem(&mut report.problems, p);
+    let mut runs = BTreeMap::new();
+    for entry in db.tree(T::Runs).iter() {
+        let (key, bytes) = entry?;
+        match shared.decode_run(db, T::Runs.name(), &key, &bytes) {
+            Ok(run) if run.id.as_bytes() == key.as_ref() => {
+                runs.insert(run.id.clone(), run);
+            }
+            Ok(run) => problem(format!("runs/{} holds run {}", String::from_utf8_lossy(&key), run.id)),
+            Err(e) => problem(e.message),
+        }
+    }
+    let mut events: HashMap<String, Vec<Event>> = HashMap::new();
+    let mut event_count = 0;
+    for entry in db.tree(T::Events).iter() {
+        let (key, bytes) = entry?;
+        event_count += 1;
+        let Some(slash) = key.iter().position(|b| *b == b'/').filter(|s| key.len() == s + 9) else {
+            problem(format!("{} is not an event key", keys::describe("events", &key)));
+            continue;
+        };
+        let run_id = String::from_utf8_lossy(&key[..slash]).into_owned();
+        let seq = u64::from_be_bytes(key[slash + 1..].try_into().unwrap_or_default());
+        match codec.decode::<Event>(T::Events.name(), &key, &bytes) {
+            Ok(event) if event.seq == seq => events.entry(run_id).or_default().push(event),
+            Ok(event) => problem(format!("{} holds event {}", keys::describe("events", &key), event.seq)),
+            Err(e) => problem(e.message),
+        }
+    }
+    for (run_id, run) in &runs {
+        let history = events.remove(run_id).unwrap_or_default();
+        let dense = history.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1);
+        if !dense || history.len() as u64 != run.version {
+            problem(format!("run {run_id} is at version {} but has {} events (they must be 1..={0})", run.version, history.len()));
+        } else if history.last().is_some_and(|e| e.at != run.updated_at) {
+            problem(format!("run {run_id}: its last event is not its last change"));
+        }
+        for name in &run.checkpoints {
+            match db.tree(T::Checkpoints).get(keys::checkpoint_key(run_id, name))? {
+                None => problem(format!("run {run_id} lists checkpoint {name}, which is missing")),
+                Some(bytes) => match shared.decode_run(db, T::Checkpoints.name(), &keys::checkpoint_key(run_id, name), &bytes) {
+                    Ok(cp) if cp.id == *run_id => {}
+                    Ok(cp) => problem(format!("checkpoint {name} of run {run_id} holds run {}", cp.id)),
+                    Err(e) => problem(e.message),
+                },
+            }
+        }
+        report.checkpoints += run.checkpoints.len() as u64;
+    }
+    for run_id in events.keys() {
+        problem(format!("events of run {run_id}, which does not exist"));
+    }
+    let mut counts = HashMap::new();
+    let mut indexed = 0;
+    for entry in db.tree(T::Index).iter() {
+        let (key, bytes) = entry?;
+        indexed += 1;
+        match codec.decode::<RunSummary>(T::Index.name(), &key, &bytes) {
+            Ok(summary) => match runs.get(&summary.run_id) {
+                Some(run) if RunSummary::of(run) == summary && index::key_of(&summary) == key.as_ref() => {
+                    count_into(&mut counts, &summary, 1)
+                }
+                _ => problem(format!("the listing entry of run {} does not match the run", summary.run_id)),
+            },
+            Err(e) => problem(e.message),
+        }
+    }
+    if indexed != runs.len() {
+        problem(format!("the listing index has {indexed} entries for {} runs", runs.len()));
+    }
+    for (key, value) in db.tree(T::Meta).scan_prefix(b"count/").chain(db.tree(T::Meta).scan_prefix(b"tcount/")).flatten() {
+        let stored = value.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+        if stored != counts.remove(key.as_ref()).unwrap_or(0) as u64 {
+            problem(format!("the counter meta/{} is wrong", String::from_utf8_lossy(&key)));
+        }
+    }
+    if counts.values().any(|c| *c != 0) {
+        problem("a listing counter is missing".into());
+    }
+    for entry in db.tree(T::Templates).iter() {
+        let (key, bytes) = entry?;
+        report.templates += 1;
+        if let Err(e) = codec.decode::<Template>(T::Templates.name(), &key, &bytes) {
+            problem(e.message);
+        }
+    }
+    report.runs = runs.len() as u64;
+    report.events = event_count;
+    Ok(report)
+}
+
+/// Keep the list of problems readable: at most 100.
+fn report_problem(problems: &mut Vec<String>, problem: String) {
+    if problems.len() < 100 {
+        problems.push(problem);
+    } else if problems.len() == 100 {
+        problems.push("(more problems not shown)".into());
+    }
+}
+
+/// Accept the database in `dir` as it is, with no baton process using it: rewrite a
+/// damaged `conf`, rebuild the listing index and counters from the runs, and make the
+/// integrity record match what sled recovered. Returns what `verify` finds afterwards.
+pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
+    if integrity_conf::check(dir).is_err() {
+        integrity_conf::rewrite(dir).map_err(|e| io_storage(dir, "rewrite the configuration file of", &e))?;
+    }
+    let db = open_sled(dir, options)?;
+    let shared = Shared {
+        dir: dir.to_path_buf(),
+        codec: super::codec::Codec::new(dir, options.key.as_ref().map(super::crypto::Cipher::new)),
+        options: options.clone(),
+        db: std::sync::RwLock::new(None),
+        overlay: Default::default(),
+        durable_batch: Default::default(),
+        #[cfg(test)]
+        before_sync: std::sync::Mutex::new(None),
+    };
+    let state = super::upgrade::prepare(&shared, &db)?;
+    let mut writes = Vec::new();
+    let mut counts = HashMap::new();
+    for entry in db.tree(T::Index).iter() {
+        writes.push((T::Index, entry?.0.to_vec(), None));
+    }
+    for entry in db.tree(T::Meta).scan_prefix(b"count/").chain(db.tree(T::Meta).scan_prefix(b"tcount/")) {
+        writes.push((T::Meta, entry?.0.to_vec(), None));
+    }
+    for entry in db.tree(T::Runs).iter() {
+        let (key, bytes) = entry?;
+        if let Ok(run) = shared.decode_run(&db, T::Runs.name(), &key, &bytes) {
+            let summary = RunSummary::of(&run);
+            let index_key = index::key_of(&summary);
+            writes.push((T::Index, index_key.clone(), Some(shared.codec.encode(T::Index.name(), &index_key, &summary)?)));
+            count_into(&mut counts, &summary, 1);
+        }
+    }
+    for (key, count) in counts {
+        writes.push((T::Meta, key, Some((count.max(0) as u64).to_be_bytes().to_vec())));
+    }
+    apply(&db, &writes).map_err(|e| io_storage(dir, "repair", &e))?;
+    db.sled.flush()?;
+    super::durability::Syncer::open(dir).map_err(|e| io_storage(dir, "sync", &e))?;
+    Record::create(dir, Witness { db_id: state.db_id, batch: state.batch })?;
+    let report = verify(&shared, &db)?;
+    Ok(report)
+}
+
+/// Apply writes in one transaction (no undo needed: used offline).
+fn apply(db: &Db, writes: &[Write]) -> Result<(), String> {
+    use sled::Transactional;
+    db.trees
+        .as_slice()
+        .transaction(|trees| {
+            for (tree, key, value) in writes {
+                match value {
+                    Some(v) => trees[*tree as usize].insert(key.as_slice(), v.as_slice())?,
+                    None => trees[*tree as usize].remove(key.as_slice())?,
+                };
+            }
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Copy every tree, record by record (sealed records stay sealed), into a new database
+/// in `target`, with its own integrity record. Runs on the writer thread between batches,
+/// so the copy is one consistent state.
+pub fn backup(shared: &Shared, target: &Path, db_id: [u8; 16], batch: u64) -> BatonResult<BackupReport> {
+    let taken = std::fs::read_dir(target).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if taken {
+        return Err(BatonError::invalid(
+            "dir",
+            format!("{} already exists and is not empty", target.display()),
+            "Give a new (or empty) directory for the backup.",
+        ));
+    }
+    std::fs::create_dir_all(target).map_err(|e| io_storage(target, "create the backup directory", &e))?;
+    let copy = open_sled(target, &shared.options)?;
+    let mut records = 0;
+    shared.with_db(|db| {
+        for (from, to) in db.trees.iter().zip(&copy.trees) {
+            let mut batch = sled::Batch::default();
+            for entry in from.iter() {
+                let (key, value) = entry?;
+                batch.insert(key, value);
+                records += 1;
+            }
+            to.apply_batch(batch)?;
+        }
+        Ok(())
+    })?;
+    copy.sled.flush()?;
+    drop(copy);
+    Record::create(target, Witness { db_id, batch })?;
+    super::durability::Syncer::open(target).map_err(|e| io_storage(target, "sync the backup", &e))?;
+    Ok(BackupReport { dir: target.to_path_buf(), records, batch })
+}
+
+/// Write every template and run (with its events and checkpoints) as JSON lines; returns
+/// the number of runs. Each run is exported as durable, from one snapshot.
+pub fn export(shared: &Shared, out: &mut (dyn std::io::Write + Send)) -> BatonResult<u64> {
+    let io = |e: std::io::Error| BatonError::storage(format!("cannot write the export: {e}"), "Check the output file's disk has room.");
+    let header = serde_json::json!({ EXPORT_HEADER: EXPORT_FORMAT });
+    writeln!(out, "{header}").map_err(io)?;
+    for template in shared.templates()? {
+        write_line(out, &Exported::Template(template)).map_err(io)?;
+    }
+    let ids: Vec<String> = shared
+        .with_db(|db| db.tree(T::Runs).iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect::<BatonResult<_>>())?;
+    let mut count = 0;
+    for id in ids {
+        let Some(run) = shared.run(&id)? else { continue };
+        let events = shared.events(&id, 1, run.version, usize::MAX)?;
+        let mut checkpoints = BTreeMap::new();
+        for name in &run.checkpoints {
+            if let Some(cp) = shared.checkpoint(&id, name)? {
+                checkpoints.insert(name.clone(), cp);
+            }
+        }
+        write_line(out, &Exported::Run { run: Box::new(run), events, checkpoints }).map_err(io)?;
+        count += 1;
+    }
+    out.flush().map_err(io)?;
+    Ok(count)
+}
+
+fn write_line(out: &mut (dyn std::io::Write + Send), record: &Exported) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, record)?;
+    out.write_all(b"\n")
+}
+
+/// Parse an export; every line is checked before anything is written.
+pub fn read_export(input: &mut (dyn BufRead + Send)) -> BatonResult<Vec<Exported>> {
+    let bad = |line: usize, why: String| {
+        BatonError::invalid(
+            "import",
+            format!("line {line} of the import is not a baton export line: {why}"),
+            "Import a file written by `baton export`.",
+        )
+    };
+    let mut records = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| bad(i + 1, e.to_string()))?;
+        if i == 0 {
+            let header: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(1, e.to_string()))?;
+            if header[EXPORT_HEADER].as_u64() != Some(EXPORT_FORMAT) {
+                return Err(bad(1, format!("the first line must be {{\"{EXPORT_HEADER}\":{EXPORT_FORMAT}}}")));
+            }
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Exported = serde_json::from_str(&line).map_err(|e| bad(i + 1, e.to_string()))?;
+        if let Exported::Run { run, events, .. } = &record {
+            let dense = events.iter().enumerate().all(|(k, e)| e.seq == k as u64 + 1);
+            if !dense || events.len() as u64 != run.version {
+                return Err(bad(i + 1, format!("run {} is at version {} but carries {} events", run.id, run.version, events.len())));
+            }
+        }
+        records.push(record);
+    }
+    if records.is_empty() && !matches!(input.fill_buf(), Ok([])) {
+        return Err(bad(1, "empty".into()));
+    }
+    Ok(records)
+}
+
+/// Plan the writes of an import into `batch`; refuses (writing nothing) a run id that
+/// exists unless `replace`. Returns the number of runs.
+pub(super) fn plan_import(writer: &mut Writer, db: &Db, batch: &mut Batch, records: Vec<Exported>, replace: bool) -> BatonResult<u64> {
+    let shared = std::sync::Arc::clone(&writer.shared);
+    let codec = &shared.codec;
+    let mut runs = 0;
+    for record in &records {
+        if let Exported::Run { run, .. } = record
+            && !replace
+            && db.tree(T::Runs).contains_key(&run.id)?
+        {
+            return Err(BatonError::new(
+                ErrorCode::Conflict,
+                format!("run {} already exists in this database", run.id),
+                "Import into another database, or pass --replace to overwrite the runs that exist.",
+            ));
+        }
+    }
+    for record in records {
+        match record {
+            Exported::Template(template) => {
+                let name = template.name.clone();
+                let durable = shared.with_db_ref(db, &name)?;
+                batch.overlay.templates.entry(name.clone()).or_insert(durable);
+                batch.writes.push((
+                    T::Templates,
+                    name.as_bytes().to_vec(),
+                    Some(codec.encode(T::Templates.name(), name.as_bytes(), &template)?),
+                ));
+            }
+            Exported::Run { run, events, checkpoints } => {
+                let id = run.id.clone();
+                let existing = shared.stored_run(db, &id)?;
+                if let Some(old) = &existing {
+                    for tree in [T::Events, T::Checkpoints, T::Ops] {
+                        for key in db.tree(tree).scan_prefix(keys::run_prefix(&id)).keys() {
+                            batch.writes.push((tree, key?.to_vec(), None));
+                        }
+                    }
+                    let summary = RunSummary::of(old);
+                    batch.writes.push((T::Index, index::key_of(&summary), None));
+                    count_into(&mut batch.counts, &summary, -1);
+                }
+                let hash = writer.body_in(db, batch, &run.template)?;
+                batch.writes.push((T::Runs, id.as_bytes().to_vec(), Some(codec.encode_run(T::Runs.name(), id.as_bytes(), &run, &hash)?)));
+                for event in &events {
+                    let key = keys::event_key(&id, event.seq);
+                    batch.writes.push((T::Events, key.clone(), Some(codec.encode(T::Events.name(), &key, event)?)));
+                }
+                for (name, cp) in &checkpoints {
+                    let cp_hash = writer.body_in(db, batch, &cp.template)?;
+                    let key = keys::checkpoint_key(&id, name);
+                    batch.writes.push((T::Checkpoints, key.clone(), Some(codec.encode_run(T::Checkpoints.name(), &key, cp, &cp_hash)?)));
+                }
+                let summary = RunSummary::of(&run);
+                let key = index::key_of(&summary);
+                batch.writes.push((T::Index, key.clone(), Some(codec.encode(T::Index.name(), &key, &summary)?)));
+                count_into(&mut batch.counts, &summary, 1);
+                let before = existing.as_ref().map(RunSummary::of);
+                batch.overlay.summaries.insert(id.clone(), (before, Some(summary)));
+                batch.overlay.runs.insert(id, existing);
+                runs += 1;
+            }
+        }
+    }
+    Ok(runs)
+}

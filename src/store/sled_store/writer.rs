@@ -1,0 +1,539 @@
+//! The one write path. A dedicated thread takes commits from a channel; every commit
+//! waiting when it becomes free joins the next batch (group commit: no timer, so a lone
+//! writer never waits). A batch is:
+//!
+//! 1. each commit's mutation run against the run as the batch left it (a later commit of
+//!    the same run sees the earlier one), retries recognised by op id;
+//! 2. the runs and templates it touches entered in the overlay with their durable state,
+//!    so readers keep seeing that;
+//! 3. all its records written in ONE sled transaction (atomic in recovery), with the batch
+//!    number in `meta`; the values it replaced are kept as an undo log;
+//! 4. sled's flush, the integrity witness staged, one `fdatasync` ([`Syncer::sync`]);
+//! 5. the overlay cleared and every commit answered.
+//!
+//! If 3 or 4 fails, every commit of the batch gets the storage error and the undo log is
+//! kept; before the next write the writer reopens sled (which keeps an I/O error for the
+//! life of an open database), writes the undo log back and syncs, and only then clears
+//! the overlay. Until that succeeds readers keep seeing the state before the failed batch.
+
+use super::durability::{self, FdReserve, Syncer};
+use super::integrity::{Record, Witness};
+use super::keys::{self, T};
+use super::upgrade::State;
+use super::{Db, Overlay, Shared, index, io_storage, open_sled, sled_text};
+use crate::engine::{Run, Template};
+use crate::error::{BatonError, BatonResult};
+use crate::store::{Commit, Mutation, RECENT_OPS, RunSummary};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{IVec, Transactional};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Most commits in one batch (bounds the transaction's memory).
+const MAX_BATCH: usize = 256;
+/// After this long without commits, the exact batch number is written to the integrity
+/// record (see `integrity`).
+const IDLE: Duration = Duration::from_millis(20);
+/// How long reopening sled after a failure waits for the old instance to let go.
+const REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Reply<T> = oneshot::Sender<BatonResult<T>>;
+
+/// A task run on the writer thread between batches, with no write in flight.
+type Task = Box<dyn FnOnce(&mut Writer) + Send>;
+
+enum Job {
+    Commit { op_id: String, run_id: String, change: Mutation, reply: Reply<Run> },
+    Exclusive(Task),
+}
+
+/// The channel to the writer thread; dropping it lets the thread finish and waits for it.
+pub struct Handle {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    pub fn start(shared: Arc<Shared>, syncer: Syncer, record: Record, state: State) -> BatonResult<Handle> {
+        let (jobs, inbox) = mpsc::channel();
+        shared.durable_batch.store(state.batch, std::sync::atomic::Ordering::Relaxed);
+        let mut writer = Writer {
+            shared,
+            syncer,
+            record,
+            db_id: state.db_id,
+            batch: state.batch,
+            witnessed: state.batch,
+            undo: None,
+            hashes: Vec::new(),
+            reserve: FdReserve::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("baton-writer".into())
+            .spawn(move || writer.run(inbox))
+            .map_err(|e| BatonError::internal(format!("cannot start the store's writer thread: {e}")))?;
+        Ok(Handle { jobs: Some(jobs), thread: Some(thread) })
+    }
+
+    fn send(&self, job: Job) -> BatonResult<()> {
+        let stopped = || BatonError::internal("the store's writer has stopped");
+        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
+    }
+
+    pub async fn commit(&self, op_id: &str, run_id: &str, change: Mutation) -> BatonResult<Run> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Commit { op_id: op_id.to_string(), run_id: run_id.to_string(), change, reply })?;
+        answer.await.map_err(|_| BatonError::internal("the store's writer stopped before answering"))?
+    }
+
+    /// Run `task` on the writer thread with no batch in flight (writes wait; reads do not).
+    pub async fn exclusive<R: Send + 'static>(&self, task: impl FnOnce(&mut Writer) -> BatonResult<R> + Send + 'static) -> BatonResult<R> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Exclusive(Box::new(move |w: &mut Writer| {
+            let _ = reply.send(task(w));
+        })))?;
+        answer.await.map_err(|_| BatonError::internal("the store's writer stopped before answering"))?
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread's state.
+pub struct Writer {
+    pub(super) shared: Arc<Shared>,
+    syncer: Syncer,
+    record: Record,
+    db_id: [u8; 16],
+    /// Number of the last durable batch.
+    pub(super) batch: u64,
+    /// The batch number the integrity record holds durably.
+    witnessed: u64,
+    /// The values a failed batch replaced, newest last, until they are written back.
+    undo: Option<(Vec<Undo>, BatonError)>,
+    /// Content hashes of recently committed templates.
+    hashes: Vec<(Template, String)>,
+    /// Descriptors held for the write path (see [`FdReserve`]).
+    reserve: FdReserve,
+}
+
+/// One write of a batch: tree, key, new value (`None` removes).
+pub(super) type Write = (T, Vec<u8>, Option<Vec<u8>>);
+
+/// A value a batch replaced: tree, key, previous value.
+type Undo = (T, IVec, Option<IVec>);
+
+/// Everything one batch writes and answers.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub(super) writes: Vec<Write>,
+    /// Runs as the batch leaves them so far.
+    runs: HashMap<String, Option<Run>>,
+    /// Op-id rings of the runs the batch touches (slot -> op id).
+    rings: HashMap<String, Vec<Option<String>>>,
+    /// Counter changes.
+    pub(super) counts: HashMap<Vec<u8>, i64>,
+    /// Template bodies written by this batch.
+    bodies: Vec<String>,
+    pub(super) overlay: Overlay,
+}
+
+impl Writer {
+    fn run(&mut self, inbox: mpsc::Receiver<Job>) {
+        loop {
+            let first = if self.witnessed < self.batch {
+                match inbox.recv_timeout(IDLE) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.witness_now();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match inbox.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
+            let mut commits = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Commit { op_id, run_id, change, reply } => commits.push((op_id, run_id, change, reply)),
+                    Job::Exclusive(task) => {
+                        if !commits.is_empty() {
+                            self.batch(std::mem::take(&mut commits));
+                        }
+                        let _ = self.heal();
+                        task(self);
+                    }
+                }
+                if commits.len() < MAX_BATCH {
+                    next = inbox.try_recv().ok();
+                }
+            }
+            if !commits.is_empty() {
+                self.batch(commits);
+            }
+        }
+        self.witness_now();
+    }
+
+    /// Write the exact batch number to the integrity record, durably.
+    fn witness_now(&mut self) {
+        if self.witnessed == self.batch || self.undo.is_some() {
+            return;
+        }
+        match self.record.write_synced(Witness { db_id: self.db_id, batch: self.batch }) {
+            Ok(()) => self.witnessed = self.batch,
+            Err(e) => tracing::warn!("cannot update the integrity record {}: {e}", self.record.path().display()),
+        }
+    }
+
+    fn batch(&mut self, commits: Vec<(String, String, Mutation, Reply<Run>)>) {
+        let ready = self.reserve.release_for_batch().map_err(|e| io_storage(&self.shared.dir, "write to", &e)).and_then(|_| self.heal());
+        self.batch_ready(commits, ready);
+        self.reserve.refill();
+    }
+
+    fn batch_ready(&mut self, commits: Vec<(String, String, Mutation, Reply<Run>)>, ready: BatonResult<()>) {
+        if let Err(e) = ready {
+            for (.., reply) in commits {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
+        let Some(db) = guard.as_ref() else { unreachable!("healed") };
+        let mut batch = Batch::default();
+        let mut answers = Vec::with_capacity(commits.len());
+        for (op_id, run_id, change, reply) in commits {
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| self.plan(db, &mut batch, &op_id, &run_id, &change)))
+                .unwrap_or_else(|_| Err(self.shared.panicked()));
+            answers.push((reply, answer));
+        }
+        if batch.writes.is_empty() {
+            drop(guard);
+            for (reply, answer) in answers {
+                let _ = reply.send(answer);
+            }
+            return;
+        }
+        let outcome = self.write(db, batch);
+        drop(guard);
+        match outcome {
+            Ok(()) => {
+                self.batch += 1;
+                self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
+                self.shared.overlay().clear();
+                for (reply, answer) in answers {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err((error, undo)) => {
+                tracing::error!("{error}");
+                self.undo = Some((undo, error.clone()));
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Add one commit to the batch; the answer it gets once the batch is durable.
+    fn plan(&mut self, db: &Db, batch: &mut Batch, op_id: &str, run_id: &str, change: &Mutation) -> BatonResult<Run> {
+        let current = match batch.runs.get(run_id) {
+            Some(run) => run.clone(),
+            None => {
+                let durable = self.shared.stored_run(db, run_id)?;
+                batch.overlay.runs.insert(run_id.to_string(), durable.clone());
+                batch.runs.insert(run_id.to_string(), durable.clone());
+                durable
+            }
+        };
+        if let Some(run) = &current
+            && (run.id == op_id || self.ring(db, batch, run_id)?.iter().flatten().any(|op| op == op_id))
+        {
+            return Ok(run.clone());
+        }
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| change(current.clone())))
+            .unwrap_or_else(|_| Err(BatonError::internal(format!("a change to run {run_id} panicked"))));
+        let Commit { run, event, checkpoint, template } = outcome?;
+        let expected = current.as_ref().map_or(1, |r| r.version + 1);
+        if run.id != run_id || run.version != expected || event.seq != run.version {
+            return Err(BatonError::internal(format!(
+                "a change to run {run_id} produced run {} version {} with event {} (expected version {expected})",
+                run.id, run.version, event.seq
+            )));
+        }
+        let hash = self.body_in(db, batch, &run.template)?;
+        let shared = Arc::clone(&self.shared);
+        let codec = &shared.codec;
+        batch.writes.push((T::Runs, run_id.as_bytes().to_vec(), Some(codec.encode_run(T::Runs.name(), run_id.as_bytes(), &run, &hash)?)));
+        let event_key = keys::event_key(run_id, event.seq);
+        batch.writes.push((T::Events, event_key.clone(), Some(codec.encode(T::Events.name(), &event_key, &event)?)));
+        if let Some(name) = &checkpoint {
+            let key = keys::checkpoint_key(run_id, name);
+            batch.writes.push((T::Checkpoints, key.clone(), Some(codec.encode_run(T::Checkpoints.name(), &key, &run, &hash)?)));
+        }
+        if let Some(template) = &template {
+            let name = template.name.clone();
+            if !batch.overlay.templates.contains_key(&name) {
+                let durable = self.shared.with_db_ref(db, &name)?;
+                batch.overlay.templates.insert(name.clone(), durable);
+            }
+            batch.writes.push((
+                T::Templates,
+                name.as_bytes().to_vec(),
+                Some(codec.encode(T::Templates.name(), name.as_bytes(), template)?),
+            ));
+        }
+        self.ring(db, batch, run_id)?[(run.version % RECENT_OPS as u64) as usize] = Some(op_id.to_string());
+        batch.writes.push((T::Ops, keys::op_key(run_id, run.version, RECENT_OPS), Some(op_id.as_bytes().to_vec())));
+        let before = current.as_ref().map(RunSummary::of);
+        let after = RunSummary::of(&run);
+        if let Some(before) = &before {
+            batch.writes.push((T::Index, index::key_of(before), None));
+            count_into(&mut batch.counts, before, -1);
+        }
+        let key = index::key_of(&after);
+        batch.writes.push((T::Index, key.clone(), Some(codec.encode(T::Index.name(), &key, &after)?)));
+        count_into(&mut batch.counts, &after, 1);
+        let durable_summary = batch.overlay.runs.get(run_id).cloned().flatten().map(|r| RunSummary::of(&r));
+        batch.overlay.summaries.insert(run_id.to_string(), (durable_summary, Some(after)));
+        batch.runs.insert(run_id.to_string(), Some(run.clone()));
+        Ok(run)
+    }
+
+    /// The op-id ring of a run, loaded once per batch.
+    fn ring<'b>(&self, db: &Db, batch: &'b mut Batch, run_id: &str) -> BatonResult<&'b mut Vec<Option<String>>> {
+        if !batch.rings.contains_key(run_id) {
+            let mut ring = vec![None; RECENT_OPS];
+            for entry in db.tree(T::Ops).scan_prefix(keys::run_prefix(run_id)) {
+                let (key, op) = entry?;
+                if let Some(slot) = key.last().map(|s| *s as usize).filter(|s| *s < RECENT_OPS && key.len() == run_id.len() + 2) {
+                    ring[slot] = Some(String::from_utf8_lossy(&op).into_owned());
+                }
+            }
+            batch.rings.insert(run_id.to_string(), ring);
+        }
+        Ok(batch.rings.get_mut(run_id).expect("inserted"))
+    }
+
+    /// The content hash of `template`, writing its body if it is not stored yet. The
+    /// cache only holds hashes whose body is durable.
+    pub(super) fn body_in(&mut self, db: &Db, batch: &mut Batch, template: &Template) -> BatonResult<String> {
+        if let Some((_, hash)) = self.hashes.iter().find(|(t, _)| t == template) {
+            return Ok(hash.clone());
+        }
+        let (hash, json) = super::codec::template_hash(template)?;
+        if batch.bodies.contains(&hash) {
+            return Ok(hash);
+        }
+        if db.tree(T::Bodies).contains_key(&hash)? {
+            if self.hashes.len() >= 64 {
+                self.hashes.remove(0);
+            }
+            self.hashes.push((template.clone(), hash.clone()));
+            return Ok(hash);
+        }
+        let record = self.shared.codec.encode_json(T::Bodies.name(), hash.as_bytes(), &json)?;
+        batch.writes.push((T::Bodies, hash.as_bytes().to_vec(), Some(record)));
+        batch.bodies.push(hash.clone());
+        Ok(hash)
+    }
+
+    /// Steps 2-4 of a batch: overlay, transaction, flush and sync. On failure, the error
+    /// and the undo log.
+    fn write(&mut self, db: &Db, mut batch: Batch) -> Result<(), (BatonError, Vec<Undo>)> {
+        let dir = self.shared.dir.clone();
+        let meta = db.tree(T::Meta);
+        for (key, delta) in std::mem::take(&mut batch.counts) {
+            if delta != 0 {
+                let now = index::read_counter(meta, &key).map_err(|e| (e, Vec::new()))? as i64;
+                batch.writes.push((T::Meta, key, Some(((now + delta).max(0) as u64).to_be_bytes().to_vec())));
+            }
+        }
+        batch.writes.push((T::Meta, keys::META_BATCH.to_vec(), Some((self.batch + 1).to_be_bytes().to_vec())));
+        {
+            let mut overlay = self.shared.overlay();
+            let Overlay { runs, summaries, templates } = std::mem::take(&mut batch.overlay);
+            overlay.runs.extend(runs);
+            overlay.summaries.extend(summaries);
+            overlay.templates.extend(templates);
+        }
+        let undo = std::cell::RefCell::new(Vec::new());
+        let writes = &batch.writes;
+        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            db.trees.as_slice().transaction(|trees| {
+                let mut replaced = undo.borrow_mut();
+                replaced.clear();
+                for (tree, key, value) in writes {
+                    let view = &trees[*tree as usize];
+                    let previous = match value {
+                        Some(value) => view.insert(key.as_slice(), value.as_slice())?,
+                        None => view.remove(key.as_slice())?,
+                    };
+                    replaced.push((*tree, IVec::from(key.as_slice()), previous));
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+        }));
+        let undo = undo.into_inner();
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(TransactionError::Storage(e))) => return Err((io_storage(&dir, "write to", &sled_text(&e)), undo)),
+            Ok(Err(TransactionError::Abort(()))) => return Err((BatonError::internal("a write transaction aborted"), undo)),
+            Err(_) => return Err((self.shared.panicked(), undo)),
+        }
+        #[cfg(test)]
+        let hooked = match self.shared.before_sync.lock().unwrap().as_mut() {
+            Some(hook) => hook(),
+            None => Ok(()),
+        };
+        #[cfg(not(test))]
+        let hooked: std::io::Result<()> = Ok(());
+        let result = hooked
+            .map_err(|e| io_storage(&dir, "sync", &e))
+            .and_then(|_| db.sled.flush().map_err(|e| io_storage(&dir, "flush", &sled_text(&e))))
+            .and_then(|_| {
+                // The witness of the previous batch rides on this batch's device flush.
+                self.record
+                    .stage(Witness { db_id: self.db_id, batch: self.batch })
+                    .map_err(|e| io_storage(&dir, "stage the integrity record of", &e))
+            })
+            .and_then(|_| self.syncer.sync().map_err(|e| io_storage(&dir, "sync", &e)));
+        match result {
+            Ok(()) => {
+                self.witnessed = self.witnessed.max(self.batch);
+                Ok(())
+            }
+            Err(e) => Err((e, undo)),
+        }
+    }
+
+    /// Undo a failed batch: reopen sled, write back what the batch replaced, sync. A
+    /// no-op when no batch failed.
+    pub(super) fn heal(&mut self) -> BatonResult<()> {
+        let Some((undo, cause)) = &self.undo else { return Ok(()) };
+        let dir = self.shared.dir.clone();
+        // Reopening sled writes (recovery) and opens files; while that would fail, keep the
+        // old instance, whose reads still work (the overlay hides the failed batch).
+        if !durability::can_reopen(&dir) {
+            return Err(cause.clone());
+        }
+        let mut slot = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.take() {
+            // sled syncs on drop unless it saw an error; a failing sync there panics.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(old)));
+        }
+        let deadline = Instant::now() + REOPEN_TIMEOUT;
+        let db = loop {
+            match open_sled(&dir, &self.shared.options) {
+                Ok(db) => break db,
+                Err(e) if e.code == crate::error::ErrorCode::Unavailable && Instant::now() < deadline => std::thread::yield_now(),
+                Err(e) => return Err(e),
+            }
+        };
+        let restored = db.trees.as_slice().transaction(|trees| {
+            for (tree, key, previous) in undo.iter().rev() {
+                let view = &trees[*tree as usize];
+                match previous {
+                    Some(value) => view.insert(key.clone(), value.clone())?,
+                    None => view.remove(key.clone())?,
+                };
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        restored.map_err(|e| io_storage(&dir, "undo a failed change in", &format!("{e:?}")))?;
+        db.sled.flush().map_err(|e| io_storage(&dir, "flush", &sled_text(&e)))?;
+        self.syncer.sync_everything().map_err(|e| io_storage(&dir, "sync", &e))?;
+        *slot = Some(db);
+        // Cleared under the write guard: no reader is between its read and its overlay check.
+        self.shared.overlay().clear();
+        drop(slot);
+        self.undo = None;
+        tracing::info!("the baton database at {} recovered from a failed write", dir.display());
+        Ok(())
+    }
+
+    /// A consistent copy of the database into `target` (see `maintenance`).
+    pub(super) fn backup(&mut self, target: &Path) -> BatonResult<super::BackupReport> {
+        self.heal()?;
+        super::maintenance::backup(&self.shared, target, self.db_id, self.batch)
+    }
+
+    /// Write imported runs (see `maintenance`), as one durable batch.
+    pub(super) fn import(&mut self, records: Vec<super::maintenance::Exported>, replace: bool) -> BatonResult<u64> {
+        self.heal()?;
+        let shared = Arc::clone(&self.shared);
+        let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = guard.as_ref().ok_or_else(|| BatonError::internal("database closed"))?;
+        let mut batch = Batch::default();
+        let count = super::maintenance::plan_import(self, db, &mut batch, records, replace)?;
+        let outcome = self.write(db, batch);
+        drop(guard);
+        self.settle(outcome)?;
+        Ok(count)
+    }
+
+    /// Delete a finished run's records (see `retention`), as one durable batch.
+    pub(super) fn delete(&mut self, run_id: &str) -> BatonResult<Option<RunSummary>> {
+        self.heal()?;
+        let shared = Arc::clone(&self.shared);
+        let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = guard.as_ref().ok_or_else(|| BatonError::internal("database closed"))?;
+        let mut batch = Batch::default();
+        let Some(deleted) = super::retention::plan_delete(&shared, db, &mut batch, run_id)? else { return Ok(None) };
+        let outcome = self.write(db, batch);
+        drop(guard);
+        self.settle(outcome)?;
+        Ok(Some(deleted))
+    }
+
+    /// After a batch written outside the commit path: count it durable, or keep its undo log.
+    fn settle(&mut self, outcome: Result<(), (BatonError, Vec<Undo>)>) -> BatonResult<()> {
+        match outcome {
+            Ok(()) => {
+                self.batch += 1;
+                self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
+                self.shared.overlay().clear();
+                Ok(())
+            }
+            Err((error, undo)) => {
+                self.undo = Some((undo, error.clone()));
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Record the counter changes of adding (`delta` 1) or removing (-1) a run's summary.
+pub(super) fn count_into(counts: &mut HashMap<Vec<u8>, i64>, summary: &RunSummary, delta: i64) {
+    for template in [None, Some(summary.template.as_str())] {
+        *counts.entry(keys::count_key(summary.status, template)).or_default() += delta;
+    }
+}
+
+impl Shared {
+    /// The durable named template `name`, read inside a batch.
+    pub(super) fn with_db_ref(&self, db: &Db, name: &str) -> BatonResult<Option<Template>> {
+        match db.tree(T::Templates).get(name)? {
+            None => Ok(None),
+            Some(bytes) => self.codec.decode(T::Templates.name(), name.as_bytes(), &bytes).map(Some),
+        }
+    }
+}
