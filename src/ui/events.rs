@@ -14,8 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long one long-poll waits at the owner.
-const WAIT_MS: u64 = 25_000;
+/// How long one long-poll waits at the owner. A change answers it at once, so this only
+/// sets how often an idle page's server asks again; it stays below the time a client
+/// gives the owner to answer any request (a few seconds), so a quiet database never
+/// looks like a hung owner.
+const WAIT_MS: u64 = 3_000;
 /// Pause before asking again after a failed long-poll (the owner may be changing hands).
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
