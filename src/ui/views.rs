@@ -321,3 +321,78 @@ fn pretty(value: &serde_json::Value) -> String {
     }
     format!("{}\n… ({} bytes in all)", crate::engine::run::prefix(&text, ARTIFACT_BYTES), text.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::run::{GateKind, HumanGate};
+    use crate::engine::{Actor, Change, NewRun, Plan, PlanTask, Run, builtin_template};
+    use crate::time::Timestamp;
+
+    fn frame() -> Frame {
+        Frame { counter: 7, page: "/runs/r1".into(), csrf: "c".into(), home: "/h".into(), error: None, notice: None }
+    }
+
+    /// A parallel run fanned out into two tasks, one of which asks a human.
+    fn run_with_task_gate() -> (Run, Vec<Event>) {
+        let new = NewRun {
+            id: "r1".into(),
+            template: builtin_template("parallel").unwrap(),
+            goal: "g".into(),
+            title: "t".into(),
+            context: Default::default(),
+            workspace: None,
+            max_agents: 4,
+        };
+        let (mut run, first) = Run::start(new, &Actor::default(), Timestamp(1));
+        let task = |id: &str| PlanTask { id: id.into(), title: id.into(), description: String::new(), depends_on: vec![], pipeline: None };
+        let plan = Plan { tasks: vec![task("api"), task("ui")], base: None };
+        let change = Change::Advance {
+            expected_version: 1,
+            outcome: "planned".into(),
+            output: "o".into(),
+            artifacts: Default::default(),
+            plan: Some(plan),
+        };
+        let second = run.apply(&change, &Actor::default(), Timestamp(2)).unwrap();
+        let gate = HumanGate {
+            kind: GateKind::TaskFailed,
+            question: "Retry api?".into(),
+            options: vec!["retry".into(), "skip".into()],
+            step: "test".into(),
+            asked_at: Timestamp(3),
+        };
+        run.fanout.as_mut().unwrap().tasks[0].gate = Some(gate);
+        (run, vec![first, second])
+    }
+
+    #[test]
+    fn a_tasks_question_gets_its_own_form_and_the_timeline_runs_newest_first() {
+        let (run, events) = run_with_task_gate();
+        let graph = GraphView::of(&run, &events);
+        let details = RunDetails { summary: RunSummary::of(&run), run, events, next_before_seq: None };
+        let page = RunPage::new(frame(), details, &graph);
+        assert_eq!(page.gates.len(), 1);
+        assert_eq!((page.gates[0].task.as_deref(), page.gates[0].kind), (Some("api"), "task failed"));
+        assert_eq!(page.gates[0].options, ["retry", "skip"]);
+        assert_eq!(page.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["api", "ui"]);
+        assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(page.events[0].outcome.as_deref(), Some("planned"));
+        let html = Views::new().unwrap().render("run.html", &page).unwrap();
+        assert!(html.contains(r#"<input type="hidden" name="task" value="api">"#), "the answer names the task");
+        assert!(html.contains(r#"<button type="submit" name="answer" value="retry">retry</button>"#));
+        assert!(html.contains(r#"data-counter="7""#) && html.contains("<svg"));
+    }
+
+    #[test]
+    fn long_texts_are_cut_for_the_timeline_and_times_read_plainly() {
+        let (_, mut events) = run_with_task_gate();
+        if let EventKind::Advanced { output, .. } = &mut events[1].kind {
+            *output = "é".repeat(EXCERPT_BYTES);
+        }
+        let row = EventRow::of(events[1].clone());
+        assert_eq!(row.more_bytes, Some(2 * EXCERPT_BYTES));
+        assert!(row.text.as_ref().is_some_and(|t| t.len() <= EXCERPT_BYTES && t.chars().all(|c| c == 'é')));
+        assert_eq!(when(Timestamp::parse("2026-11-25T17:44:54.123Z").unwrap()), "2026-11-25 17:44:54 UTC");
+    }
+}
