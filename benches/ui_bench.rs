@@ -60,7 +60,7 @@ fn fill(home: &Home) {
     runtime.block_on(async {
         let service = Service::new(Arc::new(SledStore::open(&home.db_dir()).expect("open the database")));
         let call = |request: Request| {
-            let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller: Caller::default(), request };
+            let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller: Caller::default(), request, deadline_ms: None };
             let service = &service;
             async move { service.handle(&envelope).await.expect("request") }
         };
@@ -102,7 +102,7 @@ fn list_floor(home: &Home) -> Vec<Duration> {
         let mut samples = Vec::with_capacity(SAMPLES / 4);
         for _ in 0..SAMPLES / 4 {
             let request = Request::ListRuns(baton::api::ListRunsParams { limit: Some(100), ..Default::default() });
-            let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller: Caller::default(), request };
+            let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller: Caller::default(), request, deadline_ms: None };
             let t = Instant::now();
             service.handle(&envelope).await.expect("list");
             samples.push(t.elapsed());

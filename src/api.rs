@@ -316,6 +316,8 @@ pub enum Request {
     Backup(BackupParams),
     Export(ExportParams),
     Import(ImportParams),
+    /// Who owns the database and how many connections it serves (answered by the owner).
+    OwnerStatus(NoParams),
 }
 
 /// Who sends a request and from where: recorded as the actor of the change and used to
@@ -337,6 +339,10 @@ pub struct Envelope {
     #[serde(default)]
     pub caller: Caller,
     pub request: Request,
+    /// The caller gives up at this instant (milliseconds of this machine's CLOCK_MONOTONIC,
+    /// shared by all its processes); a request read later is refused, never applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 /// Where a run stands, for picking it up in a new session.
@@ -446,6 +452,15 @@ pub enum Reply {
     BackedUp(BackupReport),
     Exported(RunsMoved),
     Imported(RunsMoved),
+    Owner(OwnerStatus),
+}
+
+/// The process that owns the database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OwnerStatus {
+    pub pid: u32,
+    /// Connections it serves now, the asker's included.
+    pub connections: usize,
 }
 
 /// Runs written to or read from an export file.
@@ -473,6 +488,7 @@ impl Reply {
             Reply::Verified(v) => serde_json::to_value(v),
             Reply::BackedUp(v) => serde_json::to_value(v),
             Reply::Exported(v) | Reply::Imported(v) => serde_json::to_value(v),
+            Reply::Owner(v) => serde_json::to_value(v),
         };
         value.unwrap_or_else(|e| serde_json::json!({ "error": BatonError::internal(format!("reply could not be encoded: {e}")) }))
     }

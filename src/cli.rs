@@ -21,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve MCP over stdin/stdout (what Codex runs; the default).
     Serve,
+    /// Own the database and serve the other baton processes (started by them, detached).
+    #[command(hide = true)]
+    Owner,
     /// Register baton in Codex's config.toml and install the skill.
     Install {
         /// Codex home. Default: $CODEX_HOME, else ~/.codex.
@@ -222,6 +225,7 @@ pub fn render(reply: &Reply) -> String {
             report.batch,
             report.dir.display()
         ),
+        Reply::Owner(owner) => format!("The database is owned by pid {}, serving {} connection(s).", owner.pid, owner.connections),
         Reply::Exported(moved) => format!("Exported {} run(s) to {}.", moved.runs, moved.file),
         Reply::Imported(moved) => format!("Imported {} run(s) from {}.", moved.runs, moved.file),
         Reply::Templates(list) => {

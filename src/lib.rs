@@ -9,6 +9,7 @@ pub mod gitops;
 pub mod home;
 pub mod install;
 pub mod limits;
+pub mod logging;
 pub mod maintenance;
 pub mod mcp;
 pub mod service;

@@ -16,8 +16,19 @@ use std::sync::Arc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, None | Some(Command::Serve)));
-    // One thread: requests run inline (see backend::owner), which is faster than hand-offs.
+    if let Some(Command::Owner) = cli.command {
+        // The database owner: a detached process with its own runtime and log.
+        return match Home::resolve(cli.home.as_deref()) {
+            Ok(home) => baton::backend::daemon::run(home),
+            Err(e) => {
+                eprintln!("baton: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    baton::logging::init(if serving { "warn,baton=info" } else { "warn" });
+    // One thread: this process only talks to the owner.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -26,8 +37,8 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(run(cli));
-    // Close the database and give up ownership before printing: a slow reader of our
-    // output must never stall the other baton processes this one may be serving.
+    // Let go of the owner connection before printing, so a slow reader of our output
+    // holds nothing the other baton processes need.
     drop(runtime);
     match outcome {
         Ok(text) => print(&text),
@@ -50,19 +61,6 @@ fn print(text: &str) -> ExitCode {
             eprintln!("baton: cannot write output: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs go to stderr (stdout carries only MCP messages), or to `$BATON_LOG_FILE`.
-/// The filter comes from `$BATON_LOG` (default: info for the server, warn for terminal commands).
-fn init_logging(serving: bool) {
-    let default = if serving { "warn,baton=info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| default.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
-    let file = std::env::var_os("BATON_LOG_FILE").and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
-    match file {
-        Some(file) => builder.with_writer(std::sync::Mutex::new(file)).init(),
-        None => builder.with_writer(std::io::stderr).init(),
     }
 }
 
@@ -99,16 +97,22 @@ async fn run(cli: Cli) -> Result<String> {
             Ok(if lines.is_empty() { "baton was not installed there.".into() } else { lines.join("\n") })
         }
         Command::Serve => {
-            let backend = Backend::new(Home::resolve(cli.home.as_deref())?);
-            // Serve even when the database cannot be opened yet: every call then answers
-            // with the reason and the fix, and retries, so fixing it needs no restart.
-            match backend.connect().await {
-                Ok(role) => tracing::debug!(?role, home = %backend.home().dir.display(), "connected"),
-                Err(e) => tracing::error!("{e}"),
-            }
-            BatonServer::new(Arc::new(backend)).serve_stdio().await?;
+            let backend = Arc::new(Backend::new(Home::resolve(cli.home.as_deref())?));
+            // Reach (or start) the owner beside the MCP handshake, so problems surface in the
+            // log at start-up without delaying `initialize`. Serve even when this fails: every
+            // call then answers with the reason and the fix, and retries, so fixing it needs
+            // no restart.
+            let early = Arc::clone(&backend);
+            tokio::spawn(async move {
+                match early.connect().await {
+                    Ok(()) => tracing::debug!(home = %early.home().dir.display(), "reached the baton owner"),
+                    Err(e) => tracing::error!("{e}"),
+                }
+            });
+            BatonServer::new(backend).serve_stdio().await?;
             Ok(String::new())
         }
+        Command::Owner => anyhow::bail!("`baton owner` runs as a process of its own"),
         Command::Runs { status, limit, json } => {
             let status: StatusFilter = serde_json::from_value(serde_json::Value::String(status.clone())).with_context(|| {
                 format!("unknown status `{status}`; use all, open, active, awaiting_human, completed, failed or cancelled")
@@ -131,7 +135,7 @@ async fn run(cli: Cli) -> Result<String> {
             let request = Request::CancelRun(CancelRunParams { run_id, reason, expected_version });
             request_text(&cli.home, request, json).await
         }
-        Command::Verify { repair: true, json } => repair(&cli.home, json),
+        Command::Verify { repair: true, json } => repair(&cli.home, json).await,
         Command::Verify { repair: false, json } => request_text(&cli.home, Request::Verify(Default::default()), json).await,
         Command::Backup { dir } => {
             let request = Request::Backup(BackupParams { dir: absolute(&dir)? });
@@ -164,15 +168,12 @@ fn absolute(path: &std::path::Path) -> Result<String> {
 }
 
 /// `baton verify --repair`: only with no other baton process using the database.
-fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
+async fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
     let home = Home::resolve(home.as_deref())?;
     home.prepare()?;
     let lock = home.open_lock()?;
     if lock.try_lock().is_err() {
-        anyhow::bail!(
-            "another baton process is using {}; stop every baton session (and Codex) first, then rerun `baton verify --repair`",
-            home.dir.display()
-        );
+        stop_idle_owner(&home, &lock).await?;
     }
     let report = baton::store::SledStore::repair(&home.db_dir(), Default::default())?;
     if json {
@@ -183,6 +184,36 @@ fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
         text.push_str(&format!("\n- {problem}"));
     }
     Ok(text)
+}
+
+/// A repair must have the database to itself. If the owner process serves nobody but
+/// us (e.g. it lingers after a terminal command), ask it to shut down (it finishes what is
+/// in flight and releases the lock) and take the lock; if sessions use it, refuse.
+async fn stop_idle_owner(home: &Home, lock: &std::fs::File) -> Result<()> {
+    let owner = match Backend::new(home.clone()).call(Request::OwnerStatus(Default::default())).await? {
+        baton::api::Reply::Owner(owner) => owner,
+        other => anyhow::bail!("unexpected answer from the baton owner: {other:?}"),
+    };
+    if owner.connections > 1 {
+        anyhow::bail!(
+            "{} other connection(s) to the baton owner (pid {}) are open: baton sessions are using {}; stop every baton session (and Codex) first, then rerun `baton verify --repair`",
+            owner.connections - 1,
+            owner.pid,
+            home.dir.display()
+        );
+    }
+    // SAFETY: kill sends a signal to the process recorded as the owner; nothing is dereferenced.
+    if unsafe { libc::kill(owner.pid as i32, libc::SIGTERM) } != 0 {
+        anyhow::bail!("cannot stop the baton owner (pid {}): {}", owner.pid, std::io::Error::last_os_error());
+    }
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lock.try_lock().is_err() {
+        if std::time::Instant::now() > give_up {
+            anyhow::bail!("the baton owner (pid {}) did not stop within 10 s; stop it with `kill {}` and retry", owner.pid, owner.pid);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// Run one request and render its answer for a human (or as JSON).

@@ -109,6 +109,7 @@ impl Service {
             Request::WaitForChange(p) => self.changes.wait(p).await,
             Request::DeleteRun(p) => self.delete_run(p).await,
             Request::Prune(p) => self.prune(p).await,
+            Request::OwnerStatus(_) => Err(BatonError::internal("the owner's status is answered by the owner process, not the service")),
         }
     }
 

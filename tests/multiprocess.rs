@@ -1,9 +1,10 @@
 //! Several `baton serve` processes on one database: racing, owner crash and take-over,
-//! and hostile input on the inter-process socket.
+//! and hostile input on the inter-process socket. The database is held by a detached
+//! `baton owner` process that the first session starts; its pid is in `owner.lock`.
 
 mod common;
 
-use common::{Server, cli, fresh_home};
+use common::{Server, alive, cli, fresh_home, owner_pid, signal};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -130,9 +131,9 @@ async fn four_servers_race_without_lost_or_duplicated_advances() {
 async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
-    // The first server to start owns the database.
-    let owner = Arc::new(Server::start(&home).await);
     let others = start_servers(&home, 3).await;
+    others[0].ok("inspect", json!({})).await;
+    let owner = owner_pid(&home);
     let stop_at = Instant::now() + Duration::from_secs(4);
     let kill_after = Duration::from_millis(1200);
 
@@ -155,7 +156,7 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
     }
     tokio::time::sleep(kill_after).await;
     let killed_at = Instant::now();
-    owner.kill();
+    signal(owner, "-KILL");
 
     let results: Vec<(String, Vec<(Instant, String)>)> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
     // Take-over time: the longest pause in acknowledgements (all clients together) from just
@@ -175,6 +176,8 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
     );
     assert!(takeover < Duration::from_secs(2), "take-over took {takeover:?}");
     assert!(before_kill > 0);
+    let successor = owner_pid(&home);
+    assert!(successor != owner && alive(successor), "a new owner ({successor}) took over from {owner}");
 
     for (run_id, acks) in &results {
         let history = advanced_outputs(&others[0], run_id).await;
@@ -197,12 +200,15 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_advance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_owner_that_exits_normally_hands_over_without_errors() {
+async fn an_owner_that_shuts_down_hands_over_without_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
-    let owner = Server::start(&home).await;
+    // The session that starts the owner ends mid-load; the owner does not depend on it.
+    let first = Server::start(&home).await;
+    first.ok("inspect", json!({})).await;
+    let owner = owner_pid(&home);
     let others = start_servers(&home, 3).await;
-    let stop_at = Instant::now() + Duration::from_millis(2500);
+    let stop_at = Instant::now() + Duration::from_millis(3000);
     let tasks: Vec<_> = others
         .iter()
         .enumerate()
@@ -220,11 +226,20 @@ async fn an_owner_that_exits_normally_hands_over_without_errors() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    owner.stop().await; // the Codex session ends: stdin closes and the owner exits cleanly
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    first.stop().await; // the Codex session that started the owner ends
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(owner_pid(&home), owner, "the owner outlives the session that started it");
+    signal(owner, "-TERM"); // an orderly shutdown mid-load: in-flight requests are answered
+    let mut total = 0;
     for (run_id, acks) in futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()) {
+        total += acks.len();
         assert_same_history(&advanced_outputs(&others[0], &run_id).await, &acks, &format!("run {run_id}"));
     }
+    assert!(!alive(owner), "the owner exited on SIGTERM");
+    let successor = owner_pid(&home);
+    assert!(successor != owner && alive(successor), "a new owner took over");
+    eprintln!("{total} advances acknowledged across an orderly owner shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -278,6 +293,7 @@ async fn torn_corrupt_and_oversized_requests_get_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
     let server = Server::start(&home).await;
+    server.ok("inspect", json!({})).await; // the owner is up and its socket bound
     let socket = home.join("baton.sock");
 
     let mut stream = UnixStream::connect(&socket).unwrap();
@@ -322,6 +338,7 @@ async fn a_request_resent_after_a_lost_answer_is_applied_once() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
     let server = Server::start(&home).await;
+    server.ok("inspect", json!({})).await; // the owner is up and its socket bound
     let mut stream = UnixStream::connect(home.join("baton.sock")).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let start = br#"{"op_id":"6f1d4c3e-0000-4000-8000-000000000001","request":{"op":"start_workflow","params":{"goal":"resent"}}}"#;
@@ -352,8 +369,16 @@ fn assert_garbage_on_stdin_is_survived(home: &Path) {
     let mut stdin = child.stdin.take().unwrap();
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
     writeln!(stdin, "this is not json\n{{\"torn\": [1,2\n{init}").unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // Each garbage line gets a parse error (id null), then initialize its answer.
+    for garbage in ["this is not json", "{\"torn\": [1,2"] {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let answer: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-protocol line {line:?}: {e}"));
+        assert_eq!((answer["id"].clone(), answer["error"]["code"].clone()), (Value::Null, json!(-32700)), "{garbage}: {answer}");
+    }
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    stdout.read_line(&mut line).unwrap();
     let answer: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-protocol line {line:?}: {e}"));
     assert_eq!(answer["id"], 1);
     assert_eq!(answer["result"]["serverInfo"]["name"], "baton");

@@ -91,9 +91,12 @@ async fn no_acknowledged_change_is_lost_in_a_power_cut() {
             let old = server.advance(&json!({"run_id": old_id, "version": old_version}), "next", "older run").await;
             acked[0].1 = old["version"].as_u64().unwrap();
         }
-        // Cut the power right after the last answer.
+        // Cut the power right after the last answer, then end every process, as a power
+        // cut would: the session, and the database's owner (which `unmount` kills).
         fs.power_cut();
+        server.kill();
         drop(server);
+        fs.unmount();
         fs.mount();
     }
     let server = Server::start(&home).await;

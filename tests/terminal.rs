@@ -42,7 +42,7 @@ async fn runs_show_answer_and_cancel_work_beside_a_running_server() {
     assert_eq!(after["run"]["end_reason"], "deprioritized");
 
     let (ok, _, err) = cli(&home, &["show", "no-such-run"]);
-    assert!(!ok && err.contains("not_found") && err.contains("list_runs"), "{err}");
+    assert!(!ok && err.contains("not_found") && err.contains("baton runs"), "{err}");
     let (ok, _, err) = cli(&home, &["runs", "--status", "sleeping"]);
     assert!(!ok && err.contains("unknown status `sleeping`"), "{err}");
     server.stop().await;

@@ -1,106 +1,324 @@
-//! The owning process: holds the database and serves other baton processes on a Unix socket.
+//! The owner: the one process that holds the database (sled allows one per database) and
+//! serves every other baton process on the home's Unix socket.
+//!
+//! An owner is a value with an explicit life, so it can run in its own process (see
+//! `daemon`) or inside a test: [`Owner::start`] takes the lock, opens the store and binds
+//! the socket; [`Owner::serve`] answers connections until asked to stop, until it has had
+//! no connection for the idle period, or until its home disappears, and then shuts down in
+//! order: stop accepting, let in-flight requests finish and answer them, close the store,
+//! release the lock. The lock is released only once the store is closed, so a successor
+//! never finds the database still held; dropping a serving owner does the same.
 
-use super::wire::{self, WireReply};
-use crate::api::{Envelope, Reply};
+use super::conn;
+use super::peer::{self, Dial};
+use super::wire::FrameBudget;
 use crate::error::{BatonError, BatonResult, ErrorCode};
-use crate::limits::MAX_ANSWER_BYTES;
+use crate::home::{Home, SocketFile};
 use crate::service::Service;
-use futures::{SinkExt, StreamExt};
-use std::fs::File;
+use crate::store::{RunStore, SledStore};
+use std::fs::{File, TryLockError};
+use std::future::Future;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
-use tokio::net::{UnixListener, UnixStream};
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-/// The open database together with the flock that entitles this process to it. Fields
-/// drop in order, so the database is closed before the lock is released and a successor
-/// never finds sled's own file lock still held.
-struct Owned {
-    service: Service,
-    _lock: File,
+/// How long shutdown waits for aborted connection tasks before leaving them behind.
+const ABANDON: Duration = Duration::from_secs(2);
+/// How long shutdown waits for the store to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens the store in a database directory.
+pub type OpenStore = Arc<dyn Fn(&Path) -> BatonResult<Arc<dyn RunStore>> + Send + Sync>;
+
+/// How an owner behaves. [`Settings::default`] has the production values.
+#[derive(Clone)]
+pub struct Settings {
+    /// Shut down after this long without any connection.
+    pub idle: Duration,
+    /// Connections served at once; more are refused with an answer. Keep it well below
+    /// the file-descriptor limit: the store must always be able to open its files.
+    pub max_connections: usize,
+    /// Memory for partially received request frames, across all connections.
+    pub frame_budget: usize,
+    /// A request frame must arrive completely within this time once it has started.
+    pub frame_timeout: Duration,
+    /// A client must take its answer within this time, else it is disconnected.
+    pub answer_timeout: Duration,
+    /// How long shutdown waits for in-flight requests before abandoning them.
+    pub shutdown_grace: Duration,
+    /// How long a starting owner waits for a departing one to release the lock.
+    pub lock_wait: Duration,
+    /// How often to check that the home is still there.
+    pub home_check: Duration,
+    pub open_store: OpenStore,
 }
 
-/// The database and the socket other processes reach it through.
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            idle: Duration::from_secs(180),
+            max_connections: 256,
+            frame_budget: 16 * 1024 * 1024,
+            frame_timeout: Duration::from_secs(5),
+            answer_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(10),
+            home_check: Duration::from_secs(2),
+            open_store: Arc::new(|dir: &Path| -> BatonResult<Arc<dyn RunStore>> { Ok(Arc::new(SledStore::open(dir)?)) }),
+        }
+    }
+}
+
+/// The outcome of trying to become the owner.
+pub enum Start {
+    Owner(Owner),
+    /// Another process owns the database and answers on the socket.
+    Busy {
+        pid: u32,
+    },
+}
+
+/// What every connection of an owner shares. Fields drop in order: the store closes
+/// before the lock is released, and `released` fires last.
+pub(super) struct Shared {
+    pub service: Service,
+    pub settings: Settings,
+    pub budget: FrameBudget,
+    /// Connections being served now (idle pooled ones included): who else is using the database.
+    pub connections: std::sync::atomic::AtomicUsize,
+    _lock: File,
+    _released: watch::Sender<()>,
+}
+
+/// An owner that holds the lock, the open store and the bound socket.
 pub struct Owner {
-    owned: Arc<Owned>,
-    listener: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+    listener: UnixListener,
+    home: Home,
+    lock_id: (u64, u64),
+    released: watch::Receiver<()>,
 }
 
 impl Owner {
-    /// Take ownership: `lock` must already be locked by this process.
-    pub fn start(service: Service, lock: File, socket: &Path) -> BatonResult<Owner> {
-        // The previous owner is gone (we hold its lock), so its socket file is stale.
-        let _ = std::fs::remove_file(socket);
-        let listener = UnixListener::bind(socket)
-            .map_err(|e| BatonError::storage(format!("cannot listen on {}: {e}", socket.display()), "Check the baton home is writable."))?;
-        let owned = Arc::new(Owned { service, _lock: lock });
-        let serving = Arc::clone(&owned);
-        let listener = tokio::spawn(async move { accept_loop(listener, serving).await });
-        tracing::info!(socket = %socket.display(), "this process now owns the baton database");
-        Ok(Owner { owned, listener })
-    }
-
-    /// Execute a request in this process.
-    pub async fn execute(&self, envelope: Envelope) -> BatonResult<Reply> {
-        self.owned.service.handle(&envelope).await
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        self.listener.abort();
-    }
-}
-
-async fn accept_loop(listener: UnixListener, owned: Arc<Owned>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, Arc::clone(&owned)));
+    /// Become the owner of `home`: take the lock (waiting up to `lock_wait` for an owner
+    /// that is shutting down), open the store, bind the socket. If another owner answers
+    /// on the socket, report it instead.
+    pub async fn start(home: &Home, settings: Settings) -> BatonResult<Start> {
+        home.prepare()?;
+        let lock = home.open_lock()?;
+        let give_up = Instant::now() + settings.lock_wait;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => {
+                    return Err(BatonError::storage(
+                        format!("cannot lock {}: {e}", home.lock_path().display()),
+                        "Check the baton home permissions.",
+                    ));
+                }
             }
-            Err(e) => {
-                tracing::warn!("accept on baton socket failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if let Dial::Connected(_, pid) = peer::dial(home).await? {
+                return Ok(Start::Busy { pid });
             }
+            if Instant::now() >= give_up {
+                return Err(lock_held_error(home, settings.lock_wait));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let store = open_store(home, &settings, give_up).await?;
+        home.tighten_db_permissions();
+        let listener = bind(home)?;
+        record_pid(&lock);
+        let meta = lock.metadata().map_err(|e| BatonError::storage(format!("cannot inspect the lock: {e}"), "Retry."))?;
+        let (released_tx, released) = watch::channel(());
+        let budget = FrameBudget::new(settings.frame_budget);
+        let shared = Arc::new(Shared {
+            service: Service::new(store),
+            settings,
+            budget,
+            connections: std::sync::atomic::AtomicUsize::new(0),
+            _lock: lock,
+            _released: released_tx,
+        });
+        tracing::info!(home = %home.dir.display(), pid = std::process::id(), "this process now owns the baton database");
+        Ok(Start::Owner(Owner { shared, listener, home: home.clone(), lock_id: (meta.dev(), meta.ino()), released }))
     }
-}
 
-/// Answer requests on one connection until it closes. Bad frames get an error answer;
-/// an oversized frame also ends the connection, since the stream cannot be resynchronised.
-async fn serve_connection(stream: UnixStream, owned: Arc<Owned>) {
-    let mut conn = wire::serving(stream);
-    while let Some(line) = conn.next().await {
-        let (reply, close): (WireReply, bool) = match line {
-            Ok(line) => match wire::decode_request(&line) {
-                Ok(envelope) => (owned.service.handle(&envelope).await, false),
-                Err(e) => (Err(e), false),
-            },
-            Err(e) if wire::is_oversized(&e) => (Err(wire::oversized_frame()), true),
-            Err(e) => {
-                tracing::debug!("baton socket connection failed: {e}");
-                return;
+    /// Completes once the store is closed and the lock released: after [`Owner::serve`]
+    /// returns, or after the owner (serving or not) is dropped.
+    pub fn released(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut released = self.released.clone();
+        async move { while released.changed().await.is_ok() {} }
+    }
+
+    /// Serve until `shutdown` completes, the owner has been idle for the idle period, or
+    /// the home is gone; then shut down in order. Returns why it stopped.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> &'static str {
+        let Owner { shared, listener, home, lock_id, released: _ } = self;
+        let settings = shared.settings.clone();
+        let stop = CancellationToken::new();
+        let mut connections = JoinSet::new();
+        let idle = tokio::time::sleep(settings.idle);
+        let mut home_check = tokio::time::interval_at(Instant::now() + settings.home_check, settings.home_check);
+        // After a failed accept (e.g. out of file descriptors), accepting pauses until then.
+        let mut paused: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(5);
+        tokio::pin!(shutdown, idle);
+        let reason = loop {
+            tokio::select! {
+                () = &mut shutdown => break "asked to shut down",
+                () = &mut idle, if connections.is_empty() => break "idle",
+                _ = home_check.tick() => if !home_intact(&home, lock_id) {
+                    break "its home was removed or replaced";
+                },
+                Some(ended) = connections.join_next() => {
+                    if let Err(e) = ended && e.is_panic() {
+                        tracing::error!("a connection task panicked: {e}");
+                    }
+                    if connections.is_empty() {
+                        idle.as_mut().reset(Instant::now() + settings.idle);
+                    }
+                }
+                () = tokio::time::sleep_until(paused.unwrap_or_else(Instant::now)), if paused.is_some() => paused = None,
+                accepted = listener.accept(), if paused.is_none() => match accepted {
+                    Ok((stream, _)) => {
+                        backoff = Duration::from_millis(5);
+                        match admit(&stream, connections.len(), &settings) {
+                            Ok(()) => {
+                                connections.spawn(conn::serve(stream, Arc::clone(&shared), stop.clone()));
+                            }
+                            Err(refusal) => conn::refuse(stream, &refusal),
+                        }
+                    }
+                    Err(e) => {
+                        // EMFILE/ENFILE and friends: the pending connection stays queued;
+                        // retry later instead of spinning, and keep serving the others.
+                        tracing::warn!("accept on the baton socket failed: {e}; retrying in {backoff:?}");
+                        paused = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                },
             }
         };
-        let text = encode_answer(&reply);
-        if conn.send(text).await.is_err() || close {
-            return;
+        tracing::info!("the baton owner shuts down: {reason}");
+        // No new connections: the socket goes first (we still hold the lock, so it is ours).
+        if home_intact(&home, lock_id) {
+            let _ = std::fs::remove_file(home.socket_path());
+        }
+        drop(listener);
+        stop.cancel();
+        let drained = tokio::time::timeout(settings.shutdown_grace, async { while connections.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!("in-flight requests did not finish within {:?}; abandoning them", settings.shutdown_grace);
+            connections.abort_all();
+            // A task blocked inside a store call cannot be aborted; do not wait for it
+            // forever. Its reference keeps the store open until the process exits.
+            let aborted = tokio::time::timeout(ABANDON, async { while connections.join_next().await.is_some() {} }).await;
+            if aborted.is_err() {
+                tracing::error!(
+                    "{} connection(s) are stuck in a store call; the store is released when this process exits",
+                    connections.len()
+                );
+                connections.detach_all();
+            }
+        }
+        // Normally the last reference: closes the store, then releases the lock. A store
+        // that failed may never finish closing (sled waits forever for a flush after an
+        // I/O error), so this is not awaited without bound; an owner process then exits
+        // anyway, and the kernel releases the lock.
+        let closing = tokio::task::spawn_blocking(move || drop(shared));
+        if tokio::time::timeout(CLOSE_WAIT, closing).await.is_err() {
+            tracing::error!("the database did not close within {CLOSE_WAIT:?} (the store may have failed); leaving it");
+        }
+        reason
+    }
+}
+
+/// Open the store, retrying while a previous owner that released the lock is still
+/// closing it (sled keeps its own file lock until then).
+async fn open_store(home: &Home, settings: &Settings, give_up: Instant) -> BatonResult<Arc<dyn RunStore>> {
+    loop {
+        let open = Arc::clone(&settings.open_store);
+        let dir = home.db_dir();
+        let opened = tokio::task::spawn_blocking(move || open(&dir))
+            .await
+            .map_err(|e| BatonError::internal(format!("opening the database failed: {e}")))?;
+        match opened {
+            Err(e) if e.code == ErrorCode::Unavailable && Instant::now() < give_up => {
+                tracing::debug!("{e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other,
         }
     }
 }
 
-/// Serialize an answer, replacing one the client could not accept by an error.
-fn encode_answer(reply: &WireReply) -> String {
-    let refusal = |e: BatonError| serde_json::to_string(&WireReply::Err(e)).unwrap_or_default();
-    match serde_json::to_string(reply) {
-        Ok(text) if text.len() <= MAX_ANSWER_BYTES => text,
-        Ok(text) => refusal(
-            BatonError::new(
-                ErrorCode::TooLarge,
-                format!("the answer is {} bytes, over the {MAX_ANSWER_BYTES}-byte limit between processes", text.len()),
-                "Ask for less: a smaller history_limit or limit.",
-            )
-            .with_field("request"),
-        ),
-        Err(e) => refusal(BatonError::internal(format!("answer could not be encoded: {e}"))),
+/// Bind the socket, replacing a stale one of ours (we hold the lock, so nobody serves it).
+fn bind(home: &Home) -> BatonResult<UnixListener> {
+    let path = home.socket_path();
+    if home.socket_file()? == SocketFile::Ours {
+        let _ = std::fs::remove_file(&path);
     }
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| BatonError::storage(format!("cannot listen on {}: {e}", path.display()), "Check the baton home is writable."))?;
+    // Private whatever the umask; the home is private too, and peers are checked anyway.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| BatonError::storage(format!("cannot make {} private: {e}", path.display()), "Check the baton home permissions."))?;
+    Ok(listener)
+}
+
+/// Decide whether to serve a new connection: it must come from this user, and there must
+/// be room for it.
+fn admit(stream: &tokio::net::UnixStream, open: usize, settings: &Settings) -> Result<(), BatonError> {
+    peer::admit(stream)?;
+    if open >= settings.max_connections {
+        return Err(BatonError::new(
+            ErrorCode::Unavailable,
+            format!("the baton owner already serves {open} connections, its limit"),
+            "Close baton sessions or terminal commands you no longer need, then retry.",
+        ));
+    }
+    Ok(())
+}
+
+/// The pid recorded in the lock file by the owner that holds (or last held) it.
+pub fn recorded_pid(home: &Home) -> Option<u32> {
+    std::fs::read_to_string(home.lock_path()).ok()?.trim().parse().ok()
+}
+
+/// Record this process in the lock file, for people and for error messages.
+fn record_pid(lock: &File) {
+    let text = format!("{}\n", std::process::id());
+    if let Err(e) = lock.set_len(0).and_then(|()| lock.write_all_at(text.as_bytes(), 0)) {
+        tracing::warn!("cannot record the owner's pid in the lock file: {e}");
+    }
+}
+
+/// Whether the lock file in the home is still the one this owner holds.
+fn home_intact(home: &Home, lock_id: (u64, u64)) -> bool {
+    std::fs::symlink_metadata(home.lock_path()).is_ok_and(|m| (m.dev(), m.ino()) == lock_id)
+}
+
+/// The lock is held, but no owner answers on the socket.
+pub fn lock_held_error(home: &Home, waited: Duration) -> BatonError {
+    let holder = recorded_pid(home).map(peer::describe).unwrap_or_else(|| "another process".into());
+    let fix = match recorded_pid(home) {
+        Some(pid) if peer::state(pid) == Some('T') => {
+            format!("Resume it with `kill -CONT {pid}`, or end it with `kill {pid}`; then retry (a new owner starts by itself).")
+        }
+        Some(pid) => format!("Retry in a moment; if it persists, end it with `kill {pid}` (a new owner starts by itself)."),
+        None => "Retry in a moment; if it persists, look for a stray `baton` process using this home.".into(),
+    };
+    BatonError::new(
+        ErrorCode::Unavailable,
+        format!("{holder} holds {} but has not served {} for {waited:?}", home.lock_path().display(), home.socket_path().display()),
+        fix,
+    )
 }

@@ -1,45 +1,226 @@
 //! The protocol between baton processes on one machine: one JSON object per line over the
 //! owner's Unix socket. A request is an [`Envelope`]; an answer is `{"Ok": Reply}` or
-//! `{"Err": BatonError}`. Lines longer than [`MAX_FRAME_BYTES`] are refused.
+//! `{"Err": BatonError}`. Request lines are at most [`MAX_FRAME_BYTES`] and
+//! [`MAX_MESSAGE_DEPTH`] deep; every line, even garbage, gets exactly one answer line.
+//!
+//! The owner reads requests through a [`FrameReader`], which holds the partial frames of all
+//! connections within one shared memory budget and gives each frame a few seconds to arrive,
+//! so slow or stopped clients cannot grow the owner without bound or hold memory forever.
 
-use crate::api::{Envelope, Reply};
+use crate::api::{Envelope, Reply, Request};
 use crate::error::{BatonError, BatonResult, ErrorCode};
-use crate::limits::{MAX_ANSWER_BYTES, MAX_FRAME_BYTES};
+use crate::limits::{MAX_ANSWER_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_DEPTH, check_argument_depths, text_depth};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::UnixStream;
-use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
-
-/// A line-framed socket connection.
-pub type Connection = Framed<UnixStream, LinesCodec>;
-
-/// The owner's side of a connection: reads requests of at most [`MAX_FRAME_BYTES`].
-pub fn serving(stream: UnixStream) -> Connection {
-    Framed::new(stream, LinesCodec::new_with_max_length(MAX_FRAME_BYTES))
-}
-
-/// A client's side of a connection: reads answers of at most [`MAX_ANSWER_BYTES`].
-pub fn client(stream: UnixStream) -> Connection {
-    Framed::new(stream, LinesCodec::new_with_max_length(MAX_ANSWER_BYTES))
-}
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::codec::{Framed, LinesCodec};
 
 /// The answer frame.
 pub type WireReply = Result<Reply, BatonError>;
 
+/// A client's side of a connection: reads answers of at most [`MAX_ANSWER_BYTES`].
+pub type Connection = Framed<UnixStream, LinesCodec>;
+
+pub fn client(stream: UnixStream) -> Connection {
+    Framed::new(stream, LinesCodec::new_with_max_length(MAX_ANSWER_BYTES))
+}
+
+/// The start of every frame is read into this much memory outside the budget, so small
+/// requests never wait for it and an idle connection can always notice its peer leaving.
+const FREE_BYTES: usize = 4096;
+
+/// Memory for partially received request frames, shared by all connections of one owner.
+#[derive(Clone)]
+pub struct FrameBudget(Arc<Semaphore>);
+
+impl FrameBudget {
+    pub fn new(bytes: usize) -> FrameBudget {
+        FrameBudget(Arc::new(Semaphore::new(bytes)))
+    }
+
+    /// Bytes not currently lent to a frame.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+/// Why a request frame could not be read.
+#[derive(Debug)]
+pub enum FrameError {
+    /// Longer than [`MAX_FRAME_BYTES`]; the rest of the stream cannot be trusted.
+    TooLarge,
+    /// Started but not finished within the frame timeout (or no memory became free for it).
+    Stalled(Duration),
+    /// The connection failed.
+    Io(std::io::Error),
+}
+
+impl FrameError {
+    /// The answer a client gets before the connection is closed, if any.
+    pub fn answer(&self) -> Option<BatonError> {
+        match self {
+            FrameError::TooLarge => Some(oversized_frame()),
+            FrameError::Stalled(limit) => Some(
+                BatonError::invalid(
+                    "request",
+                    format!("the request frame did not arrive completely within {limit:?}; the connection is closed"),
+                    "Send each request as one line, in one go.",
+                )
+                .with_field("request"),
+            ),
+            FrameError::Io(_) => None,
+        }
+    }
+}
+
+/// Reads newline-terminated request frames, borrowing memory beyond the first
+/// [`FREE_BYTES`] of a frame from a shared [`FrameBudget`].
+pub struct FrameReader<R> {
+    stream: R,
+    buf: Vec<u8>,
+    /// Budget lent for `buf`'s capacity beyond [`FREE_BYTES`].
+    lent: Option<OwnedSemaphorePermit>,
+    budget: FrameBudget,
+    /// How far `buf` has been searched for a newline.
+    scanned: usize,
+    /// Length (with its newline) of the frame last returned, dropped by [`FrameReader::finish`].
+    frame_len: usize,
+    /// When the first byte of the frame being received arrived.
+    started: Option<Instant>,
+    timeout: Duration,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(stream: R, budget: FrameBudget, timeout: Duration) -> Self {
+        FrameReader { stream, buf: Vec::with_capacity(FREE_BYTES), lent: None, budget, scanned: 0, frame_len: 0, started: None, timeout }
+    }
+
+    /// The next frame (without its newline), or `None` when the peer closed the connection.
+    /// Call [`FrameReader::finish`] once the frame is handled, to free its memory.
+    pub async fn next(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        loop {
+            if let Some(pos) = self.buf[self.scanned..].iter().position(|b| *b == b'\n') {
+                let end = self.scanned + pos;
+                self.frame_len = end + 1;
+                return Ok(Some(&self.buf[..end]));
+            }
+            self.scanned = self.buf.len();
+            if self.buf.len() > MAX_FRAME_BYTES {
+                return Err(FrameError::TooLarge);
+            }
+            if self.buf.len() == self.buf.capacity() {
+                self.grow().await?;
+            }
+            let read = match self.started {
+                None => self.stream.read_buf(&mut self.buf).await,
+                Some(started) => match tokio::time::timeout_at(started + self.timeout, self.stream.read_buf(&mut self.buf)).await {
+                    Ok(read) => read,
+                    Err(_) => return Err(FrameError::Stalled(self.timeout)),
+                },
+            };
+            match read {
+                Ok(0) => return Ok(None), // closed; a torn frame is dropped unanswered
+                Ok(_) => {
+                    self.started.get_or_insert_with(Instant::now);
+                }
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+    }
+
+    /// Drop the frame last returned, and give back the memory it used.
+    pub fn finish(&mut self) {
+        self.buf.drain(..self.frame_len.min(self.buf.len()));
+        self.frame_len = 0;
+        self.scanned = 0;
+        if self.buf.is_empty() {
+            self.started = None;
+            if self.buf.capacity() > FREE_BYTES {
+                self.buf = Vec::with_capacity(FREE_BYTES);
+                self.lent = None;
+            }
+        } else {
+            // The next frame already started arriving (pipelined).
+            self.started = Some(Instant::now());
+        }
+    }
+
+    /// Double the buffer, borrowing the extra memory from the budget; waits for it no
+    /// longer than the frame may take.
+    async fn grow(&mut self) -> Result<(), FrameError> {
+        let capacity = (self.buf.capacity() * 2).clamp(FREE_BYTES, MAX_FRAME_BYTES + 1);
+        let lent = self.lent.as_ref().map_or(0, |p| p.num_permits());
+        let needed = (capacity - FREE_BYTES).saturating_sub(lent);
+        if needed > 0 {
+            let started = *self.started.get_or_insert_with(Instant::now);
+            let acquire = Arc::clone(&self.budget.0).acquire_many_owned(needed as u32);
+            let permit = match tokio::time::timeout_at(started + self.timeout, acquire).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) | Err(_) => return Err(FrameError::Stalled(self.timeout)),
+            };
+            match &mut self.lent {
+                Some(lent) => lent.merge(permit),
+                None => self.lent = Some(permit),
+            }
+        }
+        self.buf.reserve_exact(capacity - self.buf.len());
+        Ok(())
+    }
+}
+
 /// Decode a request line, or say precisely why it is not one.
-pub fn decode_request(line: &str) -> BatonResult<Envelope> {
-    let envelope: Envelope = serde_json::from_str(line).map_err(|e| {
-        BatonError::invalid(
-            "request",
-            format!("malformed request frame: {e}"),
-            "Send one JSON object {\"op_id\": ..., \"request\": {\"op\": ..., \"params\": {...}}} per line.",
+pub fn decode_request(line: &[u8]) -> BatonResult<Envelope> {
+    const FIX: &str = "Send one JSON object {\"op_id\": ..., \"request\": {\"op\": ..., \"params\": {...}}} per line.";
+    let malformed = |e: String| BatonError::invalid("request", format!("malformed request frame: {e}"), FIX);
+    let text = std::str::from_utf8(line).map_err(|e| malformed(format!("not UTF-8 ({e})")))?;
+    if text_depth(line, MAX_MESSAGE_DEPTH) > MAX_MESSAGE_DEPTH {
+        return Err(BatonError::new(
+            ErrorCode::TooLarge,
+            format!("the request frame is nested more than {MAX_MESSAGE_DEPTH} levels deep; the limit is {MAX_MESSAGE_DEPTH} levels"),
+            "Flatten the arguments: keep deeply nested data in a file and pass its path.",
         )
-    })?;
+        .with_field("request"));
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+    if let Some(params) = value.pointer("/request/params") {
+        check_argument_depths(params)?;
+    }
+    let envelope: Envelope = serde_json::from_value(value).map_err(|e| malformed(e.to_string()))?;
     if uuid::Uuid::parse_str(&envelope.op_id).is_err() {
         return Err(BatonError::invalid("op_id", format!("`{}` is not a UUID", envelope.op_id), "Use a fresh UUID per request."));
     }
     Ok(envelope)
 }
 
-/// The error for a frame over the size limit.
+/// Serialize an answer, replacing one the client could not accept (too large, or too
+/// deep to parse) by an error.
+pub fn encode_answer(reply: &WireReply) -> String {
+    let refusal = |e: BatonError| serde_json::to_string(&WireReply::Err(e)).unwrap_or_default();
+    match serde_json::to_string(reply) {
+        Ok(text) if text.len() > MAX_ANSWER_BYTES => refusal(
+            BatonError::new(
+                ErrorCode::TooLarge,
+                format!("the answer is {} bytes, over the {MAX_ANSWER_BYTES}-byte limit between processes", text.len()),
+                "Ask for less: a smaller history_limit or limit.",
+            )
+            .with_field("request"),
+        ),
+        Ok(text) if text_depth(text.as_bytes(), MAX_MESSAGE_DEPTH) > MAX_MESSAGE_DEPTH => refusal(BatonError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the answer would be nested more than {MAX_MESSAGE_DEPTH} levels deep (the run holds deeply nested artifacts or context), which other processes cannot read"
+            ),
+            "Ask for less of the run (a smaller history_limit), or replace the nested value with a flatter one.",
+        )),
+        Ok(text) => text,
+        Err(e) => refusal(BatonError::internal(format!("answer could not be encoded: {e}"))),
+    }
+}
+
+/// The error for a frame over the size limit, when the argument at fault is unknown.
 pub fn oversized_frame() -> BatonError {
     BatonError::new(
         ErrorCode::TooLarge,
@@ -49,7 +230,99 @@ pub fn oversized_frame() -> BatonError {
     .with_field("request")
 }
 
-/// Map a codec failure to whether it was an oversize frame.
-pub fn is_oversized(err: &LinesCodecError) -> bool {
-    matches!(err, LinesCodecError::MaxLineLengthExceeded)
+/// Refuse a request line over [`MAX_FRAME_BYTES`], naming its largest argument.
+pub fn check_frame_size(line_len: usize, request: &Request) -> BatonResult<()> {
+    if line_len <= MAX_FRAME_BYTES {
+        return Ok(());
+    }
+    let params = serde_json::to_value(request).ok().and_then(|v| v.get("params").cloned());
+    let largest = params
+        .as_ref()
+        .and_then(|p| p.as_object())
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| (name.clone(), serde_json::to_string(value).map_or(0, |s| s.len())))
+        .max_by_key(|(_, len)| *len);
+    let Some((field, len)) = largest else { return Err(oversized_frame()) };
+    Err(BatonError::new(
+        ErrorCode::TooLarge,
+        format!(
+            "the request is {line_len} bytes, over the {MAX_FRAME_BYTES}-byte limit for one request; `{field}` alone is {len} bytes (as JSON)"
+        ),
+        format!("Make `{field}` smaller: put large material in files in the repository and pass their paths instead."),
+    )
+    .with_field(field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AdvanceParams, ListRunsParams};
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn partial_frames_borrow_from_one_budget_and_give_it_back() {
+        let budget = FrameBudget::new(1024 * 1024);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(server, budget.clone(), Duration::from_secs(5));
+        let big = vec![b'x'; 300 * 1024];
+        let writer = tokio::spawn(async move {
+            client.write_all(&big).await.unwrap();
+            client.write_all(b"\nsmall\n").await.unwrap();
+            client
+        });
+        assert_eq!(reader.next().await.unwrap().unwrap().len(), 300 * 1024);
+        assert!(budget.available() < 1024 * 1024 - 256 * 1024, "the large frame holds budget while it is handled");
+        reader.finish();
+        assert_eq!(reader.next().await.unwrap().unwrap(), b"small");
+        reader.finish();
+        assert_eq!(budget.available(), 1024 * 1024, "everything is given back");
+        drop(writer.await.unwrap());
+        assert!(reader.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_that_stalls_or_finds_no_budget_is_refused_in_time() {
+        let budget = FrameBudget::new(8 * 1024);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(server, budget, Duration::from_secs(5));
+        client.write_all(&[b'x'; 40 * 1024]).await.unwrap();
+        let err = reader.next().await.unwrap_err();
+        assert!(matches!(err, FrameError::Stalled(_)), "{err:?}");
+        assert!(err.answer().unwrap().message.contains("within 5s"));
+    }
+
+    #[test]
+    fn hostile_frames_are_explained() {
+        let err = decode_request(b"\xff\xfe").unwrap_err();
+        assert!(err.message.contains("not UTF-8"), "{err}");
+        let deep = format!(r#"{{"op_id":"x","request":{{"op":"list_runs","params":{{"a":{}1{}}}}}}}"#, "[".repeat(120), "]".repeat(120));
+        let err = decode_request(deep.as_bytes()).unwrap_err();
+        assert_eq!((err.code, err.field.as_deref()), (ErrorCode::TooLarge, Some("request")));
+        let deep_artifacts = format!(
+            r#"{{"op_id":"x","request":{{"op":"advance","params":{{"run_id":"r","expected_version":1,"outcome":"o","output":"","artifacts":{{"a":{}1{}}}}}}}}}"#,
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        let err = decode_request(deep_artifacts.as_bytes()).unwrap_err();
+        assert_eq!((err.code, err.field.as_deref()), (ErrorCode::TooLarge, Some("artifacts")), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_request_names_its_largest_argument() {
+        let request = Request::Advance(AdvanceParams {
+            run_id: "r".into(),
+            expected_version: Some(1),
+            outcome: "o".into(),
+            output: "x".repeat(100),
+            artifacts: Some(serde_json::from_value(serde_json::json!({"blob": "y".repeat(MAX_FRAME_BYTES)})).unwrap()),
+            plan: None,
+            task: None,
+            lease_token: None,
+        });
+        let line = serde_json::to_string(&request).unwrap();
+        let err = check_frame_size(line.len(), &request).unwrap_err();
+        assert_eq!((err.code, err.field.as_deref()), (ErrorCode::TooLarge, Some("artifacts")), "{err}");
+        assert!(check_frame_size(100, &Request::ListRuns(ListRunsParams::default())).is_ok());
+    }
 }

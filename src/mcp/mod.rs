@@ -3,6 +3,7 @@
 mod caller;
 mod elicit;
 mod resources;
+pub mod stdio;
 mod tools;
 
 use crate::api::{Caller, Reply, Request};
@@ -42,7 +43,7 @@ impl BatonServer {
 
     /// Serve MCP on stdin/stdout until the client disconnects.
     pub async fn serve_stdio(self) -> anyhow::Result<()> {
-        let service = self.serve(rmcp::transport::stdio_pipes()).await?;
+        let service = self.serve(stdio::stdio()).await?;
         let reason = service.waiting().await?;
         tracing::info!(?reason, "MCP client disconnected");
         Ok(())

@@ -258,6 +258,7 @@ fn schema_object<T: JsonSchema>() -> Arc<JsonObject> {
 
 /// Deserialize arguments, reporting the exact field path of the first problem.
 pub fn parse_arguments<P: DeserializeOwned>(value: Value) -> BatonResult<P> {
+    crate::limits::check_argument_depths(&value)?;
     serde_path_to_error::deserialize::<_, P>(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();

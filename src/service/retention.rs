@@ -124,7 +124,7 @@ mod tests {
         }
 
         async fn call(&self, request: Request) -> BatonResult<Reply> {
-            let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller: Caller::default(), request };
+            let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller: Caller::default(), request, deadline_ms: None };
             self.service.handle(&envelope).await
         }
 

@@ -196,6 +196,6 @@ pub fn unknown_run(run_id: &str) -> BatonError {
     BatonError::not_found(
         "run_id",
         format!("no run with id `{run_id}`"),
-        "Call `list_runs` (or `resume` without arguments) to see existing run ids.",
+        "Call `resume` without arguments (or `inspect`, or `baton runs` in a terminal) to see existing run ids.",
     )
 }

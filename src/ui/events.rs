@@ -5,7 +5,7 @@
 
 use super::AppState;
 use crate::api::{Caller, Reply, Request, WaitForChangeParams};
-use crate::backend::Backend;
+use crate::backend::{Backend, Timeouts};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -14,21 +14,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long one long-poll waits at the owner. A change answers it at once, so this only
-/// sets how often an idle page's server asks again; it stays below the time a client
-/// gives the owner to answer any request (a few seconds), so a quiet database never
-/// looks like a hung owner.
-const WAIT_MS: u64 = 3_000;
+/// Longest wait of one long-poll at the owner. A change answers it at once, so this only
+/// sets how often an idle page's server asks again.
+const MAX_WAIT: Duration = Duration::from_secs(3);
+
+/// How long one long-poll waits: at most half the time a client gives the owner to
+/// answer any request (`BATON_ANSWER_TIMEOUT`), so a quiet database never looks like a
+/// hung owner.
+fn wait_ms() -> u64 {
+    (Timeouts::from_env().answer / 2).min(MAX_WAIT).as_millis() as u64
+}
 /// Pause before asking again after a failed long-poll (the owner may be changing hands).
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// Mirror the owner's change counter into `counter` until the process ends. `backend`
-/// must be this task's own: a waiting request holds its connection for up to
-/// [`WAIT_MS`], and the pages' requests must not queue behind it.
+/// Mirror the owner's change counter into `counter` until the process ends. `backend` is
+/// this task's own: a waiting request holds a connection for up to [`MAX_WAIT`], and the
+/// pages' requests never wait behind it.
 pub async fn follow_changes(backend: Backend, caller: Caller, counter: watch::Sender<u64>) {
     let mut after = 0;
+    let wait = wait_ms();
     loop {
-        let request = Request::WaitForChange(WaitForChangeParams { after, timeout_ms: Some(WAIT_MS) });
+        let request = Request::WaitForChange(WaitForChangeParams { after, timeout_ms: Some(wait) });
         match backend.call_as(caller.clone(), request).await {
             Ok(Reply::Changes(mark)) => {
                 after = mark.counter;

@@ -1,7 +1,7 @@
 //! `baton ui`: a local web page to watch and steer runs. It listens on 127.0.0.1 only,
 //! admits a browser that brings the printed access token (see [`auth`]), and reads and
 //! changes runs like any other baton process: through [`Backend::call_as`], as the web
-//! actor, so it works beside Codex sessions on the same database (owning it or not).
+//! actor, so it works beside Codex sessions on the same database.
 
 pub mod auth;
 pub mod commands;

@@ -12,6 +12,10 @@ use std::process::Stdio;
 
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
+/// Owners started by tests exit soon after their last connection (and when their
+/// temporary home is deleted), so test runs leave no processes behind.
+pub const OWNER_IDLE: &str = "3s";
+
 /// Every tool baton must serve.
 pub const TOOLS: &[&str] = &["start_workflow", "advance", "checkpoint", "resume", "await_human", "answer_human", "cancel_run", "inspect"];
 
@@ -33,14 +37,24 @@ impl Server {
 
     /// Like [`Server::start`], with `cwd` as the server's working directory.
     pub async fn start_in(home: &Path, cwd: &Path) -> Server {
-        Server::start_as(home, cwd, None).await
+        Server::launch(home, cwd, None, &[]).await
     }
 
     /// Like [`Server::start_in`], for a Codex thread `thread`: each call carries it in
     /// `_meta.threadId`, as Codex does, so each server acts as a distinct agent.
     pub async fn start_as(home: &Path, cwd: &Path, thread: Option<&str>) -> Server {
+        Server::launch(home, cwd, thread, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra environment variables (for the owner it may start, too).
+    pub async fn start_with(home: &Path, env: &[(&str, &str)]) -> Server {
+        Server::launch(home, home.parent().unwrap_or(Path::new("/")), None, env).await
+    }
+
+    async fn launch(home: &Path, cwd: &Path, thread: Option<&str>, env: &[(&str, &str)]) -> Server {
         let cmd = tokio::process::Command::new(BATON).configure(|c| {
-            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "warn").current_dir(cwd);
+            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "warn").env("BATON_OWNER_IDLE", OWNER_IDLE).current_dir(cwd);
+            c.envs(env.iter().copied());
         });
         let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn baton serve");
         let pid = transport.id().expect("child pid");
@@ -105,7 +119,12 @@ pub fn fresh_home(tmp: &tempfile::TempDir) -> PathBuf {
 
 /// Run the `baton` CLI with `home`; returns (success, stdout, stderr).
 pub fn cli(home: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(BATON).env("BATON_HOME", home).args(args).output().expect("run baton");
+    let out = std::process::Command::new(BATON)
+        .env("BATON_HOME", home)
+        .env("BATON_OWNER_IDLE", OWNER_IDLE)
+        .args(args)
+        .output()
+        .expect("run baton");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -122,9 +141,120 @@ pub async fn run_with_large_output(home: &Path) -> String {
 pub fn spawn_show_json(home: &Path, run_id: &str) -> std::process::Child {
     std::process::Command::new(BATON)
         .env("BATON_HOME", home)
+        .env("BATON_OWNER_IDLE", OWNER_IDLE)
         .args(["show", run_id, "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run baton show")
+}
+
+/// The pid of the owner process of `home`, as recorded in its lock file.
+pub fn owner_pid(home: &Path) -> u32 {
+    let text = std::fs::read_to_string(home.join("owner.lock")).expect("owner.lock exists once an owner started");
+    text.trim().parse().unwrap_or_else(|e| panic!("owner.lock holds {text:?}: {e}"))
+}
+
+/// Send `signal` (e.g. "-KILL", "-STOP") to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+/// Wait (at most `bound`) until `condition` holds; panics naming `what` otherwise.
+pub async fn wait_until(what: &str, bound: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let give_up = std::time::Instant::now() + bound;
+    while !condition() {
+        assert!(std::time::Instant::now() < give_up, "{what}: not within {bound:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A `baton serve` driven with raw lines on its stdin, its stdout read line by line.
+pub struct RawMcp {
+    pub child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    answers: std::sync::mpsc::Receiver<String>,
+}
+
+impl RawMcp {
+    /// Start `baton serve` on `home` and complete the handshake.
+    pub fn start(home: &Path) -> RawMcp {
+        let mut raw = RawMcp::spawn(home);
+        raw.send(br#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#);
+        let init = raw.recv(std::time::Duration::from_secs(10)).expect("initialize answered");
+        assert_eq!(init["id"], "init", "{init}");
+        raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw
+    }
+
+    /// Start `baton serve` on `home`, without a handshake.
+    pub fn spawn(home: &Path) -> RawMcp {
+        let mut child = std::process::Command::new(BATON)
+            .arg("serve")
+            .env("BATON_HOME", home)
+            .env("BATON_LOG", "error")
+            .env("BATON_OWNER_IDLE", OWNER_IDLE)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn baton serve");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, answers) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        RawMcp { child, stdin, answers }
+    }
+
+    /// Write `line` and a newline.
+    pub fn send(&mut self, line: &[u8]) {
+        use std::io::Write;
+        self.stdin
+            .write_all(line)
+            .and_then(|()| self.stdin.write_all(b"\n"))
+            .and_then(|()| self.stdin.flush())
+            .expect("write to baton serve");
+    }
+
+    /// The next stdout line as JSON, or `None` if none comes within `wait`. A line that is
+    /// not JSON fails the test: stdout carries only protocol messages.
+    pub fn recv(&self, wait: std::time::Duration) -> Option<Value> {
+        let line = self.answers.recv_timeout(wait).ok()?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-protocol line {line:?}: {e}")))
+    }
+
+    /// A tools/call line.
+    pub fn tool_call(id: &str, tool: &str, arguments: &Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
+            .unwrap()
+    }
+}
+
+impl Drop for RawMcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

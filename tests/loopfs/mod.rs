@@ -61,24 +61,36 @@ impl LoopFs {
     }
 
     /// Cut the power: shut the file system down without flushing its journal, so only what
-    /// was already on the device survives, then end every process using it and unmount.
+    /// was already on the device survives. Then end the processes using it and unmount it
+    /// with [`LoopFs::unmount`].
     pub fn power_cut(&mut self) {
         let dir = std::fs::File::open(&self.mnt).unwrap();
         let flags: u32 = EXT4_GOING_FLAGS_NOLOGFLUSH;
         // SAFETY: the ioctl reads one u32 from a valid pointer.
         let ret = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flags) };
         assert_eq!(ret, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
-        drop(dir);
-        self.kill_users();
-        self.unmount();
     }
 
+    /// Kill every process using the file system and unmount it. A socket connected to
+    /// one bound on it keeps the mount busy until the kernel releases it after its owner
+    /// died, so a busy mount is retried for a few seconds.
     pub fn unmount(&mut self) {
-        if self.mounted {
-            self.kill_users();
-            run("umount", &[self.mnt.to_str().unwrap()]);
-            self.mounted = false;
+        if !self.mounted {
+            return;
         }
+        let mnt = self.mnt.to_str().unwrap().to_string();
+        for _ in 0..250 {
+            self.kill_users();
+            let out = Command::new("umount").arg(&mnt).output().unwrap_or_else(|e| panic!("umount: {e}"));
+            if out.status.success() {
+                self.mounted = false;
+                return;
+            }
+            let why = String::from_utf8_lossy(&out.stderr);
+            assert!(why.contains("busy"), "umount {mnt}: {why}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("{mnt} stayed busy for 5 s after every process using it was killed");
     }
 
     /// SIGKILL every process with a file, or its working directory, on this file system:

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
 /// Longest any single step of these tests may wait.
 pub const PATIENCE: Duration = Duration::from_secs(20);
+/// How long the detached owner a test starts lingers once idle (as in `tests/common`).
+const OWNER_IDLE: &str = "3s";
 
 /// A running `baton ui`.
 pub struct UiServer {
@@ -33,6 +35,7 @@ impl UiServer {
             .args(["ui", "--port", "0"])
             .env("BATON_HOME", home)
             .env("BATON_LOG", "warn")
+            .env("BATON_OWNER_IDLE", OWNER_IDLE)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
