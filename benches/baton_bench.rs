@@ -18,11 +18,15 @@ use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{FlushCounter, Stats, dir_bytes, fdatasync_floor, ratio, report, rss_kib};
 
 const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
@@ -45,7 +49,7 @@ fn main() {
     let base = std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("baton-bench"));
     std::fs::create_dir_all(&base).expect("bench dir");
     let dir = tempfile::tempdir_in(&base).expect("temp dir");
-    let device = Device::of(dir.path());
+    let device = FlushCounter::for_path(dir.path());
     println!(
         "baton bench on {} (device {}, {} cores)",
         dir.path().display(),
@@ -53,7 +57,7 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    let floor = fdatasync_floor(dir.path(), 1_000);
+    let floor = fdatasync_floor(dir.path(), 1_000, false);
     report("fdatasync floor: append 256 B + fdatasync", &floor);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
@@ -70,14 +74,14 @@ fn main() {
         for _ in 0..100 {
             brief = server.advance(&brief).await; // warm-up
         }
-        let flushes_before = device.as_ref().map(Device::flushes);
+        let flushes_before = device.as_ref().map(FlushCounter::read);
         let mut samples = Vec::with_capacity(sizes.latency_samples);
         for _ in 0..sizes.latency_samples {
             let t = Instant::now();
             brief = server.advance(&brief).await;
             samples.push(t.elapsed());
         }
-        let flushes = flushes_before.zip(device.as_ref().map(Device::flushes)).map(|(a, b)| b.saturating_sub(a));
+        let flushes = flushes_before.zip(device.as_ref().map(FlushCounter::read)).map(|(a, b)| b.saturating_sub(a));
         let advance = Stats::of(samples);
         report("durable advance, one session (stdio MCP -> owner -> disk)", &advance);
         println!(
@@ -107,7 +111,7 @@ fn main() {
         // Space and memory at many events, filled by 8 sessions.
         let space_home = dir.path().join("space");
         fill(&space_home, 8, sizes.total_events).await;
-        let db_bytes = dir_bytes(&space_home.join("db"));
+        let db_bytes = dir_bytes(&space_home.join("db")).1;
         println!(
             "{} events: {:.0} bytes on disk per event ({:.1} MiB in all; goal <= 1.5 KB), owner RSS {:.1} MiB (goal <= 32 MiB)",
             sizes.total_events,
@@ -226,102 +230,8 @@ async fn create_runs(home: &Path, runs: usize) {
     }
 }
 
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-    n: usize,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort();
-        let n = samples.len();
-        let at = |q: f64| samples[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
-        Stats { p50: at(0.50), p99: at(0.99), mean: samples.iter().sum::<Duration>() / n as u32, n }
-    }
-}
-
-fn report(what: &str, s: &Stats) {
-    println!("{what}: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms (n={})", ms(s.p50), ms(s.p99), ms(s.mean), s.n);
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64()
-}
-
-/// Making 256 bytes durable with plain file I/O on the same disk: an append (the file
-/// grows, as a database log does) and fdatasync.
-fn fdatasync_floor(dir: &Path, n: usize) -> Stats {
-    let path = dir.join("floor.bin");
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
-    let payload = [7u8; 256];
-    let mut offset = 0;
-    let samples = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            file.write_all_at(&payload, offset).unwrap();
-            file.sync_data().unwrap();
-            offset += payload.len() as u64;
-            t.elapsed()
-        })
-        .collect();
-    Stats::of(samples)
-}
-
-/// The block device holding a directory, for its flush counter.
-struct Device {
-    name: String,
-    stat: PathBuf,
-}
-
-impl Device {
-    fn of(dir: &Path) -> Option<Device> {
-        let dev = std::fs::metadata(dir).ok()?.dev();
-        let (major, minor) = (libc_major(dev), libc_minor(dev));
-        let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
-        // A partition's flushes are counted on its disk.
-        let disk = if sys.join("partition").exists() { sys.parent()?.to_path_buf() } else { sys };
-        let name = disk.file_name()?.to_string_lossy().into_owned();
-        Some(Device { name, stat: disk.join("stat") })
-    }
-
-    /// Flush requests completed (field 16 of /sys/block/<dev>/stat).
-    fn flushes(&self) -> u64 {
-        let text = std::fs::read_to_string(&self.stat).unwrap_or_default();
-        text.split_whitespace().nth(15).and_then(|f| f.parse().ok()).unwrap_or(0)
-    }
-}
-
-fn libc_major(dev: u64) -> u64 {
-    ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff)
-}
-
-fn libc_minor(dev: u64) -> u64 {
-    (dev & 0xff) | ((dev >> 12) & !0xff)
-}
-
-/// Bytes of the files under `dir` (what the database takes on disk).
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(meta) = entry.metadata() else { continue };
-        total += if meta.is_dir() { dir_bytes(&entry.path()) } else { meta.blocks() * 512 };
-    }
-    total
-}
-
 fn owner_pid(home: &Path) -> u32 {
     std::fs::read_to_string(home.join("owner.lock")).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
 /// Start `baton serve`, send initialize, time until the answer; returns the time and RSS.

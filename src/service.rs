@@ -462,12 +462,11 @@ impl Service {
 /// The long free text of an event (a report, goal, question, answer or reason), if any.
 pub(crate) fn long_text(event: &mut Event) -> Option<&mut String> {
     match &mut event.kind {
-        EventKind::Advanced { output, .. } => Some(output),
+        EventKind::Advanced { report, .. } | EventKind::TaskAdvanced { report, .. } => Some(&mut report.output),
         EventKind::Started { goal, .. } => Some(goal),
         EventKind::HumanAsked { question, .. } => Some(question),
         EventKind::HumanAnswered { answer, .. } => Some(answer),
         EventKind::Cancelled { reason } => Some(reason),
-        EventKind::TaskAdvanced { output, .. } => Some(output),
         EventKind::CheckpointSaved { .. }
         | EventKind::Forked { .. }
         | EventKind::TaskClaimed { .. }

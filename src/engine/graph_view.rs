@@ -197,11 +197,11 @@ impl GraphView {
     fn count_taken(&mut self, run: &Run, events: &[Event]) {
         let mut joins_started: BTreeMap<String, u32> = BTreeMap::new();
         for event in events {
-            if let EventKind::Advanced { step, outcome, next, .. } = &event.kind {
-                if let Target::FanOut(_) = next {
-                    *joins_started.entry(fan_out_id(step, outcome)).or_default() += 1;
+            if let EventKind::Advanced { report, .. } = &event.kind {
+                if let Target::FanOut(_) = report.next {
+                    *joins_started.entry(fan_out_id(&report.step, &report.outcome)).or_default() += 1;
                 }
-                self.bump(step, outcome);
+                self.bump(&report.step, &report.outcome);
             }
         }
         for output in run.outputs.values() {

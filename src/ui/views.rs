@@ -264,7 +264,7 @@ impl EventRow {
     fn of(mut event: Event) -> EventRow {
         let line = crate::engine::brief::EventLine::of(&event);
         let outcome = match &event.kind {
-            EventKind::Advanced { outcome, .. } | EventKind::TaskAdvanced { outcome, .. } => Some(outcome.clone()),
+            EventKind::Advanced { report, .. } | EventKind::TaskAdvanced { report, .. } => Some(report.outcome.clone()),
             _ => None,
         };
         let whole = crate::service::long_text(&mut event).map(std::mem::take).filter(|t| !t.is_empty());
@@ -387,8 +387,8 @@ mod tests {
     #[test]
     fn long_texts_are_cut_for_the_timeline_and_times_read_plainly() {
         let (_, mut events) = run_with_task_gate();
-        if let EventKind::Advanced { output, .. } = &mut events[1].kind {
-            *output = "é".repeat(EXCERPT_BYTES);
+        if let EventKind::Advanced { report, .. } = &mut events[1].kind {
+            report.output = "é".repeat(EXCERPT_BYTES);
         }
         let row = EventRow::of(events[1].clone());
         assert_eq!(row.more_bytes, Some(2 * EXCERPT_BYTES));

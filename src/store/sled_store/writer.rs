@@ -234,21 +234,34 @@ impl Writer {
         }
         let outcome = self.write(db, batch);
         drop(guard);
+        match self.settle(outcome) {
+            Ok(()) => {
+                for (reply, answer) in answers {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// After a batch was written: count it durable and show it to readers, or keep its
+    /// undo for the next heal and return the error.
+    fn settle(&mut self, outcome: Result<(), (BatonError, Vec<Undo>)>) -> BatonResult<()> {
         match outcome {
             Ok(()) => {
                 self.batch += 1;
                 self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
                 self.shared.overlay().clear();
-                for (reply, answer) in answers {
-                    let _ = reply.send(answer);
-                }
+                Ok(())
             }
             Err((error, undo)) => {
-                tracing::error!("{error}");
                 self.undo = Some((undo, error.clone()));
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(error.clone()));
-                }
+                Err(error)
             }
         }
     }
@@ -486,8 +499,7 @@ impl Writer {
         let count = super::maintenance::plan_import(self, db, &mut batch, records, replace)?;
         let outcome = self.write(db, batch);
         drop(guard);
-        self.settle(outcome)?;
-        Ok(count)
+        self.settle(outcome).map(|()| count)
     }
 
     /// Delete a finished run's records (see `retention`), as one durable batch.
@@ -502,22 +514,6 @@ impl Writer {
         drop(guard);
         self.settle(outcome)?;
         Ok(Some(deleted))
-    }
-
-    /// After a batch written outside the commit path: count it durable, or keep its undo log.
-    fn settle(&mut self, outcome: Result<(), (BatonError, Vec<Undo>)>) -> BatonResult<()> {
-        match outcome {
-            Ok(()) => {
-                self.batch += 1;
-                self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
-                self.shared.overlay().clear();
-                Ok(())
-            }
-            Err((error, undo)) => {
-                self.undo = Some((undo, error.clone()));
-                Err(error)
-            }
-        }
     }
 }
 
