@@ -1,6 +1,16 @@
-//! `cargo bench`: durable-advance latency against the fsync floor, resume cost versus
-//! history length, cold start and memory, all through the real `baton serve` binary.
-//! Set BATON_BENCH_DIR to measure on a particular disk (default: target/bench-tmp).
+//! `cargo bench --bench baton_bench`: baton end to end, as Codex uses it (real `baton serve`
+//! processes over stdio MCP, the detached owner, the database on disk), beside the floor of
+//! the same disk:
+//! - the fdatasync floor (256 B append + fdatasync) and the bare MCP round trip (`ping`);
+//! - durable `advance` latency in one session, its ratio to the floor, and the device
+//!   flushes per acknowledged advance (`/sys/block/<dev>/stat`);
+//! - advances per second with 1, 2, 4 and 8 concurrent sessions (group commit);
+//! - bytes on disk per event and the owner's RSS at 100,000 events;
+//! - listing (`inspect`) latency with 10,000 runs; `resume` against history length;
+//! - cold start to the `initialize` answer.
+//!
+//! Set BATON_BENCH_DIR to measure on another disk (default: $TMPDIR/baton-bench), and
+//! BATON_BENCH_QUICK=1 for a short smoke run.
 
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
@@ -10,146 +20,221 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{FlushCounter, Stats, dir_bytes, fdatasync_floor, ratio, report, rss_kib};
 
 const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
+/// The sizes of the phases; `BATON_BENCH_QUICK` shrinks them for a smoke run.
+struct Sizes {
+    latency_samples: usize,
+    session_seconds: f64,
+    total_events: u64,
+    runs: usize,
+}
+
 fn main() {
-    let base =
-        std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench"));
+    let quick = std::env::var_os("BATON_BENCH_QUICK").is_some();
+    let sizes = if quick {
+        Sizes { latency_samples: 200, session_seconds: 1.0, total_events: 5_000, runs: 500 }
+    } else {
+        Sizes { latency_samples: 2_000, session_seconds: 4.0, total_events: 100_000, runs: 10_000 }
+    };
+    // Not under a git checkout: runs started inside a repository get worktrees there.
+    let base = std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("baton-bench"));
     std::fs::create_dir_all(&base).expect("bench dir");
     let dir = tempfile::tempdir_in(&base).expect("temp dir");
-    println!("baton bench on {} ({} cores)", dir.path().display(), std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let device = FlushCounter::for_path(dir.path());
+    println!(
+        "baton bench on {} (device {}, {} cores)",
+        dir.path().display(),
+        device.as_ref().map_or("unknown".into(), |d| d.name.clone()),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
 
-    let floor = fsync_floor(dir.path(), 500);
-    report("fsync floor: write 256 B + fsync", &floor);
-    let sled_floor = sled_floor(&dir.path().join("sled-floor"), 500);
-    report("sled floor: insert 4 KiB + flush (no baton code)", &sled_floor);
-    println!("  = {:.2}x the fsync floor (p50)", sled_floor.p50.as_secs_f64() / floor.p50.as_secs_f64());
+    let floor = fdatasync_floor(dir.path(), 1_000, false);
+    report("fdatasync floor: append 256 B + fdatasync", &floor);
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
     runtime.block_on(async {
         let home = dir.path().join("home");
-        let server = Bench::start(&home).await;
+        let server = Session::start(&home).await;
+        let ping = server.timed(sizes.latency_samples, || async { server.client.peer().send_request(ping_request()).await.unwrap() }).await;
+        report("MCP round trip: ping (transport only)", &ping);
+        let round_trip = server.timed(sizes.latency_samples, || server.call("inspect", json!({"templates": true}))).await;
+        report("MCP round trip through the owner, no disk I/O (inspect templates)", &round_trip);
 
-        let mut round_trip = Vec::new();
-        for _ in 0..1000 {
-            let t = Instant::now();
-            server.call("inspect", json!({"templates": true})).await;
-            round_trip.push(t.elapsed());
-        }
-        let round_trip = Stats::of(round_trip);
-        report("MCP round trip without disk I/O (inspect templates)", &round_trip);
-
+        // One session advancing one run: latency, and device flushes per advance.
         let mut brief = server.start_run().await;
-        for _ in 0..50 {
+        for _ in 0..100 {
             brief = server.advance(&brief).await; // warm-up
         }
-        let mut advance = Vec::new();
-        for _ in 0..1000 {
+        let flushes_before = device.as_ref().map(FlushCounter::read);
+        let mut samples = Vec::with_capacity(sizes.latency_samples);
+        for _ in 0..sizes.latency_samples {
             let t = Instant::now();
             brief = server.advance(&brief).await;
-            advance.push(t.elapsed());
+            samples.push(t.elapsed());
         }
-        let advance = Stats::of(advance);
-        report("advance (durable, stdio MCP round trip)", &advance);
+        let flushes = flushes_before.zip(device.as_ref().map(FlushCounter::read)).map(|(a, b)| b.saturating_sub(a));
+        let advance = Stats::of(samples);
+        report("durable advance, one session (stdio MCP -> owner -> disk)", &advance);
         println!(
-            "  ratio to fsync floor: p50 {:.2}x, p99 {:.2}x (goal: p50 within 1.5x)",
-            advance.p50.as_secs_f64() / floor.p50.as_secs_f64(),
-            advance.p99.as_secs_f64() / floor.p99.as_secs_f64()
+            "  = {:.2}x the fdatasync floor at p50 (goal <= 1.5x), {:.2}x at p99",
+            ratio(advance.p50, floor.p50),
+            ratio(advance.p99, floor.p99)
         );
+        match flushes {
+            Some(flushes) => println!(
+                "  device flushes per acknowledged advance: {:.3} ({flushes} for {} advances; goal >= 0.9)",
+                flushes as f64 / sizes.latency_samples as f64,
+                sizes.latency_samples
+            ),
+            None => println!("  device flushes: no block device statistics for this directory"),
+        }
+
+        // Concurrent sessions, each advancing its own run: throughput.
+        let mut base_rate = 0.0;
+        for sessions in [1usize, 2, 4, 8] {
+            let rate = throughput(&home, sessions, sizes.session_seconds).await;
+            if sessions == 1 {
+                base_rate = rate;
+            }
+            println!("{sessions} session(s): {rate:.0} advances/s ({:.2}x one session)", rate / base_rate);
+        }
+
+        // Space and memory at many events, filled by 8 sessions.
+        let space_home = dir.path().join("space");
+        fill(&space_home, 8, sizes.total_events).await;
+        let db_bytes = dir_bytes(&space_home.join("db")).1;
         println!(
-            "  advance minus the MCP round trip: p50 {:.3} ms = {:.2}x the fsync floor",
-            ms(advance.p50.saturating_sub(round_trip.p50)),
-            advance.p50.saturating_sub(round_trip.p50).as_secs_f64() / floor.p50.as_secs_f64()
+            "{} events: {:.0} bytes on disk per event ({:.1} MiB in all; goal <= 1.5 KB), owner RSS {:.1} MiB (goal <= 32 MiB)",
+            sizes.total_events,
+            db_bytes as f64 / sizes.total_events as f64,
+            db_bytes as f64 / 1_048_576.0,
+            rss_kib(owner_pid(&space_home)) as f64 / 1024.0
         );
 
-        let histories: &[u64] = if std::env::var_os("BATON_BENCH_QUICK").is_some() { &[10] } else { &[10, 1_000, 10_000] };
+        // Listing with many runs.
+        let list_home = dir.path().join("list");
+        let lister = Session::start(&list_home).await;
+        create_runs(&list_home, sizes.runs).await;
+        let open = lister.timed(200, || lister.call("inspect", json!({"status": "open", "limit": 50}))).await;
+        report(&format!("list open runs (limit 50) with {} runs", sizes.runs), &open);
+        let all = lister.timed(200, || lister.call("inspect", json!({"limit": 50}))).await;
+        report(&format!("list all runs (limit 50) with {} runs", sizes.runs), &all);
+        lister.stop().await;
+
+        // Resume costs the same whatever the history's length.
+        let histories: &[u64] = if quick { &[10] } else { &[10, 1_000, 10_000] };
         for &events in histories {
             let run = server.run_with_events(events).await;
-            let mut samples = Vec::new();
-            for _ in 0..200 {
-                let t = Instant::now();
-                server.call("resume", json!({ "run_id": run })).await;
-                samples.push(t.elapsed());
-            }
-            report(&format!("resume, run with {events} events"), &Stats::of(samples));
+            let resume = server.timed(200, || server.call("resume", json!({ "run_id": run }))).await;
+            report(&format!("resume, run with {events} events"), &resume);
         }
-        // The database lives in the detached owner process, whose pid is in owner.lock.
-        let owner = std::fs::read_to_string(home.join("owner.lock")).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
-        println!("RSS after the workload: owner {} KiB, session {} KiB", rss_kib(owner), rss_kib(server.pid));
-        server.client.cancel().await.ok();
-
-        let mut cold = Vec::new();
-        let mut idle_rss = 0;
-        for _ in 0..20 {
-            let (elapsed, rss) = cold_start(&home);
-            cold.push(elapsed);
-            idle_rss = rss;
-        }
-        report("cold start to initialize answer (existing db)", &Stats::of(cold));
-        println!("idle RSS after initialize: {idle_rss} KiB");
-        let fresh = (0..10).map(|i| cold_start(&dir.path().join(format!("fresh-{i}"))).0).collect();
-        report("cold start to initialize answer (new db)", &Stats::of(fresh));
+        println!("RSS: owner {} KiB, session {} KiB", rss_kib(owner_pid(&home)), rss_kib(server.pid));
+        server.stop().await;
     });
+
+    let cold: Vec<Duration> = (0..20).map(|_| cold_start(&dir.path().join("home")).0).collect();
+    report("cold start to initialize answer (existing db, owner running)", &Stats::of(cold));
+    let (_, idle_rss) = cold_start(&dir.path().join("home"));
+    println!("session RSS after initialize: {idle_rss} KiB");
+    let fresh: Vec<Duration> = (0..10).map(|i| cold_start(&dir.path().join(format!("fresh-{i}"))).0).collect();
+    report("cold start to initialize answer (new db, owner started)", &Stats::of(fresh));
 }
 
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-    n: usize,
+fn ping_request() -> rmcp::model::ClientRequest {
+    rmcp::model::ClientRequest::PingRequest(Default::default())
 }
 
-impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort();
-        let n = samples.len();
-        let at = |q: f64| samples[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
-        Stats { p50: at(0.50), p99: at(0.99), mean: samples.iter().sum::<Duration>() / n as u32, n }
+/// Advances per second with `sessions` processes, each advancing its own run.
+async fn throughput(home: &Path, sessions: usize, seconds: f64) -> f64 {
+    let mut all = Vec::new();
+    for _ in 0..sessions {
+        all.push(Arc::new(Session::start(home).await));
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = all
+        .iter()
+        .map(|session| {
+            let session = Arc::clone(session);
+            tokio::spawn(async move {
+                let mut brief = session.start_run().await;
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    brief = session.advance(&brief).await;
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await.unwrap();
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    for session in all {
+        if let Ok(session) = Arc::try_unwrap(session) {
+            session.stop().await;
+        }
+    }
+    rate
+}
+
+/// `events` events in all, over `sessions` sessions, each on runs of 1,000 events.
+async fn fill(home: &Path, sessions: usize, events: u64) {
+    let per_session = events / sessions as u64;
+    let mut workers = Vec::new();
+    for _ in 0..sessions {
+        let session = Session::start(home).await;
+        workers.push(tokio::spawn(async move {
+            let mut left = per_session;
+            while left > 0 {
+                let size = left.min(1_000);
+                session.run_with_events(size).await;
+                left -= size;
+            }
+            session.stop().await;
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
     }
 }
 
-fn report(what: &str, s: &Stats) {
-    println!("{what}: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms (n={})", ms(s.p50), ms(s.p99), ms(s.mean), s.n);
+/// `runs` runs, a third of them finished, created by 4 sessions.
+async fn create_runs(home: &Path, runs: usize) {
+    let mut workers = Vec::new();
+    for s in 0..4 {
+        let session = Session::start(home).await;
+        workers.push(tokio::spawn(async move {
+            for i in (s..runs).step_by(4) {
+                let brief = session.start_run().await;
+                if i % 3 == 0 {
+                    session.call("cancel_run", json!({"run_id": brief["run_id"], "reason": "bench"})).await;
+                }
+            }
+            session.stop().await;
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+fn owner_pid(home: &Path) -> u32 {
+    std::fs::read_to_string(home.join("owner.lock")).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(0)
 }
 
-/// The cost of making 256 bytes durable with plain file I/O on the same disk.
-fn fsync_floor(dir: &Path, n: usize) -> Stats {
-    let path = dir.join("floor.bin");
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
-    let payload = [7u8; 256];
-    let samples = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            file.write_all(&payload).unwrap();
-            file.sync_all().unwrap();
-            t.elapsed()
-        })
-        .collect();
-    Stats::of(samples)
-}
-
-/// The cost of one durable sled write, the store baton builds on.
-fn sled_floor(path: &Path, n: usize) -> Stats {
-    let db = sled::open(path).unwrap();
-    let value = vec![7u8; 4096];
-    let samples = (0..n)
-        .map(|i| {
-            let t = Instant::now();
-            db.insert(format!("key-{i}"), value.clone()).unwrap();
-            db.flush().unwrap();
-            t.elapsed()
-        })
-        .collect();
-    Stats::of(samples)
-}
-
-/// Start `baton serve`, send initialize, time until the answer; returns the time and idle RSS.
+/// Start `baton serve`, send initialize, time until the answer; returns the time and RSS.
 fn cold_start(home: &Path) -> (Duration, u64) {
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}"#;
     let t = Instant::now();
@@ -157,6 +242,7 @@ fn cold_start(home: &Path) -> (Duration, u64) {
         .arg("serve")
         .env("BATON_HOME", home)
         .env("BATON_LOG", "error")
+        .current_dir(home.parent().unwrap_or(Path::new("/")))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -174,25 +260,25 @@ fn cold_start(home: &Path) -> (Duration, u64) {
     (elapsed, rss)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
-}
-
-struct Bench {
+/// One Codex-like session: a `baton serve` process and its MCP client.
+struct Session {
     client: RunningService<RoleClient, ()>,
     pid: u32,
 }
 
-impl Bench {
-    async fn start(home: &Path) -> Bench {
+impl Session {
+    async fn start(home: &Path) -> Session {
         let cmd = tokio::process::Command::new(BATON).configure(|c| {
-            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "error");
+            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "error").current_dir(home.parent().unwrap_or(Path::new("/")));
         });
         let transport = TokioChildProcess::new(cmd).unwrap();
         let pid = transport.id().unwrap();
         let client = ().serve(transport).await.unwrap();
-        Bench { client, pid }
+        Session { client, pid }
+    }
+
+    async fn stop(self) {
+        self.client.cancel().await.ok();
     }
 
     async fn call(&self, tool: &str, args: Value) -> Value {
@@ -203,6 +289,21 @@ impl Bench {
             .unwrap();
         assert_ne!(result.is_error, Some(true), "{tool}: {:?}", result.structured_content);
         result.structured_content.unwrap()
+    }
+
+    /// Time `n` calls of `f`.
+    async fn timed<F, Fut, T>(&self, n: usize, f: F) -> Stats
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            f().await;
+            samples.push(t.elapsed());
+        }
+        Stats::of(samples)
     }
 
     async fn start_run(&self) -> Value {

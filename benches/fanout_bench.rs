@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{Stats, report};
+
 const BATON: &str = env!("CARGO_BIN_EXE_baton");
 const TASKS: usize = 100;
 const SESSIONS: usize = 4;
@@ -56,8 +61,8 @@ fn main() {
             TASKS as f64 / elapsed.as_secs_f64(),
             reports.len() as f64 / elapsed.as_secs_f64()
         );
-        report("  claim latency (successful claims)", claims);
-        report("  task advance latency", reports);
+        report("  claim latency (successful claims)", &Stats::of(claims));
+        report("  task advance latency", &Stats::of(reports));
         for agent in agents {
             if let Ok(agent) = Arc::try_unwrap(agent) {
                 agent.client.cancel().await.ok();
@@ -93,13 +98,6 @@ async fn work(agent: Arc<Agent>, run_id: String) -> (Vec<Duration>, Vec<Duration
             }
         }
     }
-}
-
-fn report(what: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let n = samples.len().max(1);
-    let at = |q: f64| samples.get(((n as f64 * q).ceil() as usize).clamp(1, n) - 1).copied().unwrap_or_default();
-    println!("{what}: p50 {:.3} ms, p99 {:.3} ms (n={})", at(0.5).as_secs_f64() * 1e3, at(0.99).as_secs_f64() * 1e3, samples.len());
 }
 
 /// One session: a `baton serve` process whose calls carry a Codex-like thread id.

@@ -9,10 +9,14 @@ use baton::store::{Commit, Mutation, RunQuery, RunStore, SledStore, StatusFilter
 use baton::time::{Clock, SystemClock};
 use serde_json::{Map, json};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{FlushCounter, Stats, dir_bytes, fdatasync_floor, report, rss_kib};
 
 const OUTPUT: &str = "Implemented the change in src/lib.rs; 12 tests pass.";
 /// Concurrent writers filling the 100k-event database (larger batches, shorter bench).
@@ -140,7 +144,7 @@ fn fill_phase(dir: &Path, events: usize) {
         .await;
     });
     let elapsed = t.elapsed();
-    let rss = rss_kib();
+    let rss = rss_kib(std::process::id());
     drop(store);
     let (apparent, allocated) = dir_bytes(dir);
     println!(
@@ -242,99 +246,4 @@ async fn throughput(store: &Arc<SledStore>, writers: usize, time: Duration) -> f
         total += h.await.unwrap();
     }
     total as f64 / t.elapsed().as_secs_f64()
-}
-
-/// The device flush counter (flush requests completed, /sys/block/<dev>/stat field 16) of
-/// the disk holding a path.
-struct FlushCounter {
-    name: String,
-    stat: PathBuf,
-}
-
-impl FlushCounter {
-    fn for_path(path: &Path) -> Option<FlushCounter> {
-        let dev = std::fs::metadata(path).ok()?.dev();
-        let (major, minor) = (libc::major(dev), libc::minor(dev));
-        let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
-        // Partitions count flushes on their disk.
-        let disk = if sys.join("partition").exists() { sys.parent()?.to_path_buf() } else { sys };
-        let name = disk.file_name()?.to_string_lossy().into_owned();
-        let counter = FlushCounter { name, stat: disk.join("stat") };
-        (counter.fields()?.len() >= 17).then_some(counter)
-    }
-
-    fn fields(&self) -> Option<Vec<u64>> {
-        std::fs::read_to_string(&self.stat).ok().map(|s| s.split_whitespace().filter_map(|f| f.parse().ok()).collect())
-    }
-
-    fn read(&self) -> u64 {
-        self.fields().map_or(0, |f| f[15])
-    }
-}
-
-/// 256 B written and made durable with `fdatasync`: appended (the file grows, so ext4
-/// also commits its journal) or overwritten in place (only the data and a device flush).
-fn fdatasync_floor(dir: &Path, n: usize, in_place: bool) -> Stats {
-    use std::os::unix::fs::FileExt;
-    let path = dir.join(if in_place { "floor-overwrite.bin" } else { "floor-append.bin" });
-    let mut file = std::fs::OpenOptions::new().create(true).read(true).append(!in_place).write(in_place).open(path).unwrap();
-    let payload = [7u8; 256];
-    if in_place {
-        file.write_all_at(&payload, 0).unwrap();
-        file.sync_all().unwrap();
-    }
-    let samples = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            if in_place {
-                file.write_all_at(&payload, 0).unwrap();
-            } else {
-                file.write_all(&payload).unwrap();
-            }
-            file.sync_data().unwrap();
-            t.elapsed()
-        })
-        .collect();
-    Stats::of(samples)
-}
-
-/// (apparent, allocated) bytes of every file under `dir`.
-fn dir_bytes(dir: &Path) -> (u64, u64) {
-    let mut total = (0, 0);
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let meta = entry.metadata().unwrap();
-        if meta.is_dir() {
-            let (a, b) = dir_bytes(&entry.path());
-            total = (total.0 + a, total.1 + b);
-        } else {
-            total = (total.0 + meta.len(), total.1 + meta.blocks() * 512);
-        }
-    }
-    total
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
-}
-
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-    n: usize,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort();
-        let n = samples.len();
-        let at = |q: f64| samples[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
-        Stats { p50: at(0.50), p99: at(0.99), mean: samples.iter().sum::<Duration>() / n as u32, n }
-    }
-}
-
-fn report(what: &str, s: &Stats) {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("{what}: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms (n={})", ms(s.p50), ms(s.p99), ms(s.mean), s.n);
 }

@@ -4,7 +4,7 @@
 use crate::engine::brief::{Brief, EventLine, TaskBrief};
 use crate::engine::merge::MergeReport;
 use crate::engine::run::ForkOrigin;
-use crate::engine::{Actor, Event, Plan, Run, Template, Workspace};
+use crate::engine::{Actor, Event, GraphView, Plan, Run, Template, Workspace};
 use crate::error::BatonError;
 use crate::store::RunSummary;
 pub use crate::store::StatusFilter;
@@ -209,6 +209,47 @@ pub struct CancelRunParams {
     pub expected_version: Option<u64>,
 }
 
+/// A run's workflow graph: its steps, outcomes, the path taken and its fan-out's tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetGraphParams {
+    pub run_id: String,
+}
+
+/// Wait until some run changes (for live views): answered as soon as the database's
+/// change counter passes `after`, or at the timeout with the counter unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitForChangeParams {
+    /// The `counter` of the previous answer; 0 the first time (answered at once).
+    pub after: u64,
+    /// Longest wait in milliseconds (default 25,000, at most 50,000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Delete a finished run and everything kept for it (history, checkpoints, listing entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRunParams {
+    pub run_id: String,
+}
+
+/// Delete the finished runs whose last change is older than an age; runs in progress are
+/// never touched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneParams {
+    /// An age such as `30d`, `12h` or `90min`.
+    pub older_than: String,
+    /// Only list the runs that would be deleted.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    /// Only runs of this workspace.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
 /// Record what merging a joined fan-out's task branches did. Sent by the baton process
 /// that performed the merge (see `crate::gitops`), not offered as a tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -266,6 +307,10 @@ pub enum Request {
     GetEvent(GetEventParams),
     CancelRun(CancelRunParams),
     ListTemplates(NoParams),
+    GetGraph(GetGraphParams),
+    WaitForChange(WaitForChangeParams),
+    DeleteRun(DeleteRunParams),
+    Prune(PruneParams),
     RecordMerge(RecordMergeParams),
     Verify(NoParams),
     Backup(BackupParams),
@@ -374,6 +419,20 @@ pub struct TemplateList {
     pub templates: Vec<Template>,
 }
 
+/// Where the database's change counter stands. It grows by one with every change and
+/// starts each owner process above any value an earlier owner reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChangeMark {
+    pub counter: u64,
+}
+
+/// Runs deleted, or on a dry run those that would be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Deleted {
+    pub runs: Vec<RunSummary>,
+    pub dry_run: bool,
+}
+
 /// A successful answer, typed by what was asked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", content = "data", rename_all = "snake_case")]
@@ -386,6 +445,9 @@ pub enum Reply {
     Event(Box<EventDetail>),
     Checkpoint(CheckpointSaved),
     Templates(TemplateList),
+    Graph(Box<GraphView>),
+    Changes(ChangeMark),
+    Deleted(Deleted),
     Verified(VerifyReport),
     BackedUp(BackupReport),
     Exported(RunsMoved),
@@ -420,6 +482,9 @@ impl Reply {
             Reply::Event(v) => serde_json::to_value(v),
             Reply::Checkpoint(v) => serde_json::to_value(v),
             Reply::Templates(v) => serde_json::to_value(v),
+            Reply::Graph(v) => serde_json::to_value(v),
+            Reply::Changes(v) => serde_json::to_value(v),
+            Reply::Deleted(v) => serde_json::to_value(v),
             Reply::Verified(v) => serde_json::to_value(v),
             Reply::BackedUp(v) => serde_json::to_value(v),
             Reply::Exported(v) | Reply::Imported(v) => serde_json::to_value(v),

@@ -67,6 +67,12 @@ pub enum Command {
         history: u32,
         #[arg(long)]
         json: bool,
+        /// Print the run's workflow graph as Mermaid (paste it into a PR in a ```mermaid block).
+        #[arg(long)]
+        graph: bool,
+        /// With --graph: print it as an SVG document instead.
+        #[arg(long, requires = "graph")]
+        svg: bool,
     },
     /// Answer a run's pending human question.
     Answer {
@@ -126,6 +132,37 @@ pub enum Command {
         /// Overwrite runs whose id exists (otherwise nothing is imported).
         #[arg(long)]
         replace: bool,
+    },
+    #[command(flatten)]
+    Ui(UiCommand),
+}
+
+/// The commands of the local web page and of retention (see `baton::ui`).
+#[derive(Debug, Subcommand)]
+pub enum UiCommand {
+    /// Serve a live web page of the runs on 127.0.0.1 and print its address (with a
+    /// one-time access token) on stdout.
+    Ui {
+        /// Port to listen on (default: any free port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Delete a finished run and all its records.
+    Delete {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete finished runs whose last change is older than an age; runs in progress are kept.
+    Prune {
+        /// An age such as 30d, 12h or 90min.
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -212,6 +249,16 @@ pub fn render(reply: &Reply) -> String {
         Reply::Imported(moved) => format!("Imported {} run(s) from {}.", moved.runs, moved.file),
         Reply::Templates(list) => {
             format!("Templates: {}", list.templates.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "))
+        }
+        Reply::Graph(graph) => crate::engine::graph_mermaid::to_mermaid(graph),
+        Reply::Changes(mark) => format!("Change counter: {}", mark.counter),
+        Reply::Deleted(deleted) => {
+            let verb = if deleted.dry_run { "Would delete" } else { "Deleted" };
+            let mut text = format!("{verb} {} run(s).", deleted.runs.len());
+            for s in &deleted.runs {
+                text.push_str(&format!("\n- {} {} \"{}\" (last change {})", s.run_id, s.status.as_str(), s.title, s.updated_at));
+            }
+            text
         }
     }
 }

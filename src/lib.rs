@@ -17,4 +17,5 @@ pub mod service;
 pub mod store;
 pub mod template_file;
 pub mod time;
+pub mod ui;
 pub mod workspace;

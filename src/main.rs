@@ -130,7 +130,10 @@ async fn run(cli: Cli) -> Result<String> {
             let request = Request::ListRuns(ListRunsParams { status: Some(status), template: None, limit: Some(limit), workspace: None });
             request_text(&cli.home, request, json).await
         }
-        Command::Show { run_id, history, json } => {
+        Command::Show { run_id, graph: true, svg, json, .. } => {
+            baton::ui::commands::show_graph(cli.home.as_deref(), run_id, svg, json).await
+        }
+        Command::Show { run_id, history, json, .. } => {
             let request = Request::GetRun(GetRunParams { run_id, history_limit: Some(history), before_seq: None });
             request_text(&cli.home, request, json).await
         }
@@ -165,6 +168,7 @@ async fn run(cli: Cli) -> Result<String> {
             request_text(&cli.home, Request::Import(ImportParams { file: absolute(&file)?, replace }), false).await
         }
         Command::Migrate { to, replace } => migrate(&cli.home, &to, replace).await,
+        Command::Ui(command) => baton::ui::commands::run(cli.home.as_deref(), command).await,
     }
 }
 

@@ -14,6 +14,10 @@ use crate::time::{Clock, SystemClock};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod changes;
+mod graph;
+mod retention;
+
 const DEFAULT_TEMPLATE: &str = "feature";
 const DEFAULT_LIST_LIMIT: u32 = 50;
 const MAX_LIST_LIMIT: u32 = 1000;
@@ -33,6 +37,8 @@ const MAX_AGENTS: u32 = 16;
 pub struct Service {
     store: Arc<dyn RunStore>,
     clock: Arc<dyn Clock>,
+    /// The store's change feed, so live views can wait for a change.
+    changes: changes::ChangeFeed,
 }
 
 impl Service {
@@ -42,7 +48,8 @@ impl Service {
 
     /// A service whose notion of "now" comes from `clock` (tests move time by hand).
     pub fn with_clock(store: Arc<dyn RunStore>, clock: Arc<dyn Clock>) -> Service {
-        Service { store, clock }
+        let changes = changes::ChangeFeed::new(store.changes());
+        Service { store, clock, changes }
     }
 
     /// Execute one request.
@@ -94,6 +101,10 @@ impl Service {
             Request::Verify(_) | Request::Backup(_) | Request::Export(_) | Request::Import(_) => {
                 crate::maintenance::handle(self.store.as_ref(), &envelope.request).await
             }
+            Request::GetGraph(p) => self.get_graph(p).await,
+            Request::WaitForChange(p) => self.changes.wait(p).await,
+            Request::DeleteRun(p) => self.delete_run(p).await,
+            Request::Prune(p) => self.prune(p).await,
             Request::OwnerStatus(_) => Err(BatonError::internal("the owner's status is answered by the owner process, not the service")),
         }
     }
@@ -187,6 +198,11 @@ impl Service {
             let event = run.apply(&change, &actor, now)?;
             Ok(Commit { checkpoint: checkpoint.clone(), ..Commit::new(run, event) })
         });
+        self.commit(op, run_id, mutation).await
+    }
+
+    /// Write a mutation (live views learn of it through the store's change feed).
+    async fn commit(&self, op: &str, run_id: &str, mutation: Mutation) -> BatonResult<Run> {
         self.store.commit(op, run_id, mutation).await
     }
 
@@ -197,7 +213,7 @@ impl Service {
             Some(existing) => Err(BatonError::internal(format!("run id {} already exists", existing.id))),
             None => Ok(commit.clone()),
         });
-        self.store.commit(op, op, mutation).await
+        self.commit(op, op, mutation).await
     }
 
     async fn start_workflow(&self, op: &str, caller: &Caller, p: &StartWorkflowParams) -> BatonResult<Reply> {
@@ -438,14 +454,13 @@ impl Service {
 }
 
 /// The long free text of an event (a report, goal, question, answer or reason), if any.
-fn long_text(event: &mut Event) -> Option<&mut String> {
+pub(crate) fn long_text(event: &mut Event) -> Option<&mut String> {
     match &mut event.kind {
-        EventKind::Advanced { output, .. } => Some(output),
+        EventKind::Advanced { report, .. } | EventKind::TaskAdvanced { report, .. } => Some(&mut report.output),
         EventKind::Started { goal, .. } => Some(goal),
         EventKind::HumanAsked { question, .. } => Some(question),
         EventKind::HumanAnswered { answer, .. } => Some(answer),
         EventKind::Cancelled { reason } => Some(reason),
-        EventKind::TaskAdvanced { output, .. } => Some(output),
         EventKind::CheckpointSaved { .. }
         | EventKind::Forked { .. }
         | EventKind::TaskClaimed { .. }

@@ -65,6 +65,9 @@ impl RunStore for GatedStore {
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.changes()
     }
+    async fn delete_run(&self, run_id: &str) -> BatonResult<Option<crate::store::RunSummary>> {
+        self.inner.delete_run(run_id).await
+    }
 }
 
 fn settings() -> Settings {

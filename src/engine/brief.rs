@@ -373,9 +373,7 @@ pub struct EventLine {
 impl EventLine {
     pub fn of(event: &Event) -> EventLine {
         let summary = match &event.kind {
-            EventKind::Advanced { step, role, outcome, output, next, .. } => {
-                format!("{step} ({role}) -> {next} [{outcome}]: {}", first_line(output, 160))
-            }
+            EventKind::Advanced { report, .. } => report.line(160),
             EventKind::Started { template, step, goal, .. } => format!("template {template} at {step}: {}", first_line(goal, 160)),
             EventKind::HumanAsked { question, .. } => format!("asked: {}", first_line(question, 160)),
             EventKind::HumanAnswered { answer, task: None, .. } => format!("answered: {}", first_line(answer, 160)),
@@ -384,9 +382,7 @@ impl EventLine {
                 "task {task}: claimed at {step} (token {token}){}",
                 taken_over_from.as_ref().map(|a| format!(", taken over from {}", a.label())).unwrap_or_default()
             ),
-            EventKind::TaskAdvanced { task, step, role, outcome, output, next, .. } => {
-                format!("task {task}: {step} ({role}) -> {next} [{outcome}]: {}", first_line(output, 120))
-            }
+            EventKind::TaskAdvanced { task, report } => format!("task {task}: {}", report.line(120)),
             EventKind::LeaseRenewed { task, token, .. } => format!("task {task}: lease {token} renewed"),
             EventKind::TaskReleased { task, token } => format!("task {task}: lease {token} released"),
             EventKind::CheckpointSaved { name, .. } => format!("checkpoint {name}"),

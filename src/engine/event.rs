@@ -126,18 +126,8 @@ pub enum EventKind {
         state: Option<Box<Run>>,
     },
     Advanced {
-        step: String,
-        role: String,
-        outcome: String,
-        output: String,
-        /// The next step, `done` or `failed`.
-        next: Target,
-        /// Set when `next` hit its `max_visits` and the run now waits for a human.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit_reached: Option<u32>,
-        /// The artifacts this change reported (`null` deletes one).
-        #[serde(default, skip_serializing_if = "Map::is_empty")]
-        artifacts: Map<String, Value>,
+        #[serde(flatten)]
+        report: StepReport,
         /// The tasks `next` fans out into.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         plan: Option<Plan>,
@@ -154,16 +144,8 @@ pub enum EventKind {
     },
     TaskAdvanced {
         task: String,
-        step: String,
-        role: String,
-        outcome: String,
-        output: String,
-        /// The task's next step, `join` or `failed`.
-        next: Target,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit_reached: Option<u32>,
-        #[serde(default, skip_serializing_if = "Map::is_empty")]
-        artifacts: Map<String, Value>,
+        #[serde(flatten)]
+        report: StepReport,
     },
     LeaseRenewed {
         task: String,
@@ -202,6 +184,31 @@ pub enum EventKind {
     BranchesMerged {
         report: MergeReport,
     },
+}
+
+/// A role's report on a step, as the run (or a task) records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StepReport {
+    pub step: String,
+    pub role: String,
+    pub outcome: String,
+    pub output: String,
+    /// The next step, or an end: `done`/`failed` for a run, `join`/`failed` for a task.
+    pub next: Target,
+    /// Set when `next` used up its `max_visits`: a human decides whether to go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_reached: Option<u32>,
+    /// The artifacts this change reported (`null` deletes one).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub artifacts: Map<String, Value>,
+}
+
+impl StepReport {
+    /// `review (reviewer) -> implement [changes_requested]: first line of the report`.
+    pub fn line(&self, max: usize) -> String {
+        let StepReport { step, role, outcome, output, next, .. } = self;
+        format!("{step} ({role}) -> {next} [{outcome}]: {}", super::brief::first_line(output, max))
+    }
 }
 
 /// What a run started from: everything besides its id and time.

@@ -1,7 +1,7 @@
 //! The fan-out half of the run state machine: expanding a plan into tasks, claiming
 //! them under leases, advancing each through its pipeline, and joining.
 
-use super::event::{Actor, EventKind};
+use super::event::{Actor, EventKind, StepReport};
 use super::plan::Plan;
 use super::run::{GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, Run, RunStatus, StepOutput, merge_artifacts};
 use super::task::{FanOutState, Lease, Task, TaskStatus};
@@ -186,33 +186,11 @@ impl Run {
         let task = self.holder_task(id, token, now)?;
         let pipeline = self.fanout.as_ref().map(|f| f.pipeline_of(task)).ok_or_else(|| BatonError::internal("a task without a fan-out"))?;
         let step = task.step.clone().unwrap_or_default();
-        let def = pipeline.step(&step).ok_or_else(|| BatonError::internal(format!("task `{id}` is at unknown step `{step}`")))?;
         task.check_independent(pipeline, actor).map_err(|why| {
             BatonError::invalid_state(why, "Have another agent (a sub-agent) claim and play this step.").with_field("lease_token")
         })?;
-        let Some(next) = def.outcomes.get(outcome).cloned() else {
-            let allowed: Vec<&str> = def.outcomes.keys().map(String::as_str).collect();
-            return Err(BatonError::invalid(
-                "outcome",
-                format!("`{outcome}` is not an outcome of step `{step}` of task `{id}` (role {})", def.role),
-                format!("Use one of: {}.", allowed.join(", ")),
-            ));
-        };
-        self.check_artifacts(artifacts)?;
-        let limit_reached = next.step().and_then(|s| {
-            let max = pipeline.step(s)?.max_visits?;
-            (task.visits.get(s).copied().unwrap_or(0) >= max).then_some(max)
-        });
-        Ok(EventKind::TaskAdvanced {
-            task: id.to_string(),
-            step,
-            role: def.role.clone(),
-            outcome: outcome.to_string(),
-            output: output.to_string(),
-            next,
-            limit_reached,
-            artifacts: artifacts.clone(),
-        })
+        let report = self.report(pipeline, &task.visits, &step, &format!(" of task `{id}`"), outcome, output, artifacts)?;
+        Ok(EventKind::TaskAdvanced { task: id.to_string(), report })
     }
 
     pub(super) fn decide_renew(&self, id: &str, token: u64, lease: Duration, now: Timestamp) -> BatonResult<EventKind> {
@@ -251,8 +229,8 @@ impl Run {
     /// The change `event` makes to its task, and what that means for the run.
     fn evolve_task_state(&mut self, event: &super::event::Event) -> Aftermath {
         let now = event.at;
-        if let EventKind::TaskAdvanced { artifacts, .. } = &event.kind {
-            merge_artifacts(&mut self.artifacts, artifacts);
+        if let EventKind::TaskAdvanced { report, .. } = &event.kind {
+            merge_artifacts(&mut self.artifacts, &report.artifacts);
         }
         if let EventKind::HumanAnswered { task: Some(id), answer, comment } = &event.kind
             && let Some(gate) = self.fanout.as_ref().and_then(|f| f.task(id)).and_then(|t| t.gate.as_ref())
@@ -298,9 +276,10 @@ impl Run {
                 }
                 Aftermath::Nothing
             }
-            EventKind::TaskAdvanced { task: id, step, role, outcome, output, next, limit_reached, .. } => {
+            EventKind::TaskAdvanced { task: id, report } => {
+                let StepReport { step, next, limit_reached, .. } = report;
                 let Some(task) = find_task(tasks, id) else { return Aftermath::Nothing };
-                let recorded = StepOutput::recorded(step, role, outcome, output, event);
+                let recorded = StepOutput::recorded(report, event);
                 task.outputs.insert(step.clone(), recorded.clone());
                 task.last_output = Some(recorded);
                 task.players.insert(step.clone(), event.actor.clone());

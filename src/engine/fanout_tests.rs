@@ -302,7 +302,7 @@ fn random_interleavings_complete_every_task_once_and_replay_exactly() {
                     }
                     held[who].push((task.clone(), *token));
                 }
-                EventKind::TaskAdvanced { task, next: Target::Join, .. } => *joins.entry(task.clone()).or_default() += 1,
+                EventKind::TaskAdvanced { task, report } if report.next == Target::Join => *joins.entry(task.clone()).or_default() += 1,
                 _ => {}
             }
             if !was_joined && run.fanout.as_ref().unwrap().joined {

@@ -5,7 +5,7 @@
 //! of events.
 
 use super::change::Change;
-use super::event::{Actor, Event, EventKind, RunOrigin, Workspace};
+use super::event::{Actor, Event, EventKind, RunOrigin, StepReport, Workspace};
 use super::task::FanOutState;
 use super::template::{Target, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
@@ -328,30 +328,9 @@ impl Run {
             Change::AnswerHuman { task: Some(task), answer, comment, .. } => self.decide_task_answer(task, answer, comment),
             Change::Advance { outcome, output, artifacts, plan, .. } => {
                 let step = self.require_active("advance")?;
-                let def = self
-                    .template
-                    .step(&step)
-                    .ok_or_else(|| BatonError::internal(format!("run {} is at unknown step `{step}`", self.id)))?;
-                let Some(next) = def.outcomes.get(outcome).cloned() else {
-                    let allowed: Vec<&str> = def.outcomes.keys().map(String::as_str).collect();
-                    return Err(BatonError::invalid(
-                        "outcome",
-                        format!("`{outcome}` is not an outcome of step `{step}` (role {})", def.role),
-                        format!("Use one of: {}.", allowed.join(", ")),
-                    ));
-                };
-                self.check_artifacts(artifacts)?;
-                let plan = self.check_plan(&step, outcome, &next, plan.as_ref())?;
-                Ok(EventKind::Advanced {
-                    step,
-                    role: def.role.clone(),
-                    outcome: outcome.clone(),
-                    output: output.clone(),
-                    limit_reached: self.visit_limit(&next),
-                    next,
-                    artifacts: artifacts.clone(),
-                    plan,
-                })
+                let report = self.report(&self.template, &self.visits, &step, "", outcome, output, artifacts)?;
+                let plan = self.check_plan(&step, outcome, &report.next, plan.as_ref())?;
+                Ok(EventKind::Advanced { report, plan })
             }
             Change::AskHuman { question, options, .. } => {
                 self.require_active("await_human")?;
@@ -420,15 +399,15 @@ impl Run {
             | EventKind::LeaseRenewed { .. }
             | EventKind::TaskReleased { .. }
             | EventKind::HumanAnswered { task: Some(_), .. } => self.evolve_task(event),
-            EventKind::Advanced { step, role, outcome, output, next, limit_reached, artifacts, plan } => {
-                let recorded = StepOutput::recorded(step, role, outcome, output, event);
-                merge_artifacts(&mut self.artifacts, artifacts);
-                self.outputs.insert(step.clone(), recorded.clone());
+            EventKind::Advanced { report, plan } => {
+                let recorded = StepOutput::recorded(report, event);
+                merge_artifacts(&mut self.artifacts, &report.artifacts);
+                self.outputs.insert(report.step.clone(), recorded.clone());
                 self.last_output = Some(recorded);
-                match (limit_reached, next, plan) {
-                    (Some(max), _, _) => self.pause_at_limit(next, *max, now),
-                    (None, Target::FanOut(fan_out), Some(plan)) => self.fan_out(step, fan_out, plan),
-                    (None, _, _) => self.move_to(next),
+                match (report.limit_reached, &report.next, plan) {
+                    (Some(max), next, _) => self.pause_at_limit(next, max, now),
+                    (None, Target::FanOut(fan_out), Some(plan)) => self.fan_out(&report.step, fan_out, plan),
+                    (None, next, _) => self.move_to(next),
                 }
             }
             EventKind::HumanAsked { question, options } => {
@@ -519,9 +498,42 @@ impl Run {
 
     /// The bound of `target` if entering it again would exceed its `max_visits`.
     pub(super) fn visit_limit(&self, target: &Target) -> Option<u32> {
-        let step = target.step()?;
-        let max = self.template.step(step)?.max_visits?;
-        (self.visits.get(step).copied().unwrap_or(0) >= max).then_some(max)
+        visit_limit(&self.template, &self.visits, target)
+    }
+
+    /// The report of `outcome` on `step` of `steps` (the run's template, or a task's
+    /// pipeline whose visits are `visits`), or why it is refused. `whose` names the task,
+    /// if it is one, in messages.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn report(
+        &self,
+        steps: &Template,
+        visits: &BTreeMap<String, u32>,
+        step: &str,
+        whose: &str,
+        outcome: &str,
+        output: &str,
+        artifacts: &Map<String, Value>,
+    ) -> BatonResult<StepReport> {
+        let def = steps.step(step).ok_or_else(|| BatonError::internal(format!("run {} is at unknown step `{step}`{whose}", self.id)))?;
+        let Some(next) = def.outcomes.get(outcome).cloned() else {
+            let allowed: Vec<&str> = def.outcomes.keys().map(String::as_str).collect();
+            return Err(BatonError::invalid(
+                "outcome",
+                format!("`{outcome}` is not an outcome of step `{step}`{whose} (role {})", def.role),
+                format!("Use one of: {}.", allowed.join(", ")),
+            ));
+        };
+        self.check_artifacts(artifacts)?;
+        Ok(StepReport {
+            step: step.to_string(),
+            role: def.role.clone(),
+            outcome: outcome.to_string(),
+            output: output.to_string(),
+            limit_reached: visit_limit(steps, visits, &next),
+            next,
+            artifacts: artifacts.clone(),
+        })
     }
 
     /// Go to `target`: a step (counting the visit), `done` or `failed`.
@@ -565,16 +577,24 @@ impl Run {
     }
 }
 
+/// The bound of `target` (a step of `steps`) if entering it again would exceed its
+/// `max_visits`, given how often each step was entered.
+fn visit_limit(steps: &Template, visits: &BTreeMap<String, u32>, target: &Target) -> Option<u32> {
+    let step = target.step()?;
+    let max = steps.step(step)?.max_visits?;
+    (visits.get(step).copied().unwrap_or(0) >= max).then_some(max)
+}
+
 impl StepOutput {
-    /// What the snapshot keeps of a report recorded by event `seq`.
-    pub fn recorded(step: &str, role: &str, outcome: &str, output: &str, event: &Event) -> StepOutput {
-        let kept = prefix(output, SNAPSHOT_OUTPUT_BYTES);
+    /// What the snapshot keeps of `report`, recorded by `event`.
+    pub fn recorded(report: &StepReport, event: &Event) -> StepOutput {
+        let kept = prefix(&report.output, SNAPSHOT_OUTPUT_BYTES);
         StepOutput {
-            step: step.to_string(),
-            role: role.to_string(),
-            outcome: outcome.to_string(),
+            step: report.step.clone(),
+            role: report.role.clone(),
+            outcome: report.outcome.clone(),
             output: kept.to_string(),
-            output_bytes: (kept.len() < output.len()).then_some(output.len()),
+            output_bytes: (kept.len() < report.output.len()).then_some(report.output.len()),
             version: event.seq,
             at: event.at,
             actor: event.actor.clone(),

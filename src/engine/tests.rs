@@ -189,7 +189,7 @@ fn loop_limit_pauses_for_a_human_who_can_continue_or_fail() {
     assert_eq!(run.visits["implement"], 4);
     advance(&mut run, "implemented").unwrap();
     let ev = advance(&mut run, "changes_requested").unwrap();
-    assert!(matches!(ev.kind, EventKind::Advanced { limit_reached: Some(4), .. }));
+    assert!(matches!(&ev.kind, EventKind::Advanced { report, .. } if report.limit_reached == Some(4)));
     assert_eq!(run.status, RunStatus::AwaitingHuman);
     let gate = run.pending_gate.clone().unwrap();
     assert_eq!(gate.kind, GateKind::LoopLimit { target: "implement".into() });

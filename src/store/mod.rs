@@ -189,6 +189,11 @@ pub trait RunStore: Send + Sync {
     /// Check every record and that runs, events, checkpoints and listings agree.
     async fn verify(&self) -> BatonResult<VerifyReport>;
 
+    /// Delete a finished run and everything kept for it (snapshot, events, checkpoints,
+    /// listing entry) in one atomic, durable step; `None` if there is no such run. A run
+    /// in progress is refused (`invalid_state`) and left untouched.
+    async fn delete_run(&self, run_id: &str) -> BatonResult<Option<RunSummary>>;
+
     /// The change feed: a counter that grows after changes become durable, made by this
     /// process or (for a shared database server) by any process. It only says *that*
     /// something changed; readers then read what they show. Counts are per process and

@@ -71,13 +71,6 @@ impl PgStore {
     pub fn place(&self) -> &str {
         &self.inner.conns.url.place
     }
-
-    /// Delete a finished run and everything kept for it in one transaction; `None` if
-    /// there is no such run, `invalid_state` for a run in progress. (Ready for the
-    /// trait's `delete_run` when it lands.)
-    pub async fn delete_run(&self, run_id: &str) -> BatonResult<Option<RunSummary>> {
-        maintenance::delete_run(&self.inner, run_id).await
-    }
 }
 
 impl Inner {
@@ -148,6 +141,11 @@ impl RunStore for PgStore {
 
     async fn verify(&self) -> BatonResult<VerifyReport> {
         maintenance::verify(&self.inner).await
+    }
+
+    /// One transaction; the events and checkpoints go with the run row (`ON DELETE CASCADE`).
+    async fn delete_run(&self, run_id: &str) -> BatonResult<Option<RunSummary>> {
+        maintenance::delete_run(&self.inner, run_id).await
     }
 
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {

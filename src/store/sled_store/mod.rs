@@ -22,6 +22,7 @@ mod index;
 mod integrity;
 mod keys;
 mod maintenance;
+mod retention;
 mod upgrade;
 mod writer;
 
@@ -448,6 +449,11 @@ impl RunStore for SledStore {
 
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.changes.subscribe()
+    }
+
+    async fn delete_run(&self, run_id: &str) -> BatonResult<Option<RunSummary>> {
+        let run_id = run_id.to_string();
+        self.writer.exclusive(move |w| w.delete(&run_id)).await
     }
 }
 

@@ -234,22 +234,35 @@ impl Writer {
         }
         let outcome = self.write(db, batch);
         drop(guard);
+        match self.settle(outcome) {
+            Ok(()) => {
+                for (reply, answer) in answers {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// After a batch was written: count it durable and show it to readers, or keep its
+    /// undo for the next heal and return the error.
+    fn settle(&mut self, outcome: Result<(), (BatonError, Vec<Undo>)>) -> BatonResult<()> {
         match outcome {
             Ok(()) => {
                 self.batch += 1;
                 self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
                 self.shared.overlay().clear();
                 self.shared.changes.send_modify(|c| *c += 1);
-                for (reply, answer) in answers {
-                    let _ = reply.send(answer);
-                }
+                Ok(())
             }
             Err((error, undo)) => {
-                tracing::error!("{error}");
                 self.undo = Some((undo, error.clone()));
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(error.clone()));
-                }
+                Err(error)
             }
         }
     }
@@ -482,19 +495,21 @@ impl Writer {
         let count = super::maintenance::plan_import(self, db, &mut batch, records, replace)?;
         let outcome = self.write(db, batch);
         drop(guard);
-        match outcome {
-            Ok(()) => {
-                self.batch += 1;
-                self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
-                self.shared.overlay().clear();
-                self.shared.changes.send_modify(|c| *c += 1);
-                Ok(count)
-            }
-            Err((error, undo)) => {
-                self.undo = Some((undo, error.clone()));
-                Err(error)
-            }
-        }
+        self.settle(outcome).map(|()| count)
+    }
+
+    /// Delete a finished run's records (see `retention`), as one durable batch.
+    pub(super) fn delete(&mut self, run_id: &str) -> BatonResult<Option<RunSummary>> {
+        self.heal()?;
+        let shared = Arc::clone(&self.shared);
+        let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = guard.as_ref().ok_or_else(|| BatonError::internal("database closed"))?;
+        let mut batch = Batch::default();
+        let Some(deleted) = super::retention::plan_delete(&shared, db, &mut batch, run_id)? else { return Ok(None) };
+        let outcome = self.write(db, batch);
+        drop(guard);
+        self.settle(outcome)?;
+        Ok(Some(deleted))
     }
 }
 

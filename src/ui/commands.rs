@@ -1,0 +1,54 @@
+//! The terminal side of this feature: `baton ui`, `baton delete`, `baton prune` and
+//! `baton show RUN --graph [--svg]`.
+
+use crate::api::{DeleteRunParams, GetGraphParams, PruneParams, Reply, Request};
+use crate::backend::Backend;
+use crate::cli::{UiCommand, render, terminal_caller};
+use crate::engine::graph_mermaid::to_mermaid;
+use crate::engine::graph_svg::to_svg;
+use crate::home::Home;
+use anyhow::Result;
+use std::io::Write;
+use std::path::Path;
+
+/// Run one of the commands; returns what to print once the database is let go.
+pub async fn run(home: Option<&Path>, command: UiCommand) -> Result<String> {
+    match command {
+        UiCommand::Ui { port } => {
+            super::serve(Home::resolve(home)?, port, |url| {
+                // stdout carries the address only; anything else goes to stderr.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{url}");
+                let _ = out.flush();
+                eprintln!("baton ui: open the address above; Ctrl-C stops the server.");
+            })
+            .await?;
+            Ok(String::new())
+        }
+        UiCommand::Delete { run_id, json } => text(home, Request::DeleteRun(DeleteRunParams { run_id }), json).await,
+        UiCommand::Prune { older_than, dry_run, json } => {
+            text(home, Request::Prune(PruneParams { older_than, dry_run: Some(dry_run), workspace: None }), json).await
+        }
+    }
+}
+
+/// The workflow graph of a run: Mermaid, SVG, or the graph model as JSON.
+pub async fn show_graph(home: Option<&Path>, run_id: String, svg: bool, json: bool) -> Result<String> {
+    match call(home, Request::GetGraph(GetGraphParams { run_id })).await? {
+        Reply::Graph(graph) if json => Ok(serde_json::to_string_pretty(&graph)?),
+        Reply::Graph(graph) if svg => Ok(to_svg(&graph)),
+        Reply::Graph(graph) => Ok(to_mermaid(&graph)),
+        other => Ok(render(&other)),
+    }
+}
+
+async fn text(home: Option<&Path>, request: Request, json: bool) -> Result<String> {
+    let reply = call(home, request).await?;
+    Ok(if json { serde_json::to_string_pretty(&reply.to_json())? } else { render(&reply) })
+}
+
+async fn call(home: Option<&Path>, request: Request) -> Result<Reply> {
+    let backend = Backend::new(Home::resolve(home)?);
+    backend.connect().await?;
+    Ok(backend.call_as(terminal_caller(), request).await?)
+}

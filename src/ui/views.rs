@@ -1,0 +1,398 @@
+//! The pages: server-rendered HTML from templates embedded in the binary (minijinja,
+//! auto-escaping every value), fed by small view models built from baton's replies.
+//! Templates only lay things out; what to show is decided here.
+
+use crate::api::{Deleted, RunDetails, RunList};
+use crate::engine::graph_mermaid::to_mermaid;
+use crate::engine::graph_svg::to_svg;
+use crate::engine::{Event, EventKind, GraphView};
+use crate::error::BatonError;
+use crate::store::RunSummary;
+use crate::time::Timestamp;
+use minijinja::{Environment, Value};
+use serde::Serialize;
+
+/// Bytes of an event's long text shown before "load all".
+const EXCERPT_BYTES: usize = 4096;
+/// Bytes of one artifact's JSON shown.
+const ARTIFACT_BYTES: usize = 16 * 1024;
+
+/// The page templates.
+pub struct Views {
+    env: Environment<'static>,
+}
+
+impl Views {
+    pub fn new() -> Result<Views, minijinja::Error> {
+        let mut env = Environment::new();
+        env.add_template("base.html", include_str!("templates/base.html"))?;
+        env.add_template("runs.html", include_str!("templates/runs.html"))?;
+        env.add_template("run.html", include_str!("templates/run.html"))?;
+        env.add_template("prune.html", include_str!("templates/prune.html"))?;
+        env.add_template("message.html", include_str!("templates/message.html"))?;
+        Ok(Views { env })
+    }
+
+    /// Render template `name` with `page` as its context.
+    pub fn render<T: Serialize>(&self, name: &str, page: &T) -> Result<String, BatonError> {
+        let template = self.env.get_template(name).map_err(|e| BatonError::internal(format!("page template {name}: {e}")))?;
+        template.render(page).map_err(|e| BatonError::internal(format!("page {name} could not be rendered: {e:#}")))
+    }
+}
+
+/// What every page carries.
+#[derive(Debug, Clone, Serialize)]
+pub struct Frame {
+    /// The database change counter the page shows (live updates compare against it).
+    pub counter: u64,
+    /// The address live updates re-read (a page answering a POST is not at its address).
+    pub page: String,
+    pub csrf: String,
+    pub home: String,
+    pub error: Option<BatonError>,
+    pub notice: Option<String>,
+}
+
+/// The runs list's filters, as given.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct RunsFilter {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub workspace: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunsPage {
+    #[serde(flatten)]
+    pub frame: Frame,
+    pub filter: RunsFilter,
+    pub statuses: &'static [&'static str],
+    pub templates: Vec<String>,
+    pub workspaces: Vec<String>,
+    pub runs: Vec<RunRow>,
+    pub total: usize,
+}
+
+/// Statuses the list filters by, as `StatusFilter` spells them.
+pub const STATUSES: &[&str] = &["all", "open", "active", "awaiting_human", "completed", "failed", "cancelled"];
+
+#[derive(Debug, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub title: String,
+    pub status: &'static str,
+    pub step: Option<String>,
+    pub role: Option<String>,
+    pub template: String,
+    pub workspace: Option<String>,
+    pub version: u64,
+    pub updated: String,
+    pub question: Option<String>,
+}
+
+impl RunsPage {
+    pub fn new(frame: Frame, filter: RunsFilter, list: Option<RunList>, templates: Vec<String>) -> RunsPage {
+        let (runs, total) = list.map(|l| (l.runs, l.total)).unwrap_or_default();
+        let mut workspaces: Vec<String> = runs.iter().filter_map(|r| r.workspace.clone()).collect();
+        workspaces.sort();
+        workspaces.dedup();
+        RunsPage { frame, filter, statuses: STATUSES, templates, workspaces, runs: runs.iter().map(RunRow::of).collect(), total }
+    }
+}
+
+impl RunRow {
+    fn of(s: &RunSummary) -> RunRow {
+        RunRow {
+            id: s.run_id.clone(),
+            title: s.title.clone(),
+            status: s.status.as_str(),
+            step: s.step.clone(),
+            role: s.role.clone(),
+            template: s.template.clone(),
+            workspace: s.workspace.clone(),
+            version: s.version,
+            updated: when(s.updated_at),
+            question: s.question.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunPage {
+    #[serde(flatten)]
+    pub frame: Frame,
+    pub run: RunHead,
+    pub gates: Vec<GateView>,
+    /// The workflow graph as inline SVG (built by baton, not from input: marked safe).
+    pub graph_svg: Value,
+    pub mermaid: String,
+    pub tasks: Vec<TaskRow>,
+    pub events: Vec<EventRow>,
+    /// `before` for the next page of older events.
+    pub older: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunHead {
+    pub id: String,
+    pub title: String,
+    pub status: &'static str,
+    pub finished: bool,
+    pub template: String,
+    pub version: u64,
+    pub step: Option<String>,
+    pub role: Option<String>,
+    pub workspace: Option<String>,
+    pub git_head: Option<String>,
+    pub created: String,
+    pub updated: String,
+    pub started_by: String,
+    pub last_actor: String,
+    pub goal: String,
+    pub end_reason: Option<String>,
+    pub forked_from: Option<String>,
+    pub artifacts: Vec<(String, String)>,
+    pub checkpoints: Vec<String>,
+}
+
+/// A pending human question, of the run or of one task.
+#[derive(Debug, Serialize)]
+pub struct GateView {
+    pub task: Option<String>,
+    pub question: String,
+    pub options: Vec<String>,
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskRow {
+    pub id: String,
+    pub title: String,
+    pub status: &'static str,
+    pub step: Option<String>,
+    pub holder: Option<String>,
+    pub lease_until: Option<String>,
+    pub depends_on: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventRow {
+    pub seq: u64,
+    pub at: String,
+    pub by: String,
+    pub actor_kind: String,
+    pub kind: &'static str,
+    pub outcome: Option<String>,
+    pub summary: String,
+    /// The start of the event's long text (its report, goal, question, answer or reason).
+    pub text: Option<String>,
+    /// Its whole length, when `text` holds only the start.
+    pub more_bytes: Option<usize>,
+}
+
+impl RunPage {
+    pub fn new(frame: Frame, details: RunDetails, graph: &GraphView) -> RunPage {
+        let RunDetails { run, events, next_before_seq, .. } = details;
+        let def = run.current_step.as_deref().and_then(|s| run.template.step(s));
+        let mut gates: Vec<GateView> = run.pending_gate.iter().map(|g| gate(None, g)).collect();
+        for task in run.fanout.iter().filter(|f| !f.joined).flat_map(|f| &f.tasks) {
+            gates.extend(task.gate.iter().map(|g| gate(Some(task.id.clone()), g)));
+        }
+        let tasks = graph
+            .tasks
+            .iter()
+            .flat_map(|t| &t.tasks)
+            .map(|t| TaskRow {
+                id: t.id.clone(),
+                title: t.title.clone(),
+                status: t.status.as_str(),
+                step: t.step.clone(),
+                holder: t.holder.clone(),
+                lease_until: t.lease_expires_at.map(when),
+                depends_on: t.depends_on.join(", "),
+            })
+            .collect();
+        let head = RunHead {
+            id: run.id.clone(),
+            title: run.title.clone(),
+            status: run.status.as_str(),
+            finished: run.status.is_finished(),
+            template: run.template.name.clone(),
+            version: run.version,
+            step: run.current_step.clone(),
+            role: def.map(|d| d.role.clone()),
+            workspace: run.workspace.as_ref().map(|w| w.key().to_string()),
+            git_head: run.workspace.as_ref().and_then(|w| w.git_head.clone()),
+            created: when(run.created_at),
+            updated: when(run.updated_at),
+            started_by: run.started_by.label(),
+            last_actor: run.last_actor.label(),
+            goal: run.goal.clone(),
+            end_reason: run.end_reason.clone(),
+            forked_from: run.forked_from.as_ref().map(|f| format!("{} at checkpoint {}", f.run_id, f.checkpoint)),
+            artifacts: run.artifacts.iter().map(|(name, value)| (name.clone(), pretty(value))).collect(),
+            checkpoints: run.checkpoints.clone(),
+        };
+        RunPage {
+            frame,
+            run: head,
+            gates,
+            graph_svg: Value::from_safe_string(to_svg(graph)),
+            mermaid: to_mermaid(graph),
+            tasks,
+            events: events.into_iter().rev().map(EventRow::of).collect(),
+            older: next_before_seq,
+        }
+    }
+}
+
+fn gate(task: Option<String>, g: &crate::engine::run::HumanGate) -> GateView {
+    let kind = match g.kind {
+        crate::engine::run::GateKind::Question => "question",
+        crate::engine::run::GateKind::LoopLimit { .. } => "loop limit",
+        crate::engine::run::GateKind::TaskFailed => "task failed",
+    };
+    GateView { task, question: g.question.clone(), options: g.options.clone(), kind }
+}
+
+impl EventRow {
+    fn of(mut event: Event) -> EventRow {
+        let line = crate::engine::brief::EventLine::of(&event);
+        let outcome = match &event.kind {
+            EventKind::Advanced { report, .. } | EventKind::TaskAdvanced { report, .. } => Some(report.outcome.clone()),
+            _ => None,
+        };
+        let whole = crate::service::long_text(&mut event).map(std::mem::take).filter(|t| !t.is_empty());
+        let more_bytes = whole.as_ref().filter(|t| t.len() > EXCERPT_BYTES).map(String::len);
+        let text = whole.map(|t| crate::engine::run::prefix(&t, EXCERPT_BYTES).to_string());
+        EventRow {
+            seq: event.seq,
+            at: when(event.at),
+            by: line.by,
+            actor_kind: serde_json::to_value(event.actor.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            kind: event.kind.name(),
+            outcome,
+            summary: line.summary,
+            text,
+            more_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PrunePage {
+    #[serde(flatten)]
+    pub frame: Frame,
+    pub older_than: String,
+    pub dry_run: bool,
+    pub runs: Vec<RunRow>,
+}
+
+impl PrunePage {
+    pub fn new(frame: Frame, older_than: String, deleted: Deleted) -> PrunePage {
+        PrunePage { frame, older_than, dry_run: deleted.dry_run, runs: deleted.runs.iter().map(RunRow::of).collect() }
+    }
+}
+
+/// A page with a title and the frame's error or notice (e.g. a run that is gone).
+#[derive(Debug, Serialize)]
+pub struct MessagePage {
+    #[serde(flatten)]
+    pub frame: Frame,
+    pub title: String,
+}
+
+/// A time as people read it: `2026-11-25 17:44:54 UTC`.
+pub fn when(t: Timestamp) -> String {
+    let text = t.to_rfc3339();
+    let (date, time) = text.split_once('T').unwrap_or((&text, ""));
+    format!("{date} {} UTC", time.get(..8).unwrap_or(time))
+}
+
+fn pretty(value: &serde_json::Value) -> String {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    if text.len() <= ARTIFACT_BYTES {
+        return text;
+    }
+    format!("{}\n… ({} bytes in all)", crate::engine::run::prefix(&text, ARTIFACT_BYTES), text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::run::{GateKind, HumanGate};
+    use crate::engine::{Actor, Change, NewRun, Plan, PlanTask, Run, builtin_template};
+    use crate::time::Timestamp;
+
+    fn frame() -> Frame {
+        Frame { counter: 7, page: "/runs/r1".into(), csrf: "c".into(), home: "/h".into(), error: None, notice: None }
+    }
+
+    /// A parallel run fanned out into two tasks, one of which asks a human.
+    fn run_with_task_gate() -> (Run, Vec<Event>) {
+        let new = NewRun {
+            id: "r1".into(),
+            template: builtin_template("parallel").unwrap(),
+            goal: "g".into(),
+            title: "t".into(),
+            context: Default::default(),
+            workspace: None,
+            max_agents: 4,
+        };
+        let (mut run, first) = Run::start(new, &Actor::default(), Timestamp(1));
+        let task = |id: &str| PlanTask { id: id.into(), title: id.into(), description: String::new(), depends_on: vec![], pipeline: None };
+        let plan = Plan { tasks: vec![task("api"), task("ui")], base: None };
+        let change = Change::Advance {
+            expected_version: 1,
+            outcome: "planned".into(),
+            output: "o".into(),
+            artifacts: Default::default(),
+            plan: Some(plan),
+        };
+        let second = run.apply(&change, &Actor::default(), Timestamp(2)).unwrap();
+        let gate = HumanGate {
+            kind: GateKind::TaskFailed,
+            question: "Retry api?".into(),
+            options: vec!["retry".into(), "skip".into()],
+            step: "test".into(),
+            asked_at: Timestamp(3),
+        };
+        run.fanout.as_mut().unwrap().tasks[0].gate = Some(gate);
+        (run, vec![first, second])
+    }
+
+    #[test]
+    fn a_tasks_question_gets_its_own_form_and_the_timeline_runs_newest_first() {
+        let (run, events) = run_with_task_gate();
+        let graph = GraphView::of(&run, &events);
+        let details = RunDetails { summary: RunSummary::of(&run), run, events, next_before_seq: None };
+        let page = RunPage::new(frame(), details, &graph);
+        assert_eq!(page.gates.len(), 1);
+        assert_eq!((page.gates[0].task.as_deref(), page.gates[0].kind), (Some("api"), "task failed"));
+        assert_eq!(page.gates[0].options, ["retry", "skip"]);
+        assert_eq!(page.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["api", "ui"]);
+        assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(page.events[0].outcome.as_deref(), Some("planned"));
+        let html = Views::new().unwrap().render("run.html", &page).unwrap();
+        assert!(html.contains(r#"<input type="hidden" name="task" value="api">"#), "the answer names the task");
+        assert!(html.contains(r#"<button type="submit" name="answer" value="retry">retry</button>"#));
+        assert!(html.contains(r#"data-counter="7""#) && html.contains("<svg"));
+    }
+
+    #[test]
+    fn long_texts_are_cut_for_the_timeline_and_times_read_plainly() {
+        let (_, mut events) = run_with_task_gate();
+        if let EventKind::Advanced { report, .. } = &mut events[1].kind {
+            report.output = "é".repeat(EXCERPT_BYTES);
+        }
+        let row = EventRow::of(events[1].clone());
+        assert_eq!(row.more_bytes, Some(2 * EXCERPT_BYTES));
+        assert!(row.text.as_ref().is_some_and(|t| t.len() <= EXCERPT_BYTES && t.chars().all(|c| c == 'é')));
+        assert_eq!(when(Timestamp::parse("2026-11-25T17:44:54.123Z").unwrap()), "2026-11-25 17:44:54 UTC");
+    }
+}
