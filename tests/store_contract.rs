@@ -253,3 +253,46 @@ async fn concurrent_commits_all_land_and_export_import_round_trips() {
         assert!(store.import(&mut b"{\"nope\":1}\n".as_slice(), false).await.is_err(), "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_finished_runs_are_deleted_whole_and_the_change_feed_counts_it() {
+    for (name, store) in backends().await.stores {
+        let store = store.as_ref();
+        let mut feed = store.changes();
+        let seen = *feed.borrow_and_update();
+        create_at(store, "keep", NOW).await;
+        create_at(store, "gone", NOW).await;
+        checkpoint(store, "op-cp", "gone", "before").await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), feed.wait_for(|c| *c > seen))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: no change counted within 5 s"))
+            .unwrap();
+
+        let err = store.delete_run("gone").await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidState, "{name}: a run in progress is refused");
+        assert!(store.run("gone").await.unwrap().is_some(), "{name}: and kept");
+
+        update(store, "op-cancel", "gone", |run| {
+            let change = Change::Cancel { expected_version: None, reason: "done with it".into() };
+            let event = run.apply(&change, &Actor::default(), NOW)?;
+            Ok(Commit::new(run.clone(), event))
+        })
+        .await
+        .unwrap();
+        let before = *feed.borrow_and_update();
+        let deleted = store.delete_run("gone").await.unwrap().expect("the run was there");
+        assert_eq!(deleted.run_id, "gone", "{name}");
+        tokio::time::timeout(std::time::Duration::from_secs(5), feed.wait_for(|c| *c > before))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the delete was not counted within 5 s"))
+            .unwrap();
+        assert!(store.run("gone").await.unwrap().is_none(), "{name}");
+        assert!(store.events("gone", 1, 100, usize::MAX).await.unwrap().is_empty(), "{name}: events go with it");
+        assert!(store.checkpoint("gone", "before").await.unwrap().is_none(), "{name}: checkpoints go with it");
+        let listed: Vec<String> =
+            store.list(&RunQuery { limit: 10, ..RunQuery::default() }).await.unwrap().runs.into_iter().map(|s| s.run_id).collect();
+        assert_eq!(listed, vec!["keep".to_string()], "{name}: the listing forgets it");
+        assert!(store.delete_run("gone").await.unwrap().is_none(), "{name}: a second delete finds nothing");
+        assert!(store.verify().await.unwrap().is_sound(), "{name}");
+    }
+}

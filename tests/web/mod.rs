@@ -36,6 +36,7 @@ impl UiServer {
             .env("BATON_HOME", home)
             .env("BATON_LOG", "warn")
             .env("BATON_OWNER_IDLE", OWNER_IDLE)
+            .envs(crate::common::database_env(home))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
