@@ -31,7 +31,7 @@ fn main() {
     println!("ui: {RUNS} runs written in {:.1} s", started.elapsed().as_secs_f64());
     report("list_runs (limit 100) in the owner, no HTTP (the floor)", list_floor(&home));
 
-    let ui = UiServer::start(&home.dir);
+    let ui = UiServer::start(&home.dir, Vec::new());
     let login = Login::new(&ui);
     for (what, path) in [("runs list, 100 of 10,000 runs", "/"), ("runs list filtered (status=awaiting_human)", "/?status=awaiting_human")]
     {

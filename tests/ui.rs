@@ -6,7 +6,7 @@
 mod common;
 mod web;
 
-use common::{Server, cli, fresh_home};
+use common::{Server, cli, database_env, fresh_home};
 use rmcp::model::ReadResourceRequestParams;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -62,7 +62,7 @@ async fn the_page_refuses_strangers_other_origins_and_stale_answers() {
     let server = Server::start(&home).await;
     let gate = run_at_gate(&server).await;
     let id = gate["run_id"].as_str().unwrap().to_string();
-    let ui = UiServer::start(&home);
+    let ui = UiServer::start(&home, database_env(&home));
 
     // No token, a wrong token, or a foreign Host: refused before anything is read.
     assert_eq!(http(ui.port, "GET", "/", &[], None).status, 401);
@@ -189,7 +189,7 @@ async fn another_sessions_change_reaches_an_open_event_stream_within_a_second() 
     let home = fresh_home(&tmp);
     let server = Server::start(&home).await;
     let brief = server.ok("start_workflow", json!({"goal": "g"})).await;
-    let ui = UiServer::start(&home);
+    let ui = UiServer::start(&home, database_env(&home));
     let login = Login::new(&ui);
     let mut events = EventStream::open(ui.port, &login.cookie);
     let first = events.next_change(Instant::now() + web::PATIENCE).expect("the counter at once");
@@ -328,7 +328,7 @@ async fn a_browser_sees_the_graph_answers_a_gate_and_follows_other_sessions_live
     for outcome in ["reproduced", "fixed", "approved", "passed"] {
         fixed = server.advance(&fixed, outcome, "ok").await;
     }
-    let ui = UiServer::start(&home);
+    let ui = UiServer::start(&home, database_env(&home));
 
     // The printed address logs the browser in and drops the token from the address bar.
     browser.navigate(&ui.url());

@@ -29,14 +29,15 @@ pub struct UiServer {
 }
 
 impl UiServer {
-    /// Start `baton ui` on `home` and read the address it prints.
-    pub fn start(home: &Path) -> UiServer {
+    /// Start `baton ui` on `home` (with `env` added, e.g. the database URL) and read the
+    /// address it prints.
+    pub fn start(home: &Path, env: Vec<(&'static str, String)>) -> UiServer {
         let mut child = Command::new(BATON)
             .args(["ui", "--port", "0"])
             .env("BATON_HOME", home)
             .env("BATON_LOG", "warn")
             .env("BATON_OWNER_IDLE", OWNER_IDLE)
-            .envs(crate::common::database_env(home))
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
