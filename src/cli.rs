@@ -43,6 +43,10 @@ pub enum Command {
         /// store: written to the registration's env as BATON_DATABASE_URL.
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
+        /// Encrypt runs at rest (sled): creates a key file, `db.key` beside the database or
+        /// where BATON_KEY_FILE says, for a new or empty database.
+        #[arg(long, conflicts_with = "database_url")]
+        encrypt: bool,
     },
     /// Remove baton from Codex's config.toml and remove the skill (runs are kept).
     Uninstall {

@@ -173,6 +173,11 @@ pub fn register_server(config_text: &str, command: &str, home: Option<&str>) -> 
 /// Set `BATON_DATABASE_URL` in `[mcp_servers.baton.env]` of `config_text` (registered
 /// already), keeping everything else.
 pub fn set_database_url(config_text: &str, url: &str) -> Result<String> {
+    set_env(config_text, crate::store::postgres::url::ENV, url)
+}
+
+/// Set `name = value` in `[mcp_servers.baton.env]`, keeping everything else.
+fn set_env(config_text: &str, name: &str, text: &str) -> Result<String> {
     let mut doc: DocumentMut = config_text.parse().context("config.toml is not valid TOML; fix it (nothing was changed)")?;
     let Some(entry) = doc.get_mut("mcp_servers").and_then(|s| s.get_mut("baton")).and_then(Item::as_table_like_mut) else {
         bail!("`mcp_servers.baton` is missing from config.toml; run `baton install` first (nothing was changed)");
@@ -181,8 +186,42 @@ pub fn set_database_url(config_text: &str, url: &str) -> Result<String> {
     let Some(env) = env.as_table_like_mut() else {
         bail!("`mcp_servers.baton.env` in config.toml is not a table; fix it before installing (nothing was changed)");
     };
-    env.insert(crate::store::postgres::url::ENV, value(url));
+    env.insert(name, value(text));
     Ok(doc.to_string())
+}
+
+/// `baton install --encrypt`: create the key of the (new or empty) sled database in
+/// `db_dir`, so every record is sealed from now on; an existing key is checked and kept.
+/// Returns the key file and what was done.
+pub fn enable_encryption(db_dir: &Path) -> Result<(PathBuf, String)> {
+    use crate::store::sled_store::{Key, Options};
+    let path = Options::key_path(db_dir);
+    if path.exists() {
+        Key::load(&path)?;
+        let line = format!("runs are encrypted at rest with the key in {} (kept)", path.display());
+        return Ok((path, line));
+    }
+    let holds_runs = fs::read_dir(db_dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
+    if holds_runs {
+        bail!(
+            "the database {dir} already holds runs in the clear, and a database is encrypted or not for life (nothing was changed); to encrypt them: `baton export runs.jsonl`, move {dir} aside, `baton install --encrypt`, then `baton import runs.jsonl`",
+            dir = db_dir.display()
+        );
+    }
+    Key::load_or_create(&path)?;
+    let line = format!(
+        "runs will be encrypted at rest (XChaCha20-Poly1305) with the new key in {} (0600); keep a copy of it somewhere safe: without it the runs cannot be read",
+        path.display()
+    );
+    Ok((path, line))
+}
+
+/// Write `BATON_KEY_FILE` into the registration in `codex_home`, so the sessions Codex
+/// starts find a key kept away from the default place.
+pub fn register_key_file(codex_home: &Path, key_file: &Path) -> Result<()> {
+    let config = codex_home.join("config.toml");
+    let updated = set_env(&read_optional(&config)?, crate::store::sled_store::KEY_FILE_ENV, &key_file.to_string_lossy())?;
+    write_atomically(&config, &updated)
 }
 
 /// Write `BATON_DATABASE_URL` into the registration in `codex_home`. A URL with a

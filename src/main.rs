@@ -68,7 +68,7 @@ fn print(text: &str) -> ExitCode {
 async fn run(cli: Cli) -> Result<String> {
     let command = cli.command.unwrap_or(Command::Serve);
     match command {
-        Command::Install { codex_home, command, no_skill, plugin, database_url } => {
+        Command::Install { codex_home, command, no_skill, plugin, database_url, encrypt } => {
             if let Some(url) = &database_url {
                 // Refuse an unusable URL before writing it anywhere.
                 baton::store::postgres::DatabaseUrl::parse(url)?;
@@ -80,9 +80,16 @@ async fn run(cli: Cli) -> Result<String> {
             // Pin the data directory in the registration: Codex starts servers with a reduced
             // environment, and the server must use the same database as terminal commands.
             let baton_home = Home::resolve(cli.home.as_deref())?;
+            let key_file = if encrypt {
+                baton_home.prepare()?;
+                Some(baton::install::enable_encryption(&baton_home.db_dir())?)
+            } else {
+                None
+            };
             if let Some(dir) = plugin {
                 let dir = std::path::absolute(&dir)?;
                 let mut lines = baton::install::write_plugin(&dir, &exe, Some(&baton_home.dir), database_url.as_deref())?;
+                lines.extend(key_file.map(|(_, line)| line));
                 let marketplace = baton::install::MARKETPLACE;
                 lines.push(format!(
                     "Add it to Codex with:\n  codex plugin marketplace add {}\n  codex plugin add baton@{marketplace}\nthen start a new session (run `baton uninstall` first if baton was installed without --plugin).",
@@ -94,6 +101,12 @@ async fn run(cli: Cli) -> Result<String> {
             let mut lines = baton::install::install(&codex_home, &exe, Some(&baton_home.dir), !no_skill)?;
             if let Some(url) = &database_url {
                 lines.push(baton::install::register_database_url(&codex_home, url)?);
+            }
+            if let Some((path, line)) = key_file {
+                if std::env::var_os(baton::store::sled_store::KEY_FILE_ENV).is_some() {
+                    baton::install::register_key_file(&codex_home, &path)?;
+                }
+                lines.push(line);
             }
             lines.push("Restart Codex (or start a new session) to load baton.".into());
             Ok(lines.join("\n"))
@@ -227,7 +240,7 @@ async fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
     if lock.try_lock().is_err() {
         stop_idle_owner(&home, &lock).await?;
     }
-    let report = baton::store::SledStore::repair(&home.db_dir(), Default::default())?;
+    let report = baton::store::SledStore::repair(&home.db_dir(), baton::store::sled_store::Options::for_dir(&home.db_dir())?)?;
     if json {
         return Ok(serde_json::to_string_pretty(&report)?);
     }

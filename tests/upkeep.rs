@@ -54,3 +54,90 @@ async fn upkeep_commands_work_while_a_session_runs() {
     let (ok, out, err) = cli(&other, &["verify", "--repair"]);
     assert!(ok && out.contains("1 run(s)"), "{out}{err}");
 }
+
+/// Run `baton install` for `home` into a fresh Codex home, with `args` added.
+fn install(home: &std::path::Path, codex_home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(common::BATON)
+        .env("BATON_HOME", home)
+        .env("CODEX_HOME", codex_home)
+        .env_remove("BATON_KEY_FILE")
+        .arg("install")
+        .args(args)
+        .output()
+        .expect("run baton install");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Stop the owner of `home` (SIGTERM) and wait until it is gone.
+fn stop_owner(home: &std::path::Path) {
+    let owner = common::owner_pid(home);
+    common::signal(owner, "-TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while common::alive(owner) {
+        assert!(std::time::Instant::now() < deadline, "the owner exits on SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_encrypt_seals_every_record_and_the_key_stays_outside_the_database() {
+    if common::owner_only("encryption at rest of the sled database") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let codex_home = tmp.path().join("codex");
+    let (ok, out, err) = install(&home, &codex_home, &["--encrypt", "--no-skill"]);
+    assert!(ok && out.contains("encrypted at rest") && out.contains("db.key"), "{out}{err}");
+    let key_file = home.join("db.key");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600, "the key is private");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().len(), 32);
+
+    let server = Server::start(&home).await;
+    let secret = "Rotate the AKIA-SECRET-42 credentials";
+    let brief = server.ok("start_workflow", json!({"goal": secret})).await;
+    let brief = server.advance(&brief, "planned", "plan naming AKIA-SECRET-42 again").await;
+    let run_id = brief["run_id"].as_str().unwrap().to_string();
+    server.stop().await;
+    stop_owner(&home);
+
+    for entry in std::fs::read_dir(home.join("db")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.windows(12).any(|w| w == b"AKIA-SECRET-"), "{} holds the goal in the clear", path.display());
+        }
+    }
+    // A new owner finds the key beside the database by itself.
+    let (ok, out, err) = cli(&home, &["show", &run_id, "--json"]);
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((shown["run"]["goal"].as_str(), shown["run"]["version"].as_u64()), (Some(secret), Some(2)));
+    let (ok, _, _) = install(&home, &codex_home, &["--encrypt", "--no-skill"]);
+    assert!(ok, "installing again keeps the key");
+    stop_owner(&home);
+
+    // Without the key the database is refused with the fix, never served or overwritten.
+    let moved = tmp.path().join("kept.key");
+    std::fs::rename(&key_file, &moved).unwrap();
+    let (ok, _, err) = cli(&home, &["runs"]);
+    assert!(!ok && err.contains("encrypted, and no key") && err.contains("BATON_KEY_FILE"), "{err}");
+    let out = std::process::Command::new(common::BATON)
+        .env("BATON_HOME", &home)
+        .env("BATON_KEY_FILE", &moved)
+        .env("BATON_OWNER_IDLE", "1s")
+        .args(["show", &run_id, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "BATON_KEY_FILE names a key kept elsewhere: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A database that already holds runs in the clear is not half-encrypted.
+    let plain = tmp.path().join("plain-home");
+    let server = Server::start(&plain).await;
+    server.ok("start_workflow", json!({"goal": "in the clear"})).await;
+    server.stop().await;
+    let (ok, _, err) = install(&plain, &codex_home, &["--encrypt", "--no-skill"]);
+    assert!(!ok && err.contains("already holds runs in the clear") && err.contains("baton export"), "{err}");
+    assert!(!plain.join("db.key").exists(), "nothing was changed");
+}

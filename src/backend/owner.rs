@@ -70,7 +70,9 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(10),
             lock_wait: Duration::from_secs(10),
             home_check: Duration::from_secs(2),
-            open_store: Arc::new(|dir: &Path| -> BatonResult<Arc<dyn RunStore>> { Ok(Arc::new(SledStore::open(dir)?)) }),
+            open_store: Arc::new(|dir: &Path| -> BatonResult<Arc<dyn RunStore>> {
+                Ok(Arc::new(SledStore::open_with(dir, crate::store::sled_store::Options::for_dir(dir)?)?))
+            }),
         }
     }
 }

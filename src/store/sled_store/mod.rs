@@ -56,6 +56,43 @@ impl Default for Options {
     }
 }
 
+/// The environment variable naming the database key file (default: `db.key` beside `db/`).
+pub const KEY_FILE_ENV: &str = "BATON_KEY_FILE";
+
+impl Options {
+    /// Where the key of the database in `dir` is kept: `BATON_KEY_FILE`, else `db.key`
+    /// beside the database directory (outside it, so copies of `db/` and backups carry no key).
+    pub fn key_path(dir: &Path) -> PathBuf {
+        match named_key_file() {
+            Some(path) => path,
+            None => dir.with_file_name("db.key"),
+        }
+    }
+
+    /// The options for the database in `dir`: encrypted when its key file exists. A key
+    /// file named by `BATON_KEY_FILE` must exist.
+    pub fn for_dir(dir: &Path) -> BatonResult<Options> {
+        let path = Options::key_path(dir);
+        let key = match path.try_exists() {
+            Ok(true) => Some(Key::load(&path)?),
+            Ok(false) if named_key_file().is_some() => {
+                return Err(BatonError::invalid(
+                    KEY_FILE_ENV,
+                    format!("{KEY_FILE_ENV} names {}, which does not exist", path.display()),
+                    "Point BATON_KEY_FILE at the database's key file, or unset it for a database without encryption.",
+                ));
+            }
+            _ => None,
+        };
+        Ok(Options { key, ..Options::default() })
+    }
+}
+
+/// The key file `BATON_KEY_FILE` names, if it is set.
+fn named_key_file() -> Option<PathBuf> {
+    std::env::var_os(KEY_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
 /// The sled database and its trees, in the order of [`keys::TREES`].
 pub(crate) struct Db {
     sled: sled::Db,

@@ -155,7 +155,7 @@ fn check_encryption(shared: &Shared, db: &Db) -> BatonResult<()> {
         (None, true) => Err(not_encrypted(dir)),
         (Some(_), false) => Err(BatonError::storage(
             format!("the baton database at {} is encrypted, and no key was given", dir.display()),
-            "Open it with its key file (the one created with the database); without it the runs cannot be read.",
+            "Put its key file back as `db.key` beside the database directory, or point BATON_KEY_FILE at it (the file `baton install --encrypt` created); without it the runs cannot be read.",
         )),
         (Some(check), true) => match shared.codec.json("meta", keys::META_CRYPTO, &check) {
             Ok(text) if text.as_ref() == CRYPTO_CHECK => Ok(()),
