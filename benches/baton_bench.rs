@@ -12,11 +12,7 @@
 //! Set BATON_BENCH_DIR to measure on another disk (default: $TMPDIR/baton-bench), and
 //! BATON_BENCH_QUICK=1 for a short smoke run.
 
-use rmcp::model::CallToolRequestParams;
-use rmcp::service::RunningService;
-use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
-use rmcp::{RoleClient, ServiceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,9 +22,8 @@ use std::time::{Duration, Instant};
 #[path = "support/mod.rs"]
 mod support;
 
+use support::session::{BATON, Session};
 use support::{FlushCounter, Stats, dir_bytes, fdatasync_floor, ratio, report, rss_kib};
-
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
 /// The sizes of the phases; `BATON_BENCH_QUICK` shrinks them for a smoke run.
 struct Sizes {
@@ -63,7 +58,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
     runtime.block_on(async {
         let home = dir.path().join("home");
-        let server = Session::start(&home).await;
+        let server = session(&home).await;
         let ping = server.timed(sizes.latency_samples, || async { server.client.peer().send_request(ping_request()).await.unwrap() }).await;
         report("MCP round trip: ping (transport only)", &ping);
         let round_trip = server.timed(sizes.latency_samples, || server.call("inspect", json!({"templates": true}))).await;
@@ -122,7 +117,7 @@ fn main() {
 
         // Listing with many runs.
         let list_home = dir.path().join("list");
-        let lister = Session::start(&list_home).await;
+        let lister = session(&list_home).await;
         create_runs(&list_home, sizes.runs).await;
         let open = lister.timed(200, || lister.call("inspect", json!({"status": "open", "limit": 50}))).await;
         report(&format!("list open runs (limit 50) with {} runs", sizes.runs), &open);
@@ -133,7 +128,7 @@ fn main() {
         // Resume costs the same whatever the history's length.
         let histories: &[u64] = if quick { &[10] } else { &[10, 1_000, 10_000] };
         for &events in histories {
-            let run = server.run_with_events(events).await;
+            let run = run_with_events(&server, events).await;
             let resume = server.timed(200, || server.call("resume", json!({ "run_id": run }))).await;
             report(&format!("resume, run with {events} events"), &resume);
         }
@@ -157,7 +152,7 @@ fn ping_request() -> rmcp::model::ClientRequest {
 async fn throughput(home: &Path, sessions: usize, seconds: f64) -> f64 {
     let mut all = Vec::new();
     for _ in 0..sessions {
-        all.push(Arc::new(Session::start(home).await));
+        all.push(Arc::new(session(home).await));
     }
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let workers: Vec<_> = all
@@ -194,12 +189,12 @@ async fn fill(home: &Path, sessions: usize, events: u64) {
     let per_session = events / sessions as u64;
     let mut workers = Vec::new();
     for _ in 0..sessions {
-        let session = Session::start(home).await;
+        let session = session(home).await;
         workers.push(tokio::spawn(async move {
             let mut left = per_session;
             while left > 0 {
                 let size = left.min(1_000);
-                session.run_with_events(size).await;
+                run_with_events(&session, size).await;
                 left -= size;
             }
             session.stop().await;
@@ -214,7 +209,7 @@ async fn fill(home: &Path, sessions: usize, events: u64) {
 async fn create_runs(home: &Path, runs: usize) {
     let mut workers = Vec::new();
     for s in 0..4 {
-        let session = Session::start(home).await;
+        let session = session(home).await;
         workers.push(tokio::spawn(async move {
             for i in (s..runs).step_by(4) {
                 let brief = session.start_run().await;
@@ -260,72 +255,17 @@ fn cold_start(home: &Path) -> (Duration, u64) {
     (elapsed, rss)
 }
 
-/// One Codex-like session: a `baton serve` process and its MCP client.
-struct Session {
-    client: RunningService<RoleClient, ()>,
-    pid: u32,
+/// A session on the baton home `home`, started beside it.
+async fn session(home: &Path) -> Session {
+    Session::start(&[("BATON_HOME".into(), home.display().to_string())], home.parent().unwrap_or(Path::new("/"))).await
 }
 
-impl Session {
-    async fn start(home: &Path) -> Session {
-        let cmd = tokio::process::Command::new(BATON).configure(|c| {
-            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "error").current_dir(home.parent().unwrap_or(Path::new("/")));
-        });
-        let transport = TokioChildProcess::new(cmd).unwrap();
-        let pid = transport.id().unwrap();
-        let client = ().serve(transport).await.unwrap();
-        Session { client, pid }
+/// A run whose history holds exactly `events` events.
+async fn run_with_events(session: &Session, events: u64) -> String {
+    let mut brief = session.start_run().await;
+    for _ in 1..events {
+        brief = session.advance(&brief).await;
     }
-
-    async fn stop(self) {
-        self.client.cancel().await.ok();
-    }
-
-    async fn call(&self, tool: &str, args: Value) -> Value {
-        let result = self
-            .client
-            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone()))
-            .await
-            .unwrap();
-        assert_ne!(result.is_error, Some(true), "{tool}: {:?}", result.structured_content);
-        result.structured_content.unwrap()
-    }
-
-    /// Time `n` calls of `f`.
-    async fn timed<F, Fut, T>(&self, n: usize, f: F) -> Stats
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = T>,
-    {
-        let mut samples = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            f().await;
-            samples.push(t.elapsed());
-        }
-        Stats::of(samples)
-    }
-
-    async fn start_run(&self) -> Value {
-        let template = json!({"name": "bench-loop", "steps": [
-            {"name": "work", "role": "implementer", "max_visits": 1000000, "outcomes": {"next": "check"}},
-            {"name": "check", "role": "reviewer", "outcomes": {"next": "work", "finish": "done"}}]});
-        self.call("start_workflow", json!({"goal": "benchmark", "template_definition": template})).await
-    }
-
-    async fn advance(&self, brief: &Value) -> Value {
-        let output = "Implemented the change in src/lib.rs; 12 tests pass.";
-        self.call("advance", json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": "next", "output": output}))
-            .await
-    }
-
-    /// A run whose history holds exactly `events` events.
-    async fn run_with_events(&self, events: u64) -> String {
-        let mut brief = self.start_run().await;
-        for _ in 1..events {
-            brief = self.advance(&brief).await;
-        }
-        assert_eq!(brief["version"].as_u64(), Some(events));
-        brief["run_id"].as_str().unwrap().to_string()
-    }
+    assert_eq!(brief["version"].as_u64(), Some(events));
+    brief["run_id"].as_str().unwrap().to_string()
 }

@@ -12,17 +12,15 @@
 
 #[path = "../tests/common/pg.rs"]
 mod pg;
+#[path = "support/mod.rs"]
+mod support;
 
-use rmcp::model::CallToolRequestParams;
-use rmcp::service::RunningService;
-use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
-use rmcp::{RoleClient, ServiceExt};
-use serde_json::{Value, json};
+use support::session::Session;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
 const SESSIONS: usize = 8;
 
 fn main() {
@@ -90,7 +88,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn measure(name: &'static str, env: &[(String, String)], samples: usize, window: Duration) -> Result {
-    let one = Session::start(env).await;
+    let mut env = env.to_vec();
+    env.push(("BATON_OWNER_IDLE".into(), "5s".into()));
+    let (env, cwd) = (&env[..], std::env::temp_dir());
+    let one = Session::start(env, &cwd).await;
     let mut brief = one.start_run().await;
     for _ in 0..20 {
         brief = one.advance(&brief).await;
@@ -107,7 +108,7 @@ async fn measure(name: &'static str, env: &[(String, String)], samples: usize, w
     println!("{name}: durable advance p50 {:.3} ms, p99 {:.3} ms ({samples} advances, one session)", ms(p50), ms(p99));
 
     let sessions: Vec<Arc<Session>> =
-        futures::future::join_all((0..SESSIONS).map(|_| Session::start(env))).await.into_iter().map(Arc::new).collect();
+        futures::future::join_all((0..SESSIONS).map(|_| Session::start(env, &cwd))).await.into_iter().map(Arc::new).collect();
     let mut briefs = Vec::new();
     for session in &sessions {
         briefs.push(session.start_run().await);
@@ -138,43 +139,4 @@ async fn measure(name: &'static str, env: &[(String, String)], samples: usize, w
         }
     }
     Result { name, p50, p99, throughput }
-}
-
-struct Session {
-    client: RunningService<RoleClient, ()>,
-}
-
-impl Session {
-    async fn start(env: &[(String, String)]) -> Session {
-        let env = env.to_vec();
-        let cmd = tokio::process::Command::new(BATON).configure(move |c| {
-            c.arg("serve").env("BATON_LOG", "error").env("BATON_OWNER_IDLE", "5s").envs(env.iter().map(|(k, v)| (k, v)));
-        });
-        let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
-        Session { client }
-    }
-
-    async fn call(&self, tool: &str, args: Value) -> Value {
-        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone());
-        let result = self.client.call_tool(params).await.unwrap();
-        assert_ne!(result.is_error, Some(true), "{tool}: {:?}", result.structured_content);
-        result.structured_content.unwrap()
-    }
-
-    async fn start_run(&self) -> Value {
-        let template = json!({"name": "bench-loop", "steps": [
-            {"name": "work", "role": "implementer", "max_visits": 1000000, "outcomes": {"next": "check"}},
-            {"name": "check", "role": "reviewer", "outcomes": {"next": "work", "finish": "done"}}]});
-        self.call("start_workflow", json!({"goal": "benchmark", "template_definition": template})).await
-    }
-
-    async fn advance(&self, brief: &Value) -> Value {
-        let output = "Implemented the change in src/lib.rs; 12 tests pass.";
-        self.call("advance", json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": "next", "output": output}))
-            .await
-    }
-
-    async fn stop(self) {
-        let _ = self.client.cancel().await;
-    }
 }

@@ -2,6 +2,8 @@
 //! flush counter, space on disk and memory.
 #![allow(dead_code)]
 
+pub mod session;
+
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -103,15 +103,7 @@ fn client(home: &Home, settings: Settings) -> Backend {
 }
 
 fn start_workflow(goal: &str) -> Request {
-    Request::StartWorkflow(StartWorkflowParams {
-        goal: goal.into(),
-        title: None,
-        template: None,
-        template_definition: None,
-        template_file: None,
-        context: None,
-        max_agents: None,
-    })
+    Request::StartWorkflow(StartWorkflowParams { goal: goal.into(), ..Default::default() })
 }
 
 /// Whether the lock and the database can be taken by someone else now.

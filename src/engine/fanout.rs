@@ -289,15 +289,7 @@ impl Run {
                     (Some(max), Target::Step(target)) => {
                         let visits = task.visits.get(target).copied().unwrap_or(0);
                         task.status = TaskStatus::AwaitingHuman;
-                        task.gate = Some(HumanGate {
-                            kind: GateKind::LoopLimit { target: target.clone() },
-                            question: format!(
-                                "Task `{id}`: step `{target}` has already run {visits} times (its max_visits is {max}). Allow another {max} rounds, or fail the task?"
-                            ),
-                            options: vec!["continue".into(), "fail".into()],
-                            step: step.clone(),
-                            asked_at: now,
-                        });
+                        task.gate = Some(HumanGate::loop_limit(target, visits, *max, Some(id), step.clone(), now));
                         Aftermath::Nothing
                     }
                     (_, Target::Step(target)) => {

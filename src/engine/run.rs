@@ -72,6 +72,28 @@ pub struct HumanGate {
     pub asked_at: Timestamp,
 }
 
+impl HumanGate {
+    /// The question asked when step `target` used up its `max_visits` (`visits` so far):
+    /// allow another `max` rounds, or fail (the run, or task `task` of a fan-out).
+    pub(super) fn loop_limit(target: &str, visits: u32, max: u32, task: Option<&str>, step: String, now: Timestamp) -> HumanGate {
+        let question = match task {
+            Some(id) => format!(
+                "Task `{id}`: step `{target}` has already run {visits} times (its max_visits is {max}). Allow another {max} rounds, or fail the task?"
+            ),
+            None => format!(
+                "Step `{target}` has already run {visits} times (its max_visits is {max}). Allow another {max} rounds, or stop the run as failed?"
+            ),
+        };
+        HumanGate {
+            kind: GateKind::LoopLimit { target: target.to_string() },
+            question,
+            options: vec!["continue".into(), "fail".into()],
+            step,
+            asked_at: now,
+        }
+    }
+}
+
 /// A question and the human's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HumanExchange {
@@ -558,15 +580,7 @@ impl Run {
         let step = target.as_str();
         let visits = self.visits.get(step).copied().unwrap_or(0);
         self.status = RunStatus::AwaitingHuman;
-        self.pending_gate = Some(HumanGate {
-            kind: GateKind::LoopLimit { target: step.to_string() },
-            question: format!(
-                "Step `{step}` has already run {visits} times (its max_visits is {max}). Allow another {max} rounds, or stop the run as failed?"
-            ),
-            options: vec!["continue".into(), "fail".into()],
-            step: self.current_step.clone().unwrap_or_default(),
-            asked_at: now,
-        });
+        self.pending_gate = Some(HumanGate::loop_limit(step, visits, max, None, self.current_step.clone().unwrap_or_default(), now));
     }
 
     pub(super) fn finish(&mut self, status: RunStatus, reason: String) {

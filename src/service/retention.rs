@@ -127,15 +127,7 @@ mod tests {
         }
 
         async fn start(&self) -> String {
-            let params = StartWorkflowParams {
-                goal: "g".into(),
-                title: None,
-                template: None,
-                template_definition: None,
-                template_file: None,
-                context: None,
-                max_agents: None,
-            };
+            let params = StartWorkflowParams { goal: "g".into(), ..Default::default() };
             match self.call(Request::StartWorkflow(params)).await {
                 Ok(Reply::Brief(brief)) => brief.run_id,
                 other => panic!("{other:?}"),
