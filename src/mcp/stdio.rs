@@ -181,6 +181,11 @@ impl<R: AsyncRead + Send + Unpin> HardenedStdio<R> {
             let data = json!({"limit": MAX_MESSAGE_DEPTH, "argument_limit": MAX_ARGUMENT_DEPTH});
             return Verdict::Answer(error_line(top.id.as_ref(), PARSE_ERROR, message, Some(data)));
         }
+        // A well-formed message is parsed once, straight into its type; only a message that
+        // fails is read again as plain JSON, to find its id and say what is wrong.
+        if let Ok(message) = serde_json::from_str::<ClientJsonRpcMessage>(text) {
+            return self.deliver(message);
+        }
         let value: Value = match serde_json::from_str(text) {
             Ok(value) => value,
             Err(e) => return Verdict::Answer(error_line(None, PARSE_ERROR, format!("Parse error: {e}"), None)),
@@ -189,22 +194,27 @@ impl<R: AsyncRead + Send + Unpin> HardenedStdio<R> {
         // Notifications and responses are never answered, even when malformed.
         let unanswered = (has("method") && !has("id")) || (!has("method") && (has("result") || has("error")));
         match serde_json::from_value::<ClientJsonRpcMessage>(value) {
-            Ok(message) => match &message {
-                JsonRpcMessage::Request(request) => {
-                    self.initialized |= matches!(request.request, ClientRequest::InitializeRequest(_));
-                    Verdict::Deliver(Box::new(message))
-                }
-                _ if self.initialized => Verdict::Deliver(Box::new(message)),
-                _ => {
-                    tracing::debug!("ignoring a notification or response before initialize");
-                    Verdict::Ignore
-                }
-            },
+            Ok(message) => self.deliver(message),
             Err(e) if unanswered => {
                 tracing::debug!("ignoring a malformed notification or response: {e}");
                 Verdict::Ignore
             }
             Err(e) => Verdict::Answer(error_line(id.as_ref(), INVALID_REQUEST, format!("Invalid Request: {e}"), None)),
+        }
+    }
+
+    /// Pass a message on; before `initialize`, only requests.
+    fn deliver(&mut self, message: ClientJsonRpcMessage) -> Verdict {
+        match &message {
+            JsonRpcMessage::Request(request) => {
+                self.initialized |= matches!(request.request, ClientRequest::InitializeRequest(_));
+                Verdict::Deliver(Box::new(message))
+            }
+            _ if self.initialized => Verdict::Deliver(Box::new(message)),
+            _ => {
+                tracing::debug!("ignoring a notification or response before initialize");
+                Verdict::Ignore
+            }
         }
     }
 }

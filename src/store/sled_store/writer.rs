@@ -72,6 +72,7 @@ impl Handle {
             undo: None,
             hashes: Vec::new(),
             reserve: FdReserve::new(),
+            recent: HashMap::new(),
         };
         let thread = std::thread::Builder::new()
             .name("baton-writer".into())
@@ -126,7 +127,14 @@ pub struct Writer {
     hashes: Vec<(Template, String)>,
     /// Descriptors held for the write path (see [`FdReserve`]).
     reserve: FdReserve,
+    /// Runs, with their op-id rings, as the last durable batches left them. This thread is
+    /// the only writer, so the next change to a busy run starts from here instead of
+    /// decoding the run again; anything but a successful commit batch empties it.
+    recent: HashMap<String, (Run, Vec<Option<String>>)>,
 }
+
+/// Most runs kept in [`Writer::recent`] (it is emptied when full).
+const RECENT_RUNS: usize = 1024;
 
 /// One write of a batch: tree, key, new value (`None` removes).
 pub(super) type Write = (T, Vec<u8>, Option<Vec<u8>>);
@@ -177,6 +185,7 @@ impl Writer {
                             self.batch(std::mem::take(&mut commits));
                         }
                         let _ = self.heal();
+                        self.recent.clear();
                         task(self);
                     }
                 }
@@ -232,10 +241,20 @@ impl Writer {
             }
             return;
         }
+        let (runs, mut rings) = (std::mem::take(&mut batch.runs), std::mem::take(&mut batch.rings));
         let outcome = self.write(db, batch);
         drop(guard);
         match self.settle(outcome) {
             Ok(()) => {
+                if self.recent.len() + runs.len() > RECENT_RUNS {
+                    self.recent.clear();
+                }
+                for (run_id, run) in runs {
+                    match (run, rings.remove(&run_id)) {
+                        (Some(run), Some(ring)) => self.recent.insert(run_id, (run, ring)),
+                        _ => self.recent.remove(&run_id),
+                    };
+                }
                 for (reply, answer) in answers {
                     let _ = reply.send(answer);
                 }
@@ -262,6 +281,7 @@ impl Writer {
             }
             Err((error, undo)) => {
                 self.undo = Some((undo, error.clone()));
+                self.recent.clear();
                 Err(error)
             }
         }
@@ -272,7 +292,13 @@ impl Writer {
         let current = match batch.runs.get(run_id) {
             Some(run) => run.clone(),
             None => {
-                let durable = self.shared.stored_run(db, run_id)?;
+                let durable = match self.recent.get(run_id) {
+                    Some((run, ring)) => {
+                        batch.rings.insert(run_id.to_string(), ring.clone());
+                        Some(run.clone())
+                    }
+                    None => self.shared.stored_run(db, run_id)?,
+                };
                 batch.overlay.runs.insert(run_id.to_string(), durable.clone());
                 batch.runs.insert(run_id.to_string(), durable.clone());
                 durable
