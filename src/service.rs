@@ -48,8 +48,7 @@ impl Service {
 
     /// A service whose notion of "now" comes from `clock` (tests move time by hand).
     pub fn with_clock(store: Arc<dyn RunStore>, clock: Arc<dyn Clock>) -> Service {
-        let changes = changes::ChangeFeed::new(store.changes());
-        Service { store, clock, changes }
+        Service { store, clock, changes: changes::ChangeFeed::new() }
     }
 
     /// Execute one request.
@@ -102,7 +101,7 @@ impl Service {
                 crate::maintenance::handle(self.store.as_ref(), &envelope.request).await
             }
             Request::GetGraph(p) => self.get_graph(p).await,
-            Request::WaitForChange(p) => self.changes.wait(p).await,
+            Request::WaitForChange(p) => self.changes.wait(|| self.store.changes(), p).await,
             Request::DeleteRun(p) => self.delete_run(p).await,
             Request::Prune(p) => self.prune(p).await,
             Request::OwnerStatus(_) => Err(BatonError::internal("the owner's status is answered by the owner process, not the service")),
