@@ -103,7 +103,7 @@ async fn run(cli: Cli) -> Result<String> {
                 lines.push(baton::install::register_database_url(&codex_home, url)?);
             }
             if let Some((path, line)) = key_file {
-                if std::env::var_os(baton::store::sled_store::KEY_FILE_ENV).is_some() {
+                if baton::store::sled_store::Options::named_key_file().is_some() {
                     baton::install::register_key_file(&codex_home, &path)?;
                 }
                 lines.push(line);

@@ -69,14 +69,10 @@ fn install(home: &std::path::Path, codex_home: &std::path::Path, args: &[&str]) 
 }
 
 /// Stop the owner of `home` (SIGTERM) and wait until it is gone.
-fn stop_owner(home: &std::path::Path) {
+async fn stop_owner(home: &std::path::Path) {
     let owner = common::owner_pid(home);
     common::signal(owner, "-TERM");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while common::alive(owner) {
-        assert!(std::time::Instant::now() < deadline, "the owner exits on SIGTERM");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_until("the owner exits on SIGTERM", std::time::Duration::from_secs(20), || !common::alive(owner)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +96,7 @@ async fn install_encrypt_seals_every_record_and_the_key_stays_outside_the_databa
     let brief = server.advance(&brief, "planned", "plan naming AKIA-SECRET-42 again").await;
     let run_id = brief["run_id"].as_str().unwrap().to_string();
     server.stop().await;
-    stop_owner(&home);
+    stop_owner(&home).await;
 
     for entry in std::fs::read_dir(home.join("db")).unwrap() {
         let path = entry.unwrap().path();
@@ -116,7 +112,7 @@ async fn install_encrypt_seals_every_record_and_the_key_stays_outside_the_databa
     assert_eq!((shown["run"]["goal"].as_str(), shown["run"]["version"].as_u64()), (Some(secret), Some(2)));
     let (ok, _, _) = install(&home, &codex_home, &["--encrypt", "--no-skill"]);
     assert!(ok, "installing again keeps the key");
-    stop_owner(&home);
+    stop_owner(&home).await;
 
     // Without the key the database is refused with the fix, never served or overwritten.
     let moved = tmp.path().join("kept.key");

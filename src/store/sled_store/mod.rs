@@ -60,13 +60,15 @@ impl Default for Options {
 pub const KEY_FILE_ENV: &str = "BATON_KEY_FILE";
 
 impl Options {
+    /// The key file `BATON_KEY_FILE` names, if it is set (and not empty).
+    pub fn named_key_file() -> Option<PathBuf> {
+        std::env::var_os(KEY_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+    }
+
     /// Where the key of the database in `dir` is kept: `BATON_KEY_FILE`, else `db.key`
     /// beside the database directory (outside it, so copies of `db/` and backups carry no key).
     pub fn key_path(dir: &Path) -> PathBuf {
-        match named_key_file() {
-            Some(path) => path,
-            None => dir.with_file_name("db.key"),
-        }
+        Options::named_key_file().unwrap_or_else(|| dir.with_file_name("db.key"))
     }
 
     /// The options for the database in `dir`: encrypted when its key file exists. A key
@@ -75,7 +77,7 @@ impl Options {
         let path = Options::key_path(dir);
         let key = match path.try_exists() {
             Ok(true) => Some(Key::load(&path)?),
-            Ok(false) if named_key_file().is_some() => {
+            Ok(false) if Options::named_key_file().is_some() => {
                 return Err(BatonError::invalid(
                     KEY_FILE_ENV,
                     format!("{KEY_FILE_ENV} names {}, which does not exist", path.display()),
@@ -86,11 +88,6 @@ impl Options {
         };
         Ok(Options { key, ..Options::default() })
     }
-}
-
-/// The key file `BATON_KEY_FILE` names, if it is set.
-fn named_key_file() -> Option<PathBuf> {
-    std::env::var_os(KEY_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// The sled database and its trees, in the order of [`keys::TREES`].
