@@ -209,7 +209,7 @@ async fn migrate(home: &Option<PathBuf>, to: &str, replace: bool) -> Result<Stri
     let tmp = home.dir.join(format!(".migrate-{}.jsonl", uuid::Uuid::new_v4()));
     let copied = async {
         backend.connect().await?;
-        backend.call(Request::Export(ExportParams { file: absolute(&tmp)? })).await?;
+        baton::gitops::call(&backend, baton::api::Caller::default(), Request::Export(ExportParams { file: absolute(&tmp)? })).await?;
         let store = target.open().await?;
         Ok::<_, anyhow::Error>(baton::migrate::copy(&tmp, store.as_ref(), replace).await?)
     }
@@ -255,10 +255,13 @@ async fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
 /// us (e.g. it lingers after a terminal command), ask it to shut down (it finishes what is
 /// in flight and releases the lock) and take the lock; if sessions use it, refuse.
 async fn stop_idle_owner(home: &Home, lock: &std::fs::File) -> Result<()> {
-    let owner = match Backend::new(home.clone()).call(Request::OwnerStatus(Default::default())).await? {
-        baton::api::Reply::Owner(owner) => owner,
-        other => anyhow::bail!("unexpected answer from the baton owner: {other:?}"),
-    };
+    let owner =
+        match baton::gitops::call(&Backend::new(home.clone()), baton::api::Caller::default(), Request::OwnerStatus(Default::default()))
+            .await?
+        {
+            baton::api::Reply::Owner(owner) => owner,
+            other => anyhow::bail!("unexpected answer from the baton owner: {other:?}"),
+        };
     if owner.connections > 1 {
         anyhow::bail!(
             "{} other connection(s) to the baton owner (pid {}) are open: baton sessions are using {}; stop every baton session (and Codex) first, then rerun `baton verify --repair`",

@@ -6,7 +6,7 @@ use crate::engine::brief::{EventLine, Guide, TaskBrief, codex_threads};
 use crate::engine::run::DEFAULT_MAX_AGENTS;
 use crate::engine::task_brief::fork_worktree;
 use crate::engine::template::check_identifier;
-use crate::engine::{Brief, Change, Event, EventKind, NewRun, Run, Template, Workspace, builtin_template, builtin_templates};
+use crate::engine::{Brief, Change, Event, EventKind, NewRun, Run, RunStatus, Template, Workspace, builtin_template, builtin_templates};
 use crate::error::{BatonError, BatonResult};
 use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, check_json_len, check_len};
 use crate::store::{Commit, Mutation, RunQuery, RunStore, RunSummary, unknown_run};
@@ -73,13 +73,17 @@ impl Service {
                 require_text("answer", &p.answer)?;
                 check_len("answer", p.answer.len(), MAX_TEXT_BYTES)?;
                 check_len("comment", p.comment.as_ref().map_or(0, String::len), MAX_TEXT_BYTES)?;
+                let task = match &p.task {
+                    Some(task) => Some(task.clone()),
+                    None => self.waiting_task(&p.run_id).await?,
+                };
                 let change = Change::AnswerHuman {
                     expected_version: p.expected_version,
-                    task: p.task.clone(),
+                    task: task.clone(),
                     answer: p.answer.clone(),
                     comment: p.comment.clone(),
                 };
-                match &p.task {
+                match &task {
                     Some(task) => self.task_change(op, caller, &p.run_id, task, change, None).await,
                     None => self.change(op, caller, &p.run_id, change).await,
                 }
@@ -445,6 +449,26 @@ impl Service {
             total_bytes: text.len(),
             next_offset: (end < text.len()).then_some(end),
         })))
+    }
+
+    /// The task an answer without `task` is for: none when the run itself waits (or
+    /// nothing does: the engine says so), the one task when exactly one waits, and a
+    /// refusal naming them when several do.
+    async fn waiting_task(&self, run_id: &str) -> BatonResult<Option<String>> {
+        let run = self.load(run_id).await?;
+        if run.status == RunStatus::AwaitingHuman && run.pending_gate.is_some() {
+            return Ok(None);
+        }
+        let waiting: Vec<String> = run.tasks_waiting().iter().map(|t| t.id.clone()).collect();
+        match waiting.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            several => Err(BatonError::invalid(
+                "task",
+                format!("{} tasks of run {run_id} wait for an answer ({})", several.len(), several.join(", ")),
+                "Name the task the answer is for with `task` (`--task` in the terminal).",
+            )),
+        }
     }
 
     async fn load(&self, run_id: &str) -> BatonResult<Run> {

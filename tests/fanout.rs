@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, fresh_home};
+use common::{Server, cli, fresh_home};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -154,4 +154,67 @@ async fn task_changes_need_their_lease_and_bad_plans_are_refused() {
     assert_eq!(released["status"], "ready");
     let err = a.err("resume", json!({"run_id": run_id, "claim": "next", "lease_seconds": 1})).await;
     assert_eq!(err["field"], "lease_seconds");
+}
+
+/// A task whose implement step used up its rounds asks a human. The run is then listed as
+/// awaiting a human (its own status stays `active` for the agents), and `baton answer RUN
+/// ANSWER` answers the one waiting task without naming it; with two tasks waiting, an
+/// answer without `--task` is refused with their names.
+#[tokio::test]
+async fn a_tasks_question_is_listed_at_run_level_and_answered_without_naming_the_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let (a, b) = tokio::join!(Server::start_as(&home, tmp.path(), Some("agent-a")), Server::start_as(&home, tmp.path(), Some("agent-b")));
+    let brief = a.ok("start_workflow", json!({"goal": "g", "template": "parallel", "title": "Loops"})).await;
+    let run_id = brief["run_id"].as_str().unwrap().to_string();
+    let plan = json!({"tasks": [{"id": "x", "title": "x"}, {"id": "y", "title": "y"}]});
+    a.ok("advance", json!({"run_id": run_id, "expected_version": 1, "outcome": "planned", "output": "p", "plan": plan})).await;
+    // Each task loops implement -> changes_requested until implement has run 4 times
+    // (its max_visits); the fourth request for changes asks a human.
+    let loop_task = |task: &'static str| {
+        let (a, b, run_id) = (&a, &b, run_id.clone());
+        async move {
+            for round in 1..=4 {
+                let claim = a.ok("resume", json!({"run_id": run_id, "claim": task})).await;
+                let report = json!({"run_id": run_id, "task": task, "lease_token": claim["lease_token"], "outcome": "implemented", "output": format!("round {round}")});
+                a.ok("advance", report).await;
+                let claim = b.ok("resume", json!({"run_id": run_id, "claim": task})).await;
+                assert_eq!(claim["step"], "review", "{claim}");
+                let report = json!({"run_id": run_id, "task": task, "lease_token": claim["lease_token"], "outcome": "changes_requested", "output": "again"});
+                let after = b.ok("advance", report).await;
+                if round == 4 {
+                    assert_eq!(after["status"], "awaiting_human", "{after}");
+                }
+            }
+        }
+    };
+    loop_task("x").await;
+    let run = a.ok("resume", json!({"run_id": run_id})).await;
+    assert_eq!(run["brief"]["status"], "active", "the run itself goes on for its other tasks: {run}");
+
+    let (ok, out, err) = cli(&home, &["runs", "--status", "awaiting_human", "--json"]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let runs = listed["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{listed:#}");
+    assert_eq!((runs[0]["run_id"].as_str(), runs[0]["status"].as_str()), (Some(run_id.as_str()), Some("awaiting_human")));
+    assert_eq!(runs[0]["tasks_waiting"], json!(["x"]));
+    assert!(runs[0]["question"].as_str().unwrap().contains("Task `x`"), "{listed:#}");
+    let (_, active, _) = cli(&home, &["runs", "--status", "active", "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&active).unwrap()["runs"], json!([]), "{active}");
+
+    // Two tasks waiting: an answer must name one.
+    loop_task("y").await;
+    let (ok, _, err) = cli(&home, &["answer", &run_id, "continue"]);
+    assert!(!ok && err.contains("x, y") && err.contains("--task"), "{err}");
+    let (ok, out, err) = cli(&home, &["answer", &run_id, "continue", "--task", "y", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["task"], "y", "{out}");
+    // One left: the answer finds it.
+    let (ok, out, err) = cli(&home, &["answer", &run_id, "continue", "--json"]);
+    assert!(ok, "{err}");
+    let answered: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((answered["task"].as_str(), answered["status"].as_str()), (Some("x"), Some("ready")), "{answered:#}");
+    let (_, out, _) = cli(&home, &["runs", "--status", "awaiting_human", "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["runs"], json!([]), "no task waits any more: {out}");
 }

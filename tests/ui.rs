@@ -51,6 +51,13 @@ async fn fanned_out(home: &Path, lead: &Server) -> Value {
     lead.ok("inspect", json!({"run_id": brief["run_id"]})).await
 }
 
+/// Run git in `dir`: its trimmed stdout, panicking on failure.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?} in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn screenshots() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("ui-screenshots")
 }
@@ -416,4 +423,62 @@ async fn a_browser_sees_the_graph_answers_a_gate_and_follows_other_sessions_live
     drop(ui);
     other.stop().await;
     server.stop().await;
+}
+
+/// The page goes through the same calling pipeline as MCP and the terminal, so its changes
+/// do their git work too: a fork from the page restores the checkpoint's uncommitted code
+/// into the fork's own worktree, and a cancel from the page removes the run's worktrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_fork_restores_code_and_its_cancel_removes_worktrees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().canonicalize().unwrap().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["config", "user.name", "Test"]);
+    git(&repo, &["config", "user.email", "test@example.com"]);
+    std::fs::write(repo.join("shared.txt"), "first\n").unwrap();
+    git(&repo, &["add", "shared.txt"]);
+    git(&repo, &["commit", "-qm", "first"]);
+    let home = fresh_home(&tmp);
+    let lead = Server::start_as(&home, &repo, Some("thread-lead")).await;
+    let brief = lead.ok("start_workflow", json!({"goal": "Two edits", "template": "parallel"})).await;
+    let id = brief["run_id"].as_str().unwrap().to_string();
+    let plan = json!({"tasks": [{"id": "a", "title": "Edit a"}, {"id": "b", "title": "Edit b"}]});
+    lead.ok(
+        "advance",
+        json!({"run_id": id, "expected_version": brief["version"], "outcome": "planned", "output": "Two tasks.", "plan": plan}),
+    )
+    .await;
+    let worker = Server::start_as(&home, &repo, Some("thread-worker")).await;
+    let claim = worker.ok("resume", json!({"run_id": id, "claim": "a"})).await;
+    let task_dir = PathBuf::from(claim["workdir"].as_str().unwrap());
+    assert!(task_dir.join("shared.txt").exists(), "the claim made the task's worktree: {claim}");
+
+    std::fs::write(repo.join("shared.txt"), "work in progress\n").unwrap();
+    std::fs::write(repo.join("notes.txt"), "new file\n").unwrap();
+    lead.ok("checkpoint", json!({"run_id": id, "name": "wip"})).await;
+    std::fs::write(repo.join("shared.txt"), "first\n").unwrap();
+    std::fs::remove_file(repo.join("notes.txt")).unwrap();
+
+    let ui = UiServer::start(&home, database_env(&home));
+    let login = Login::new(&ui);
+    let forked = login.post(&ui, &format!("/runs/{id}/fork"), &[("checkpoint", "wip"), ("title", "From the page")]);
+    assert_eq!(forked.status, 303, "{}", forked.body);
+    let fork_id = forked.header("location").and_then(|l| l.strip_prefix("/runs/")).expect("the fork's page").to_string();
+    assert_ne!(fork_id, id);
+    let fork_dir = repo.join(".baton/forks").join(&fork_id[..8]);
+    assert_eq!(std::fs::read_to_string(fork_dir.join("shared.txt")).unwrap(), "work in progress\n", "the checkpoint's code");
+    assert_eq!(std::fs::read_to_string(fork_dir.join("notes.txt")).unwrap(), "new file\n");
+    assert_eq!(std::fs::read_to_string(repo.join("shared.txt")).unwrap(), "first\n", "the user's tree is untouched");
+
+    let page = login.get(&ui, &format!("/runs/{id}"));
+    let version = between(&page.body, r#"name="expected_version" value=""#, "\"").unwrap().to_string();
+    let cancelled = login.post(&ui, &format!("/runs/{id}/cancel"), &[("expected_version", &version), ("reason", "wrong plan")]);
+    assert_eq!(cancelled.status, 303, "{}", cancelled.body);
+    assert!(!task_dir.exists(), "the page's cancel removed the task's worktree");
+    assert!(!git(&repo, &["worktree", "list"]).contains(&task_dir.to_string_lossy().into_owned()));
+    assert_eq!(lead.ok("inspect", json!({"run_id": id})).await["run"]["status"], "cancelled");
+    worker.stop().await;
+    lead.stop().await;
+    ui.stop();
 }

@@ -18,6 +18,14 @@ const SKIP: &str = "skip";
 const FAIL_RUN: &str = "fail_run";
 
 impl Run {
+    /// The tasks of the open fan-out that wait for a human's answer, in plan order.
+    pub fn tasks_waiting(&self) -> Vec<&Task> {
+        match &self.fanout {
+            Some(fanout) if !fanout.joined && !self.status.is_finished() => fanout.awaiting_human().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The plan an advance must carry when (and only when) its outcome fans out.
     pub(super) fn check_plan(&self, step: &str, outcome: &str, next: &Target, plan: Option<&Plan>) -> BatonResult<Option<Plan>> {
         match (next, plan) {

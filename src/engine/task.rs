@@ -194,6 +194,11 @@ impl FanOutState {
         self.tasks.iter().all(|t| t.status.has_joined())
     }
 
+    /// The tasks waiting for a human's answer, in plan order.
+    pub fn awaiting_human(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.iter().filter(|t| t.status == TaskStatus::AwaitingHuman)
+    }
+
     /// Make waiting tasks whose dependencies have all joined ready.
     pub fn release_waiting(&mut self) {
         let joined: Vec<String> = self.tasks.iter().filter(|t| t.status.has_joined()).map(|t| t.id.clone()).collect();

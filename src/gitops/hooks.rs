@@ -61,7 +61,8 @@ async fn before(backend: &Backend, caller: &mut Caller, request: &mut Request) -
             After::Nothing
         }
         Request::Advance(p) if p.task.is_some() => After::TaskChange,
-        Request::AnswerHuman(p) if p.task.is_some() => After::TaskChange,
+        // An answer without `task` may be for the one task that waits (the service picks it).
+        Request::AnswerHuman(_) => After::TaskChange,
         Request::Resume(p) => match (&p.run_id, &p.checkpoint, &p.claim, &p.task) {
             (Some(_), Some(_), _, _) => After::Fork,
             (Some(_), None, Some(_), _) => After::Claim,

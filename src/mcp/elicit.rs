@@ -62,7 +62,7 @@ pub async fn ask_user(backend: &Backend, caller: Caller, peer: &Peer<RoleServer>
         comment,
         expected_version: Some(brief.version),
     });
-    match backend.call_as(caller, request).await {
+    match crate::gitops::call(backend, caller, request).await {
         Ok(Reply::Brief(next)) => with_note(*next, &format!("The user answered in a form: {answer}.")),
         Ok(_) => with_note(brief, "Unexpected answer from baton; call `resume` with this run_id."),
         Err(e) => with_note(

@@ -76,6 +76,7 @@ mod tests {
             role: None,
             version: 1,
             question: None,
+            tasks_waiting: Vec::new(),
             workspace: None,
             created_at: Timestamp(0),
             updated_at: Timestamp(now.millis() - updated_days_ago * DAY.as_millis() as u64),

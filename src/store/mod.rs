@@ -115,12 +115,18 @@ pub struct RunSummary {
     pub run_id: String,
     pub title: String,
     pub template: String,
+    /// The status a listing shows: the run's own, except that an active run one of whose
+    /// tasks waits for a human is listed as `awaiting_human` (the tasks are in
+    /// `tasks_waiting`), so whoever filters for what needs a person finds it.
     pub status: RunStatus,
     pub step: Option<String>,
     pub role: Option<String>,
     pub version: u64,
-    /// The pending human question, if any.
+    /// The pending human question (the run's, else the first waiting task's), if any.
     pub question: Option<String>,
+    /// The tasks of the run's fan-out that wait for a human, in plan order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks_waiting: Vec<String>,
     /// The workspace key the run belongs to (a git repository root, or a directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
@@ -130,15 +136,27 @@ pub struct RunSummary {
 
 impl RunSummary {
     pub fn of(run: &Run) -> RunSummary {
+        let waiting = run.tasks_waiting();
+        let status = match run.status {
+            RunStatus::Active if !waiting.is_empty() => RunStatus::AwaitingHuman,
+            status => status,
+        };
+        let question = match (&run.pending_gate, waiting.first().and_then(|t| t.gate.as_ref())) {
+            (Some(gate), _) => Some(crate::engine::brief::first_line(&gate.question, 200)),
+            // A task's questions name the task (see `HumanGate`).
+            (None, Some(gate)) => Some(crate::engine::brief::first_line(&gate.question, 200)),
+            (None, None) => None,
+        };
         RunSummary {
             run_id: run.id.clone(),
             title: run.title.clone(),
             template: run.template.name.clone(),
-            status: run.status,
+            status,
             step: run.current_step.clone(),
             role: run.current_step.as_deref().and_then(|s| run.template.step(s)).map(|s| s.role.clone()),
             version: run.version,
-            question: run.pending_gate.as_ref().map(|g| crate::engine::brief::first_line(&g.question, 200)),
+            question,
+            tasks_waiting: waiting.iter().map(|t| t.id.clone()).collect(),
             workspace: run.workspace.as_ref().map(|w| w.key().to_string()),
             created_at: run.created_at,
             updated_at: run.updated_at,

@@ -50,5 +50,5 @@ async fn text(home: Option<&Path>, request: Request, json: bool) -> Result<Strin
 async fn call(home: Option<&Path>, request: Request) -> Result<Reply> {
     let backend = Backend::new(Home::resolve(home)?);
     backend.connect().await?;
-    Ok(backend.call_as(terminal_caller(), request).await?)
+    Ok(crate::gitops::call(&backend, terminal_caller(), request).await?)
 }

@@ -71,7 +71,9 @@ impl RunRow {
         Ok(RunRow {
             run_id: run.id.clone(),
             version: big(run.version),
-            status: run.status.as_str(),
+            // The listed status (see `RunSummary::status`), so a listing finds a run one of
+            // whose tasks waits for a human among the runs awaiting one.
+            status: summary.status.as_str(),
             template_name: summary.template.clone(),
             workspace: summary.workspace.clone(),
             created_ms: big(run.created_at.millis()),

@@ -341,7 +341,7 @@ fn check_run(stored: &Stored, columns: Option<&tokio_postgres::Row>, report: &mu
     let listed = columns.is_some_and(|row| {
         let stored_summary: Option<RunSummary> = serde_json::from_str(row.get::<_, &str>(6)).ok();
         row.get::<_, i64>(1) as u64 == run.version
-            && row.get::<_, &str>(2) == run.status.as_str()
+            && row.get::<_, &str>(2) == summary.status.as_str()
             && row.get::<_, &str>(3) == summary.template
             && row.get::<_, Option<String>>(4) == summary.workspace
             && row.get::<_, i64>(5) as u64 == run.updated_at.millis()

@@ -671,3 +671,74 @@ fn assert_includes(actual: &serde_json::Value, expected: &serde_json::Value, at:
         _ => assert_eq!(actual, expected, "{at}"),
     }
 }
+
+/// Format 1 listed an active run by its own status even when one of its tasks waited for a
+/// human; opening such a database lists the run anew (entry and counters) as awaiting a
+/// human, once, and verify finds it sound.
+#[test]
+fn format_1_lists_runs_whose_tasks_wait_anew() {
+    let (dir, store) = store();
+    let (run, event) = {
+        let new = NewRun {
+            id: "fan-out-run".into(),
+            template: builtin_template("parallel").unwrap(),
+            goal: "g".into(),
+            title: "t".into(),
+            context: Map::new(),
+            workspace: None,
+            max_agents: 4,
+        };
+        Run::start(new, &Actor::default(), NOW)
+    };
+    let commit = Commit::new(run.clone(), event);
+    block_on(store.commit("op-0", &run.id, Box::new(move |_| Ok(commit.clone())))).unwrap();
+    let run = update(&store, "op-1", "fan-out-run", |run| {
+        let plan = serde_json::from_value(serde_json::json!({"tasks": [{"id": "x", "title": "x"}]})).unwrap();
+        let change =
+            Change::Advance { expected_version: 1, outcome: "planned".into(), output: "p".into(), artifacts: Map::new(), plan: Some(plan) };
+        let event = apply(run, change, NOW)?;
+        let task = run.fanout.as_mut().and_then(|f| f.task_mut("x")).unwrap();
+        task.status = crate::engine::TaskStatus::AwaitingHuman;
+        let gate = serde_json::json!({"kind": "task_failed", "question": "Task `x` failed. Retry?", "options": ["retry"], "step": "implement", "asked_at": NOW});
+        task.gate = Some(serde_json::from_value(gate).unwrap());
+        Ok(Commit::new(run.clone(), event))
+    })
+    .unwrap();
+    let waiting = |store: &SledStore| {
+        block_on(store.list(&RunQuery { status: StatusFilter::AwaitingHuman, limit: 10, ..RunQuery::default() })).unwrap()
+    };
+    assert_eq!((waiting(&store).total, waiting(&store).runs[0].tasks_waiting.clone()), (1, vec!["x".to_string()]));
+
+    // Put the database back as format 1 wrote it: the entry under `active`, no waiting tasks.
+    store
+        .shared
+        .with_db(|db| {
+            let new = RunSummary::of(&run);
+            let old = RunSummary { status: crate::engine::RunStatus::Active, tasks_waiting: Vec::new(), ..new.clone() };
+            let (index, meta) = (db.tree(T::Index), db.tree(T::Meta));
+            index.remove(index::key_of(&new))?;
+            index.insert(index::key_of(&old), store.shared.codec.encode(T::Index.name(), &index::key_of(&old), &old)?)?;
+            let mut counts = std::collections::HashMap::new();
+            super::writer::count_into(&mut counts, &new, -1);
+            super::writer::count_into(&mut counts, &old, 1);
+            for (key, delta) in counts {
+                let count = index::read_counter(meta, &key)? as i64 + delta;
+                meta.insert(key, (count as u64).to_be_bytes().to_vec())?;
+            }
+            meta.insert(keys::META_FORMAT, b"1".to_vec())?;
+            db.sled.flush()?;
+            Ok(())
+        })
+        .unwrap();
+    drop(store);
+
+    let store = SledStore::open(&dir.path().join("db")).unwrap();
+    let page = waiting(&store);
+    assert_eq!((page.total, page.runs.len(), page.runs[0].status), (1, 1, crate::engine::RunStatus::AwaitingHuman));
+    let active = block_on(store.list(&RunQuery { status: StatusFilter::Active, limit: 10, ..RunQuery::default() })).unwrap();
+    assert_eq!((active.total, active.runs.len()), (0, 0));
+    let report = block_on(store.verify()).unwrap();
+    assert!(report.is_sound(), "{report:?}");
+    let format = store.shared.with_db(|db| Ok(db.tree(T::Meta).get(keys::META_FORMAT)?.map(|v| v.to_vec()))).unwrap();
+    assert_eq!(format.as_deref(), Some(super::upgrade::FORMAT));
+}

@@ -22,8 +22,11 @@ use sled::transaction::ConflictableTransactionError;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The current format.
-pub const FORMAT: &[u8] = b"1";
+/// The current format. Format 2 lists an active run one of whose tasks waits for a human
+/// as awaiting a human (see `RunSummary::status`); format 1 differs from it only there.
+pub const FORMAT: &[u8] = b"2";
+/// The format before: the same layout, with summaries that ignored the tasks' questions.
+const FORMAT_1: &[u8] = b"1";
 /// The text sealed as the encryption check record.
 const CRYPTO_CHECK: &[u8] = b"\"baton\"";
 
@@ -37,6 +40,9 @@ pub struct State {
 pub fn prepare(shared: &Shared, db: &Db) -> BatonResult<State> {
     let meta = db.tree(T::Meta);
     let dir = &shared.dir;
+    if meta.get(keys::META_FORMAT)?.is_some_and(|f| f.as_ref() == FORMAT_1) {
+        relist_open_runs(shared, db)?;
+    }
     match meta.get(keys::META_FORMAT)? {
         Some(format) if format.as_ref() == FORMAT => {
             check_encryption(shared, db)?;
@@ -97,6 +103,55 @@ pub fn prepare(shared: &Shared, db: &Db) -> BatonResult<State> {
             Ok(State { db_id, batch })
         }
     }
+}
+
+/// Format 1 -> 2: rewrite the listing entries (and counters) of the open runs whose
+/// summary changed, and the format marker, in one transaction: a crash midway leaves
+/// format 1, and the next open starts over. Finished runs list as before.
+fn relist_open_runs(shared: &Shared, db: &Db) -> BatonResult<()> {
+    let codec = &shared.codec;
+    let mut removes: Vec<Vec<u8>> = Vec::new();
+    let mut writes: Vec<(T, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut counts = HashMap::new();
+    for status in [crate::engine::RunStatus::Active, crate::engine::RunStatus::AwaitingHuman] {
+        for entry in db.tree(T::Index).scan_prefix([keys::status_byte(status)]) {
+            let (key, bytes) = entry?;
+            let listed: RunSummary = codec.decode(T::Index.name(), &key, &bytes)?;
+            let Some(stored) = db.tree(T::Runs).get(listed.run_id.as_bytes())? else { continue };
+            let run = shared.decode_run(db, T::Runs.name(), listed.run_id.as_bytes(), &stored)?;
+            let summary = RunSummary::of(&run);
+            if summary == listed {
+                continue;
+            }
+            let new_key = index::key_of(&summary);
+            removes.push(key.to_vec());
+            writes.push((T::Index, new_key.clone(), codec.encode(T::Index.name(), &new_key, &summary)?));
+            count_into(&mut counts, &listed, -1);
+            count_into(&mut counts, &summary, 1);
+        }
+    }
+    let meta = db.tree(T::Meta);
+    for (key, delta) in counts.into_iter().filter(|(_, d)| *d != 0) {
+        let count = index::read_counter(meta, &key)? as i64 + delta;
+        writes.push((T::Meta, key, (count.max(0) as u64).to_be_bytes().to_vec()));
+    }
+    writes.push((T::Meta, keys::META_FORMAT.to_vec(), FORMAT.to_vec()));
+    let relisted = removes.len();
+    db.trees
+        .as_slice()
+        .transaction(|trees| {
+            for key in &removes {
+                trees[T::Index as usize].remove(key.as_slice())?;
+            }
+            for (tree, key, value) in &writes {
+                trees[*tree as usize].insert(key.as_slice(), value.as_slice())?;
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| io_storage(&shared.dir, "upgrade", &format!("{e:?}")))?;
+    db.sled.flush()?;
+    tracing::info!("upgraded the baton database at {} to storage format 2 ({relisted} runs listed anew)", shared.dir.display());
+    Ok(())
 }
 
 /// Rewrite the first format's runs, checkpoints and templates, and build the index.
