@@ -51,13 +51,15 @@ impl CallContext {
 
 /// The first string value under any of `keys`, looking one level into nested objects
 /// (clients group their metadata under a namespace key).
+/// Blank values are skipped: an empty thread id is no identity (it would make every
+/// client that sends one the same agent).
 fn find_string(meta: &JsonObject, keys: &[&str]) -> Option<String> {
-    let direct = keys.iter().find_map(|k| meta.get(*k)?.as_str().map(str::to_string));
-    direct.or_else(|| meta.values().filter_map(|v| v.as_object()).find_map(|nested| find_string_flat(nested, keys)))
+    find_string_flat(meta, keys)
+        .or_else(|| meta.values().filter_map(|v| v.as_object()).find_map(|nested| find_string_flat(nested, keys)))
 }
 
 fn find_string_flat(meta: &JsonObject, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|k| meta.get(*k)?.as_str().map(str::to_string)).filter(|s| !s.is_empty())
+    keys.iter().filter_map(|k| meta.get(*k)?.as_str()).find(|s| !s.trim().is_empty()).map(str::to_string)
 }
 
 #[cfg(test)]
@@ -72,6 +74,10 @@ mod tests {
         assert_eq!((call.thread.as_deref(), call.cwd.to_str()), (Some("t-1"), Some("/work/repo")));
         let nested = json!({"codex": {"thread_id": "t-2"}}).as_object().unwrap().clone();
         assert_eq!(CallContext::of(&nested).thread.as_deref(), Some("t-2"));
+        let blank = json!({"threadId": "", "sessionId": "s-1"}).as_object().unwrap().clone();
+        assert_eq!(CallContext::of(&blank).thread.as_deref(), Some("s-1"), "a blank thread id is skipped");
+        let blank = json!({"threadId": " "}).as_object().unwrap().clone();
+        assert_eq!(CallContext::of(&blank).thread, None, "a blank thread id is no identity");
         let relative = json!({"cwd": "repo"}).as_object().unwrap().clone();
         assert_eq!(CallContext::of(&relative).cwd, std::env::current_dir().unwrap(), "only absolute directories are trusted");
         assert_eq!(CallContext::of(&JsonObject::new()).caller("advance").await.workspace, None, "advance probes no git");
