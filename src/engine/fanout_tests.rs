@@ -156,8 +156,11 @@ fn claims_respect_dependencies_independence_and_fencing() {
     assert_eq!(brief.lease_token, Some(c_token));
     assert!(brief.subagent_prompt.is_some(), "review steps say how to run them in a fresh sub-agent");
     run.apply(&report("api", c_token, "approved"), &agent("c"), later).unwrap();
+    // An expired lease nobody took over still accepts its holder's report (the README's
+    // lease rule): the token, not the clock, fences.
     let (_, t) = claimed(&run.apply(&claim(Some("api")), &agent("a"), later).unwrap());
-    run.apply(&report("api", t, "passed"), &agent("a"), later).unwrap();
+    let much_later = later.after(LEASE * 3);
+    run.apply(&report("api", t, "passed"), &agent("a"), much_later).unwrap();
     let ui = run.fanout.as_ref().unwrap().task("ui").unwrap();
     assert_eq!(ui.status, TaskStatus::Ready, "a joined dependency releases its dependents");
 }
