@@ -4,8 +4,9 @@
 use crate::engine::brief::{Brief, EventLine, TaskBrief};
 use crate::engine::merge::MergeReport;
 use crate::engine::run::ForkOrigin;
-use crate::engine::{Actor, Event, GraphView, Plan, Run, Template, Workspace};
+use crate::engine::{Actor, Event, Plan, Run, Template, Workspace};
 use crate::error::BatonError;
+use crate::graph::GraphView;
 use crate::store::RunSummary;
 pub use crate::store::StatusFilter;
 use crate::store::sled_store::{BackupReport, VerifyReport};

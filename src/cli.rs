@@ -254,7 +254,7 @@ pub fn render(reply: &Reply) -> String {
         Reply::Templates(list) => {
             format!("Templates: {}", list.templates.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "))
         }
-        Reply::Graph(graph) => crate::engine::graph_mermaid::to_mermaid(graph),
+        Reply::Graph(graph) => crate::graph::to_mermaid(graph),
         Reply::Changes(mark) => format!("Change counter: {}", mark.counter),
         Reply::Deleted(deleted) => {
             let verb = if deleted.dry_run { "Would delete" } else { "Deleted" };

@@ -597,5 +597,5 @@ fn title_or(title: Option<String>, default: impl FnOnce() -> String) -> BatonRes
 }
 
 fn default_title(goal: &str) -> String {
-    crate::engine::brief::first_line(goal.trim(), 60)
+    crate::text::first_line(goal.trim(), 60)
 }

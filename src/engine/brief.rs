@@ -10,6 +10,7 @@ use super::event::{Actor, ActorKind, Event, EventKind, Workspace};
 use super::merge::MergeState;
 use super::run::{HumanExchange, HumanGate, Run, RunStatus, StepOutput};
 pub use super::task_brief::{TaskBrief, TaskLine, TasksOverview};
+use crate::text::first_line;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -351,12 +352,6 @@ fn next_action(run: &Run) -> String {
             run.end_reason.as_deref().map(|r| format!(": {}", first_line(r, 200))).unwrap_or_default()
         ),
     }
-}
-
-/// The first line of `text`, at most `max` characters.
-pub fn first_line(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    if line.chars().count() > max { format!("{}…", line.chars().take(max).collect::<String>()) } else { line.to_string() }
 }
 
 /// One line of history: who did what, for briefings and the terminal.

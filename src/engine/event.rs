@@ -207,7 +207,7 @@ impl StepReport {
     /// `review (reviewer) -> implement [changes_requested]: first line of the report`.
     pub fn line(&self, max: usize) -> String {
         let StepReport { step, role, outcome, output, next, .. } = self;
-        format!("{step} ({role}) -> {next} [{outcome}]: {}", super::brief::first_line(output, max))
+        format!("{step} ({role}) -> {next} [{outcome}]: {}", crate::text::first_line(output, max))
     }
 }
 

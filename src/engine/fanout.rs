@@ -346,7 +346,7 @@ impl Run {
         let Some(fanout) = self.fanout.as_mut() else { return };
         let policy = fanout.on_task_failure;
         let Some(task) = fanout.task_mut(id) else { return };
-        let why = task.last_output.as_ref().map(|o| super::brief::first_line(&o.output, 200)).unwrap_or_default();
+        let why = task.last_output.as_ref().map(|o| crate::text::first_line(&o.output, 200)).unwrap_or_default();
         task.step = None;
         match policy {
             TaskFailurePolicy::Fail => {

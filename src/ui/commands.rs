@@ -4,8 +4,8 @@
 use crate::api::{DeleteRunParams, GetGraphParams, PruneParams, Reply, Request};
 use crate::backend::Backend;
 use crate::cli::{UiCommand, render, terminal_caller};
-use crate::engine::graph_mermaid::to_mermaid;
-use crate::engine::graph_svg::to_svg;
+use crate::graph::to_mermaid;
+use crate::graph::to_svg;
 use crate::home::Home;
 use anyhow::Result;
 use std::io::Write;

@@ -7,9 +7,9 @@ use super::AppState;
 use super::auth::Session;
 use super::views::{Frame, MessagePage, PrunePage, RunPage, RunsFilter, RunsPage};
 use crate::api::*;
-use crate::engine::graph_mermaid::to_mermaid;
-use crate::engine::graph_svg::to_svg;
 use crate::error::{BatonError, BatonResult, ErrorCode};
+use crate::graph::to_mermaid;
+use crate::graph::to_svg;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Extension, Form, Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -185,7 +185,7 @@ async fn run_response(state: &AppState, session: &Session, id: &str, before: Opt
     }
 }
 
-async fn graph_of(state: &AppState, id: &str) -> BatonResult<crate::engine::GraphView> {
+async fn graph_of(state: &AppState, id: &str) -> BatonResult<crate::graph::GraphView> {
     match state.call(Request::GetGraph(GetGraphParams { run_id: id.into() })).await? {
         Reply::Graph(graph) => Ok(*graph),
         other => Err(unexpected(&other)),

@@ -3,10 +3,11 @@
 //! Templates only lay things out; what to show is decided here.
 
 use crate::api::{Deleted, RunDetails, RunList};
-use crate::engine::graph_mermaid::to_mermaid;
-use crate::engine::graph_svg::to_svg;
-use crate::engine::{Event, EventKind, GraphView};
+use crate::engine::{Event, EventKind};
 use crate::error::BatonError;
+use crate::graph::GraphView;
+use crate::graph::to_mermaid;
+use crate::graph::to_svg;
 use crate::store::RunSummary;
 use crate::time::Timestamp;
 use minijinja::{Environment, Value};

@@ -4,9 +4,10 @@
 //! so the file renders the same on the web page (whose CSP forbids inline styles), in a
 //! browser tab, or pasted into a document.
 
-use super::graph_layout::{BULGE, Layout, Point, Route, layout};
-use super::graph_view::{GraphEdge, GraphNode, GraphView, NodeKind, NodeState, TaskGraph, TaskNode};
-use super::task::TaskStatus;
+use super::layout::{BULGE, Layout, Point, Route, layout};
+use super::view::{GraphEdge, GraphNode, GraphView, NodeKind, NodeState, TaskGraph, TaskNode};
+use crate::engine::TaskStatus;
+use crate::text::xml;
 use std::fmt::Write;
 
 /// Width of one character of the 12px monospace font, rounded up.
@@ -316,22 +317,4 @@ fn cubic(a: Point, c1: Point, c2: Point, b: Point, start: bool) -> String {
 
 fn bezier_mid(a: Point, c1: Point, c2: Point, b: Point) -> Point {
     Point { x: (a.x + 3.0 * c1.x + 3.0 * c2.x + b.x) / 8.0, y: (a.y + 3.0 * c1.y + 3.0 * c2.y + b.y) / 8.0 }
-}
-
-/// Text made safe for XML content and attribute values.
-pub fn xml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            // Control characters are not allowed in XML 1.0.
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t') => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }
