@@ -172,7 +172,7 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
         #[cfg(test)]
         before_sync: std::sync::Mutex::new(None),
     };
-    let state = super::upgrade::prepare(&shared, &db)?;
+    let state = super::upgrade::prepare_with(&shared, &db, true)?;
     let mut writes = Vec::new();
     let mut counts = HashMap::new();
     for entry in db.tree(T::Index).iter() {

@@ -21,6 +21,7 @@ mod durability;
 mod index;
 mod integrity;
 mod keys;
+mod leftovers;
 mod maintenance;
 mod retention;
 mod upgrade;
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use crypto::Key;
+pub use durability::stuck_for;
 pub use maintenance::{BackupReport, VerifyReport};
 
 /// How to open a store.
@@ -94,6 +96,8 @@ impl Options {
 pub(crate) struct Db {
     sled: sled::Db,
     trees: Vec<Tree>,
+    /// What was set aside before sled opened (see [`leftovers`]), one line per file.
+    set_aside: Vec<String>,
 }
 
 impl Db {
@@ -178,6 +182,15 @@ impl SledStore {
         });
         let state = upgrade::prepare(&shared, &db)?;
         let record = upgrade::check_integrity(dir, &state)?;
+        if !db.set_aside.is_empty() {
+            tracing::warn!(
+                "the baton database at {} opened after {} leftover file(s) were set aside; it recovered every acknowledged change (through write batch {}, {} run(s))",
+                dir.display(),
+                db.set_aside.len(),
+                state.batch,
+                db.tree(T::Runs).len()
+            );
+        }
         let syncer = durability::Syncer::open(dir).map_err(|e| io_storage(dir, "sync", &e))?;
         *shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
         let writer = writer::Handle::start(Arc::clone(&shared), syncer, record, state)?;
@@ -244,11 +257,14 @@ mod integrity_conf {
 
 /// Open sled and its trees. sled can panic on some damaged files; that becomes an error.
 pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
+    // Only the process holding the owner lock (or a repair) opens sled, so nothing else
+    // is writing these files now.
+    let set_aside = leftovers::set_aside_before_open(dir)?;
     let config = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None);
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || -> sled::Result<Db> {
         let sled = config.open()?;
         let trees = keys::TREES.iter().map(|name| sled.open_tree(name)).collect::<sled::Result<Vec<_>>>()?;
-        Ok(Db { sled, trees })
+        Ok(Db { sled, trees, set_aside })
     }));
     match opened {
         Ok(Ok(db)) => Ok(db),
