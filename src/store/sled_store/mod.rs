@@ -277,6 +277,13 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
                 "Retry in a moment; if it persists, look for a stray process using that directory.",
             ))
         }
+        Ok(Err(e @ sled::Error::Corruption { .. })) => Err(BatonError::storage(
+            format!("the baton database at {} is damaged: sled found corrupted data in its log {} ({e})", dir.display(), dir.join("db").display()),
+            format!(
+                "Stop every baton process and restore {} from a backup (the integrity record beside it names the database and how far it was acknowledged).",
+                dir.display()
+            ),
+        )),
         Ok(Err(e)) => Err(BatonError::storage(
             format!("cannot open the baton database at {}: {e}", dir.display()),
             format!(
