@@ -278,9 +278,20 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
             ))
         }
         Ok(Err(e @ sled::Error::Corruption { .. })) => Err(BatonError::storage(
-            format!("the baton database at {} is damaged: sled found corrupted data in its log {} ({e})", dir.display(), dir.join("db").display()),
+            format!(
+                "the baton database at {} is damaged: sled found corrupted data in its log {} ({e})",
+                dir.display(),
+                dir.join("db").display()
+            ),
             format!(
                 "Stop every baton process and restore {} from a backup (the integrity record beside it names the database and how far it was acknowledged).",
+                dir.display()
+            ),
+        )),
+        Ok(Err(e)) if sled_text(&e).contains("No space left") => Err(BatonError::storage(
+            format!("cannot open the baton database at {}: {}", dir.display(), sled_text(&e)),
+            format!(
+                "Free space on the disk holding {}; nothing was changed, and the database opens as soon as there is room.",
                 dir.display()
             ),
         )),

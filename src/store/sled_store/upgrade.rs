@@ -79,7 +79,10 @@ pub fn prepare_with(shared: &Shared, db: &Db, accept_loss: bool) -> BatonResult<
             let db_id = match integrity::read(dir)? {
                 Some(witness) if witness.batch > 0 && !accept_loss => return Err(integrity::short_of(dir, 0, witness.batch)),
                 Some(witness) if witness.batch > 0 => {
-                    let why = format!("the integrity record of a database that had acknowledged write batch {}, of which the log recovered nothing; accepted as empty by a repair", witness.batch);
+                    let why = format!(
+                        "the integrity record of a database that had acknowledged write batch {}, of which the log recovered nothing; accepted as empty by a repair",
+                        witness.batch
+                    );
                     super::leftovers::set_aside(dir, &integrity::path(dir), &why)?;
                     Record::create(dir, Witness { db_id: witness.db_id, batch: 0 })?;
                     witness.db_id
