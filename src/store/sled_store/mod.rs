@@ -160,12 +160,12 @@ impl SledStore {
         SledStore::open_with(dir, Options::default())
     }
 
-    /// Open (or create) the database in `dir`: check its configuration file, recover sled,
+    /// Open (or create) the database in `dir`: set aside what an interrupted open left
+    /// half-written, check its configuration file, recover sled,
     /// check encryption and the integrity record, upgrade an older format, and start the
     /// writer. Refuses, with the damaged path and the fix, a database that lost
     /// acknowledged changes.
     pub fn open_with(dir: &Path, options: Options) -> BatonResult<SledStore> {
-        integrity_conf::check(dir)?;
         let db = open_sled(dir, &options)?;
         let cipher = options.key.as_ref().map(crypto::Cipher::new);
         let codec = Codec::new(dir, cipher);
@@ -260,6 +260,7 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
     // Only the process holding the owner lock (or a repair) opens sled, so nothing else
     // is writing these files now.
     let set_aside = leftovers::set_aside_before_open(dir)?;
+    integrity_conf::check(dir)?;
     let config = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None);
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || -> sled::Result<Db> {
         let sled = config.open()?;
