@@ -172,7 +172,7 @@ async fn kill_9_at_any_point_of_an_owner_start_never_leaves_an_unopenable_databa
     let mut ready_before_kill = 0;
     for trial in 0..count {
         // From right after exec to after the status line: every step of the start.
-        let delay = Duration::from_millis(random_below(60));
+        let delay = Duration::from_millis(random_below(120));
         if kill_owner_after(&home, delay, false) {
             ready_before_kill += 1;
         }
