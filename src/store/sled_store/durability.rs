@@ -199,12 +199,27 @@ pub struct Flusher {
     stuck: bool,
 }
 
+/// Tests: the next flush of the database in this directory first sleeps this long.
+#[cfg(test)]
+pub static TEST_SLOW_FLUSH: std::sync::Mutex<Option<(PathBuf, Duration)>> = std::sync::Mutex::new(None);
+
 impl Flusher {
-    pub fn start() -> io::Result<Flusher> {
+    pub fn start(dir: &Path) -> io::Result<Flusher> {
         let (requests, inbox) = mpsc::channel::<sled::Db>();
         let (finished, done) = mpsc::channel();
+        #[cfg(test)]
+        let dir = dir.to_path_buf();
+        #[cfg(not(test))]
+        let _ = dir;
         std::thread::Builder::new().name("baton-flush".into()).spawn(move || {
             while let Ok(db) = inbox.recv() {
+                #[cfg(test)]
+                {
+                    let slow = TEST_SLOW_FLUSH.lock().unwrap_or_else(|p| p.into_inner()).take_if(|(d, _)| *d == dir);
+                    if let Some((_, delay)) = slow {
+                        std::thread::sleep(delay);
+                    }
+                }
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.flush()));
                 // Dropping the handle can be the last reference (sled flushes again then),
                 // so it is dropped here too, never on the writer thread.

@@ -61,7 +61,8 @@ pub struct Handle {
 impl Handle {
     pub fn start(shared: Arc<Shared>, syncer: Syncer, record: Record, state: State) -> BatonResult<Handle> {
         let (jobs, inbox) = mpsc::channel();
-        let flusher = Flusher::start().map_err(|e| BatonError::internal(format!("cannot start the store's flush thread: {e}")))?;
+        let flusher =
+            Flusher::start(&shared.dir).map_err(|e| BatonError::internal(format!("cannot start the store's flush thread: {e}")))?;
         shared.durable_batch.store(state.batch, std::sync::atomic::Ordering::Relaxed);
         let mut writer = Writer {
             shared,
