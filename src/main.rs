@@ -291,9 +291,19 @@ async fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
 /// us (e.g. it lingers after a terminal command), ask it to shut down (it finishes what is
 /// in flight and releases the lock) and take the lock; if sessions use it, refuse.
 async fn stop_idle_owner(home: &Home, lock: &std::fs::File) -> Result<()> {
-    let owner = match Backend::new(home.clone()).call(Request::OwnerStatus(Default::default())).await? {
-        baton::api::Reply::Owner(owner) => owner,
-        other => anyhow::bail!("unexpected answer from the baton owner: {other:?}"),
+    let backend = Backend::new(home.clone());
+    // A terminal command that just exited may still be counted until the owner sees its
+    // connection close: ask again for a moment before blaming a session.
+    let settle = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let owner = loop {
+        let owner = match backend.call(Request::OwnerStatus(Default::default())).await? {
+            baton::api::Reply::Owner(owner) => owner,
+            other => anyhow::bail!("unexpected answer from the baton owner: {other:?}"),
+        };
+        if owner.connections <= 1 || std::time::Instant::now() >= settle {
+            break owner;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     if owner.connections > 1 {
         anyhow::bail!(
