@@ -114,7 +114,7 @@ fn kill_owner_when(home: &Path, slowed: bool, mut now: impl FnMut(Instant) -> bo
         std::thread::sleep(Duration::from_micros(200));
     }
     // The owner itself: under strace, strace's child.
-    let pid = if slowed { traced_child(child.id()).unwrap_or(child.id()) } else { child.id() };
+    let pid = if slowed { traced_owner(child.id(), home).unwrap_or(child.id()) } else { child.id() };
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
@@ -129,13 +129,19 @@ fn kill_owner_when(home: &Path, slowed: bool, mut now: impl FnMut(Instant) -> bo
     line.contains("ready")
 }
 
-/// The first child process of `pid` (the traced owner of an strace).
-fn traced_child(pid: u32) -> Option<u32> {
-    let give_up = Instant::now() + Duration::from_secs(2);
+/// The `baton owner` process of `home` that strace (pid `tracer`) started: its child whose
+/// command line runs `owner --home HOME`.
+fn traced_owner(tracer: u32, home: &Path) -> Option<u32> {
+    let wanted = format!("\0owner\0--home\0{}\0", home.display());
+    let give_up = Instant::now() + Duration::from_secs(5);
     loop {
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        if let Some(child) = children.split_whitespace().next().and_then(|c| c.parse().ok()) {
-            return Some(child);
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let parent = status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse::<u32>().ok());
+            if parent == Some(tracer) && std::fs::read_to_string(entry.path().join("cmdline")).is_ok_and(|c| c.ends_with(&wanted)) {
+                return Some(pid);
+            }
         }
         if Instant::now() > give_up {
             return None;
@@ -546,4 +552,81 @@ async fn verify_exits_0_when_sound_and_3_when_it_finds_problems() {
     std::fs::write(&not_a_home, "x").unwrap();
     let (code, _, err) = baton(&not_a_home, &["verify"]);
     assert_eq!(code, 1, "could not check: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_stuck_inside_sled_fails_writes_with_storage_and_the_next_owner_serves() {
+    if owner_only("a_flush_stuck_inside_sled_fails_writes_with_storage_and_the_next_owner_serves") {
+        return;
+    }
+    if !Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success()) {
+        println!("SKIPPED: needs strace to hold sled's flush");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    home_with_runs(&home, 1).await;
+    let export = tmp.path().join("runs.jsonl");
+    let (code, _, err) = baton(&home, &["export", export.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    stop_owner(&home).await;
+    // An owner whose sled flush does not return for 30 s (sled writes its log with
+    // sync_file_range, here held by strace), as when sled's I/O thread died.
+    let mut child = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "inject=sync_file_range:delay_enter=30000000", &bin()])
+        .args(["owner", "--home", home.to_str().unwrap()])
+        .env("BATON_OWNER_IDLE", "5m")
+        .env("BATON_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a traced baton owner");
+    let owner = traced_owner(child.id(), &home).expect("the traced owner");
+    // Whatever happens below, the traced owner does not outlive the test.
+    let _guard = KillOnDrop(vec![owner, child.id()]);
+    let mut status = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut status).unwrap();
+    assert!(status.contains("ready"), "{status}");
+    assert_eq!(owner_pid(&home), owner, "the traced owner serves");
+    let import = || baton(&home, &["import", export.to_str().unwrap(), "--replace"]);
+    let started = Instant::now();
+    let (code, _, err) = import();
+    let first = started.elapsed();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("storage") && err.contains("did not finish writing its log within 3s"), "{err}");
+    assert!(first < Duration::from_secs(4), "a storage error within the caller's deadline, not `unavailable`: {first:?}");
+    let started = Instant::now();
+    let (code, _, err) = import();
+    let second = started.elapsed();
+    assert!(code == 1 && err.contains("storage"), "{err}");
+    assert!(second < Duration::from_secs(1), "while stuck, writes fail at once: {second:?}");
+    assert_eq!(listed_runs(&home), 1, "reads still work");
+    let started = Instant::now();
+    wait_until("the stuck owner exits", Duration::from_secs(20), || !alive(owner)).await;
+    let exited = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let (code, out, err) = import();
+    assert_eq!(code, 0, "the next owner opens the database afresh and writes: {out}{err}");
+    let (code, out, err) = baton(&home, &["verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(listed_runs(&home), 1);
+    let log = std::fs::read_to_string(home.join("owner.log")).unwrap();
+    assert!(log.contains("stuck inside sled"), "{log}");
+    eprintln!(
+        "flush held 30 s: first write failed with storage after {first:?}, the next after {second:?}; the stuck owner exited {exited:?} later; the next owner wrote and verified sound"
+    );
+    stop_owner(&home).await;
+}
+
+/// SIGKILLs these processes when dropped (also when a test fails).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+    }
 }
