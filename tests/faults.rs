@@ -114,37 +114,40 @@ fn kill_owner_when(home: &Path, slowed: bool, mut now: impl FnMut(Instant) -> bo
         std::thread::sleep(Duration::from_micros(200));
     }
     // The owner itself: under strace, strace's child.
-    let pid = if slowed { traced_owner(child.id(), home).unwrap_or(child.id()) } else { child.id() };
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let pids = if slowed { traced_owners(child.id(), home) } else { vec![child.id()] };
+    for pid in &pids {
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    let _ = child.kill();
     let _ = child.wait();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) && Instant::now() < deadline {
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(!alive(pid), "the killed owner {pid} is gone");
+    assert!(!pids.iter().any(|p| alive(*p)), "the killed owner {pids:?} is gone");
     let mut line = String::new();
     use std::io::Read;
     let _ = child.stdout.take().unwrap().read_to_string(&mut line);
     line.contains("ready")
 }
 
-/// The `baton owner` process of `home` that strace (pid `tracer`) started: its child whose
-/// command line runs `owner --home HOME`.
-fn traced_owner(tracer: u32, home: &Path) -> Option<u32> {
+/// The processes strace (pid `tracer`) started for `baton owner --home HOME` (its children
+/// with that command line), waiting up to 5 s for the first.
+fn traced_owners(tracer: u32, home: &Path) -> Vec<u32> {
     let wanted = format!("\0owner\0--home\0{}\0", home.display());
     let give_up = Instant::now() + Duration::from_secs(5);
     loop {
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
             let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
             let parent = status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse::<u32>().ok());
             if parent == Some(tracer) && std::fs::read_to_string(entry.path().join("cmdline")).is_ok_and(|c| c.ends_with(&wanted)) {
-                return Some(pid);
+                found.push(pid);
             }
         }
-        if Instant::now() > give_up {
-            return None;
+        if !found.is_empty() || Instant::now() > give_up {
+            return found;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -582,13 +585,13 @@ async fn a_flush_stuck_inside_sled_fails_writes_with_storage_and_the_next_owner_
         .stderr(Stdio::null())
         .spawn()
         .expect("start a traced baton owner");
-    let owner = traced_owner(child.id(), &home).expect("the traced owner");
-    // Whatever happens below, the traced owner does not outlive the test.
-    let _guard = KillOnDrop(vec![owner, child.id()]);
     let mut status = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut status).unwrap();
-    assert!(status.contains("ready"), "{status}");
-    assert_eq!(owner_pid(&home), owner, "the traced owner serves");
+    let reported: Value = serde_json::from_str(status.trim()).unwrap_or_else(|e| panic!("{e}: {status}"));
+    let owner = reported["ready"]["pid"].as_u64().unwrap_or_else(|| panic!("{status}")) as u32;
+    // Whatever happens below, the traced owner does not outlive the test.
+    let mut tracer = TracedOwner { tracer: child, owner, home: home.clone() };
+    assert_eq!(owner_pid(&home), owner, "the traced owner serves: {status}");
     let import = || baton(&home, &["import", export.to_str().unwrap(), "--replace"]);
     let started = Instant::now();
     let (code, _, err) = import();
@@ -605,8 +608,7 @@ async fn a_flush_stuck_inside_sled_fails_writes_with_storage_and_the_next_owner_
     let started = Instant::now();
     wait_until("the stuck owner exits", Duration::from_secs(20), || !alive(owner)).await;
     let exited = started.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
+    tracer.end();
     let (code, out, err) = import();
     assert_eq!(code, 0, "the next owner opens the database afresh and writes: {out}{err}");
     let (code, out, err) = baton(&home, &["verify"]);
@@ -620,13 +622,28 @@ async fn a_flush_stuck_inside_sled_fails_writes_with_storage_and_the_next_owner_
     stop_owner(&home).await;
 }
 
-/// SIGKILLs these processes when dropped (also when a test fails).
-struct KillOnDrop(Vec<u32>);
+/// An owner run under strace: ended (the owner, if it still is that process, then strace)
+/// when dropped, also when a test fails.
+struct TracedOwner {
+    tracer: std::process::Child,
+    owner: u32,
+    home: std::path::PathBuf,
+}
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+impl TracedOwner {
+    fn end(&mut self) {
+        let wanted = format!("\0owner\0--home\0{}\0", self.home.display());
+        let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", self.owner)).unwrap_or_default();
+        if alive(self.owner) && cmdline.ends_with(&wanted) {
+            unsafe { libc::kill(self.owner as i32, libc::SIGKILL) };
         }
+        let _ = self.tracer.kill();
+        let _ = self.tracer.wait();
+    }
+}
+
+impl Drop for TracedOwner {
+    fn drop(&mut self) {
+        self.end();
     }
 }
