@@ -70,6 +70,9 @@ pub async fn spawn(home: &Home, wait: Duration) -> BatonResult<Status> {
             Ok(())
         });
     }
+    // Where its log lines will start: only those say why this process died.
+    let log = log_file(home);
+    let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let mut child = command.spawn().map_err(|e| {
         BatonError::new(
             ErrorCode::Unavailable,
@@ -95,7 +98,6 @@ pub async fn spawn(home: &Home, wait: Duration) -> BatonResult<Status> {
             let _ = child.wait().await;
         });
     }
-    let log = log_file(home);
     match read {
         Err(_) => Err(BatonError::new(
             ErrorCode::Unavailable,
@@ -114,11 +116,11 @@ pub async fn spawn(home: &Home, wait: Duration) -> BatonResult<Status> {
                 },
                 None => "exit status unknown".into(),
             };
-            let tail = last_lines(&log, 3);
+            let tail = last_lines(&log, log_start, 3);
             let why = if tail.is_empty() {
-                format!("{status}; {} holds nothing", log.display())
+                format!("{status}; it logged nothing to {}", log.display())
             } else {
-                format!("{status}; last lines of {}: {}", log.display(), tail.join(" | "))
+                format!("{status}; its last lines in {}: {}", log.display(), tail.join(" | "))
             };
             Ok(Status::Vanished { pid, why })
         }
@@ -130,13 +132,15 @@ pub fn log_file(home: &Home) -> PathBuf {
     std::env::var_os("BATON_LOG_FILE").map(PathBuf::from).unwrap_or_else(|| home.log_path())
 }
 
-/// The last `n` non-empty lines of the text file at `path` (reading at most its last 8 KiB).
-fn last_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+/// The last `n` non-empty lines written to the text file at `path` after offset `start`
+/// (reading at most its last 8 KiB; from its start if it was rotated meanwhile).
+fn last_lines(path: &std::path::Path, start: u64, n: usize) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = if start > len { 0 } else { start };
     let mut text = Vec::new();
-    if file.seek(SeekFrom::Start(len.saturating_sub(8192))).is_err() || file.read_to_end(&mut text).is_err() {
+    if file.seek(SeekFrom::Start(start.max(len.saturating_sub(8192)))).is_err() || file.read_to_end(&mut text).is_err() {
         return Vec::new();
     }
     let text = String::from_utf8_lossy(&text);

@@ -184,7 +184,7 @@ impl SledStore {
         let record = upgrade::check_integrity(dir, &state)?;
         if !db.set_aside.is_empty() {
             tracing::warn!(
-                "the baton database at {} opened after {} leftover file(s) were set aside; it recovered every acknowledged change (through write batch {}, {} run(s))",
+                "the baton database at {} opened after {} leftover file(s) were set aside: sled recovered through write batch {} ({} run(s)), at least what its integrity record witnessed",
                 dir.display(),
                 db.set_aside.len(),
                 state.batch,

@@ -76,7 +76,16 @@ pub fn prepare_with(shared: &Shared, db: &Db, accept_loss: bool) -> BatonResult<
             // garbled log opens as an empty one): refuse, and leave the record as evidence.
             // One at batch 0 is this database's own, from a first open that stopped before
             // its format marker was written: keep its id.
-            let db_id = match integrity::read(dir)? {
+            let existing = match integrity::read(dir) {
+                Ok(existing) => existing,
+                Err(e) if !accept_loss => return Err(e),
+                Err(_) => {
+                    let why = "a damaged integrity record beside a log that recovered nothing; replaced by a repair";
+                    super::leftovers::set_aside(dir, &integrity::path(dir), why)?;
+                    None
+                }
+            };
+            let db_id = match existing {
                 Some(witness) if witness.batch > 0 && !accept_loss => return Err(integrity::short_of(dir, 0, witness.batch)),
                 Some(witness) if witness.batch > 0 => {
                     let why = format!(
