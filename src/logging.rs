@@ -1,7 +1,7 @@
 //! Logging setup shared by every baton command. Logs go to stderr (stdout carries only
 //! protocol messages), or to `$BATON_LOG_FILE`; the filter comes from `$BATON_LOG`.
 //!
-//! Logging never panics and never blocks a caller on a failed write: the owner's log is
+//! Logging never panics on a failed write: the owner's log is
 //! `owner.log` in the home, on the same disk as the database, so when that disk is full
 //! every log line fails too. tracing-subscriber reports a failed write with `eprintln!`,
 //! which panics when stderr (that same file) cannot be written either; that panic once
@@ -18,11 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// How many of those a later line has already reported.
 static REPORTED: AtomicU64 = AtomicU64::new(0);
-
-/// The number of log lines this process could not write (and dropped).
-pub fn dropped_lines() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
-}
 
 /// Install the global subscriber with `default` as the filter unless `$BATON_LOG` is set.
 pub fn init(default: &str) {
@@ -92,5 +87,33 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
 
     fn make_writer(&'a self) -> LineWriter<'a> {
         LineWriter(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::fmt::MakeWriter;
+
+    #[test]
+    fn a_line_that_cannot_be_written_is_dropped_counted_and_reported_later() {
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let sink = Sink { file: Some(Mutex::new(full)) };
+        let before = DROPPED.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            assert_eq!(sink.make_writer().write(b"a line\n").unwrap(), 7, "the caller never sees the failure");
+            sink.make_writer().write_all(b"another line\n").unwrap();
+        }
+        assert!(DROPPED.load(Ordering::Relaxed) >= before + 6);
+        // Space is back: the next line is preceded by how many were lost.
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        *sink.file.as_ref().unwrap().lock().unwrap() = tmp.reopen().unwrap();
+        sink.make_writer().write_all(b"after\n").unwrap();
+        let text = std::fs::read_to_string(tmp.path()).unwrap();
+        let (notice, after) = text.split_once('\n').unwrap();
+        assert!(notice.contains("log line(s) could not be written") && after == "after\n", "{text:?}");
+        let lost: u64 = notice.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(lost >= 6, "{notice}");
     }
 }
