@@ -42,11 +42,45 @@ fn main() -> ExitCode {
     drop(runtime);
     match outcome {
         Ok(text) => print(&text),
-        Err(e) => {
-            eprintln!("baton: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<ProblemsFound>() {
+            Some(found) => match print(&found.0) {
+                ExitCode::SUCCESS => ExitCode::from(PROBLEMS_FOUND),
+                failed => failed,
+            },
+            None => {
+                eprintln!("baton: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// The exit code of `baton verify` (and `--repair`) when it found problems, so a script
+/// cannot take a damaged database for a sound one. 0: sound; 1: it could not check (the
+/// error says why, e.g. a database refused as damaged when opened); 2: bad arguments.
+const PROBLEMS_FOUND: u8 = 3;
+
+/// The report of a verify that found problems: printed on stdout like a sound one, then
+/// the process exits with [`PROBLEMS_FOUND`].
+#[derive(Debug)]
+struct ProblemsFound(String);
+
+impl std::fmt::Display for ProblemsFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProblemsFound {}
+
+/// `baton verify`: the report, as an error carrying it when problems were found.
+async fn verify(home: &Option<PathBuf>, json: bool) -> Result<String> {
+    let backend = Backend::new(Home::resolve(home.as_deref())?);
+    backend.connect().await?;
+    let reply = baton::gitops::call(&backend, baton::cli::terminal_caller(), Request::Verify(Default::default())).await?;
+    let sound = matches!(&reply, baton::api::Reply::Verified(report) if report.is_sound());
+    let text = if json { serde_json::to_string_pretty(&reply.to_json())? } else { baton::cli::render(&reply) };
+    if sound { Ok(text) } else { Err(ProblemsFound(text).into()) }
 }
 
 /// Write the command's output; a reader that went away (`| head`) is not an error.
@@ -159,7 +193,7 @@ async fn run(cli: Cli) -> Result<String> {
             request_text(&cli.home, request, json).await
         }
         Command::Verify { repair: true, json } => repair(&cli.home, json).await,
-        Command::Verify { repair: false, json } => request_text(&cli.home, Request::Verify(Default::default()), json).await,
+        Command::Verify { repair: false, json } => verify(&cli.home, json).await,
         Command::Backup { dir } => {
             let request = Request::Backup(BackupParams { dir: absolute(&dir)? });
             request_text(&cli.home, request, false).await
@@ -241,27 +275,36 @@ async fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
         stop_idle_owner(&home, &lock).await?;
     }
     let report = baton::store::SledStore::repair(&home.db_dir(), baton::store::sled_store::Options::for_dir(&home.db_dir())?)?;
-    if json {
-        return Ok(serde_json::to_string_pretty(&report)?);
-    }
-    let mut text = format!("Repaired {}: {} run(s), {} event(s).", home.db_dir().display(), report.runs, report.events);
-    for problem in &report.problems {
-        text.push_str(&format!("\n- {problem}"));
-    }
-    Ok(text)
+    let text = if json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        let mut text = format!("Repaired {}: {} run(s), {} event(s).", home.db_dir().display(), report.runs, report.events);
+        for problem in &report.problems {
+            text.push_str(&format!("\n- {problem}"));
+        }
+        text
+    };
+    if report.is_sound() { Ok(text) } else { Err(ProblemsFound(text).into()) }
 }
 
 /// A repair must have the database to itself. If the owner process serves nobody but
 /// us (e.g. it lingers after a terminal command), ask it to shut down (it finishes what is
 /// in flight and releases the lock) and take the lock; if sessions use it, refuse.
 async fn stop_idle_owner(home: &Home, lock: &std::fs::File) -> Result<()> {
-    let owner =
-        match baton::gitops::call(&Backend::new(home.clone()), baton::api::Caller::default(), Request::OwnerStatus(Default::default()))
-            .await?
-        {
+    let backend = Backend::new(home.clone());
+    // A terminal command that just exited may still be counted until the owner sees its
+    // connection close: ask again for a moment before blaming a session.
+    let settle = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let owner = loop {
+        let owner = match baton::gitops::call(&backend, baton::api::Caller::default(), Request::OwnerStatus(Default::default())).await? {
             baton::api::Reply::Owner(owner) => owner,
             other => anyhow::bail!("unexpected answer from the baton owner: {other:?}"),
         };
+        if owner.connections <= 1 || std::time::Instant::now() >= settle {
+            break owner;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     if owner.connections > 1 {
         anyhow::bail!(
             "{} other connection(s) to the baton owner (pid {}) are open: baton sessions are using {}; stop every baton session (and Codex) first, then rerun `baton verify --repair`",

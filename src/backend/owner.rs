@@ -32,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 const ABANDON: Duration = Duration::from_secs(2);
 /// How long shutdown waits for the store to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long a flush may stay stuck inside sled before the owner exits to let a new owner
+/// reopen the database (meanwhile every write is refused with a `storage` error).
+const STUCK_EXIT: Duration = Duration::from_secs(10);
 
 /// Opens the store in a database directory.
 pub type OpenStore = Arc<dyn Fn(&Path) -> BatonResult<Arc<dyn RunStore>> + Send + Sync>;
@@ -177,8 +180,13 @@ impl Owner {
             tokio::select! {
                 () = &mut shutdown => break "asked to shut down",
                 () = &mut idle, if connections.is_empty() => break "idle",
-                _ = home_check.tick() => if !home_intact(&home, lock_id) {
-                    break "its home was removed or replaced";
+                _ = home_check.tick() => {
+                    if !home_intact(&home, lock_id) {
+                        break "its home was removed or replaced";
+                    }
+                    if crate::store::sled_store::stuck_for().is_some_and(|stuck| stuck >= STUCK_EXIT) {
+                        break "its database is stuck inside sled (a flush never returned), so this process cannot reopen it; the next owner opens it afresh";
+                    }
                 },
                 Some(ended) = connections.join_next() => {
                     if let Err(e) = ended && e.is_panic() {

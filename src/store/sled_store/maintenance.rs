@@ -172,7 +172,7 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
         #[cfg(test)]
         before_sync: std::sync::Mutex::new(None),
     };
-    let state = super::upgrade::prepare(&shared, &db)?;
+    let state = super::upgrade::prepare_with(&shared, &db, true)?;
     let mut writes = Vec::new();
     let mut counts = HashMap::new();
     for entry in db.tree(T::Index).iter() {
@@ -196,7 +196,14 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
     apply(&db, &writes).map_err(|e| io_storage(dir, "repair", &e))?;
     db.sled.flush()?;
     super::durability::Syncer::open(dir).map_err(|e| io_storage(dir, "sync", &e))?;
-    Record::create(dir, Witness { db_id: state.db_id, batch: state.batch })?;
+    // The old record is evidence of what was acknowledged: kept aside, never overwritten.
+    let accepted = Witness { db_id: state.db_id, batch: state.batch };
+    let record = super::integrity::path(dir);
+    if record.exists() && super::integrity::read(dir).ok().flatten() != Some(accepted) {
+        let why = format!("the integrity record replaced by a repair that accepted the database at write batch {}", state.batch);
+        super::leftovers::set_aside(dir, &record, &why)?;
+    }
+    Record::create(dir, accepted)?;
     let report = verify(&shared, &db)?;
     Ok(report)
 }

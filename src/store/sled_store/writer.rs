@@ -16,7 +16,7 @@
 //! life of an open database), writes the undo log back and syncs, and only then clears
 //! the overlay. Until that succeeds readers keep seeing the state before the failed batch.
 
-use super::durability::{self, FdReserve, Syncer};
+use super::durability::{self, FLUSH_WAIT, FdReserve, Flusher, Syncer};
 use super::integrity::{Record, Witness};
 use super::keys::{self, T};
 use super::upgrade::State;
@@ -61,10 +61,13 @@ pub struct Handle {
 impl Handle {
     pub fn start(shared: Arc<Shared>, syncer: Syncer, record: Record, state: State) -> BatonResult<Handle> {
         let (jobs, inbox) = mpsc::channel();
+        let flusher =
+            Flusher::start(&shared.dir).map_err(|e| BatonError::internal(format!("cannot start the store's flush thread: {e}")))?;
         shared.durable_batch.store(state.batch, std::sync::atomic::Ordering::Relaxed);
         let mut writer = Writer {
             shared,
             syncer,
+            flusher,
             record,
             db_id: state.db_id,
             batch: state.batch,
@@ -115,6 +118,8 @@ impl Drop for Handle {
 pub struct Writer {
     pub(super) shared: Arc<Shared>,
     syncer: Syncer,
+    /// Runs sled's flush with a bounded wait (see [`Flusher`]).
+    flusher: Flusher,
     record: Record,
     db_id: [u8; 16],
     /// Number of the last durable batch.
@@ -443,7 +448,7 @@ impl Writer {
         let hooked: std::io::Result<()> = Ok(());
         let result = hooked
             .map_err(|e| io_storage(&dir, "sync", &e))
-            .and_then(|_| db.sled.flush().map_err(|e| io_storage(&dir, "flush", &sled_text(&e))))
+            .and_then(|_| self.flusher.flush(&db.sled, FLUSH_WAIT).map_err(|e| io_storage(&dir, "flush", &e)))
             .and_then(|_| {
                 // The witness of the previous batch rides on this batch's device flush.
                 self.record
@@ -465,6 +470,11 @@ impl Writer {
     pub(super) fn heal(&mut self) -> BatonResult<()> {
         let Some((undo, cause)) = &self.undo else { return Ok(()) };
         let dir = self.shared.dir.clone();
+        // A flush stuck inside sled keeps the old instance (and its file lock) alive:
+        // dropping it would wait forever too, and reopening would find the lock taken.
+        if self.flusher.is_stuck() {
+            return Err(cause.clone());
+        }
         // Reopening sled writes (recovery) and opens files; while that would fail, keep the
         // old instance, whose reads still work (the overlay hides the failed batch).
         if !durability::can_reopen(&dir) {
@@ -494,7 +504,7 @@ impl Writer {
             Ok::<(), ConflictableTransactionError<()>>(())
         });
         restored.map_err(|e| io_storage(&dir, "undo a failed change in", &format!("{e:?}")))?;
-        db.sled.flush().map_err(|e| io_storage(&dir, "flush", &sled_text(&e)))?;
+        self.flusher.flush(&db.sled, FLUSH_WAIT).map_err(|e| io_storage(&dir, "flush", &e))?;
         self.syncer.sync_everything().map_err(|e| io_storage(&dir, "sync", &e))?;
         *slot = Some(db);
         // Cleared under the write guard: no reader is between its read and its overlay check.
