@@ -140,7 +140,7 @@ impl Service {
                 "Pass the `lease_token` from the task's brief.",
             )
         })?;
-        let change = Change::TaskAdvance { task: task.clone(), token, outcome, output, artifacts };
+        let change = Change::TaskAdvance { task: task.clone(), token, outcome, output, artifacts, code: p.code.clone() };
         self.task_change(op, caller, &p.run_id, task, change, None).await
     }
 

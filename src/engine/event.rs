@@ -1,6 +1,7 @@
 //! The facts a run's history is made of. Every accepted change yields exactly one
 //! [`Event`] carrying everything it changed, so replaying the log rebuilds the run.
 
+use super::code::TaskCode;
 use super::merge::MergeReport;
 use super::plan::Plan;
 use super::run::Run;
@@ -201,6 +202,10 @@ pub struct StepReport {
     /// The artifacts this change reported (`null` deletes one).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub artifacts: Map<String, Value>,
+    /// For a task's step in a git worktree: what the calling process found and committed
+    /// there before the report was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<TaskCode>,
 }
 
 impl StepReport {

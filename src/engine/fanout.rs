@@ -1,6 +1,7 @@
 //! The fan-out half of the run state machine: expanding a plan into tasks, claiming
 //! them under leases, advancing each through its pipeline, and joining.
 
+use super::code::TaskCode;
 use super::event::{Actor, EventKind, StepReport};
 use super::plan::Plan;
 use super::run::{GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, Run, RunStatus, StepOutput, merge_artifacts};
@@ -180,16 +181,21 @@ impl Run {
         outcome: &str,
         output: &str,
         artifacts: &Map<String, Value>,
+        code: Option<&TaskCode>,
         actor: &Actor,
         now: Timestamp,
     ) -> BatonResult<EventKind> {
+        if let Some(code) = code {
+            code.check("code")?;
+        }
         let task = self.holder_task(id, token, now)?;
         let pipeline = self.fanout.as_ref().map(|f| f.pipeline_of(task)).ok_or_else(|| BatonError::internal("a task without a fan-out"))?;
         let step = task.step.clone().unwrap_or_default();
         task.check_independent(pipeline, actor).map_err(|why| {
             BatonError::invalid_state(why, "Have another agent (a sub-agent) claim and play this step.").with_field("lease_token")
         })?;
-        let report = self.report(pipeline, &task.visits, &step, &format!(" of task `{id}`"), outcome, output, artifacts)?;
+        let mut report = self.report(pipeline, &task.visits, &step, &format!(" of task `{id}`"), outcome, output, artifacts)?;
+        report.code = code.cloned();
         Ok(EventKind::TaskAdvanced { task: id.to_string(), report })
     }
 

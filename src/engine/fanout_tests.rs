@@ -64,7 +64,14 @@ fn claim(task: Option<&str>) -> Change {
 }
 
 fn report(task: &str, token: u64, outcome: &str) -> Change {
-    Change::TaskAdvance { task: task.into(), token, outcome: outcome.into(), output: format!("{task} {outcome}"), artifacts: Map::new() }
+    Change::TaskAdvance {
+        task: task.into(),
+        token,
+        outcome: outcome.into(),
+        output: format!("{task} {outcome}"),
+        artifacts: Map::new(),
+        code: None,
+    }
 }
 
 /// The claim's task and token, read from its event.

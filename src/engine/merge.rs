@@ -217,6 +217,7 @@ mod tests {
                 outcome: outcome.to_string(),
                 output: String::new(),
                 artifacts: Map::new(),
+                code: None,
             };
             events.push(claim.clone());
             events.push(run.apply(&report, &agent(who), NOW).unwrap());

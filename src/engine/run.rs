@@ -5,6 +5,7 @@
 //! of events.
 
 use super::change::Change;
+use super::code::TaskCode;
 use super::event::{Actor, Event, EventKind, RunOrigin, StepReport, Workspace};
 use super::task::FanOutState;
 use super::template::{Target, Template};
@@ -125,6 +126,9 @@ pub struct StepOutput {
     pub at: Timestamp,
     #[serde(default)]
     pub actor: Actor,
+    /// For a task's step: what became of the task's code (see [`TaskCode`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<TaskCode>,
 }
 
 /// Where a forked run came from.
@@ -339,8 +343,8 @@ impl Run {
     fn decide(&self, change: &Change, actor: &Actor, now: Timestamp) -> BatonResult<EventKind> {
         match change {
             Change::Claim { task, lease } => self.decide_claim(task.as_deref(), *lease, actor, now),
-            Change::TaskAdvance { task, token, outcome, output, artifacts } => {
-                self.decide_task_advance(task, *token, outcome, output, artifacts, actor, now)
+            Change::TaskAdvance { task, token, outcome, output, artifacts, code } => {
+                self.decide_task_advance(task, *token, outcome, output, artifacts, code.as_ref(), actor, now)
             }
             Change::Renew { task, token, lease } => self.decide_renew(task, *token, *lease, now),
             Change::Release { task, token } => {
@@ -555,6 +559,7 @@ impl Run {
             limit_reached: visit_limit(steps, visits, &next),
             next,
             artifacts: artifacts.clone(),
+            code: None,
         })
     }
 
@@ -612,6 +617,7 @@ impl StepOutput {
             version: event.seq,
             at: event.at,
             actor: event.actor.clone(),
+            code: report.code.clone(),
         }
     }
 

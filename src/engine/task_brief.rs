@@ -4,7 +4,8 @@
 use super::brief::{
     MAX_BRIEF_BYTES, OutcomeChoice, OutputExcerpt, PendingQuestion, cut, excerpt, guide_pointer, pending, role_guide, serialized_len,
 };
-use super::run::Run;
+use super::code::{TaskCode, short_id};
+use super::run::{Run, StepOutput};
 use super::task::{FanOutState, Task, TaskStatus};
 use crate::time::Timestamp;
 use schemars::JsonSchema;
@@ -108,6 +109,14 @@ pub struct TaskBrief {
     /// The git repository the worktree belongs to (the run's repository root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// The task branch's tip as of the task's last report (baton commits what each step
+    /// leaves uncommitted): `git diff <base> <head>` in `workdir` is the task's change so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// What the task's last steps did to its code, newest first: the commit, its diffstat
+    /// and how to see it, or that a step changed nothing or could not be committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     pub title: String,
     pub description: String,
     /// What this step must achieve.
@@ -187,6 +196,8 @@ impl TaskBrief {
             (None, None) => "the current directory (shared with the other tasks)".to_string(),
         };
         let lease = task.lease.as_ref().filter(|l| lease_token == Some(l.token));
+        let base = worktree.as_ref().and_then(|_| run.fanout.as_ref()?.base.clone());
+        let (head, code) = code_so_far(task, base.as_deref(), text_cap, &mut shortened);
         let first_time = role.as_ref().is_some_and(|r| !task.outputs.values().any(|o| &o.role == r));
         TaskBrief {
             run_id: run.id.clone(),
@@ -203,7 +214,9 @@ impl TaskBrief {
             question: task.gate.as_ref().map(|g| pending(g, text_cap, &mut shortened)),
             note: None,
             branch: worktree.as_ref().map(|w| w.branch.clone()),
-            base: worktree.as_ref().and_then(|_| run.fanout.as_ref()?.base.clone()),
+            base,
+            head,
+            code,
             repo: worktree.as_ref().and_then(|_| run.workspace.as_ref()?.git_root.clone()),
             workdir,
             title: task.title.clone(),
@@ -228,6 +241,25 @@ impl TaskBrief {
             shortened,
         }
     }
+}
+
+/// Steps whose code a task brief describes.
+const CODE_STEPS: usize = 3;
+
+/// The task branch's tip as its last report recorded it, and a text on what its latest
+/// steps did to the code (within `cap` bytes).
+fn code_so_far(task: &Task, base: Option<&str>, cap: usize, shortened: &mut Vec<String>) -> (Option<String>, Option<String>) {
+    let mut coded: Vec<(&StepOutput, &TaskCode)> = task.outputs.values().filter_map(|o| Some((o, o.code.as_ref()?))).collect();
+    if coded.is_empty() {
+        return (None, None);
+    }
+    coded.sort_by_key(|(o, _)| std::cmp::Reverse(o.version));
+    let head = coded.iter().find_map(|(_, c)| c.head.clone());
+    let mut lines: Vec<String> = coded.iter().take(CODE_STEPS).map(|(o, c)| c.line(&o.step, &o.actor.label())).collect();
+    if let (Some(base), Some(head), Some((_, latest))) = (base, &head, coded.first()) {
+        lines.push(format!("The task's whole change so far: `git -C {} diff {} {}`.", latest.worktree, short_id(base), short_id(head)));
+    }
+    (head, Some(cut(&lines.join(" "), cap * 2, shortened, "code")))
 }
 
 /// Where a task's own git worktree and branch are, when the run's workspace is a repository.
