@@ -296,7 +296,7 @@ pub fn run_short(run_id: &str) -> &str {
 
 fn how_to_work(run: &Run) -> String {
     format!(
-        "Work tasks in parallel with sub-agents (at most {} at once): for each ready task spawn one (`spawn_agent`) with the message: \"Use baton: call `resume` with run_id {} and claim <task id>, do what the brief says in its workdir, report with `advance` (run_id, task, lease_token, outcome, output), and repeat until no task is left for you.\" A review step must be claimed by an agent that did not implement the task. You may also claim tasks yourself with `resume` {{run_id, claim: \"next\"}}.",
+        "Work tasks in parallel with sub-agents (at most {} at once): for each ready task spawn one (`spawn_agent`) with the message: \"Use baton: call `resume` with run_id {} and claim <task id>, do what the brief says in its workdir (no need to commit: baton commits what you leave there on the task's branch when you report), report with `advance` (run_id, task, lease_token, outcome, output), and repeat until no task is left for you.\" A review step must be claimed by an agent that did not implement the task. You may also claim tasks yourself with `resume` {{run_id, claim: \"next\"}}.",
         run.max_agents, run.id
     )
 }
@@ -362,7 +362,7 @@ fn task_next_action(run: &Run, task: &Task, role: Option<&str>, token: Option<u6
 /// The message to give a fresh sub-agent so it plays this step on its own.
 fn subagent_prompt(run: &Run, task: &Task, role: &str) -> String {
     format!(
-        "Use baton. You are the {role} of task `{}` (\"{}\") of run {}. Call `resume` with run_id \"{}\" and claim \"{}\", read the brief, work in its `workdir` (see its branch and its diff against the base), play the role as skill/roles/{role}.md says, and report with `advance` (run_id, task, lease_token, outcome, output). Judge the work as someone who did not write it.",
+        "Use baton. You are the {role} of task `{}` (\"{}\") of run {}. Call `resume` with run_id \"{}\" and claim \"{}\", read the brief, work in its `workdir` (its `code` names the task's commits and how to see the diff against the base), play the role as skill/roles/{role}.md says, and report with `advance` (run_id, task, lease_token, outcome, output). Judge the work as someone who did not write it.",
         task.id, task.title, run.id, run.id, task.id
     )
 }

@@ -313,8 +313,8 @@ async fn reconcile(backend: &Backend, caller: &Caller, brief: &mut Brief) -> Rec
 async fn merge_once(backend: &Backend, caller: &Caller, root: &Path, run_id: &str) -> BatonResult<(Brief, bool)> {
     let _lock = lock(root, "merge").await?;
     let fresh = read_brief(backend, caller, run_id).await?;
-    let Some(MergeState::Pending { tree, tasks }) = &fresh.merge else { return Ok((fresh, false)) };
-    let report = merge::merge_tasks(root, Path::new(tree), run_id, tasks).await;
+    let Some(MergeState::Pending { tree, tasks, base }) = &fresh.merge else { return Ok((fresh, false)) };
+    let report = merge::merge_tasks(root, Path::new(tree), run_id, tasks, base.as_deref()).await;
     let request = Request::RecordMerge(crate::api::RecordMergeParams { run_id: run_id.to_string(), report });
     match backend.call_as(caller.clone(), request).await? {
         Reply::Brief(brief) => Ok((*brief, true)),
