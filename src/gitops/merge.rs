@@ -110,8 +110,14 @@ async fn verified(tree: &Path, task: &str, branch: &str, tip: &str, before: Opti
         ));
     }
     let head = git(tree, &["rev-parse", "HEAD"]).text().await.ok();
-    let mut merge =
-        TaskMerge { task: task.to_string(), branch: branch.to_string(), tip: tip.to_string(), commit: None, files: Vec::new(), files_total: 0 };
+    let mut merge = TaskMerge {
+        task: task.to_string(),
+        branch: branch.to_string(),
+        tip: tip.to_string(),
+        commit: None,
+        files: Vec::new(),
+        files_total: 0,
+    };
     if let (Some(before), Some(head)) = (before, head)
         && before != head
     {
@@ -123,8 +129,14 @@ async fn verified(tree: &Path, task: &str, branch: &str, tip: &str, before: Opti
 
 /// The merge commit in HEAD's history that brought `tip` in (its second parent), with its files.
 async fn merge_of(tree: &Path, task: &str, branch: &str, tip: &str) -> TaskMerge {
-    let mut merge =
-        TaskMerge { task: task.to_string(), branch: branch.to_string(), tip: tip.to_string(), commit: None, files: Vec::new(), files_total: 0 };
+    let mut merge = TaskMerge {
+        task: task.to_string(),
+        branch: branch.to_string(),
+        tip: tip.to_string(),
+        commit: None,
+        files: Vec::new(),
+        files_total: 0,
+    };
     let listed = git(tree, &["log", "--merges", "--format=%H %P", "-n", "200", "HEAD"]).text().await.unwrap_or_default();
     let found = listed.lines().find_map(|line| {
         let ids: Vec<&str> = line.split(' ').collect();
@@ -220,14 +232,21 @@ mod tests {
         assert!(report.conflict.is_none() && report.error.is_none(), "{report:?}");
         assert_eq!(run_git(&repo, &["log", "--merges", "--format=%s"]).lines().count(), 2);
         assert!(repo.join("a.txt").exists() && repo.join("b.txt").exists());
-        let merges: Vec<(&str, Vec<String>, u32)> = report.merges.iter().map(|m| (m.task.as_str(), m.files.clone(), m.files_total)).collect();
+        let merges: Vec<(&str, Vec<String>, u32)> =
+            report.merges.iter().map(|m| (m.task.as_str(), m.files.clone(), m.files_total)).collect();
         assert_eq!(merges, [("a", vec!["a.txt".to_string()], 1), ("b", vec!["b.txt".to_string()], 1)]);
         for merge in &report.merges {
             let commit = merge.commit.as_deref().unwrap();
             assert_eq!(run_git(&repo, &["rev-parse", &format!("{commit}^2")]), merge.tip, "a merge commit of the task's tip");
         }
         let text = report.summary(RUN, repo.to_str());
-        assert!(text.starts_with(&format!("baton merged 2 task branches into {}, each verified in its HEAD: task `a` as merge commit", repo.display())), "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "baton merged 2 task branches into {}, each verified in its HEAD: task `a` as merge commit",
+                repo.display()
+            )),
+            "{text}"
+        );
         assert!(text.contains("(1 file: b.txt)") && text.contains("Tasks ghost had no branch"), "{text}");
     }
 
@@ -263,9 +282,13 @@ mod tests {
         // A post-merge hook that throws the merge away: git exits 0, HEAD lacks the branch.
         let hook = repo.join(".git/hooks/post-merge");
         std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
-        std::fs::write(&hook, "#!/bin/sh
+        std::fs::write(
+            &hook,
+            "#!/bin/sh
 git reset -q --hard HEAD~1
-").unwrap();
+",
+        )
+        .unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
