@@ -161,6 +161,12 @@ pub struct AnswerHumanParams {
     pub comment: Option<String>,
     #[serde(default)]
     pub expected_version: Option<u64>,
+    /// For a task's answer: what the calling process committed in the task's worktree before
+    /// sending it (see `crate::gitops`). Not a tool argument: the calling process always
+    /// replaces whatever a client put here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub code: Option<TaskCode>,
 }
 
 /// List runs, newest change first.

@@ -78,6 +78,7 @@ impl Service {
                     task: p.task.clone(),
                     answer: p.answer.clone(),
                     comment: p.comment.clone(),
+                    code: p.code.clone(),
                 };
                 match &p.task {
                     Some(task) => self.task_change(op, caller, &p.run_id, task, change, None).await,

@@ -533,3 +533,44 @@ async fn a_task_that_changed_nothing_is_nothing_to_merge_and_a_refused_commit_is
         agent.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_to_a_tasks_question_commits_what_was_left_in_its_worktree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repository(&tmp);
+    let home = fresh_home(&tmp);
+    let agents = agents(&home, &repo).await;
+    let [lead, a, b, _] = &agents;
+    let run_id = plan_two_tasks(lead, "api", "ui").await;
+    // Review asks for changes until the implement loop is used up: the task asks a human.
+    let mut last = Value::Null;
+    for round in 0..4 {
+        let build = a.ok("resume", json!({"run_id": run_id, "claim": "api"})).await;
+        let text = format!("round {round}\n");
+        write_without_git(&build, &[("api.txt", text.as_str())]);
+        report(a, &build, "implemented").await;
+        let review = b.ok("resume", json!({"run_id": run_id, "claim": "api"})).await;
+        last = report(b, &review, "changes_requested").await;
+    }
+    assert_eq!(last["status"], "awaiting_human", "{last}");
+    let dir = PathBuf::from(last["workdir"].as_str().unwrap());
+    // Someone fixes it by hand in the worktree, then answers for the task.
+    std::fs::write(dir.join("fix.txt"), "fixed by hand\n").unwrap();
+    let answered = lead.ok("answer_human", json!({"run_id": run_id, "task": "api", "answer": "continue"})).await;
+    let note = answered["note"].as_str().unwrap_or_default();
+    assert!(note.starts_with("The answer to the task's question (codex thread-lead): baton committed"), "{answered}");
+    let event = events(lead, &run_id).await.into_iter().rfind(|e| e["type"] == "human_answered").unwrap();
+    let commit = event["code"]["commit"].as_str().expect("the answer's commit is recorded").to_string();
+    assert_eq!(event["code"]["files"], json!([{"path": "fix.txt", "added": 1, "removed": 0}]), "{event}");
+    assert_eq!(git(&dir, &["log", "-1", "--format=%H|%an|%s"]), format!("{commit}|codex thread-lead|api: answered `continue`"));
+    // The next implementer starts from that commit, and its brief says where it came from.
+    let again = a.ok("resume", json!({"run_id": run_id, "claim": "api"})).await;
+    assert_eq!(again["head"].as_str(), Some(commit.as_str()), "{again}");
+    assert!(
+        again["code"].as_str().unwrap().starts_with("The answer to the task's question (codex thread-lead): baton committed"),
+        "{again}"
+    );
+    for agent in agents {
+        agent.stop().await;
+    }
+}

@@ -25,7 +25,8 @@ pub enum Change {
     /// Pause for a human's answer to `question`.
     AskHuman { expected_version: Option<u64>, question: String, options: Vec<String> },
     /// The human's answer to the pending question (of the run, or of one task).
-    AnswerHuman { expected_version: Option<u64>, task: Option<String>, answer: String, comment: Option<String> },
+    /// For a task: `code` is what the calling process committed in its worktree first.
+    AnswerHuman { expected_version: Option<u64>, task: Option<String>, answer: String, comment: Option<String>, code: Option<TaskCode> },
     /// Keep a named snapshot to fork from later.
     Checkpoint { expected_version: Option<u64>, name: String, note: Option<String>, workspace: Option<Workspace> },
     /// Stop the run for good.

@@ -121,6 +121,11 @@ impl TaskCode {
     /// One line for the briefs of the roles after `step` (played by `by`): what the step
     /// did to the code and how to see it.
     pub fn line(&self, step: &str, by: &str) -> String {
+        self.line_of(&format!("Step `{step}` ({by})"))
+    }
+
+    /// [`TaskCode::line`] for what `subject` (e.g. `Step `fix` (codex x)`) did.
+    pub fn line_of(&self, subject: &str) -> String {
         let wt = &self.worktree;
         let short = |id: &Option<String>| id.as_deref().map(short_id).unwrap_or("?").to_string();
         let mut line = match (&self.commit, self.changed()) {
@@ -131,14 +136,14 @@ impl TaskCode {
                     n => format!(" (after {n} commits of the agent's own)"),
                 };
                 format!(
-                    "Step `{step}` ({by}): baton committed what it left uncommitted as {}{own}; the step changed {}. See it with `git -C {wt} show {}`",
+                    "{subject}: baton committed what it left uncommitted as {}{own}; the step changed {}. See it with `git -C {wt} show {}`",
                     short(&self.commit),
                     self.diffstat(),
                     short_id(commit)
                 )
             }
             (None, true) => format!(
-                "Step `{step}` ({by}) committed its work itself ({} commit{}, nothing was left uncommitted); it changed {}. See it with `git -C {wt} log -p {}..{}`",
+                "{subject} committed its work itself ({} commit{}, nothing was left uncommitted); it changed {}. See it with `git -C {wt} log -p {}..{}`",
                 self.agent_commits,
                 if self.agent_commits == 1 { "" } else { "s" },
                 self.diffstat(),
@@ -146,9 +151,9 @@ impl TaskCode {
                 short(&self.head)
             ),
             (None, false) if self.error.is_none() => {
-                format!("Step `{step}` ({by}) changed nothing: no commit and no uncommitted change in {wt}")
+                format!("{subject} changed nothing: no commit and no uncommitted change in {wt}")
             }
-            (None, false) => format!("Step `{step}` ({by}) has no commit"),
+            (None, false) => format!("{subject} has no commit"),
         };
         if let Some(error) = &self.error {
             line.push_str(&format!(

@@ -168,6 +168,10 @@ pub enum EventKind {
         /// The task whose question this answers; none for the run's own question.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task: Option<String>,
+        /// For a task: what the calling process committed in the task's worktree before the
+        /// answer (changes someone left there), when it committed or failed to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<TaskCode>,
     },
     CheckpointSaved {
         name: String,

@@ -72,6 +72,7 @@ impl Run {
                     gate: None,
                     version: 0,
                     taken_over_from: None,
+                    last_code: None,
                 }
             })
             .collect();
@@ -204,7 +205,16 @@ impl Run {
         Ok(EventKind::LeaseRenewed { task: id.to_string(), token, expires_at: now.after(lease) })
     }
 
-    pub(super) fn decide_task_answer(&self, id: &str, answer: &str, comment: &Option<String>) -> BatonResult<EventKind> {
+    pub(super) fn decide_task_answer(
+        &self,
+        id: &str,
+        answer: &str,
+        comment: &Option<String>,
+        code: Option<&TaskCode>,
+    ) -> BatonResult<EventKind> {
+        if let Some(code) = code {
+            code.check("code")?;
+        }
         let task = self.task(id)?;
         let gate = task.gate.as_ref().ok_or_else(|| {
             BatonError::invalid_state(
@@ -212,7 +222,12 @@ impl Run {
                 "Answer only tasks whose status is awaiting_human.",
             )
         })?;
-        Ok(EventKind::HumanAnswered { answer: gate.choose(answer)?, comment: comment.clone(), task: Some(id.to_string()) })
+        Ok(EventKind::HumanAnswered {
+            answer: gate.choose(answer)?,
+            comment: comment.clone(),
+            task: Some(id.to_string()),
+            code: code.cloned(),
+        })
     }
 
     /// Ids of tasks waiting for a human.
@@ -238,7 +253,7 @@ impl Run {
         if let EventKind::TaskAdvanced { report, .. } = &event.kind {
             merge_artifacts(&mut self.artifacts, &report.artifacts);
         }
-        if let EventKind::HumanAnswered { task: Some(id), answer, comment } = &event.kind
+        if let EventKind::HumanAnswered { task: Some(id), answer, comment, .. } = &event.kind
             && let Some(gate) = self.fanout.as_ref().and_then(|f| f.task(id)).and_then(|t| t.gate.as_ref())
         {
             if self.human_answers.len() >= MAX_KEPT_ANSWERS {
@@ -289,6 +304,9 @@ impl Run {
                 task.outputs.insert(step.clone(), recorded.clone());
                 task.last_output = Some(recorded);
                 task.players.insert(step.clone(), event.actor.clone());
+                if let Some(code) = &report.code {
+                    task.last_code = Some((code.clone(), event.actor.clone()));
+                }
                 task.lease = None;
                 task.version += 1;
                 match (limit_reached, next) {
@@ -310,8 +328,11 @@ impl Run {
                     (_, _) => Aftermath::TaskFailed(id.clone()),
                 }
             }
-            EventKind::HumanAnswered { task: Some(id), answer, .. } => {
+            EventKind::HumanAnswered { task: Some(id), answer, code, .. } => {
                 let Some(task) = find_task(tasks, id) else { return Aftermath::Nothing };
+                if let Some(code) = code {
+                    task.last_code = Some((code.clone(), event.actor.clone()));
+                }
                 let Some(gate) = task.gate.take() else { return Aftermath::Nothing };
                 task.version += 1;
                 match (&gate.kind, answer.as_str()) {

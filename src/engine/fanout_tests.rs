@@ -206,6 +206,7 @@ fn a_failed_task_asks_a_human_who_can_skip_it_and_the_run_joins() {
         task: Some(task.into()),
         answer: text.into(),
         comment: None,
+        code: None,
     };
     assert_eq!(run.clone().apply(&answer("a", "maybe"), &agent("lead"), START).unwrap_err().field.as_deref(), Some("answer"));
     apply(&mut run, answer("a", "skip"), &agent("lead")).unwrap();
@@ -292,7 +293,8 @@ fn random_interleavings_complete_every_task_once_and_replay_exactly() {
                 // Answer any loop-limit question so work can go on.
                 let asking = run.fanout.as_ref().unwrap().tasks.iter().find(|t| t.gate.is_some()).map(|t| t.id.clone());
                 let Some(task) = asking else { continue };
-                let change = Change::AnswerHuman { expected_version: None, task: Some(task), answer: "continue".into(), comment: None };
+                let change =
+                    Change::AnswerHuman { expected_version: None, task: Some(task), answer: "continue".into(), comment: None, code: None };
                 run.apply(&change, &agents[0], now)
             };
             if was_joined {

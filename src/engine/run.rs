@@ -351,7 +351,9 @@ impl Run {
                 self.holder_task(task, *token, now)?;
                 Ok(EventKind::TaskReleased { task: task.clone(), token: *token })
             }
-            Change::AnswerHuman { task: Some(task), answer, comment, .. } => self.decide_task_answer(task, answer, comment),
+            Change::AnswerHuman { task: Some(task), answer, comment, code, .. } => {
+                self.decide_task_answer(task, answer, comment, code.as_ref())
+            }
             Change::Advance { outcome, output, artifacts, plan, .. } => {
                 let step = self.require_active("advance")?;
                 let report = self.report(&self.template, &self.visits, &step, "", outcome, output, artifacts)?;
@@ -375,7 +377,7 @@ impl Run {
                         fix,
                     ));
                 };
-                Ok(EventKind::HumanAnswered { answer: gate.choose(answer)?, comment: comment.clone(), task: None })
+                Ok(EventKind::HumanAnswered { answer: gate.choose(answer)?, comment: comment.clone(), task: None, code: None })
             }
             Change::Checkpoint { name, note, workspace, .. } => {
                 if self.status.is_finished() {
@@ -446,7 +448,7 @@ impl Run {
                     asked_at: now,
                 });
             }
-            EventKind::HumanAnswered { answer, comment, task: None } => {
+            EventKind::HumanAnswered { answer, comment, task: None, .. } => {
                 let Some(gate) = self.pending_gate.take() else { return };
                 if self.human_answers.len() >= MAX_KEPT_ANSWERS {
                     self.human_answers.remove(0);

@@ -249,14 +249,17 @@ const CODE_STEPS: usize = 3;
 /// The task branch's tip as its last report recorded it, and a text on what its latest
 /// steps did to the code (within `cap` bytes).
 fn code_so_far(task: &Task, base: Option<&str>, cap: usize, shortened: &mut Vec<String>) -> (Option<String>, Option<String>) {
+    let Some((latest, by)) = task.last_code.as_ref() else { return (None, None) };
     let mut coded: Vec<(&StepOutput, &TaskCode)> = task.outputs.values().filter_map(|o| Some((o, o.code.as_ref()?))).collect();
-    if coded.is_empty() {
-        return (None, None);
-    }
     coded.sort_by_key(|(o, _)| std::cmp::Reverse(o.version));
-    let head = coded.iter().find_map(|(_, c)| c.head.clone());
-    let mut lines: Vec<String> = coded.iter().take(CODE_STEPS).map(|(o, c)| c.line(&o.step, &o.actor.label())).collect();
-    if let (Some(base), Some(head), Some((_, latest))) = (base, &head, coded.first()) {
+    let head = latest.head.clone().or_else(|| coded.iter().find_map(|(_, c)| c.head.clone()));
+    let mut lines = Vec::new();
+    // The latest record came with a human's answer, not with a step's report.
+    if coded.first().is_none_or(|(_, c)| *c != latest) {
+        lines.push(latest.line_of(&format!("The answer to the task's question ({})", by.label())));
+    }
+    lines.extend(coded.iter().take(CODE_STEPS).map(|(o, c)| c.line(&o.step, &o.actor.label())));
+    if let (Some(base), Some(head)) = (base, &head) {
         lines.push(format!("The task's whole change so far: `git -C {} diff {} {}`.", latest.worktree, short_id(base), short_id(head)));
     }
     (head, Some(cut(&lines.join(" "), cap * 2, shortened, "code")))

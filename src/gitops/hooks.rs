@@ -18,7 +18,7 @@ use super::cmd::{git, note_of};
 use super::commit::{self, Author, Committed};
 use super::lock::lock;
 use super::{merge, snapshot, worktree};
-use crate::api::{AdvanceParams, Caller, Reply, Request, ResumeParams};
+use crate::api::{AdvanceParams, AnswerHumanParams, Caller, Reply, Request, ResumeParams};
 use crate::backend::Backend;
 use crate::engine::merge::MergeState;
 use crate::engine::task_brief::{checkpoint_ref, fork_worktree};
@@ -33,7 +33,7 @@ enum After {
     /// A claim: make the task's worktree.
     Claim,
     /// A change that may finish a task, and with it the fan-out or the run; for a step's
-    /// report, what baton committed for it.
+    /// report or an answer, what baton committed for it (and what to call it in the note).
     TaskChange(Option<Box<(String, Committed)>>),
     /// A run's briefing: read it again if the git work changed the run.
     Briefing(String),
@@ -89,7 +89,12 @@ async fn before(backend: &Backend, caller: &mut Caller, request: &mut Request) -
             p.code = committed.as_ref().map(|(_, c)| c.code.clone());
             After::TaskChange(committed.map(Box::new))
         }
-        Request::AnswerHuman(p) if p.task.is_some() => After::TaskChange(None),
+        Request::AnswerHuman(p) if p.task.is_some() => {
+            p.code = None;
+            let committed = commit_answer(backend, caller, p).await;
+            p.code = committed.as_ref().map(|(_, c)| c.code.clone());
+            After::TaskChange(committed.map(Box::new))
+        }
         Request::Resume(p) => match (&p.run_id, &p.checkpoint, &p.claim, &p.task) {
             (Some(_), Some(_), _, _) => After::Fork,
             (Some(_), None, Some(_), _) => After::Claim,
@@ -131,8 +136,8 @@ async fn settle(backend: &Backend, caller: &Caller, after: After, reply: Reply) 
         }
         (After::TaskChange(committed), Reply::Task(mut brief)) => {
             if let Some(reported) = committed {
-                let (step, committed) = *reported;
-                add_note(&mut brief.note, committed.code.line(&step, &caller.actor.label()));
+                let (subject, committed) = *reported;
+                add_note(&mut brief.note, committed.code.line_of(&subject));
             }
             if !matches!(brief.status, TaskStatus::Done | TaskStatus::Skipped | TaskStatus::Failed) {
                 return Reply::Task(brief);
@@ -244,7 +249,33 @@ async fn commit_report(backend: &Backend, caller: &Caller, p: &AdvanceParams) ->
     let from = brief.head.as_deref().or(brief.base.as_deref());
     let worktree = Path::new(&brief.workdir);
     let committed = commit::commit_step(&commit::Step { worktree, branch, from, author: &author, subject: &subject, body: &body }).await;
-    Some((step.to_string(), committed))
+    Some((format!("Step `{step}` ({})", caller.actor.label()), committed))
+}
+
+/// Before a task's question is answered: commit what was left uncommitted in its worktree
+/// (someone fixed things by hand, or a step's commit had failed), authored by whoever
+/// answers. Recorded only when there was something to commit.
+async fn commit_answer(backend: &Backend, caller: &Caller, p: &AnswerHumanParams) -> Option<(String, Committed)> {
+    let task = p.task.as_deref()?;
+    let request = Request::Resume(ResumeParams { run_id: Some(p.run_id.clone()), task: Some(task.to_string()), ..ResumeParams::default() });
+    let Ok(Reply::Task(brief)) = backend.call_as(caller.clone(), request).await else { return None };
+    let (Some(_), Some(branch)) = (&brief.repo, &brief.branch) else { return None };
+    if brief.status != TaskStatus::AwaitingHuman || !Path::new(&brief.workdir).is_dir() {
+        return None;
+    }
+    let answer = crate::engine::brief::first_line(&p.answer, MAX_SUBJECT_CHARS);
+    let subject: String = format!("{task}: answered `{answer}`").chars().take(MAX_SUBJECT_CHARS).collect();
+    let body = format!(
+        "Committed by baton for {}: what was left uncommitted in the worktree of task `{task}` (run {}) when its question was answered.",
+        caller.actor.label(),
+        p.run_id
+    );
+    let author = Author::of(&caller.actor);
+    let from = brief.head.as_deref().or(brief.base.as_deref());
+    let worktree = Path::new(&brief.workdir);
+    let committed = commit::commit_step(&commit::Step { worktree, branch, from, author: &author, subject: &subject, body: &body }).await;
+    let worth = committed.code.commit.is_some() || committed.code.error.is_some();
+    worth.then(|| (format!("The answer to the task's question ({})", caller.actor.label()), committed))
 }
 
 /// Make the claimed task's worktree, when the run's workspace is a repository.

@@ -248,6 +248,7 @@ async fn answer(
             answer: f.answer,
             comment: Some(f.comment).filter(|c| !c.trim().is_empty()),
             expected_version: Some(f.expected_version),
+            code: None,
         })
     };
     change_run(&state, &session, &id, form.map(request)).await
