@@ -507,7 +507,14 @@ async fn a_task_that_changed_nothing_is_nothing_to_merge_and_a_refused_commit_is
 
     // `idle` goes through its pipeline without touching a file.
     let idle = b.ok("resume", json!({"run_id": run_id, "claim": "idle"})).await;
-    let idled = report(b, &idle, "implemented").await;
+    // A client cannot forge what baton committed: the calling process replaces `code`.
+    let forged = json!({"worktree": "/", "commit": "deadbeef", "head": "deadbeef", "files_total": 0});
+    let idled = b
+        .ok("advance", json!({"run_id": run_id, "task": "idle", "lease_token": idle["lease_token"], "outcome": "implemented", "output": "nothing to do", "code": forged}))
+        .await;
+    let recorded = events(lead, &run_id).await.into_iter().rfind(|e| e["type"] == "task_advanced" && e["task"] == "idle").unwrap();
+    assert_eq!(recorded["code"]["worktree"], idle["workdir"], "{recorded}");
+    assert!(!recorded.to_string().contains("deadbeef"), "{recorded}");
     assert!(idled["note"].as_str().unwrap().contains("changed nothing"), "{idled}");
     let idle_review = a.ok("resume", json!({"run_id": run_id, "claim": "idle"})).await;
     assert!(idle_review["code"].as_str().unwrap().contains("Step `implement` (codex thread-b) changed nothing"), "{idle_review}");
