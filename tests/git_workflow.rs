@@ -398,7 +398,7 @@ async fn agents_that_never_commit_land_their_code_through_merge_commits() {
         let branch = claimed["branch"].as_str().unwrap();
         // The implementer's report: baton committed its files, as the agent, on the branch.
         let note = seen["implemented"]["note"].as_str().unwrap_or_default();
-        assert!(note.contains("baton committed what it left uncommitted as"), "{note}");
+        assert!(note.contains("baton committed what was left uncommitted as"), "{note}");
         let code = code_of(lead, &run_id, task).await;
         assert_eq!(code.len(), 3, "implement, review and test each recorded their code: {code:?}");
         let implemented = &code[0];
@@ -555,6 +555,19 @@ async fn an_answer_to_a_tasks_question_commits_what_was_left_in_its_worktree() {
         let build = a.ok("resume", json!({"run_id": run_id, "claim": "api"})).await;
         let text = format!("round {round}\n");
         write_without_git(&build, &[("api.txt", text.as_str())]);
+        if round == 0 {
+            // A refused report leaves no commit behind: the changes are uncommitted again.
+            let dir = Path::new(build["workdir"].as_str().unwrap());
+            let tip = git(dir, &["rev-parse", "HEAD"]);
+            let refused = a
+                .err(
+                    "advance",
+                    json!({"run_id": run_id, "task": "api", "lease_token": build["lease_token"], "outcome": "bogus", "output": "x"}),
+                )
+                .await;
+            assert!(refused.to_string().contains("not an outcome"), "{refused}");
+            assert_eq!((git(dir, &["rev-parse", "HEAD"]), git(dir, &["status", "--porcelain"])), (tip, "?? api.txt".to_string()));
+        }
         report(a, &build, "implemented").await;
         let review = b.ok("resume", json!({"run_id": run_id, "claim": "api"})).await;
         last = report(b, &review, "changes_requested").await;

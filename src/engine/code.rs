@@ -135,9 +135,15 @@ impl TaskCode {
                     1 => " (after 1 commit of the agent's own)".to_string(),
                     n => format!(" (after {n} commits of the agent's own)"),
                 };
+                let all = if self.agent_commits > 0 {
+                    format!("; all of it: `git -C {wt} log -p {}..{}`", short(&self.from), short(&self.head))
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{subject}: baton committed what it left uncommitted as {}{own}; the step changed {}. See it with `git -C {wt} show {}`",
+                    "{subject}: baton committed what was left uncommitted as {}{own}; changed since {}: {}. See it with `git -C {wt} show {}`{all}",
                     short(&self.commit),
+                    short(&self.from),
                     self.diffstat(),
                     short_id(commit)
                 )
@@ -224,7 +230,7 @@ mod tests {
     #[test]
     fn lines_say_what_was_committed_by_whom_and_how_to_see_it() {
         let line = record().line("implement", "codex thread-a");
-        assert!(line.starts_with("Step `implement` (codex thread-a): baton committed what it left uncommitted as bbbbbbbbbb"), "{line}");
+        assert!(line.starts_with("Step `implement` (codex thread-a): baton committed what was left uncommitted as bbbbbbbbbb"), "{line}");
         assert!(line.contains("1 file, +9 -1: src/api.rs (+9 -1)"), "{line}");
         assert!(line.contains("`git -C /repo/.baton/worktrees/abcdef12-api show bbbbbbbbbb`"), "{line}");
 

@@ -392,6 +392,6 @@ fn a_reports_code_is_validated_kept_with_the_task_and_replayed() {
     let brief = TaskBrief::of(&run, run.fanout.as_ref().unwrap().task("a").unwrap(), Some(review_token));
     assert_eq!(brief.head.as_deref(), Some("b".repeat(40).as_str()));
     let text = brief.code.unwrap();
-    assert!(text.starts_with("Step `implement` (codex thread-x): baton committed what it left uncommitted as bbbbbbbbbb"), "{text}");
+    assert!(text.starts_with("Step `implement` (codex thread-x): baton committed what was left uncommitted as bbbbbbbbbb"), "{text}");
     assert!(text.contains("1 file, +3 -0: a.rs (+3 -0)"), "{text}");
 }
