@@ -185,7 +185,7 @@ async fn run(cli: Cli) -> Result<String> {
             request_text(&cli.home, request, json).await
         }
         Command::Answer { run_id, answer, comment, task, expected_version, json } => {
-            let request = Request::AnswerHuman(AnswerHumanParams { run_id, task, answer, comment, expected_version });
+            let request = Request::AnswerHuman(AnswerHumanParams { run_id, task, answer, comment, expected_version, code: None });
             request_text(&cli.home, request, json).await
         }
         Command::Cancel { run_id, reason, expected_version, json } => {

@@ -82,6 +82,7 @@ impl Service {
                     task: task.clone(),
                     answer: p.answer.clone(),
                     comment: p.comment.clone(),
+                    code: p.code.clone(),
                 };
                 match &task {
                     Some(task) => self.task_change(op, caller, &p.run_id, task, change, None).await,
@@ -144,7 +145,7 @@ impl Service {
                 "Pass the `lease_token` from the task's brief.",
             )
         })?;
-        let change = Change::TaskAdvance { task: task.clone(), token, outcome, output, artifacts };
+        let change = Change::TaskAdvance { task: task.clone(), token, outcome, output, artifacts, code: p.code.clone() };
         self.task_change(op, caller, &p.run_id, task, change, None).await
     }
 

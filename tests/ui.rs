@@ -125,7 +125,11 @@ async fn the_page_refuses_strangers_other_origins_and_stale_answers() {
     let current = (gate["version"].as_u64().unwrap() + 1).to_string();
     let answered =
         login.post(&ui, &format!("/runs/{id}/answer"), &[("expected_version", &current), ("answer", "yes"), ("comment", "ship it")]);
-    assert_eq!((answered.status, answered.header("location")), (303, Some(format!("/runs/{id}").as_str())), "{}", answered.body);
+    // Back to the run's page, which confirms the answer's event (the next version).
+    let confirm = format!("/runs/{id}?answered={}", gate["version"].as_u64().unwrap() + 2);
+    assert_eq!((answered.status, answered.header("location")), (303, Some(confirm.as_str())), "{}", answered.body);
+    let page = login.get(&ui, &confirm);
+    assert!(page.body.contains("Your answer “yes” is recorded") && page.body.contains("with your comment"), "{}", page.body);
     let state = server.ok("inspect", json!({"run_id": id})).await;
     assert_eq!(state["run"]["status"], "active");
     let last = state["events"].as_array().unwrap().last().unwrap().clone();

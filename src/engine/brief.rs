@@ -384,9 +384,14 @@ impl EventLine {
             EventKind::Cancelled { reason } => format!("cancelled: {}", first_line(reason, 160)),
             EventKind::Forked { from_run, checkpoint, .. } => format!("forked from {from_run} at checkpoint {checkpoint}"),
             EventKind::BranchesMerged { report } => format!(
-                "merged task branches {} into {}{}",
+                "merged task branches [{}] into {}{}{}",
                 report.merged.join(", "),
                 report.tree,
+                if report.nothing_to_merge.is_empty() {
+                    String::new()
+                } else {
+                    format!("; nothing to merge for [{}]", report.nothing_to_merge.join(", "))
+                },
                 report.conflict.as_ref().map(|c| format!("; conflict merging {}", c.task)).unwrap_or_default()
             ),
         };

@@ -3,6 +3,7 @@
 pub mod brief;
 pub mod builtin;
 pub mod change;
+pub mod code;
 pub mod event;
 mod fanout;
 mod graph;

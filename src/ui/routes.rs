@@ -266,6 +266,7 @@ async fn answer(
         answer: f.answer,
         comment: Some(f.comment).filter(|c| !c.trim().is_empty()),
         expected_version: Some(f.expected_version),
+        code: None,
     });
     match state.call(request).await {
         Ok(_) => Redirect::to(&format!("/runs/{id}?answered={answered}")).into_response(),

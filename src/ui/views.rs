@@ -268,7 +268,7 @@ fn path_parts(path: &str) -> Vec<String> {
 /// what happens next. None when that event is not an answer (or no longer on the page).
 pub fn answer_notice(details: &RunDetails, seq: u64) -> Option<String> {
     let event = details.events.iter().find(|e| e.seq == seq)?;
-    let EventKind::HumanAnswered { answer, comment, task } = &event.kind else { return None };
+    let EventKind::HumanAnswered { answer, comment, task, .. } = &event.kind else { return None };
     let run = &details.run;
     let whose = task.as_ref().map(|t| format!(" for task {t}")).unwrap_or_default();
     let with = if comment.is_some() { ", with your comment" } else { "" };
