@@ -9,7 +9,7 @@
 //! release the lock. The lock is released only once the store is closed, so a successor
 //! never finds the database still held; dropping a serving owner does the same.
 
-use super::conn;
+use super::conn::{self, Shared};
 use super::peer::{self, Dial};
 use super::wire::FrameBudget;
 use crate::error::{BatonError, BatonResult, ErrorCode};
@@ -82,28 +82,17 @@ impl Default for Settings {
 
 /// The outcome of trying to become the owner.
 pub enum Start {
-    Owner(Owner),
+    Owner(Box<Owner>),
     /// Another process owns the database and answers on the socket.
     Busy {
         pid: u32,
     },
 }
 
-/// What every connection of an owner shares. Fields drop in order: the store closes
-/// before the lock is released, and `released` fires last.
-pub(super) struct Shared {
-    pub service: Service,
-    pub settings: Settings,
-    pub budget: FrameBudget,
-    /// Connections being served now (idle pooled ones included): who else is using the database.
-    pub connections: std::sync::atomic::AtomicUsize,
-    _lock: File,
-    _released: watch::Sender<()>,
-}
-
 /// An owner that holds the lock, the open store and the bound socket.
 pub struct Owner {
     shared: Arc<Shared>,
+    settings: Settings,
     listener: UnixListener,
     home: Home,
     lock_id: (u64, u64),
@@ -146,14 +135,15 @@ impl Owner {
         let budget = FrameBudget::new(settings.frame_budget);
         let shared = Arc::new(Shared {
             service: Service::new(store),
-            settings,
+            frame_timeout: settings.frame_timeout,
+            answer_timeout: settings.answer_timeout,
             budget,
             connections: std::sync::atomic::AtomicUsize::new(0),
             _lock: lock,
             _released: released_tx,
         });
         tracing::info!(home = %home.dir.display(), pid = std::process::id(), "this process now owns the baton database");
-        Ok(Start::Owner(Owner { shared, listener, home: home.clone(), lock_id: (meta.dev(), meta.ino()), released }))
+        Ok(Start::Owner(Box::new(Owner { shared, settings, listener, home: home.clone(), lock_id: (meta.dev(), meta.ino()), released })))
     }
 
     /// Completes once the store is closed and the lock released: after [`Owner::serve`]
@@ -166,8 +156,7 @@ impl Owner {
     /// Serve until `shutdown` completes, the owner has been idle for the idle period, or
     /// the home is gone; then shut down in order. Returns why it stopped.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> &'static str {
-        let Owner { shared, listener, home, lock_id, released: _ } = self;
-        let settings = shared.settings.clone();
+        let Owner { shared, settings, listener, home, lock_id, released: _ } = self;
         let stop = CancellationToken::new();
         let mut connections = JoinSet::new();
         let idle = tokio::time::sleep(settings.idle);

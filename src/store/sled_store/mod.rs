@@ -15,6 +15,7 @@
 //!   ([`upgrade`]); an integrity record outside sled detects a log that recovered less than
 //!   was acknowledged ([`integrity`]); payloads can be encrypted ([`crypto`]).
 
+mod batch;
 mod codec;
 pub mod crypto;
 mod durability;

@@ -721,8 +721,8 @@ fn format_1_lists_runs_whose_tasks_wait_anew() {
             index.remove(index::key_of(&new))?;
             index.insert(index::key_of(&old), store.shared.codec.encode(T::Index.name(), &index::key_of(&old), &old)?)?;
             let mut counts = std::collections::HashMap::new();
-            super::writer::count_into(&mut counts, &new, -1);
-            super::writer::count_into(&mut counts, &old, 1);
+            super::batch::count_into(&mut counts, &new, -1);
+            super::batch::count_into(&mut counts, &old, 1);
             for (key, delta) in counts {
                 let count = index::read_counter(meta, &key)? as i64 + delta;
                 meta.insert(key, (count as u64).to_be_bytes().to_vec())?;

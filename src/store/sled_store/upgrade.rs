@@ -9,10 +9,10 @@
 //! Events are immutable and keep their first-format encoding: the reader recognises an
 //! untagged record by its leading `{`, so they are upgraded lazily, i.e. never rewritten.
 
+use super::batch::count_into;
 use super::codec::template_hash;
 use super::integrity::{self, Record, Witness};
 use super::keys::{self, T};
-use super::writer::count_into;
 use super::{Db, Shared, index, io_storage};
 use crate::engine::Run;
 use crate::error::{BatonError, BatonResult};
