@@ -1,16 +1,42 @@
-//! Command-line interface: `serve` for Codex, `install`, and terminal commands for humans.
+//! Command-line interface: `serve` for Codex, `install`, and terminal commands for people.
+//! The arguments are here; [`commands`] runs them, [`render`] writes their answers for a
+//! person, and [`errors`] turns failures into messages, JSON and exit codes by kind.
 
-use crate::api::{Caller, Reply};
+use crate::api::Caller;
 use crate::engine::Actor;
-use crate::engine::Brief;
-use crate::engine::brief::{EventLine, Guide};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+pub mod commands;
+pub mod errors;
+pub mod render;
+
+pub use render::render;
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  baton runs --status awaiting_human     runs waiting for you
+  baton show 5ef2ecab                    a run (a unique prefix of its id is enough)
+  baton answer 5ef2ecab yes              answer its question
+  baton ui                               the live web page
+  baton install                          register baton in Codex (~/.codex/config.toml)
+
+Exit codes: 0 ok, 1 other error, 2 invalid argument, 3 not found, 4 conflict,
+5 invalid state, 6 too large, 7 unavailable, 8 storage.";
+
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, about = "Durable multi-agent workflows for Codex (stdio MCP server)")]
+#[command(
+    name = "baton",
+    version,
+    about = "Durable multi-agent workflows for Codex (stdio MCP server)",
+    long_about = "Durable multi-agent workflows for Codex. Codex starts `baton serve` (the MCP server); \
+                  the other commands are for people: list and show runs, answer the questions they wait on, \
+                  cancel, back up, and serve a live web page.",
+    after_help = MAIN_EXAMPLES
+)]
 pub struct Cli {
-    /// Baton home (database, lock, socket). Default: $BATON_HOME, else $CODEX_HOME/baton, else ~/.codex/baton.
+    /// Baton home (database, lock, socket). Default: $BATON_HOME, else the home `baton install`
+    /// registered in Codex's config.toml, else $CODEX_HOME/baton, else ~/.codex/baton.
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
     #[command(subcommand)]
@@ -19,17 +45,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve MCP over stdin/stdout (what Codex runs; the default).
+    /// Serve MCP over stdin/stdout (what Codex runs; the default on a pipe).
     Serve,
     /// Own the database and serve the other baton processes (started by them, detached).
     #[command(hide = true)]
     Owner,
     /// Register baton in Codex's config.toml and install the skill.
+    #[command(
+        after_help = "Examples:\n  baton install\n  baton install --codex-home ~/work/.codex      # database in ~/work/.codex/baton\n  baton install --home ~/baton-runs --command \"$(command -v baton)\"\n  baton install --plugin ~/.codex/baton-market"
+    )]
     Install {
-        /// Codex home. Default: $CODEX_HOME, else ~/.codex.
+        /// Codex home. Default: $CODEX_HOME, else ~/.codex. The database then goes in DIR/baton
+        /// unless --home or $BATON_HOME says otherwise.
         #[arg(long, value_name = "DIR")]
         codex_home: Option<PathBuf>,
-        /// Path of the baton binary Codex should start. Default: this executable.
+        /// Absolute path of the baton binary Codex should start (it must exist). Default: this executable.
         #[arg(long, value_name = "PATH")]
         command: Option<PathBuf>,
         /// Only register the MCP server; do not install the skill.
@@ -50,57 +80,81 @@ pub enum Command {
     },
     /// Remove baton from Codex's config.toml and remove the skill (runs are kept).
     Uninstall {
+        /// Codex home to remove baton from. Default: $CODEX_HOME, else ~/.codex.
         #[arg(long, value_name = "DIR")]
         codex_home: Option<PathBuf>,
     },
-    /// List runs.
+    /// List runs, most recently changed first.
+    #[command(after_help = "Examples:\n  baton runs\n  baton runs --status awaiting_human\n  baton runs --limit 5 --json")]
     Runs {
-        /// all, open, active, awaiting_human, completed, failed, cancelled.
-        #[arg(long, default_value = "all")]
+        /// Which runs: all, open (not finished), active, awaiting_human, completed, failed, cancelled.
+        #[arg(long, default_value = "all", value_name = "STATUS")]
         status: String,
-        #[arg(long, default_value_t = 50)]
+        /// Show at most this many runs (the total is still counted).
+        #[arg(long, default_value_t = 50, value_name = "N")]
         limit: u32,
-        /// Print JSON instead of text.
+        /// Print JSON instead of text (errors too, as {"error": {...}}).
         #[arg(long)]
         json: bool,
     },
-    /// Show a run's state and recent history.
+    /// Show a run: what it is doing, the question it waits on and how to answer, its tasks, its last events.
+    #[command(
+        after_help = "Examples:\n  baton show 5ef2ecab\n  baton show 5ef2ecab --history 100\n  baton show 5ef2ecab --graph > flow.mmd\n  baton show 5ef2ecab --graph --svg > flow.svg\n  baton show 5ef2ecab --json"
+    )]
     Show {
+        /// The run's id, or a unique prefix of it (at least 4 characters, e.g. the 8 of its branches).
+        #[arg(value_name = "RUN")]
         run_id: String,
-        #[arg(long, default_value_t = 20)]
+        /// How many of the latest events to show.
+        #[arg(long, default_value_t = 20, value_name = "N")]
         history: u32,
+        /// Print JSON instead of text (with --graph: the graph model).
         #[arg(long)]
         json: bool,
         /// Print the run's workflow graph as Mermaid (paste it into a PR in a ```mermaid block).
         #[arg(long)]
         graph: bool,
         /// With --graph: print it as an SVG document instead.
-        #[arg(long, requires = "graph")]
+        #[arg(long, requires = "graph", conflicts_with = "json")]
         svg: bool,
     },
-    /// Answer a run's pending human question.
+    /// Answer the question a run (or one of its tasks) waits on; the run goes on.
+    #[command(
+        after_help = "Examples:\n  baton answer 5ef2ecab yes\n  baton answer 5ef2ecab continue --task api\n  baton answer 5ef2ecab \"use Redis\" --comment \"we run it already\"\n  baton answer 5ef2ecab no --expected-version 7"
+    )]
     Answer {
+        /// The run's id, or a unique prefix of it.
+        #[arg(value_name = "RUN")]
         run_id: String,
+        /// Your answer: one of the options `baton show RUN` lists, or free text when it lists none.
+        #[arg(value_name = "ANSWER")]
         answer: String,
-        #[arg(long)]
+        /// A remark kept with the answer and shown to the agents.
+        #[arg(long, value_name = "TEXT")]
         comment: Option<String>,
-        /// Answer the question of this task of the run's plan.
+        /// Answer the question of this task of the run's plan (as `baton show RUN` names it).
         #[arg(long, value_name = "TASK")]
         task: Option<String>,
         /// Refuse if the run changed since this version (as shown by `baton show`).
         #[arg(long, value_name = "VERSION")]
         expected_version: Option<u64>,
+        /// Print JSON instead of text (errors too).
         #[arg(long)]
         json: bool,
     },
-    /// Cancel a run.
+    /// Cancel a run for good (its worktrees are removed; branches stay).
+    #[command(after_help = "Examples:\n  baton cancel 5ef2ecab --reason \"superseded by #42\"")]
     Cancel {
+        /// The run's id, or a unique prefix of it.
+        #[arg(value_name = "RUN")]
         run_id: String,
-        #[arg(long)]
+        /// Why, recorded in the run's history. Default: "cancelled by the user".
+        #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
         /// Refuse if the run changed since this version (as shown by `baton show`).
         #[arg(long, value_name = "VERSION")]
         expected_version: Option<u64>,
+        /// Print JSON instead of text (errors too).
         #[arg(long)]
         json: bool,
     },
@@ -110,14 +164,21 @@ pub enum Command {
         /// damaged configuration file, rebuild listings, re-record the integrity witness).
         #[arg(long)]
         repair: bool,
+        /// Print JSON instead of text (errors too).
         #[arg(long)]
         json: bool,
     },
     /// Copy the database, consistently, into a new directory (works while sessions run).
-    Backup { dir: PathBuf },
+    #[command(after_help = "Example:\n  baton backup ~/baton-backups/$(date +%F)")]
+    Backup {
+        /// A directory that does not exist yet (or is empty).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Write every run (with its events and checkpoints) and template as JSON lines.
     Export {
-        /// The file to create; default: standard output.
+        /// A new file to create (an existing one is never overwritten); default: standard output.
+        #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
     /// Copy every run (with its history and checkpoints) and template from this store to
@@ -130,8 +191,10 @@ pub enum Command {
         #[arg(long)]
         replace: bool,
     },
-    /// Add the runs and templates of a file written by `baton export`.
+    /// Add the runs and templates of a file written by `baton export` (creates the database if needed).
     Import {
+        /// A file written by `baton export`.
+        #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Overwrite runs whose id exists (otherwise nothing is imported).
         #[arg(long)]
@@ -144,134 +207,36 @@ pub enum Command {
 /// The commands of the local web page and of retention (see `baton::ui`).
 #[derive(Debug, Subcommand)]
 pub enum UiCommand {
-    /// Serve a live web page of the runs on 127.0.0.1 and print its address (with a
-    /// one-time access token) on stdout.
+    /// Serve a live web page of the runs on 127.0.0.1 and print its address (with an access
+    /// token, valid as long as this server runs) on stdout.
+    #[command(after_help = "Examples:\n  baton ui\n  baton ui --port 8765")]
     Ui {
         /// Port to listen on (default: any free port).
-        #[arg(long)]
+        #[arg(long, value_name = "PORT")]
         port: Option<u16>,
     },
     /// Delete a finished run and all its records.
     Delete {
+        /// The run's id, or a unique prefix of it.
+        #[arg(value_name = "RUN")]
         run_id: String,
+        /// Print JSON instead of text (errors too).
         #[arg(long)]
         json: bool,
     },
     /// Delete finished runs whose last change is older than an age; runs in progress are kept.
+    #[command(after_help = "Examples:\n  baton prune --older-than 30d --dry-run\n  baton prune --older-than 12h")]
     Prune {
-        /// An age such as 30d, 12h or 90min.
-        #[arg(long, value_name = "AGE")]
+        /// A positive age such as 30d, 12h or 90min.
+        #[arg(long, value_name = "AGE", allow_hyphen_values = true)]
         older_than: String,
         /// Only list what would be deleted.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON instead of text (errors too).
         #[arg(long)]
         json: bool,
     },
-}
-
-/// An answer rendered for a person at a terminal.
-pub fn render(reply: &Reply) -> String {
-    match reply {
-        Reply::Brief(brief) => with_note(brief.summary(), brief.note.as_deref()),
-        Reply::Task(task) => with_note(
-            format!("Run {} task `{}` \"{}\": {}\n{}", task.run_id, task.task, task.title, task.status.as_str(), task.next_action),
-            task.note.as_deref(),
-        ),
-        Reply::Briefing(briefing) => {
-            let mut text = briefing.brief.summary();
-            for line in &briefing.recent_events {
-                text.push('\n');
-                text.push_str(&line.render());
-            }
-            text
-        }
-        Reply::Runs(list) => {
-            let mut text = format!("{} run(s).", list.total);
-            for s in &list.runs {
-                text.push_str(&format!(
-                    "\n- {} v{} {} \"{}\"{}",
-                    s.run_id,
-                    s.version,
-                    s.status.as_str(),
-                    s.title,
-                    s.step.as_deref().map(|st| format!(" at `{st}`")).unwrap_or_default()
-                ));
-            }
-            text
-        }
-        Reply::Run(details) => {
-            let mut text = Brief::of(&details.run, Guide::FirstTime).summary();
-            text.push_str(&format!("\n{} event(s) shown.", details.events.len()));
-            for event in &details.events {
-                text.push('\n');
-                text.push_str(&EventLine::of(event).render());
-            }
-            text
-        }
-        Reply::Event(detail) => {
-            let mut text = EventLine::of(&detail.event).render();
-            text.push_str(&format!(
-                "\n[bytes {}..{} of {}]\n{}",
-                detail.offset,
-                detail.offset + detail.text.len(),
-                detail.total_bytes,
-                detail.text
-            ));
-            text
-        }
-        Reply::Checkpoint(saved) => {
-            format!("Saved checkpoint `{}` of run {} at version {}.", saved.checkpoint, saved.run_id, saved.version)
-        }
-        Reply::Verified(report) => {
-            let mut text = format!(
-                "{} run(s), {} event(s), {} checkpoint(s), {} template(s): {}",
-                report.runs,
-                report.events,
-                report.checkpoints,
-                report.templates,
-                if report.is_sound() { "the database is sound." } else { "PROBLEMS FOUND:" }
-            );
-            for problem in &report.problems {
-                text.push_str(&format!("\n- {problem}"));
-            }
-            text
-        }
-        Reply::BackedUp(report) if report.dir.join("baton-export.jsonl").exists() => format!(
-            "Backed up {} run(s) from one consistent snapshot to {}. To restore: `baton import` that file (into an empty database, or with --replace).",
-            report.records,
-            report.dir.join("baton-export.jsonl").display()
-        ),
-        Reply::BackedUp(report) => format!(
-            "Backed up {} records (write batch {}) to {}. To restore: stop baton and put that directory in place of the database directory `db/`.",
-            report.records,
-            report.batch,
-            report.dir.display()
-        ),
-        Reply::Owner(owner) => format!("The database is owned by pid {}, serving {} connection(s).", owner.pid, owner.connections),
-        Reply::Exported(moved) => format!("Exported {} run(s) to {}.", moved.runs, moved.file),
-        Reply::Imported(moved) => format!("Imported {} run(s) from {}.", moved.runs, moved.file),
-        Reply::Templates(list) => {
-            format!("Templates: {}", list.templates.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "))
-        }
-        Reply::Graph(graph) => crate::engine::graph_mermaid::to_mermaid(graph),
-        Reply::Changes(mark) => format!("Change counter: {}", mark.counter),
-        Reply::Deleted(deleted) => {
-            let verb = if deleted.dry_run { "Would delete" } else { "Deleted" };
-            let mut text = format!("{verb} {} run(s).", deleted.runs.len());
-            for s in &deleted.runs {
-                text.push_str(&format!("\n- {} {} \"{}\" (last change {})", s.run_id, s.status.as_str(), s.title, s.updated_at));
-            }
-            text
-        }
-    }
-}
-
-fn with_note(text: String, note: Option<&str>) -> String {
-    match note {
-        Some(note) => format!("{note}\n{text}"),
-        None => text,
-    }
 }
 
 /// The person at this terminal, as the actor of the changes they make.
@@ -279,3 +244,36 @@ pub fn terminal_caller() -> Caller {
     let user = std::env::var("USER").ok().or_else(|| std::env::var("LOGNAME").ok()).filter(|u| !u.is_empty());
     Caller { actor: Actor::terminal(user), workspace: None }
 }
+
+impl Command {
+    /// Whether the command was asked for JSON (then errors go to stdout as JSON too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Runs { json, .. }
+            | Command::Show { json, .. }
+            | Command::Answer { json, .. }
+            | Command::Cancel { json, .. }
+            | Command::Verify { json, .. } => *json,
+            Command::Ui(UiCommand::Delete { json, .. } | UiCommand::Prune { json, .. }) => *json,
+            _ => false,
+        }
+    }
+
+    /// The run the command names, as given.
+    pub fn run_arg(&self) -> Option<&str> {
+        match self {
+            Command::Show { run_id, .. } | Command::Answer { run_id, .. } | Command::Cancel { run_id, .. } => Some(run_id),
+            Command::Ui(UiCommand::Delete { run_id, .. }) => Some(run_id),
+            _ => None,
+        }
+    }
+}
+
+/// What bare `baton` says on a terminal: it is the MCP server Codex starts, which would
+/// otherwise wait silently for JSON-RPC on stdin.
+pub const TTY_HINT: &str = "\
+baton: `baton` alone is the MCP server Codex starts (it speaks JSON-RPC on stdin/stdout), so it
+does nothing at a terminal. Try:
+  baton runs            list runs          baton show RUN      a run and its question
+  baton ui              the live web page  baton --help        every command
+(`baton serve` runs the server here anyway.)";
