@@ -400,3 +400,59 @@ fn help_describes_every_argument() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Exit codes:") && help.contains("3 not found"), "{help}");
 }
+
+#[test]
+fn install_keeps_the_database_beside_its_codex_home_and_commands_find_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let codex = tmp.path().join("codex");
+    let baton = |args: &[&str], env: &[(&str, &std::path::Path)]| {
+        let mut command = std::process::Command::new(common::BATON);
+        command
+            .args(args)
+            .env_remove("BATON_HOME")
+            .env_remove("CODEX_HOME")
+            .env("HOME", tmp.path())
+            .env("BATON_OWNER_IDLE", common::OWNER_IDLE);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // A relative or missing --command is refused with the fix, and nothing is written.
+    let (code, _, err) = baton(&["install", "--codex-home", codex.to_str().unwrap(), "--command", "./relbaton"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("relative") && err.contains("realpath"), "{err}");
+    let missing = tmp.path().join("no-such-baton");
+    let (code, _, err) = baton(&["install", "--codex-home", codex.to_str().unwrap(), "--command", missing.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no-such-baton") && err.contains("No such file"), "{err}");
+    assert!(!codex.join("config.toml").exists());
+
+    // --codex-home X: the database goes in X/baton, and later commands find it there.
+    let (code, out, err) = baton(&["install", "--codex-home", codex.to_str().unwrap(), "--no-skill"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("BATON_HOME={}", codex.join("baton").display())), "{out}");
+    let (code, out, err) = baton(&["runs"], &[("CODEX_HOME", &codex)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("0 run(s)."), "{out}");
+
+    // --home Y: registered, and terminal commands use Y without being told.
+    let pinned = tmp.path().join("pinned");
+    let (code, _, err) =
+        baton(&["--home", pinned.to_str().unwrap(), "install", "--codex-home", codex.to_str().unwrap(), "--no-skill"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = baton(&["export", tmp.path().join("runs.jsonl").to_str().unwrap()], &[("CODEX_HOME", &codex)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Exported 0 run(s)"), "{out}");
+    assert!(pinned.join("db").exists() && !tmp.path().join(".codex").exists(), "the registered home was used");
+    // An existing file is never overwritten, and the message names the file, not its directory.
+    let (code, _, err) = baton(&["export", tmp.path().join("runs.jsonl").to_str().unwrap()], &[("CODEX_HOME", &codex)]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("runs.jsonl already exists"), "{err}");
+
+    // Uninstalling where nothing is registered points to the plugin's removal.
+    let (code, out, _) = baton(&["uninstall", "--codex-home", tmp.path().join("elsewhere").to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("codex plugin remove baton@baton-local"), "{out}");
+}

@@ -70,11 +70,10 @@ pub fn render_at(reply: &Reply, now: Timestamp) -> String {
             report.dir.join("baton-export.jsonl").display()
         ),
         Reply::BackedUp(report) => format!(
-            "Backed up {} records (write batch {}) to {}. To restore: quit the Codex sessions that use baton, wait for the owner process to exit (it does after {} idle; `baton verify --repair` stops an idle one), then put that directory in place of the database directory `db/`.",
+            "Backed up {} records (write batch {}) to {}. To restore: quit the Codex sessions and baton commands using this database, wait until its owner process has exited (its pid is in owner.lock in the baton home; it exits 3 minutes after its last connection unless BATON_OWNER_IDLE says otherwise), then put that directory in place of the database directory `db/`.",
             report.records,
             report.batch,
-            report.dir.display(),
-            "3 min"
+            report.dir.display()
         ),
         Reply::Owner(owner) => format!("The database is owned by pid {}, serving {} connection(s).", owner.pid, owner.connections),
         Reply::Exported(moved) => format!("Exported {} run(s) to {}.", moved.runs, moved.file),
