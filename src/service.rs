@@ -52,6 +52,11 @@ impl Service {
         Service { store, clock, changes: changes::ChangeFeed::new() }
     }
 
+    /// The store it works on (the owner's notifier reads it too).
+    pub fn store(&self) -> &Arc<dyn RunStore> {
+        &self.store
+    }
+
     /// Execute one request.
     pub async fn handle(&self, envelope: &Envelope) -> BatonResult<Reply> {
         let op = envelope.op_id.as_str();

@@ -159,6 +159,27 @@ pub async fn run(cli: Cli) -> Result<String> {
             Ok(super::render(&reply))
         }
         Command::Migrate { to, replace } => migrate(&cli.home, &to, replace).await,
+        Command::Notify(super::NotifyCommand::Test) => {
+            let home = Home::resolve(cli.home.as_deref())?;
+            let results = crate::notify::send_test(&home).await?;
+            let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+            let lines: Vec<String> = results
+                .iter()
+                .map(|(channel, result)| match result {
+                    Ok(()) => format!("sent to {channel}"),
+                    Err(why) => format!("FAILED {channel}: {why}"),
+                })
+                .collect();
+            if failed > 0 {
+                return Err(BatonError::new(
+                    crate::error::ErrorCode::Unavailable,
+                    format!("{failed} of {} channel(s) failed:\n{}", results.len(), lines.join("\n")),
+                    "Check the URLs and commands in notify.toml (the owner's log, owner.log in the home, shows real deliveries).",
+                )
+                .into());
+            }
+            Ok(lines.join("\n"))
+        }
         Command::Ui(command) => crate::ui::commands::run(cli.home.as_deref(), command).await,
     }
 }

@@ -200,8 +200,21 @@ pub enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// Notifications (set up in notify.toml in the baton home): `baton notify test` sends a sample.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     #[command(flatten)]
     Ui(UiCommand),
+}
+
+/// What `baton notify` does.
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a sample event to every channel of notify.toml now, and say how each went.
+    #[command(
+        after_help = "notify.toml in the baton home, e.g.:\n  command = [\"/usr/local/bin/on-baton\"]   # gets the event JSON as its last argument\n  webhooks = [\"https://hooks.slack.com/services/...\"]   # JSON POST with a Slack `text`\n  desktop = true                            # notify-send\n  events = [\"awaiting_human\", \"completed\", \"failed\", \"cancelled\"]"
+    )]
+    Test,
 }
 
 /// The commands of the local web page and of retention (see `baton::ui`).
