@@ -456,3 +456,27 @@ fn install_keeps_the_database_beside_its_codex_home_and_commands_find_it() {
     assert_eq!(code, Some(0));
     assert!(out.contains("codex plugin remove baton@baton-local"), "{out}");
 }
+
+#[tokio::test]
+async fn template_file_errors_name_identifiers_but_never_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    std::fs::write(
+        tmp.path().join("bad.toml"),
+        "name = \"docs\"\n[[steps]]\nname = \"write\"\nrole = \"implementer\"\ninstructions = \"the secret is hunter2\"\noutcomes = { written = \"publish\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("typo.toml"),
+        "name = \"docs\"\n[[steps]]\nname = \"write\"\nrole = \"implementer\"\noutcome = { written = \"done\" }\n",
+    )
+    .unwrap();
+    let server = Server::start_in(&home, tmp.path()).await;
+    let err = server.err("start_workflow", json!({"goal": "g", "template_file": "bad.toml"})).await;
+    let text = err.to_string();
+    assert!(text.contains("publish") && !text.contains("hunter2"), "the unknown target is named, free text is not: {text}");
+    let err = server.err("start_workflow", json!({"goal": "g", "template_file": "typo.toml"})).await;
+    let text = err.to_string();
+    assert!(text.contains("`outcome`"), "the unknown key is named: {text}");
+    server.stop().await;
+}
