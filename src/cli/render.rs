@@ -127,7 +127,7 @@ pub fn ago(when: Timestamp, now: Timestamp) -> String {
 }
 
 /// `text` quoted for a POSIX shell when it needs to be.
-fn shell_word(text: &str) -> String {
+pub fn shell_word(text: &str) -> String {
     let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c));
     if plain { text.to_string() } else { format!("'{}'", text.replace('\'', "'\\''")) }
 }

@@ -251,19 +251,22 @@ async fn step(store: &dyn RunStore, outbox: &Outbox, state: &mut Option<State>, 
         Some(state) => state,
         None => state.insert(outbox.load()?.unwrap_or_else(|| State { watermark: now(), ..State::default() })),
     };
-    let found = scan(store, state, config).await?;
-    if found {
-        // Durable before any delivery: a crash from here on loses nothing.
+    let queued = scan(store, state, config).await?;
+    if queued {
+        // Durable before any delivery: a crash from here on loses nothing. What was seen
+        // is saved only with new notifications: changes that notify nobody need not be
+        // remembered, as comparing with the state of the last notification finds no new
+        // question or ending in them either.
         outbox.save(state)?;
     }
     deliver_due(outbox, state).await
 }
 
 /// Look at the runs changed since the watermark; queue a notification per channel for
-/// each thing a person should hear about. Returns whether the state changed.
+/// each thing a person should hear about. Returns whether any was queued.
 async fn scan(store: &dyn RunStore, state: &mut State, config: &Config) -> BatonResult<bool> {
     let started = now();
-    let mut changed = false;
+    let mut queued = false;
     let mut cursor = None;
     'pages: loop {
         let query = RunQuery { status: StatusFilter::All, limit: PAGE, cursor, ..RunQuery::default() };
@@ -281,10 +284,10 @@ async fn scan(store: &dyn RunStore, state: &mut State, config: &Config) -> Baton
             for event in events.into_iter().filter(|e| config.wants(e["type"].as_str().unwrap_or(""))) {
                 for channel in config.channels() {
                     state.pending.push(Pending { event: event.clone(), channel, attempts: 0, next_at: started, last_error: None });
+                    queued = true;
                 }
             }
             state.seen.insert(run.id.clone(), after);
-            changed = true;
         }
         match page.next_cursor {
             Some(next) => cursor = Some(next),
@@ -296,12 +299,10 @@ async fn scan(store: &dyn RunStore, state: &mut State, config: &Config) -> Baton
         state.watermark = watermark;
         // Unfinished runs stay remembered however long they wait, so a later change never
         // repeats an old question.
-        let before = state.seen.len();
         // A finished run is forgotten once it is older than the watermark: no scan reaches it.
         state.seen.retain(|_, seen| !seen.finished || seen.updated_at >= watermark);
-        changed |= state.seen.len() != before;
     }
-    Ok(changed)
+    Ok(queued)
 }
 
 /// What a run is now, and the events since `before`.
@@ -361,8 +362,8 @@ fn event(run: &Run, kind: &str, task: Option<&str>, gate: Option<&crate::engine:
     let task_arg = task.map(|t| format!(" --task {t}")).unwrap_or_default();
     let (text, command) = match (kind, gate) {
         (_, Some(gate)) => {
-            let answer = gate.options.first().cloned().unwrap_or_else(|| "'YOUR ANSWER'".into());
-            let command = format!("baton answer {}{task_arg} {answer}", run.id);
+            let answer = gate.options.first().map(|o| crate::cli::render::shell_word(o)).unwrap_or_else(|| "'YOUR ANSWER'".into());
+            let command = format!("baton answer {} {answer}{task_arg}", run.id);
             let why = match gate.kind {
                 GateKind::LoopLimit { .. } => " (a loop used up its rounds)",
                 GateKind::TaskFailed => " (a task failed)",
@@ -478,6 +479,75 @@ pub async fn send_test(home: &Home) -> BatonResult<Vec<(String, Result<(), Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{Caller, Envelope, Reply, Request};
+    use crate::service::Service;
+
+    async fn call(service: &Service, op: &str, params: Value) -> Value {
+        let request: Request = serde_json::from_value(json!({"op": op, "params": params})).unwrap();
+        let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller: Caller::default(), request, deadline_ms: None };
+        match service.handle(&envelope).await.unwrap() {
+            Reply::Brief(b) => serde_json::to_value(b).unwrap(),
+            Reply::Task(t) => serde_json::to_value(t).unwrap(),
+            other => other.to_json(),
+        }
+    }
+
+    /// The types queued by one scan, in order.
+    async fn scanned(service: &Service, state: &mut State, config: &Config) -> Vec<String> {
+        state.pending.clear();
+        scan(service.store().as_ref(), state, config).await.unwrap();
+        state
+            .pending
+            .iter()
+            .map(|p| {
+                format!("{}{}", p.event["type"].as_str().unwrap(), p.event["task"].as_str().map(|t| format!(":{t}")).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn each_question_and_ending_of_runs_and_tasks_is_queued_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service::new(Arc::new(crate::store::SledStore::open(&dir.path().join("db")).unwrap()));
+        let config = Config { webhooks: vec!["http://127.0.0.1:9/hook".into()], ..Config::default() };
+        let mut state = State { watermark: Timestamp(0), ..State::default() };
+        let split = json!({"name": "split-once", "steps": [
+            {"name": "plan", "role": "architect", "outcomes": {"planned": {"fan_out": "quick", "join": "check", "on_task_failure": "ask"}}},
+            {"name": "check", "role": "tester", "outcomes": {"passed": "done", "failed": "failed"}}],
+            "pipelines": [{"name": "quick", "steps": [
+                {"name": "do", "role": "implementer", "max_visits": 1, "outcomes": {"done": "verify"}},
+                {"name": "verify", "role": "reviewer", "outcomes": {"ok": "join", "redo": "do"}}]}]});
+        let brief = call(&service, "start_workflow", json!({"goal": "g", "template_definition": split})).await;
+        let id = brief["run_id"].as_str().unwrap().to_string();
+        assert_eq!(scanned(&service, &mut state, &config).await, Vec::<String>::new(), "a start tells nobody");
+        let plan = json!({"tasks": [{"id": "a", "title": "A"}, {"id": "b", "title": "B"}]});
+        call(&service, "advance", json!({"run_id": id, "expected_version": 1, "outcome": "planned", "output": "p", "plan": plan})).await;
+        for (task, outcomes) in [("a", ["done", "ok"]), ("b", ["done", "redo"])] {
+            for outcome in outcomes {
+                let claim = call(&service, "resume", json!({"run_id": id, "claim": task})).await;
+                call(
+                    &service,
+                    "advance",
+                    json!({"run_id": id, "task": task, "lease_token": claim["lease_token"], "outcome": outcome, "output": "o"}),
+                )
+                .await;
+            }
+        }
+        assert_eq!(scanned(&service, &mut state, &config).await, ["task.done:a", "task.awaiting_human:b"]);
+        assert_eq!(scanned(&service, &mut state, &config).await, Vec::<String>::new(), "nothing twice");
+        let asked = &state.seen[&id].tasks["b"];
+        assert!(asked.1.is_some());
+        call(&service, "answer_human", json!({"run_id": id, "task": "b", "answer": "fail"})).await;
+        // The loop gave up: the task failed for good, and asks whether to retry, skip or fail the run.
+        assert_eq!(scanned(&service, &mut state, &config).await, ["task.awaiting_human:b"], "a new question of the same task");
+        assert!(state.pending[0].event["text"].as_str().unwrap().contains("(a task failed)"), "{}", state.pending[0].event);
+        assert_eq!(state.pending[0].event["answer_command"], format!("baton answer {id} retry --task b"));
+        call(&service, "answer_human", json!({"run_id": id, "task": "b", "answer": "fail_run"})).await;
+        let types = scanned(&service, &mut state, &config).await;
+        assert_eq!(types, ["run.failed"]);
+        call(&service, "cancel_run", json!({"run_id": call(&service, "start_workflow", json!({"goal": "h"})).await["run_id"]})).await;
+        assert_eq!(scanned(&service, &mut state, &config).await, ["run.cancelled"]);
+    }
 
     #[test]
     fn a_config_names_its_problem() {
