@@ -78,7 +78,7 @@ impl Home {
             "home",
             format!("there is no baton database in {} (no {}); nothing was created", self.dir.display(), db.display()),
             format!(
-                "Check --home or BATON_HOME{registered}. `baton install` creates the registered home's database (so does a Codex session's first use of baton, or `baton import FILE` into this home)."
+                "Check --home or BATON_HOME{registered}. A database is created when a Codex session first uses baton (after `baton install`), or by `baton import FILE` into this home."
             ),
         ))
     }

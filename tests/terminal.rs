@@ -433,15 +433,24 @@ fn install_keeps_the_database_beside_its_codex_home_and_commands_find_it() {
     let (code, out, err) = baton(&["install", "--codex-home", codex.to_str().unwrap(), "--no-skill"], &[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains(&format!("BATON_HOME={}", codex.join("baton").display())), "{out}");
-    let (code, out, err) = baton(&["runs"], &[("CODEX_HOME", &codex)]);
-    assert_eq!(code, Some(0), "{err}");
-    assert!(out.starts_with("0 run(s)."), "{out}");
+    assert!(!codex.join("baton").exists(), "install creates no database; the first `baton serve` does");
+    let (code, _, err) = baton(&["runs"], &[("CODEX_HOME", &codex)]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains(&format!("no baton database in {}", codex.join("baton").display())), "the registered home: {err}");
 
     // --home Y: registered, and terminal commands use Y without being told.
     let pinned = tmp.path().join("pinned");
     let (code, _, err) =
         baton(&["--home", pinned.to_str().unwrap(), "install", "--codex-home", codex.to_str().unwrap(), "--no-skill"], &[]);
     assert_eq!(code, Some(0), "{err}");
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let (code, out, err) = baton(&["import", empty.to_str().unwrap()], &[("CODEX_HOME", &codex)]);
+    assert_eq!(code, Some(0), "import fills a new home: {err}");
+    assert!(out.contains("Imported 0 run(s)"), "{out}");
+    let (code, out, err) = baton(&["runs"], &[("CODEX_HOME", &codex)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("0 run(s)."), "{out}");
     let (code, out, err) = baton(&["export", tmp.path().join("runs.jsonl").to_str().unwrap()], &[("CODEX_HOME", &codex)]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("Exported 0 run(s)"), "{out}");

@@ -32,10 +32,13 @@ pub async fn run(cli: Cli) -> Result<String> {
             // `--codex-home X` keeps the database beside that Codex home (X/baton), unless
             // --home or $BATON_HOME names one.
             let baton_home = install_home(cli.home.as_deref(), codex_home.as_deref())?;
-            // Create the home and its database directory now: commands that read runs refuse
-            // a home without one, and right after installing `baton runs` should say 0 runs.
-            baton_home.prepare()?;
-            let key_file = if encrypt { Some(crate::install::enable_encryption(&baton_home.db_dir())?) } else { None };
+            // The home itself is created by the first `baton serve` (or `baton import`).
+            let key_file = if encrypt {
+                baton_home.prepare()?;
+                Some(crate::install::enable_encryption(&baton_home.db_dir())?)
+            } else {
+                None
+            };
             if let Some(dir) = plugin {
                 let dir = std::path::absolute(&dir)?;
                 let mut lines = crate::install::write_plugin(&dir, &exe, Some(&baton_home.dir), database_url.as_deref())?;
