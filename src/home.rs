@@ -62,12 +62,12 @@ impl Home {
         Ok(Home { dir })
     }
 
-    /// Refuse a home that holds no database, before anything is created in it: a command
-    /// that reads or changes runs on a mistyped home must not make an empty database there
-    /// (nor start an owner for it).
+    /// Refuse a home that does not exist, before anything is created: a command that reads
+    /// or changes runs on a mistyped home must not make an empty database there (nor start
+    /// an owner for it). Something at the path (a home, or a link or a directory someone
+    /// planted) is left to [`Home::prepare`], whose checks say what is wrong with it.
     pub fn require_database(&self) -> BatonResult<()> {
-        let db = self.db_dir();
-        if std::fs::symlink_metadata(&db).is_ok() {
+        if std::fs::symlink_metadata(&self.dir).is_ok() {
             return Ok(());
         }
         let registered = registered_home()
@@ -76,7 +76,7 @@ impl Home {
             .unwrap_or_default();
         Err(BatonError::not_found(
             "home",
-            format!("there is no baton database in {} (no {}); nothing was created", self.dir.display(), db.display()),
+            format!("there is no baton database in {}: nothing is at that path (nothing was created)", self.dir.display()),
             format!(
                 "Check --home or BATON_HOME{registered}. A database is created when a Codex session first uses baton (after `baton install`), or by `baton import FILE` into this home."
             ),
@@ -364,7 +364,7 @@ mod tests {
         let typo = Home { dir: tmp.path().join("typo") };
         let err = typo.require_database().unwrap_err();
         assert_eq!((err.code, err.field.as_deref()), (ErrorCode::NotFound, Some("home")));
-        assert!(err.message.contains(&typo.db_dir().display().to_string()) && err.fix.contains("baton import"), "{err}");
+        assert!(err.message.contains(&typo.dir.display().to_string()) && err.fix.contains("baton import"), "{err}");
         assert!(!typo.dir.exists(), "nothing was created");
         let real = home(&tmp);
         real.prepare().unwrap();

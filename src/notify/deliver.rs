@@ -38,11 +38,12 @@ impl Url {
         if authority.contains('@') {
             return Err(bad("user information in the URL is not supported"));
         }
+        let default_port = if tls { 443 } else { 80 };
+        // `[::1]:8080`, `[::1]`, `host:8080`, `host`.
         let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                (host, port.parse().map_err(|_| bad("the port is not a number"))?)
-            }
-            _ => (authority, if tls { 443 } else { 80 }),
+            _ if authority.starts_with('[') && authority.ends_with(']') => (authority, default_port),
+            Some((host, port)) => (host, port.parse().map_err(|_| bad("the port is not a number"))?),
+            None => (authority, default_port),
         };
         if host.is_empty() {
             return Err(bad("no host"));
@@ -159,6 +160,9 @@ mod tests {
         let url = Url::parse("http://127.0.0.1:8080").unwrap();
         assert!(!url.tls && url.port == 8080 && url.path == "/");
         assert!(Url::parse("ftp://x").is_err() && Url::parse("http://:80/").is_err());
+        let url = Url::parse("http://[::1]:8080/x").unwrap();
+        assert!(url.host == "::1" && url.port == 8080);
+        assert_eq!(Url::parse("https://[::1]").unwrap().port, 443);
         assert_eq!(Url::shown("https://hooks.slack.com/services/T/B/secret"), "https://hooks.slack.com/…");
     }
 }
