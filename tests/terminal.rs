@@ -228,6 +228,9 @@ async fn a_person_at_a_terminal_sees_questions_with_the_command_tasks_and_short_
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("3 run(s), showing the 2 most recently changed"), "{out}");
     assert!(out.contains("changed just now"), "{out}");
+    let (code, out) = in_pty(&home, &["runs", "--status", "open"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("    tasks: 0 of 3 joined, 1 being worked on\n"), "task progress (its question was answered above): {out}");
     server.stop().await;
 }
 

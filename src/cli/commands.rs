@@ -106,7 +106,25 @@ pub async fn run(cli: Cli) -> Result<String> {
                 )
             })?;
             let request = Request::ListRuns(ListRunsParams { status: Some(status), template: None, limit: Some(limit), workspace: None });
-            request_text(&cli.home, request, json).await
+            if json {
+                return request_text(&cli.home, request, json).await;
+            }
+            let backend = open_backend(cli.home.as_deref()).await?;
+            let caller = super::terminal_caller();
+            let reply = backend.call_as(caller.clone(), request).await?;
+            let crate::api::Reply::Runs(list) = &reply else { return Ok(super::render(&reply)) };
+            // Task progress of the unfinished runs shown: the listing keeps no tasks, so each
+            // such run is read (a handful, for a person's terminal).
+            let mut progress = std::collections::BTreeMap::new();
+            for summary in list.runs.iter().filter(|s| !s.status.is_finished()) {
+                let get = Request::GetRun(GetRunParams { run_id: summary.run_id.clone(), history_limit: Some(1), before_seq: None });
+                if let Ok(crate::api::Reply::Run(details)) = backend.call_as(caller.clone(), get).await
+                    && let Some(line) = super::render::task_progress(&details.run)
+                {
+                    progress.insert(summary.run_id.clone(), line);
+                }
+            }
+            Ok(super::render::runs_text(list, &progress, super::render::now()))
         }
         Command::Show { run_id, graph: true, svg, json, .. } => {
             crate::ui::commands::show_graph(cli.home.as_deref(), run_id, svg, json).await

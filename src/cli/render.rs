@@ -34,7 +34,7 @@ pub fn render_at(reply: &Reply, now: Timestamp) -> String {
             }
             text
         }
-        Reply::Runs(list) => runs_text(list, now),
+        Reply::Runs(list) => runs_text(list, &Default::default(), now),
         Reply::Run(details) => show_text(details, now),
         Reply::Event(detail) => {
             let mut text = event_line(&EventLine::of(&detail.event), now);
@@ -94,7 +94,7 @@ pub fn render_at(reply: &Reply, now: Timestamp) -> String {
     }
 }
 
-fn now() -> Timestamp {
+pub fn now() -> Timestamp {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     Timestamp(ms)
 }
@@ -316,7 +316,21 @@ fn event_line(line: &EventLine, now: Timestamp) -> String {
     format!("#{} {} {} by {}: {}", line.seq, ago(line.at, now), line.kind, line.by, line.summary)
 }
 
-fn runs_text(list: &RunList, now: Timestamp) -> String {
+/// "tasks: 2 of 4 joined, 1 waiting for you" for a run working a plan.
+pub fn task_progress(run: &Run) -> Option<String> {
+    let fanout = run.fanout.as_ref().filter(|f| !f.joined)?;
+    let joined = fanout.tasks.iter().filter(|t| t.status.has_joined()).count();
+    let waiting = fanout.tasks.iter().filter(|t| t.gate.is_some()).count();
+    let claimed = fanout.tasks.iter().filter(|t| t.lease.is_some()).count();
+    let mut line = format!("tasks: {joined} of {} joined, {claimed} being worked on", fanout.tasks.len());
+    if waiting > 0 {
+        line.push_str(&format!(", {waiting} waiting for you"));
+    }
+    Some(line)
+}
+
+/// The listing, with the task progress of the runs that have one (by run id).
+pub fn runs_text(list: &RunList, progress: &std::collections::BTreeMap<String, String>, now: Timestamp) -> String {
     let mut text = if list.runs.len() == list.total {
         format!("{} run(s).", list.total)
     } else {
@@ -332,6 +346,9 @@ fn runs_text(list: &RunList, now: Timestamp) -> String {
             s.step.as_deref().map(|st| format!(" at `{st}`")).unwrap_or_default(),
             ago(s.updated_at, now)
         ));
+        if let Some(line) = progress.get(&s.run_id) {
+            text.push_str(&format!("\n    {line}"));
+        }
         if let Some(question) = &s.question {
             text.push_str(&format!("\n    asks: {question}  (`baton show {}` to answer)", short(&s.run_id)));
         }
