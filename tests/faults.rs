@@ -314,7 +314,7 @@ async fn a_new_owner_killed_before_it_reports_leaves_the_request_to_the_next_own
     }
     // No owner can be had: the caller says so, with each owner's fate.
     let ((code, _, err), killed) = runs_while_killing_new_owners(&home, 3).await;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 7, "unavailable exits 7: {err}");
     assert!(err.contains("3 baton owner processes started for this request exited without reporting"), "{err}");
     for pid in killed {
         assert!(err.contains(&format!("pid {pid}: killed by signal 9")), "{err}");
@@ -458,7 +458,7 @@ async fn an_owner_started_on_a_full_disk_reports_a_storage_error_and_exits_clean
         let reported: Value = serde_json::from_str(status.trim()).unwrap_or_else(|e| panic!("{e}: {status}"));
         assert_eq!(reported["failed"]["code"], "storage", "{reported}");
         assert!(reported["failed"]["message"].as_str().unwrap().contains("No space left"), "{reported}");
-        assert_eq!(cli_code, 1, "{cli_err}");
+        assert_eq!(cli_code, 8, "storage exits 8: {cli_err}");
         assert!(cli_err.contains("No space left") && cli_err.contains("Free space"), "{cli_err}");
     }
     assert_eq!(listed_runs(&home), 2, "once space is back, an owner starts and serves every run");
@@ -538,8 +538,8 @@ async fn an_emptied_or_garbled_log_is_refused_and_its_integrity_record_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_exits_0_when_sound_and_3_when_it_finds_problems() {
-    if owner_only("verify_exits_0_when_sound_and_3_when_it_finds_problems") {
+async fn verify_exits_0_when_sound_and_9_when_it_finds_problems() {
+    if owner_only("verify_exits_0_when_sound_and_9_when_it_finds_problems") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -555,16 +555,16 @@ async fn verify_exits_0_when_sound_and_3_when_it_finds_problems() {
         db.flush().unwrap();
     }
     let (code, out, err) = baton(&home, &["verify"]);
-    assert_eq!(code, 3, "PROBLEMS FOUND exits 3: {out}{err}");
+    assert_eq!(code, 9, "PROBLEMS FOUND exits 9: {out}{err}");
     assert!(out.contains("PROBLEMS FOUND") && out.contains("not an event key"), "{out}");
     let (code, out, _) = baton(&home, &["verify", "--json"]);
-    assert_eq!(code, 3, "{out}");
+    assert_eq!(code, 9, "{out}");
     stop_owner(&home).await;
     // A home that is not a directory: verify could not check anything.
     let not_a_home = tmp.path().join("a-file");
     std::fs::write(&not_a_home, "x").unwrap();
     let (code, _, err) = baton(&not_a_home, &["verify"]);
-    assert_eq!(code, 1, "could not check: {err}");
+    assert_eq!(code, 8, "could not check (a storage error): {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,13 +605,13 @@ async fn a_flush_stuck_inside_sled_fails_writes_with_storage_and_the_next_owner_
     let started = Instant::now();
     let (code, _, err) = import();
     let first = started.elapsed();
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 8, "storage exits 8: {err}");
     assert!(err.contains("storage") && err.contains("did not finish writing its log within 3s"), "{err}");
     assert!(first < Duration::from_secs(4), "a storage error within the caller's deadline, not `unavailable`: {first:?}");
     let started = Instant::now();
     let (code, _, err) = import();
     let second = started.elapsed();
-    assert!(code == 1 && err.contains("storage"), "{err}");
+    assert!(code == 8 && err.contains("storage"), "{err}");
     assert!(second < Duration::from_secs(1), "while stuck, writes fail at once: {second:?}");
     assert_eq!(listed_runs(&home), 1, "reads still work");
     let started = Instant::now();

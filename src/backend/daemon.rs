@@ -175,6 +175,8 @@ pub fn run(home: Home) -> ExitCode {
         match Owner::start(&home, settings).await {
             Ok(Start::Owner(owner)) => {
                 report(&Status::Ready { pid: std::process::id() });
+                // Notifications follow what the store made durable, beside the serving.
+                tokio::spawn(crate::notify::run(home.clone(), owner.store()));
                 let reason = owner.serve(termination()).await;
                 tracing::info!("the baton owner exits: {reason}");
                 ExitCode::SUCCESS

@@ -146,6 +146,11 @@ impl Owner {
         Ok(Start::Owner(Box::new(Owner { shared, settings, listener, home: home.clone(), lock_id: (meta.dev(), meta.ino()), released })))
     }
 
+    /// The open store (for the notifier, which reads what became durable).
+    pub fn store(&self) -> Arc<dyn RunStore> {
+        Arc::clone(self.shared.service.store())
+    }
+
     /// Completes once the store is closed and the lock released: after [`Owner::serve`]
     /// returns, or after the owner (serving or not) is dropped.
     pub fn released(&self) -> impl Future<Output = ()> + Send + 'static {

@@ -398,7 +398,7 @@ impl Run {
             Change::Cancel { reason, .. } => {
                 if self.status.is_finished() {
                     return Err(BatonError::invalid_state(
-                        format!("run {} has already {}", self.id, self.status.as_str()),
+                        format!("run {} is already {}", self.id, self.status.as_str()),
                         "Nothing to cancel; start or fork a new run to continue the work.",
                     ));
                 }

@@ -316,8 +316,9 @@ pub fn fanout_next_action(run: &Run) -> String {
         fanout.join
     );
     if !asking.is_empty() {
+        let (tasks, wait) = if asking.len() == 1 { ("Task", "waits") } else { ("Tasks", "wait") };
         action.push_str(&format!(
-            " Tasks {} wait for a human: ask the user, then call `answer_human` with run_id, task and the answer.",
+            " {tasks} {} {wait} for a human: ask the user, then call `answer_human` with run_id, task and the answer.",
             asking.join(", ")
         ));
     }
