@@ -165,6 +165,7 @@ async fn the_validator_refuses_results_outside_a_schema_naming_tool_path_and_val
     let mut bad = task.clone();
     bad["status"] = json!("sleeping");
     let why = schemas.mismatch("resume", &bad).expect("an unknown task status is refused");
+    eprintln!("refused: {why}");
     assert!(why.contains("/status") && why.contains("\"sleeping\""), "{why}");
     let mut bad = task.clone();
     bad["lease_token"] = json!("seven");

@@ -253,6 +253,14 @@ struct RawCalls {
     schemas: Option<Arc<OutputSchemas>>,
 }
 
+/// A JSON-RPC id as the key of its answer: the server answers `2.0` as `2`.
+fn id_key(id: &Value) -> String {
+    match id.as_f64() {
+        Some(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{}", n as i64),
+        _ => id.to_string(),
+    }
+}
+
 impl RawCalls {
     /// Note the requests in `line` (one message or a batch; anything else is ignored:
     /// fuzz tests send garbage on purpose).
@@ -264,12 +272,16 @@ impl RawCalls {
         };
         for message in messages {
             let (Some(id), Some(method)) = (message.get("id").filter(|id| !id.is_null()), message["method"].as_str()) else { continue };
+            // A request reusing an id stands for whatever was sent with it before.
+            let id = id_key(id);
+            self.tools.remove(&id);
+            self.listings.remove(&id);
             match (method, message["params"]["name"].as_str()) {
                 ("tools/call", Some(tool)) => {
-                    self.tools.insert(id.to_string(), tool.to_string());
+                    self.tools.insert(id, tool.to_string());
                 }
                 ("tools/list", _) => {
-                    self.listings.insert(id.to_string());
+                    self.listings.insert(id);
                 }
                 _ => {}
             }
@@ -279,13 +291,14 @@ impl RawCalls {
     /// Validate `message` if it answers a `tools/call` (panicking on a mismatch), or keep
     /// the schemas if it answers a `tools/list`.
     fn received(&mut self, message: &Value) {
-        let Some(id) = message.get("id").map(Value::to_string) else { return };
+        let Some(id) = message.get("id").map(id_key) else { return };
+        let (tool, listing) = (self.tools.remove(&id), self.listings.remove(&id));
         let Some(result) = message.get("result") else { return };
-        if self.listings.remove(&id) {
+        if listing {
             if let Some(tools) = result["tools"].as_array() {
                 self.schemas = Some(Arc::new(OutputSchemas::from_tools(tools)));
             }
-        } else if let Some(tool) = self.tools.remove(&id) {
+        } else if let Some(tool) = tool {
             let schemas = self.schemas.get_or_insert_with(schemas::published).clone();
             schemas.check_result(&tool, result);
         }

@@ -9,23 +9,15 @@
 //! that see results without a listing (raw lines without the handshake, the Codex harness)
 //! use [`published`], the binary's listing fetched once per test process.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
-/// One tool's compiled output schema, whole and branch by branch.
-struct ToolSchema {
-    whole: jsonschema::Validator,
-    /// Each `anyOf` branch with the definitions it refers to, to say which answer type a
-    /// refused result came closest to, and where it departs from it.
-    branches: Vec<(String, jsonschema::Validator)>,
-}
-
 /// The output schemas of one server's tools.
 pub struct OutputSchemas {
-    tools: HashMap<String, ToolSchema>,
+    tools: HashMap<String, jsonschema::Validator>,
 }
 
 impl OutputSchemas {
@@ -38,23 +30,8 @@ impl OutputSchemas {
             let name = tool["name"].as_str().unwrap_or_else(|| panic!("a listed tool without a name: {tool}")).to_string();
             let Some(schema) = tool.get("outputSchema").filter(|s| !s.is_null()) else { continue };
             assert_eq!(schema["type"], "object", "tool `{name}`: outputSchema's root must be `type: object`");
-            let whole = jsonschema::draft202012::new(schema).unwrap_or_else(|e| panic!("tool `{name}`: invalid outputSchema: {e}"));
-            let branches = schema["anyOf"]
-                .as_array()
-                .map(|branches| {
-                    branches
-                        .iter()
-                        .map(|branch| {
-                            let label = branch["$ref"].as_str().map_or_else(|| branch.to_string(), str::to_string);
-                            let alone = json!({ "$schema": schema["$schema"], "$defs": schema["$defs"], "allOf": [branch] });
-                            let validator = jsonschema::draft202012::new(&alone)
-                                .unwrap_or_else(|e| panic!("tool `{name}`: branch {label} of its outputSchema: {e}"));
-                            (label, validator)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            compiled.insert(name, ToolSchema { whole, branches });
+            let validator = jsonschema::draft202012::new(schema).unwrap_or_else(|e| panic!("tool `{name}`: invalid outputSchema: {e}"));
+            compiled.insert(name, validator);
         }
         OutputSchemas { tools: compiled }
     }
@@ -66,23 +43,8 @@ impl OutputSchemas {
 
     /// Why `value` is not a structured result `tool` may give, or `None` when it is.
     pub fn mismatch(&self, tool: &str, value: &Value) -> Option<String> {
-        let schema = self.tools.get(tool)?;
-        let first = schema.whole.iter_errors(value).next()?;
-        let mut why = describe(&first, value);
-        // `anyOf` at the root only says "not valid under any": name the closest branch
-        // (fewest errors) and its first error, which points at the field.
-        let closest = schema
-            .branches
-            .iter()
-            .map(|(label, v)| (v.iter_errors(value).count(), label, v))
-            .filter(|(count, ..)| *count > 0)
-            .min_by_key(|(count, ..)| *count);
-        if let Some((count, label, validator)) = closest
-            && let Some(error) = validator.iter_errors(value).next()
-        {
-            why = format!("{why}; closest answer type {label} ({count} error(s)), first: {}", describe(&error, value));
-        }
-        Some(why)
+        let first = self.tools.get(tool)?.iter_errors(value).next()?;
+        Some(explain(&first))
     }
 
     /// Panic unless `structured` is a result `tool` may give: present whenever the tool
@@ -113,18 +75,35 @@ impl OutputSchemas {
     }
 }
 
-/// One validation error as "at PATH the value V: MESSAGE".
-fn describe(error: &jsonschema::ValidationError<'_>, root: &Value) -> String {
-    let path = error.instance_path().as_str().to_string();
-    let at = root.pointer(&path).map(|v| {
-        let mut text = v.to_string();
-        if text.len() > 300 {
-            text = format!("{}... ({} bytes)", &text[..text.char_indices().nth(300).map_or(text.len(), |(i, _)| i)], text.len());
+/// One validation error as "at PATH: MESSAGE" (the message shows the value). An `anyOf`
+/// or `oneOf` only says "not valid under any": follow its closest branch down to the error
+/// that names the field, as the Python SDK's `best_match` does. The closest branch is the
+/// one whose errors are least at its top (its required fields are there: the value is of
+/// that type), then the one with the fewest.
+fn explain(error: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind;
+    let path = error.instance_path().as_str();
+    let mut message = error.to_string();
+    if message.len() > 700 {
+        // Keep the value's start and the message's end ("... is not valid under ...").
+        let head = message.char_indices().nth(400).map_or(0, |(i, _)| i);
+        let tail = message.char_indices().rev().nth(200).map_or(0, |(i, _)| i);
+        message = format!("{} ...({} bytes)... {}", &message[..head], message.len(), &message[tail..]);
+    }
+    let here = format!("at {}: {message}", if path.is_empty() { "(the root)" } else { path });
+    match error.kind() {
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            let at_top = |errors: &&Vec<jsonschema::ValidationError<'static>>| {
+                let top = errors.iter().filter(|e| e.instance_path().as_str() == path).count();
+                (top, errors.len())
+            };
+            match context.iter().filter(|errors| !errors.is_empty()).min_by_key(at_top) {
+                Some(closest) => format!("{here}\n  closest branch ({} error(s)): {}", closest.len(), explain(&closest[0])),
+                None => here,
+            }
         }
-        text
-    });
-    let shown = if path.is_empty() { "(the root)".to_string() } else { path };
-    format!("at {shown} the value {}: {error}", at.unwrap_or_default())
+        _ => here,
+    }
 }
 
 /// The output schemas `baton serve` publishes, from one `tools/list` of a throwaway
