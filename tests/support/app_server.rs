@@ -206,8 +206,14 @@ impl AppServer {
     }
 
     /// Call an MCP tool directly (`mcpServer/tool/call`: no model, no approval).
+    /// Its structured result is validated against baton's published output schema.
     pub fn call_tool(&mut self, thread_id: &str, tool: &str, arguments: Value) -> Value {
-        self.request("mcpServer/tool/call", json!({"threadId": thread_id, "server": "baton", "tool": tool, "arguments": arguments}))
+        let result =
+            self.request("mcpServer/tool/call", json!({"threadId": thread_id, "server": "baton", "tool": tool, "arguments": arguments}));
+        if result.get("structuredContent").is_some() {
+            crate::common::schemas::published().check_result(tool, &result);
+        }
+        result
     }
 
     /// Close stdin (app-server exits on EOF) and wait, within [`TIMEOUT`].
