@@ -58,6 +58,17 @@ impl ExecRun {
     }
 }
 
+/// Validate the structured content of every baton call Codex reports (`mcp_tool_call`
+/// items) against baton's published output schemas.
+fn check_baton_results(events: &[Value]) {
+    let schemas = crate::common::schemas::published();
+    let calls = events.iter().filter(|e| e["type"] == "item.completed" && e["item"]["type"] == "mcp_tool_call").map(|e| &e["item"]);
+    for call in calls.filter(|c| c["server"] == "baton") {
+        let (Some(tool), Some(structured)) = (call["tool"].as_str(), call["result"].get("structured_content")) else { continue };
+        schemas.check(tool, Some(structured), structured.get("error").is_some());
+    }
+}
+
 impl ExecHarness {
     /// Write the config, start the model server with `script`, and `baton install` into the
     /// fresh Codex home (which keeps the provider settings and adds `[mcp_servers.baton]`).
@@ -164,7 +175,9 @@ impl ExecHarness {
             &what,
             limit,
         );
-        let events = String::from_utf8_lossy(&finished.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+        let events: Vec<Value> =
+            String::from_utf8_lossy(&finished.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+        check_baton_results(&events);
         ExecRun { finished, events }
     }
 
