@@ -50,7 +50,7 @@ fn plan(tasks: &[(&str, &[&str])]) -> Plan {
 }
 
 fn planned(run: &Run, plan: Plan) -> Change {
-    Change::Advance {
+    Change::Advance { code: None,
         expected_version: run.version,
         outcome: "planned".into(),
         output: "the plan".into(),
@@ -106,7 +106,7 @@ fn plans_are_validated_with_the_path_of_each_problem() {
     assert_eq!(err_of(plan(&many)).field.as_deref(), Some("plan.tasks"));
     let mut no_plan = run.clone();
     let change =
-        Change::Advance { expected_version: 1, outcome: "planned".into(), output: String::new(), artifacts: Map::new(), plan: None };
+        Change::Advance { code: None, expected_version: 1, outcome: "planned".into(), output: String::new(), artifacts: Map::new(), plan: None };
     assert_eq!(no_plan.apply(&change, &agent("lead"), START).unwrap_err().field.as_deref(), Some("plan"));
 }
 
@@ -330,7 +330,7 @@ fn random_interleavings_complete_every_task_once_and_replay_exactly() {
         assert_eq!(fan_in, 1, "seed {seed}: the join fired once");
         assert_eq!(joins.len(), n, "seed {seed}: every task joined");
         assert!(joins.values().all(|count| *count == 1), "seed {seed}: no task joined twice");
-        let change = Change::Advance {
+        let change = Change::Advance { code: None,
             expected_version: run.version,
             outcome: "passed".into(),
             output: "ok".into(),
