@@ -139,6 +139,8 @@ pub enum Command {
     },
     #[command(flatten)]
     Ui(UiCommand),
+    #[command(flatten)]
+    Rewind(crate::rewind::RewindCommand),
 }
 
 /// The commands of the local web page and of retention (see `baton::ui`).
@@ -202,6 +204,7 @@ pub fn render(reply: &Reply) -> String {
         }
         Reply::Run(details) => {
             let mut text = Brief::of(&details.run, Guide::FirstTime).summary();
+            text.extend(crate::rewind::lineage(&details.run).map(|l| format!("\n{l}.")));
             text.push_str(&format!("\n{} event(s) shown.", details.events.len()));
             for event in &details.events {
                 text.push('\n');

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod maintenance;
 pub mod mcp;
 pub mod migrate;
+pub mod rewind;
 pub mod service;
 pub mod store;
 pub mod template_file;

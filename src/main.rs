@@ -216,6 +216,7 @@ async fn run(cli: Cli) -> Result<String> {
         }
         Command::Migrate { to, replace } => migrate(&cli.home, &to, replace).await,
         Command::Ui(command) => baton::ui::commands::run(cli.home.as_deref(), command).await,
+        Command::Rewind(command) => baton::rewind::run(cli.home.as_deref(), command).await,
     }
 }
 

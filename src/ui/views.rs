@@ -242,7 +242,7 @@ impl RunPage {
             last_actor: run.last_actor.label(),
             goal: run.goal.clone(),
             end_reason: run.end_reason.clone(),
-            forked_from: run.forked_from.as_ref().map(|f| format!("{} at checkpoint {}", f.run_id, f.checkpoint)),
+            forked_from: crate::rewind::lineage(&run).map(|l| l.trim_start_matches("Forked from ").to_string()),
             artifacts: run.artifacts.iter().map(|(name, value)| (name.clone(), pretty(value))).collect(),
             checkpoints: run.checkpoints.clone(),
         };
