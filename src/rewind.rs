@@ -205,7 +205,7 @@ async fn code_diff(run: &Run, run_id: &str, events: &[Event], from: u64, to: u64
         .with_field("run_id"));
     }
     for (field, version, commit) in [("from", from, &a), ("to", to, &b)] {
-        if git(root, &["cat-file", "-e", &format!("{commit}^{{commit}}")]).probe().await.is_none() {
+        if git(root, &["cat-file", "-e", &format!("{commit}^{{commit}}")]).text().await.is_err() {
             return Err(BatonError::not_found(
                 field,
                 format!("the code of run {run_id} at version {version} (commit {}) is no longer in {repo}: its snapshots were removed", short_id(commit)),

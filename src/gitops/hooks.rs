@@ -321,7 +321,7 @@ async fn check_code_at(backend: &Backend, caller: &Caller, run_id: &str, version
         .with_field("run_id"));
     }
     let (_, state) = found;
-    if git(Path::new(&root), &["cat-file", "-e", &format!("{state}^{{commit}}")]).probe().await.is_none() {
+    if git(Path::new(&root), &["cat-file", "-e", &format!("{state}^{{commit}}")]).text().await.is_err() {
         return Err(BatonError::not_found(
             "at_version",
             format!(

@@ -209,7 +209,7 @@ pub fn catalog() -> Vec<ToolSpec> {
         spec::<ResumeParams, ResumeOutput>(
             "resume",
             "baton: resume runs",
-            "baton: resume workflow runs, e.g. in a new Codex session. No arguments: this workspace's unfinished runs. run_id: a full briefing of where the run stands and what to do next. run_id + checkpoint: fork a new run from that checkpoint.",
+            "baton: resume workflow runs, e.g. in a new Codex session. No arguments: this workspace's unfinished runs. run_id: a full briefing of where the run stands and what to do next. run_id + checkpoint: fork a new run from that checkpoint; run_id + at_version (an event's number): fork a new run from that version, its state replayed up to there and its code restored into the fork's own worktree.",
             Effect::Changes,
             |p, _| Ok(Request::Resume(p)),
         ),
