@@ -218,3 +218,87 @@ async fn a_fork_whose_snapshots_were_pruned_is_refused_with_the_field_and_fix() 
     assert!(!pruned["fix"].as_str().unwrap().is_empty());
     lead.stop().await;
 }
+
+/// Claim `task` of `run_id` as `agent` and report `outcome` (for the implement step, after
+/// writing `<task>.txt` in its worktree, left for baton to commit).
+async fn task_step(agent: &Server, run_id: &str, task: &str, outcome: &str) -> Value {
+    let claim = agent.ok("resume", json!({"run_id": run_id, "claim": task})).await;
+    if outcome == "implemented" {
+        let dir = Path::new(claim["workdir"].as_str().unwrap_or_else(|| panic!("{claim}")));
+        std::fs::write(dir.join(format!("{task}.txt")), format!("work of {task}\n")).unwrap();
+    }
+    agent
+        .ok(
+            "advance",
+            json!({"run_id": run_id, "task": task, "lease_token": claim["lease_token"], "outcome": outcome, "output": format!("{task} {outcome}")}),
+        )
+        .await
+}
+
+async fn finish_task(a: &Server, b: &Server, run_id: &str, task: &str) -> Value {
+    task_step(a, run_id, task, "implemented").await;
+    task_step(b, run_id, task, "approved").await;
+    task_step(a, run_id, task, "passed").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_around_a_fan_out_re_plan_or_keep_the_joined_tasks_and_their_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repository(&tmp);
+    let home = fresh_home(&tmp);
+    let (lead, a, b) = tokio::join!(
+        Server::start_as(&home, &repo, Some("thread-lead")),
+        Server::start_as(&home, &repo, Some("thread-a")),
+        Server::start_as(&home, &repo, Some("thread-b")),
+    );
+    let brief = lead.ok("start_workflow", json!({"goal": "Four files", "template": "parallel"})).await;
+    let id = brief["run_id"].as_str().unwrap().to_string();
+    let tasks: Vec<Value> = ["t1", "t2", "t3", "t4"].iter().map(|t| json!({"id": t, "title": format!("Write {t}.txt")})).collect();
+    let plan = json!({ "tasks": tasks });
+    lead.ok("advance", json!({"run_id": id, "expected_version": brief["version"], "outcome": "planned", "output": "four", "plan": plan}))
+        .await;
+    finish_task(&a, &b, &id, "t1").await;
+    let done = finish_task(&a, &b, &id, "t2").await;
+    assert_eq!(done["status"], "done", "{done}");
+    let version = lead.ok("inspect", json!({"run_id": id})).await["run"]["version"].as_u64().unwrap();
+
+    // Before the fan-out: the fork is at the planning step again and plans otherwise.
+    let early = lead.ok("resume", json!({"run_id": id, "at_version": 1})).await;
+    let early_id = early["run_id"].as_str().unwrap().to_string();
+    assert_eq!(early["step"], brief["step"], "{early}");
+    let replanned = lead
+        .ok(
+            "advance",
+            json!({"run_id": early_id, "expected_version": early["version"], "outcome": "planned", "output": "one",
+                   "plan": {"tasks": [{"id": "other", "title": "Something else"}]}}),
+        )
+        .await;
+    assert_eq!(replanned["tasks"]["total"], 1, "{replanned}");
+
+    // After two of four joined: the fork keeps them, and their code lands at its join.
+    let late = lead.ok("resume", json!({"run_id": id, "at_version": version})).await;
+    let late_id = late["run_id"].as_str().unwrap().to_string();
+    let late_dir = PathBuf::from(late["workspace"]["cwd"].as_str().unwrap());
+    let tasks = lead.ok("inspect", json!({"run_id": late_id})).await["run"]["fanout"]["tasks"].clone();
+    let statuses: Vec<(String, String)> =
+        tasks.as_array().unwrap().iter().map(|t| (t["id"].as_str().unwrap().into(), t["status"].as_str().unwrap().into())).collect();
+    assert_eq!(
+        statuses,
+        [("t1", "done"), ("t2", "done"), ("t3", "ready"), ("t4", "ready")].map(|(t, s)| (t.to_string(), s.to_string())),
+        "{tasks}"
+    );
+    finish_task(&a, &b, &late_id, "t3").await;
+    finish_task(&a, &b, &late_id, "t4").await;
+    let joined = lead.ok("resume", json!({"run_id": late_id})).await;
+    for task in ["t1", "t2", "t3", "t4"] {
+        let path = late_dir.join(format!("{task}.txt"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{task}: {e} {joined}")), format!("work of {task}\n"));
+    }
+    // The original still waits for t3 and t4, and the user's tree holds none of it.
+    let original = lead.ok("inspect", json!({"run_id": id})).await["run"]["fanout"]["tasks"].clone();
+    assert_eq!(original[2]["status"], "ready");
+    assert!(!repo.join("t1.txt").exists() && git(&repo, &["status", "--porcelain"]).is_empty());
+    for server in [lead, a, b] {
+        server.stop().await;
+    }
+}

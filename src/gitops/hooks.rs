@@ -224,6 +224,9 @@ async fn settle(backend: &Backend, caller: &Caller, after: After, reply: Reply) 
                     if let Some(note) = restore_fork(&brief).await {
                         add_note(&mut brief.note, note);
                     }
+                    if let Some(note) = carry_task_branches(backend, caller, &brief).await {
+                        add_note(&mut brief.note, note);
+                    }
                 }
                 After::Started { repo, state } => {
                     if let Err(e) = snapshot::adopt_state(Path::new(repo), &brief.run_id, state).await {
@@ -421,6 +424,33 @@ async fn restore_fork(brief: &Brief) -> Option<String> {
             fork.branch
         ),
         Err(e) => note_of(&e),
+    })
+}
+
+/// A fork inside a fan-out keeps the tasks' work done by then: each task's branch of the
+/// fork starts at the commit its last step left on the source run's branch, so the tasks
+/// that had joined are merged at the fork's join and the others go on from there. The note
+/// to show, if something could not be done.
+async fn carry_task_branches(backend: &Backend, caller: &Caller, brief: &Brief) -> Option<String> {
+    let root = git_root(brief)?.to_string();
+    let request = Request::GetRun(GetRunParams { run_id: brief.run_id.clone(), history_limit: Some(1), before_seq: None });
+    let Ok(Reply::Run(details)) = backend.call_as(caller.clone(), request).await else { return None };
+    let fanout = details.run.fanout.as_ref().filter(|f| !f.joined)?;
+    let mut failed = Vec::new();
+    for task in &fanout.tasks {
+        let Some(head) = task.last_code.as_ref().and_then(|(code, _)| code.head.clone()) else { continue };
+        let Some(branch) = crate::engine::task_brief::task_worktree(&root, &brief.run_id, &task.id).map(|w| w.branch) else { continue };
+        let exists = git(Path::new(&root), &["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")]).probe().await.is_some();
+        if !exists && let Err(e) = git(Path::new(&root), &["branch", &branch, &head]).text().await {
+            failed.push(format!("task `{}` ({})", task.id, e.stderr));
+        }
+    }
+    (!failed.is_empty()).then(|| {
+        format!(
+            "baton could not give these tasks of the fork their branch at the code they had reached: {}. Fix: create them with `git branch baton/{}/<task> <commit>`.",
+            failed.join("; "),
+            crate::engine::task_brief::run_short(&brief.run_id)
+        )
     })
 }
 
