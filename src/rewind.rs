@@ -208,12 +208,16 @@ async fn code_diff(run: &Run, run_id: &str, events: &[Event], from: u64, to: u64
         if git(root, &["cat-file", "-e", &format!("{commit}^{{commit}}")]).text().await.is_err() {
             return Err(BatonError::not_found(
                 field,
-                format!("the code of run {run_id} at version {version} (commit {}) is no longer in {repo}: its snapshots were removed", short_id(commit)),
+                format!(
+                    "the code of run {run_id} at version {version} (commit {}) is no longer in {repo}: its snapshots were removed",
+                    short_id(commit)
+                ),
                 "Compare versions whose code is still kept, or leave the code out by comparing in a copy that still has it.",
             ));
         }
     }
-    let fail = |f: crate::gitops::GitFailure| f.error("baton could not diff the two versions' code", "Fix what git reports, then try again.");
+    let fail =
+        |f: crate::gitops::GitFailure| f.error("baton could not diff the two versions' code", "Fix what git reports, then try again.");
     let stat = git(root, &["diff", "--stat", &a, &b]).output().await.map_err(fail)?;
     let mut patch = git(root, &["diff", &a, &b]).output().await.map_err(fail)?;
     let truncated = patch.len() > MAX_PATCH_BYTES;

@@ -551,7 +551,7 @@ fn source_label(source: &Run, events: &[Event], version: u64) -> String {
 /// recorded (see [`crate::engine::code::tree_state_at`]), on the run's workspace.
 fn code_at(events: &[Event], source: &Run) -> Option<Workspace> {
     let (head, state) = crate::engine::code::tree_state_at(events)?;
-    let workspace = events.first().and_then(|e| crate::engine::code::workspace_of(e)).or_else(|| source.workspace.clone())?;
+    let workspace = events.first().and_then(crate::engine::code::workspace_of).or_else(|| source.workspace.clone())?;
     Some(Workspace { git_head: Some(head), git_snapshot: Some(state), git_dirty: None, ..workspace })
 }
 

@@ -159,7 +159,10 @@ async fn a_fork_at_any_version_replays_the_run_and_restores_that_versions_code()
     let (ok, json_diff, _) = cli(&home, &["diff", &id, "--from", "4", "--to", "6", "--json"]);
     let json_diff: Value = serde_json::from_str(&json_diff).unwrap();
     assert!(ok);
-    assert_eq!(json_diff["outcomes"], json!([{"step": "implement", "from": "implemented", "to": "implemented"}, {"step": "review", "from": "changes_requested", "to": "changes_requested"}]));
+    assert_eq!(
+        json_diff["outcomes"],
+        json!([{"step": "implement", "from": "implemented", "to": "implemented"}, {"step": "review", "from": "changes_requested", "to": "changes_requested"}])
+    );
     assert_eq!(json_diff["artifacts"]["changed"], json!(["round"]));
 
     // Errors: a version that does not exist, pruned snapshots, a moved repository.

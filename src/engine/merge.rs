@@ -265,7 +265,8 @@ mod tests {
                 .collect(),
             base: None,
         };
-        let planned = Change::Advance { code: None,
+        let planned = Change::Advance {
+            code: None,
             expected_version: 1,
             outcome: "planned".into(),
             output: "plan".into(),

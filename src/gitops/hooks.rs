@@ -24,8 +24,8 @@ use super::commit::{self, Author, Committed};
 use super::lock::lock;
 use super::{merge, snapshot, worktree};
 use crate::api::{AdvanceParams, AnswerHumanParams, Caller, GetRunParams, Reply, Request, ResumeParams};
-use crate::engine::code::TaskCode;
 use crate::backend::Backend;
+use crate::engine::code::TaskCode;
 use crate::engine::merge::MergeState;
 use crate::engine::task_brief::{checkpoint_ref, fork_worktree};
 use crate::engine::template::check_identifier;
@@ -46,7 +46,10 @@ enum After {
     /// A fork: restore the checkpoint's code into its worktree.
     Fork,
     /// A run started: keep the state of its tree under the run's ref.
-    Started { repo: String, state: String },
+    Started {
+        repo: String,
+        state: String,
+    },
     /// A line for the answer's note (e.g. why the tree's state could not be kept).
     Note(String),
     /// Delete or prune: remove the deleted runs' refs.

@@ -106,7 +106,10 @@ pub async fn adopt_state(repo: &Path, run_id: &str, state: &str) -> BatonResult<
 pub async fn remove_refs(repo: &Path, run_id: &str) -> BatonResult<usize> {
     let prefix = format!("refs/baton/{}/", crate::engine::task_brief::run_short(run_id));
     let listed = git(repo, &["for-each-ref", "--format=%(refname)", &prefix]).text().await.map_err(|f| {
-        f.error(&format!("baton could not list the refs of run {run_id}"), format!("Remove them with `git for-each-ref {prefix}` and `git update-ref -d`."))
+        f.error(
+            &format!("baton could not list the refs of run {run_id}"),
+            format!("Remove them with `git for-each-ref {prefix}` and `git update-ref -d`."),
+        )
     })?;
     let mut removed = 0;
     for reference in listed.lines().filter(|l| !l.is_empty()) {

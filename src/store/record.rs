@@ -149,7 +149,8 @@ mod tests {
     fn the_template_is_cut_from_the_bytes_exactly_as_field_by_field() {
         let tricky = r#"goal with ,"template":{"steps":[]} inside, braces }{ ][, escapes \" \\ and é ✓"#;
         let mut advanced = run("feature", tricky);
-        let report = Change::Advance { code: None,
+        let report = Change::Advance {
+            code: None,
             expected_version: 1,
             outcome: "planned".into(),
             output: "}]\"{\\".repeat(100),

@@ -401,7 +401,8 @@ mod tests {
         let (mut run, first) = Run::start(new, &Actor::default(), Timestamp(1));
         let task = |id: &str| PlanTask { id: id.into(), title: id.into(), description: String::new(), depends_on: vec![], pipeline: None };
         let plan = Plan { tasks: vec![task("api"), task("ui")], base: None };
-        let change = Change::Advance { code: None,
+        let change = Change::Advance {
+            code: None,
             expected_version: 1,
             outcome: "planned".into(),
             output: "o".into(),

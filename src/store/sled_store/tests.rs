@@ -65,8 +65,14 @@ fn create(store: &SledStore, id: &str) -> Run {
 
 fn advance(store: &SledStore, op: &str, id: &str, expected_version: u64) -> BatonResult<Run> {
     update(store, op, id, move |run| {
-        let change =
-            Change::Advance { code: None, expected_version, outcome: "planned".into(), output: "plan".into(), artifacts: Map::new(), plan: None };
+        let change = Change::Advance {
+            code: None,
+            expected_version,
+            outcome: "planned".into(),
+            output: "plan".into(),
+            artifacts: Map::new(),
+            plan: None,
+        };
         let event = apply(run, change, NOW)?;
         Ok(Commit::new(run.clone(), event))
     })
