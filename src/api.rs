@@ -202,6 +202,10 @@ pub struct GetRunParams {
     /// Only events with seq below this, for paging back through long histories.
     #[serde(default)]
     pub before_seq: Option<u64>,
+    /// Only the reports of this step: every visit of it (the run's, and its tasks' steps
+    /// of that name), oldest first, within `history_limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// One event of a run in full, with its long text read in windows.

@@ -181,7 +181,7 @@ async fn run(cli: Cli) -> Result<String> {
             baton::ui::commands::show_graph(cli.home.as_deref(), run_id, svg, json).await
         }
         Command::Show { run_id, history, json, .. } => {
-            let request = Request::GetRun(GetRunParams { run_id, history_limit: Some(history), before_seq: None });
+            let request = Request::GetRun(GetRunParams { run_id, history_limit: Some(history), before_seq: None, step: None });
             request_text(&cli.home, request, json).await
         }
         Command::Answer { run_id, answer, comment, task, expected_version, json } => {

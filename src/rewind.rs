@@ -132,7 +132,8 @@ pub async fn history(backend: &Backend, caller: &Caller, run_id: &str, upto: u64
     let mut before = upto.saturating_add(1);
     let mut events: Vec<Event> = Vec::new();
     loop {
-        let request = Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(PAGE), before_seq: Some(before) });
+        let request =
+            Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(PAGE), before_seq: Some(before), step: None });
         let Reply::Run(details) = backend.call_as(caller.clone(), request).await? else {
             return Err(BatonError::internal("reading a run's history did not answer with the run"));
         };

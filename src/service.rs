@@ -454,11 +454,51 @@ impl Service {
     async fn get_run(&self, p: &GetRunParams) -> BatonResult<Reply> {
         let limit = u64::from(bounded_limit("history_limit", p.history_limit, DEFAULT_LIST_LIMIT)?);
         let run = self.load(&p.run_id).await?;
+        if let Some(step) = &p.step {
+            return self.step_visits(run, step, limit, p.before_seq).await;
+        }
         let end = p.before_seq.map_or(run.version, |b| b.saturating_sub(1).min(run.version));
         let start = end.saturating_sub(limit - 1).max(1);
         let events = self.store.events(&run.id, start, end, MAX_HISTORY_BYTES).await?;
         let first = events.first().map_or(start, |e| e.seq);
         Ok(Reply::Run(Box::new(RunDetails { summary: RunSummary::of(&run), events, next_before_seq: (first > 1).then_some(first), run })))
+    }
+
+    /// The reports of `step` (every visit: the run's own, and its tasks' steps of that
+    /// name), oldest first: the last `limit` of those before `before_seq`, read a window
+    /// of events at a time so a long history is never held at once.
+    async fn step_visits(&self, run: Run, step: &str, limit: u64, before_seq: Option<u64>) -> BatonResult<Reply> {
+        const WINDOW: u64 = 500;
+        let end = before_seq.map_or(run.version, |b| b.saturating_sub(1).min(run.version));
+        let mut found: Vec<Event> = Vec::new();
+        let mut to = end;
+        while to >= 1 && (found.len() as u64) < limit {
+            let from = to.saturating_sub(WINDOW - 1).max(1);
+            let mut window = self.store.events(&run.id, from, to, usize::MAX).await?;
+            window.retain(
+                |e| matches!(&e.kind, EventKind::Advanced { report, .. } | EventKind::TaskAdvanced { report, .. } if report.step == step),
+            );
+            window.append(&mut found);
+            found = window;
+            to = from - 1;
+        }
+        let cut = found.len().saturating_sub(limit as usize);
+        let events: Vec<Event> = found.split_off(cut);
+        let next_before_seq = events.first().map(|e| e.seq).filter(|_| cut > 0 || to >= 1);
+        if events.is_empty()
+            && run.template.step(step).is_none()
+            && !run.fanout.iter().any(|f| f.pipelines.values().any(|p| p.step(step).is_some()))
+        {
+            return Err(BatonError::invalid(
+                "step",
+                format!("run {} has no step `{step}`", run.id),
+                format!(
+                    "Use a step of its template: {}.",
+                    run.template.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        Ok(Reply::Run(Box::new(RunDetails { summary: RunSummary::of(&run), events, next_before_seq, run })))
     }
 
     async fn get_event(&self, p: &GetEventParams) -> BatonResult<Reply> {

@@ -165,6 +165,13 @@ async fn a_fork_at_any_version_replays_the_run_and_restores_that_versions_code()
     );
     assert_eq!(json_diff["artifacts"]["changed"], json!(["round"]));
 
+    // inspect shows every visit of one step.
+    let visits = lead.ok("inspect", json!({"run_id": id, "step": "review"})).await;
+    let seqs: Vec<u64> = visits["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [4, 6], "{visits}");
+    let unknown = lead.err("inspect", json!({"run_id": id, "step": "nope"})).await;
+    assert_eq!(unknown["field"], "step", "{unknown}");
+
     // Errors: a version that does not exist, pruned snapshots, a moved repository.
     let missing = lead.err("resume", json!({"run_id": id, "at_version": 99})).await;
     assert_eq!(missing["field"], "at_version", "{missing}");

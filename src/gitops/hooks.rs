@@ -305,7 +305,8 @@ async fn tree_code(backend: &Backend, caller: &Caller, run_id: &str) -> (Option<
 async fn check_code_at(backend: &Backend, caller: &Caller, run_id: &str, version: u64) -> BatonResult<()> {
     let mut before = version.saturating_add(1);
     let (run, found) = loop {
-        let request = Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(1000), before_seq: Some(before) });
+        let request =
+            Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(1000), before_seq: Some(before), step: None });
         let Ok(Reply::Run(details)) = backend.call_as(caller.clone(), request).await else { return Ok(()) };
         if version > details.run.version {
             return Ok(());
@@ -436,7 +437,7 @@ async fn restore_fork(brief: &Brief) -> Option<String> {
 /// to show, if something could not be done.
 async fn carry_task_branches(backend: &Backend, caller: &Caller, brief: &Brief) -> Option<String> {
     let root = git_root(brief)?.to_string();
-    let request = Request::GetRun(GetRunParams { run_id: brief.run_id.clone(), history_limit: Some(1), before_seq: None });
+    let request = Request::GetRun(GetRunParams { run_id: brief.run_id.clone(), history_limit: Some(1), before_seq: None, step: None });
     let Ok(Reply::Run(details)) = backend.call_as(caller.clone(), request).await else { return None };
     let fanout = details.run.fanout.as_ref().filter(|f| !f.joined)?;
     let mut failed = Vec::new();

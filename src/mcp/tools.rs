@@ -68,6 +68,9 @@ pub struct InspectParams {
     /// With `run_id`: only events before this seq, to page back (`next_before_seq`).
     #[serde(default)]
     pub before_seq: Option<u64>,
+    /// With `run_id`: only the reports of this step, every visit of it, oldest first.
+    #[serde(default)]
+    pub step: Option<String>,
     /// Listing: only runs with this status (open = active or awaiting_human).
     #[serde(default)]
     pub status: Option<StatusFilter>,
@@ -115,7 +118,9 @@ impl InspectParams {
         }
         Ok(match self.event {
             Some(seq) => Request::GetEvent(GetEventParams { run_id, seq, offset: self.offset }),
-            None => Request::GetRun(GetRunParams { run_id, history_limit: self.history_limit, before_seq: self.before_seq }),
+            None => {
+                Request::GetRun(GetRunParams { run_id, history_limit: self.history_limit, before_seq: self.before_seq, step: self.step })
+            }
         })
     }
 }

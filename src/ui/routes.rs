@@ -172,7 +172,7 @@ async fn run_response(state: &AppState, session: &Session, id: &str, query: &His
     let mut frame = state.frame(session, page, error);
     let loaded = async {
         let details = match state
-            .call(Request::GetRun(GetRunParams { run_id: id.into(), history_limit: Some(HISTORY), before_seq: before }))
+            .call(Request::GetRun(GetRunParams { run_id: id.into(), history_limit: Some(HISTORY), before_seq: before, step: None }))
             .await?
         {
             Reply::Run(details) => *details,
