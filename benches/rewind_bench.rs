@@ -70,7 +70,7 @@ fn tree(dir: &Path, commit: bool) {
 async fn steps(home: &Path, cwd: &Path) -> (Vec<Duration>, String) {
     let agent = Agent::start(home, cwd).await;
     let template = json!({"name": "loop", "start": "work", "steps": [
-        {"name": "work", "role": "implementer", "outcomes": {"done": "check"}},
+        {"name": "work", "role": "implementer", "outcomes": {"done": "check"}, "max_visits": 1000},
         {"name": "check", "role": "reviewer", "outcomes": {"again": "work", "ok": "done"}}]});
     let mut brief = agent.call("start_workflow", json!({"goal": "bench", "template_definition": template})).await;
     let run_id = brief["run_id"].as_str().unwrap().to_string();
