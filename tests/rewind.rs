@@ -196,6 +196,16 @@ async fn a_fork_at_any_version_replays_the_run_and_restores_that_versions_code()
     git(&repo, &["gc", "-q", "--prune=now"]);
     assert_eq!(files(&repo), user_tree, "git gc leaves the user's files");
 
+    // prune removes the refs of the runs it deletes.
+    let cli_id = cli_fork["run_id"].as_str().unwrap().to_string();
+    lead.ok("cancel_run", json!({"run_id": cli_id})).await;
+    assert!(!refs_of(&repo, &cli_id).is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (ok, out, err) = cli(&home, &["prune", "--older-than", "1ms"]);
+    assert!(ok && out.contains(&cli_id), "{out}{err}");
+    assert!(refs_of(&repo, &cli_id).is_empty(), "prune removed the run's refs");
+    assert!(!refs_of(&repo, &id).is_empty(), "the run in progress keeps its refs");
+
     // A moved repository.
     let moved = tmp.path().join("moved");
     std::fs::rename(&repo, &moved).unwrap();
