@@ -189,8 +189,14 @@ async fn advance(store: &SledStore, id: &str, version: u64, output: &'static str
     let now = SystemClock.now();
     let change: Mutation = Box::new(move |current| {
         let mut run = current.ok_or_else(|| unknown_run(&run_id))?;
-        let change =
-            Change::Advance { expected_version: version, outcome: "next".into(), output: output.into(), artifacts: Map::new(), plan: None };
+        let change = Change::Advance {
+            code: None,
+            expected_version: version,
+            outcome: "next".into(),
+            output: output.into(),
+            artifacts: Map::new(),
+            plan: None,
+        };
         let event = run.apply(&change, &Actor::default(), now)?;
         Ok(Commit::new(run.clone(), event))
     });

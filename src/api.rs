@@ -99,6 +99,10 @@ pub struct ResumeParams {
     /// With `run_id`: fork a new run from this checkpoint instead of resuming the run itself.
     #[serde(default)]
     pub checkpoint: Option<String>,
+    /// With `run_id`: fork a new run from this version of it (any event's `seq`): its state
+    /// replayed up to that event, its code restored into the fork's own worktree.
+    #[serde(default)]
+    pub at_version: Option<u64>,
     /// Title of the forked run.
     #[serde(default)]
     pub title: Option<String>,
@@ -198,6 +202,10 @@ pub struct GetRunParams {
     /// Only events with seq below this, for paging back through long histories.
     #[serde(default)]
     pub before_seq: Option<u64>,
+    /// Only the reports of this step: every visit of it (the run's, and its tasks' steps
+    /// of that name), oldest first, within `history_limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// One event of a run in full, with its long text read in windows.
@@ -445,6 +453,9 @@ pub struct ChangeMark {
 pub struct Deleted {
     pub runs: Vec<RunSummary>,
     pub dry_run: bool,
+    /// What the calling process could not clean up in git (the deleted runs' refs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A successful answer, typed by what was asked.

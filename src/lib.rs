@@ -15,6 +15,7 @@ pub mod maintenance;
 pub mod mcp;
 pub mod migrate;
 pub mod notify;
+pub mod rewind;
 pub mod service;
 pub mod store;
 pub mod template_file;

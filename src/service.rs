@@ -140,7 +140,7 @@ impl Service {
                     "Pass the `version` of the brief you are acting on (for a task, pass `task` and `lease_token` instead).",
                 )
             })?;
-            let change = Change::Advance { expected_version, outcome, output, artifacts, plan: p.plan.clone() };
+            let change = Change::Advance { expected_version, outcome, output, artifacts, plan: p.plan.clone(), code: p.code.clone() };
             return self.change(op, caller, &p.run_id, change).await;
         };
         if p.plan.is_some() {
@@ -335,6 +335,19 @@ impl Service {
                 "`checkpoint` needs the `run_id` it belongs to",
                 "Pass both `run_id` and `checkpoint` to fork, or neither to list runs.",
             )),
+            (_, Some(_)) if p.at_version.is_some() => Err(BatonError::invalid(
+                "at_version",
+                "`checkpoint` and `at_version` both say where to fork from",
+                "Pass one of them: a checkpoint's name, or a version (a checkpoint is a label on a version).",
+            )),
+            (None, None) if p.at_version.is_some() => Err(BatonError::invalid(
+                "run_id",
+                "`at_version` needs the `run_id` it belongs to",
+                "Pass both `run_id` and `at_version` to fork that run at that version.",
+            )),
+            (Some(run_id), None) if p.at_version.is_some() => {
+                self.fork_at(op, caller, run_id, p.at_version.unwrap_or_default(), p.title.clone()).await
+            }
             (None, None) => self.open_runs(caller, p.all_workspaces.unwrap_or(false)).await,
             (Some(run_id), Some(checkpoint)) => self.fork(op, caller, run_id, checkpoint, p.title.clone()).await,
             (Some(run_id), None) if p.claim.is_some() || p.task.is_some() => self.resume_task(op, caller, run_id, p).await,
@@ -397,6 +410,32 @@ impl Service {
         Ok(Reply::Brief(Box::new(Brief::of(&run, Guide::Always))))
     }
 
+    /// Fork `run_id` at `version`: the new run's state is the replay of the run's events
+    /// up to that version, its code the run's tree as the last step report up to there
+    /// left it (restored into the fork's worktree by the caller, see `crate::gitops`).
+    async fn fork_at(&self, op: &str, caller: &Caller, run_id: &str, version: u64, title: Option<String>) -> BatonResult<Reply> {
+        let source = self.load(run_id).await?;
+        let events = self.store.events(run_id, 1, version.min(source.version), usize::MAX).await?;
+        if version > source.version {
+            return Err(BatonError::invalid(
+                "at_version",
+                format!("run {run_id} has no version {version} (its versions are 1 to {})", source.version),
+                format!("Give a version from 1 to {}: `baton show {run_id}` lists its events with their numbers.", source.version),
+            ));
+        }
+        let mut snapshot = Run::replay_at(run_id, &events, version, "at_version")?;
+        let label = source_label(&source, &events, version);
+        let title = title_or(title, || format!("{} (fork at version {version}{label})", snapshot.title))?;
+        let code = code_at(&events, &source).and_then(|w| fork_workspace(w, op));
+        if let Some(code) = &code {
+            snapshot.workspace = Some(code.clone());
+        }
+        snapshot.title = title;
+        let (run, event) = Run::fork(&snapshot, "", op.to_string(), &caller.actor, self.clock.now())?;
+        let run = self.create(op, Commit::new(run, event)).await?;
+        Ok(Reply::Brief(Box::new(Brief::of(&run, Guide::Always))))
+    }
+
     /// The code a checkpoint recorded (the caller's git state when it was taken), from the
     /// checkpoint's event: the snapshot of a checkpoint is the run right after that event.
     async fn checkpoint_code(&self, run_id: &str, snapshot: &Run) -> BatonResult<Option<Workspace>> {
@@ -423,11 +462,51 @@ impl Service {
     async fn get_run(&self, p: &GetRunParams) -> BatonResult<Reply> {
         let limit = u64::from(bounded_limit("history_limit", p.history_limit, DEFAULT_LIST_LIMIT)?);
         let run = self.load(&p.run_id).await?;
+        if let Some(step) = &p.step {
+            return self.step_visits(run, step, limit, p.before_seq).await;
+        }
         let end = p.before_seq.map_or(run.version, |b| b.saturating_sub(1).min(run.version));
         let start = end.saturating_sub(limit - 1).max(1);
         let events = self.store.events(&run.id, start, end, MAX_HISTORY_BYTES).await?;
         let first = events.first().map_or(start, |e| e.seq);
         Ok(Reply::Run(Box::new(RunDetails { summary: RunSummary::of(&run), events, next_before_seq: (first > 1).then_some(first), run })))
+    }
+
+    /// The reports of `step` (every visit: the run's own, and its tasks' steps of that
+    /// name), oldest first: the last `limit` of those before `before_seq`, read a window
+    /// of events at a time so a long history is never held at once.
+    async fn step_visits(&self, run: Run, step: &str, limit: u64, before_seq: Option<u64>) -> BatonResult<Reply> {
+        const WINDOW: u64 = 500;
+        let end = before_seq.map_or(run.version, |b| b.saturating_sub(1).min(run.version));
+        let mut found: Vec<Event> = Vec::new();
+        let mut to = end;
+        while to >= 1 && (found.len() as u64) < limit {
+            let from = to.saturating_sub(WINDOW - 1).max(1);
+            let mut window = self.store.events(&run.id, from, to, usize::MAX).await?;
+            window.retain(
+                |e| matches!(&e.kind, EventKind::Advanced { report, .. } | EventKind::TaskAdvanced { report, .. } if report.step == step),
+            );
+            window.append(&mut found);
+            found = window;
+            to = from - 1;
+        }
+        let cut = found.len().saturating_sub(limit as usize);
+        let events: Vec<Event> = found.split_off(cut);
+        let next_before_seq = events.first().map(|e| e.seq).filter(|_| cut > 0 || to >= 1);
+        if events.is_empty()
+            && run.template.step(step).is_none()
+            && !run.fanout.iter().any(|f| f.pipelines.values().any(|p| p.step(step).is_some()))
+        {
+            return Err(BatonError::invalid(
+                "step",
+                format!("run {} has no step `{step}`", run.id),
+                format!(
+                    "Use a step of its template: {}.",
+                    run.template.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        Ok(Reply::Run(Box::new(RunDetails { summary: RunSummary::of(&run), events, next_before_seq, run })))
     }
 
     async fn get_event(&self, p: &GetEventParams) -> BatonResult<Reply> {
@@ -504,6 +583,24 @@ pub(crate) fn long_text(event: &mut Event) -> Option<&mut String> {
 
 fn floor_char_boundary(text: &str, index: usize) -> usize {
     crate::engine::run::prefix(text, index).len()
+}
+
+/// `, checkpoint `name``, when a checkpoint was saved at `version` (named checkpoints are
+/// labels on versions).
+fn source_label(source: &Run, events: &[Event], version: u64) -> String {
+    let named = events.iter().find_map(|e| match &e.kind {
+        EventKind::CheckpointSaved { name, .. } if e.seq == version => Some(name.clone()),
+        _ => None,
+    });
+    named.filter(|n| source.checkpoints.contains(n)).map(|n| format!(", checkpoint `{n}`")).unwrap_or_default()
+}
+
+/// The code of the run's tree as of the last of `events`: the state the latest step report
+/// recorded (see [`crate::engine::code::tree_state_at`]), on the run's workspace.
+fn code_at(events: &[Event], source: &Run) -> Option<Workspace> {
+    let (head, state) = crate::engine::code::tree_state_at(events)?;
+    let workspace = events.first().and_then(crate::engine::code::workspace_of).or_else(|| source.workspace.clone())?;
+    Some(Workspace { git_head: Some(head), git_snapshot: Some(state), git_dirty: None, ..workspace })
 }
 
 /// Where a run forked from a checkpoint works: a fresh worktree of the checkpoint's

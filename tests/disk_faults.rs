@@ -55,6 +55,7 @@ async fn advance(store: &SledStore, id: &str, version: u64, output: String) -> B
     let change: Mutation = Box::new(move |current| {
         let mut run = current.ok_or_else(|| unknown_run(&run_id))?;
         let change = Change::Advance {
+            code: None,
             expected_version: version,
             outcome: "next".into(),
             output: output.clone(),

@@ -70,8 +70,14 @@ async fn update(
 
 async fn advance(store: &dyn RunStore, op: &str, id: &str, expected_version: u64) -> BatonResult<Run> {
     update(store, op, id, move |run| {
-        let change =
-            Change::Advance { expected_version, outcome: "planned".into(), output: "plan".into(), artifacts: Map::new(), plan: None };
+        let change = Change::Advance {
+            code: None,
+            expected_version,
+            outcome: "planned".into(),
+            output: "plan".into(),
+            artifacts: Map::new(),
+            plan: None,
+        };
         let event = run.apply(&change, &Actor::default(), NOW)?;
         Ok(Commit::new(run.clone(), event))
     })

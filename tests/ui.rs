@@ -575,3 +575,49 @@ async fn wide_plans_fit_the_page_and_answers_are_confirmed() {
     drop(ui);
     server.stop().await;
 }
+
+/// Every event of the page's timeline forks: "Fork from here" posts that event's version,
+/// and the new run has the run's state and code as of that event (issue 18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_forks_from_any_event_with_that_versions_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().canonicalize().unwrap().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["config", "user.name", "Test"]);
+    git(&repo, &["config", "user.email", "test@example.com"]);
+    std::fs::write(repo.join("shared.txt"), "first\n").unwrap();
+    git(&repo, &["add", "shared.txt"]);
+    git(&repo, &["commit", "-qm", "first"]);
+    let home = fresh_home(&tmp);
+    let lead = Server::start_as(&home, &repo, Some("thread-lead")).await;
+    let brief = lead.ok("start_workflow", json!({"goal": "Fork me from the page", "template": "feature"})).await;
+    let id = brief["run_id"].as_str().unwrap().to_string();
+    std::fs::write(repo.join("design.md"), "the design\n").unwrap();
+    let brief = lead.advance(&brief, "planned", "designed").await; // v2
+    std::fs::write(repo.join("shared.txt"), "implemented\n").unwrap();
+    lead.advance(&brief, "implemented", "done").await; // v3
+
+    let ui = UiServer::start(&home, database_env(&home));
+    let login = Login::new(&ui);
+    let page = login.get(&ui, &format!("/runs/{id}"));
+    for seq in 1..=3 {
+        assert!(page.body.contains(&format!(r#"name="at_version" value="{seq}""#)), "event #{seq} has its fork form");
+    }
+    let forked = login.post(&ui, &format!("/runs/{id}/fork"), &[("at_version", "2"), ("title", "Back to the design")]);
+    assert_eq!(forked.status, 303, "{}", forked.body);
+    let fork_id = forked.header("location").and_then(|l| l.strip_prefix("/runs/")).expect("the fork's page").to_string();
+    let fork_dir = repo.join(".baton/forks").join(&fork_id[..8]);
+    assert_eq!(std::fs::read_to_string(fork_dir.join("shared.txt")).unwrap(), "first\n", "version 2's code");
+    assert_eq!(std::fs::read_to_string(fork_dir.join("design.md")).unwrap(), "the design\n");
+    assert_eq!(std::fs::read_to_string(repo.join("shared.txt")).unwrap(), "implemented\n", "the user's tree is untouched");
+    let fork_page = login.get(&ui, &format!("/runs/{fork_id}"));
+    assert!(fork_page.body.contains(&format!("{id} at version 2")), "the page shows where the fork came from");
+    let run = lead.ok("inspect", json!({"run_id": fork_id})).await["run"].clone();
+    assert_eq!((run["title"].as_str(), run["current_step"].as_str()), (Some("Back to the design"), Some("implement")));
+
+    let missing = login.post(&ui, &format!("/runs/{id}/fork"), &[("at_version", "42")]);
+    assert!(missing.body.contains("has no version 42"), "{}", missing.body);
+    lead.stop().await;
+    ui.stop();
+}

@@ -117,7 +117,8 @@ pub async fn run(cli: Cli) -> Result<String> {
             // such run is read (a handful, for a person's terminal).
             let mut progress = std::collections::BTreeMap::new();
             for summary in list.runs.iter().filter(|s| !s.status.is_finished()) {
-                let get = Request::GetRun(GetRunParams { run_id: summary.run_id.clone(), history_limit: Some(1), before_seq: None });
+                let get =
+                    Request::GetRun(GetRunParams { run_id: summary.run_id.clone(), history_limit: Some(1), before_seq: None, step: None });
                 if let Ok(crate::api::Reply::Run(details)) = crate::gitops::call(&backend, caller.clone(), get).await
                     && let Some(line) = super::render::task_progress(&details.run)
                 {
@@ -130,7 +131,7 @@ pub async fn run(cli: Cli) -> Result<String> {
             crate::ui::commands::show_graph(cli.home.as_deref(), run_id, svg, json).await
         }
         Command::Show { run_id, history, json, .. } => {
-            let request = Request::GetRun(GetRunParams { run_id, history_limit: Some(history), before_seq: None });
+            let request = Request::GetRun(GetRunParams { run_id, history_limit: Some(history), before_seq: None, step: None });
             request_text(&cli.home, request, json).await
         }
         Command::Answer { run_id, answer, comment, task, expected_version, json } => {
@@ -202,6 +203,7 @@ pub async fn run(cli: Cli) -> Result<String> {
             Ok(lines.join("\n"))
         }
         Command::Ui(command) => crate::ui::commands::run(cli.home.as_deref(), command).await,
+        Command::Rewind(command) => crate::rewind::run(cli.home.as_deref(), command).await,
     }
 }
 

@@ -205,6 +205,8 @@ pub enum Command {
     Notify(NotifyCommand),
     #[command(flatten)]
     Ui(UiCommand),
+    #[command(flatten)]
+    Rewind(crate::rewind::RewindCommand),
 }
 
 /// What `baton notify` does.

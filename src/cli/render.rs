@@ -222,6 +222,9 @@ fn show_text(details: &RunDetails, now: Timestamp) -> String {
         text.push_str(&format!(", in {}", ws.cwd));
     }
     text.push('\n');
+    if let Some(line) = crate::rewind::lineage(run) {
+        text.push_str(&format!("  {line}.\n"));
+    }
 
     let mut questions = Vec::new();
     if let Some(gate) = &run.pending_gate {

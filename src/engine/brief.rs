@@ -347,7 +347,7 @@ fn next_action(run: &Run) -> String {
         }
         RunStatus::Completed => format!("Run {id} is complete. Summarize the outcome for the user."),
         RunStatus::Failed | RunStatus::Cancelled => format!(
-            "Run {id} has {}{}. To try again, fork it from a checkpoint with `resume` (run_id and checkpoint), or start a new run.",
+            "Run {id} has {}{}. To try again, fork it from an earlier version with `resume` (run_id and at_version, an event's number), or start a new run.",
             run.status.as_str(),
             run.end_reason.as_deref().map(|r| format!(": {}", first_line(r, 200))).unwrap_or_default()
         ),
@@ -382,6 +382,9 @@ impl EventLine {
             EventKind::TaskReleased { task, token } => format!("task {task}: lease {token} released"),
             EventKind::CheckpointSaved { name, .. } => format!("checkpoint {name}"),
             EventKind::Cancelled { reason } => format!("cancelled: {}", first_line(reason, 160)),
+            EventKind::Forked { from_run, checkpoint, from_version, .. } if checkpoint.is_empty() => {
+                format!("forked from {from_run} at version {from_version}")
+            }
             EventKind::Forked { from_run, checkpoint, .. } => format!("forked from {from_run} at checkpoint {checkpoint}"),
             EventKind::BranchesMerged { report } => format!(
                 "merged task branches [{}] into {}{}{}",

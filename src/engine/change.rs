@@ -12,7 +12,16 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// The current role finished its step with `outcome` (and the `plan`, if that fans out).
-    Advance { expected_version: u64, outcome: String, output: String, artifacts: Map<String, Value>, plan: Option<Plan> },
+    /// `code` is the state of the run's tree the step left, as the calling process
+    /// snapshotted it (see `crate::gitops::snapshot::step_state`).
+    Advance {
+        expected_version: u64,
+        outcome: String,
+        output: String,
+        artifacts: Map<String, Value>,
+        plan: Option<Plan>,
+        code: Option<TaskCode>,
+    },
     /// Take a lease on a task of the fan-out: the given one, or the first one claimable.
     Claim { task: Option<String>, lease: Duration },
     /// The holder of `token` finished the task's current step with `outcome`; `code` is

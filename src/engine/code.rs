@@ -53,6 +53,41 @@ pub struct TaskCode {
     pub error: Option<String>,
 }
 
+/// The state of the run's own tree as of the last of `events` (oldest first): `(HEAD,
+/// state)`, where `state` is the commit holding the tree's files (HEAD plus what was
+/// uncommitted). It is what the latest run step's report recorded (for the run's tree a
+/// report's `code` has `from` = HEAD and `head` = the state commit, see
+/// `crate::gitops::snapshot::step_state`), else what the run started or was forked with.
+pub fn tree_state_at(events: &[super::Event]) -> Option<(String, String)> {
+    use super::EventKind;
+    for event in events.iter().rev() {
+        let found = match &event.kind {
+            EventKind::Advanced { report, .. } => {
+                report.code.as_ref().filter(|c| c.error.is_none()).and_then(|c| Some((c.from.clone()?, c.head.clone()?)))
+            }
+            EventKind::Started { .. } | EventKind::Forked { .. } => {
+                let workspace = workspace_of(event)?;
+                let head = workspace.git_head?;
+                return Some((head.clone(), workspace.git_snapshot.unwrap_or(head)));
+            }
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// The workspace a run's first event names (where it started, or the fork's own tree).
+pub fn workspace_of(event: &super::Event) -> Option<super::Workspace> {
+    match &event.kind {
+        super::EventKind::Started { origin: Some(origin), .. } => origin.workspace.clone(),
+        super::EventKind::Forked { state: Some(state), .. } => state.workspace.clone(),
+        _ => None,
+    }
+}
+
 /// One changed file; no line counts for a binary file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FileChange {

@@ -51,6 +51,7 @@ fn plan(tasks: &[(&str, &[&str])]) -> Plan {
 
 fn planned(run: &Run, plan: Plan) -> Change {
     Change::Advance {
+        code: None,
         expected_version: run.version,
         outcome: "planned".into(),
         output: "the plan".into(),
@@ -105,8 +106,14 @@ fn plans_are_validated_with_the_path_of_each_problem() {
     let many: Vec<(&str, &[&str])> = many.iter().map(|(id, d)| (id.as_str(), d.as_slice())).collect();
     assert_eq!(err_of(plan(&many)).field.as_deref(), Some("plan.tasks"));
     let mut no_plan = run.clone();
-    let change =
-        Change::Advance { expected_version: 1, outcome: "planned".into(), output: String::new(), artifacts: Map::new(), plan: None };
+    let change = Change::Advance {
+        code: None,
+        expected_version: 1,
+        outcome: "planned".into(),
+        output: String::new(),
+        artifacts: Map::new(),
+        plan: None,
+    };
     assert_eq!(no_plan.apply(&change, &agent("lead"), START).unwrap_err().field.as_deref(), Some("plan"));
 }
 
@@ -331,6 +338,7 @@ fn random_interleavings_complete_every_task_once_and_replay_exactly() {
         assert_eq!(joins.len(), n, "seed {seed}: every task joined");
         assert!(joins.values().all(|count| *count == 1), "seed {seed}: no task joined twice");
         let change = Change::Advance {
+            code: None,
             expected_version: run.version,
             outcome: "passed".into(),
             output: "ok".into(),

@@ -266,6 +266,7 @@ mod tests {
             base: None,
         };
         let planned = Change::Advance {
+            code: None,
             expected_version: 1,
             outcome: "planned".into(),
             output: "plan".into(),

@@ -131,12 +131,22 @@ pub struct StepOutput {
     pub code: Option<TaskCode>,
 }
 
-/// Where a forked run came from.
+/// Where a forked run came from: a run and the version it was forked at (named by the
+/// checkpoint it was forked from, if it was; empty for a fork at a version).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ForkOrigin {
     pub run_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub checkpoint: String,
     pub version: u64,
+}
+
+impl ForkOrigin {
+    /// `3f2a… at version 7 (checkpoint `design`)`.
+    pub fn label(&self) -> String {
+        let named = if self.checkpoint.is_empty() { String::new() } else { format!(" (checkpoint `{}`)", self.checkpoint) };
+        format!("{} at version {}{named}", self.run_id, self.version)
+    }
 }
 
 /// The current state of a run (the snapshot kept beside its event log).
@@ -165,6 +175,10 @@ pub struct Run {
     pub pending_gate: Option<HumanGate>,
     pub checkpoints: Vec<String>,
     pub forked_from: Option<ForkOrigin>,
+    /// Where `forked_from`'s run came from, and so on: the whole lineage, nearest first,
+    /// `forked_from` included (forks of forks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<ForkOrigin>,
     /// Why the run ended, for failed and cancelled runs.
     pub end_reason: Option<String>,
     /// Where the run was started: the workspace its agents work in.
@@ -232,10 +246,16 @@ impl Run {
     /// A new run continuing from a checkpoint snapshot of another run.
     pub fn fork(snapshot: &Run, checkpoint: &str, id: String, actor: &Actor, now: Timestamp) -> BatonResult<(Run, Event)> {
         if snapshot.status.is_finished() {
+            let (what, fix) = if checkpoint.is_empty() {
+                (format!("version {}", snapshot.version), "Fork from an earlier version, taken while the run was still in progress.")
+            } else {
+                (format!("checkpoint `{checkpoint}`"), "Fork from a checkpoint taken while the run was still in progress.")
+            };
             return Err(BatonError::invalid_state(
-                format!("checkpoint `{checkpoint}` captured run {} after it had {}", snapshot.id, snapshot.status.as_str()),
-                "Fork from a checkpoint taken while the run was still in progress.",
-            ));
+                format!("{what} captured run {} after it had {}", snapshot.id, snapshot.status.as_str()),
+                fix,
+            )
+            .with_field(if checkpoint.is_empty() { "at_version" } else { "checkpoint" }));
         }
         let kind = EventKind::Forked {
             from_run: snapshot.id.clone(),
@@ -269,6 +289,7 @@ impl Run {
                 pending_gate: None,
                 checkpoints: Vec::new(),
                 forked_from: None,
+                lineage: Vec::new(),
                 end_reason: None,
                 workspace: origin.workspace.clone(),
                 started_by: event.actor.clone(),
@@ -284,7 +305,17 @@ impl Run {
                 run.id = id.to_string();
                 run.version = 0;
                 run.checkpoints.clear();
-                run.forked_from = Some(ForkOrigin { run_id: from_run.clone(), checkpoint: checkpoint.clone(), version: *from_version });
+                let origin = ForkOrigin { run_id: from_run.clone(), checkpoint: checkpoint.clone(), version: *from_version };
+                run.lineage.insert(0, origin.clone());
+                run.forked_from = Some(origin);
+                // Leases held in the source run belong to its agents: the fork's tasks are
+                // claimed afresh (what a task had done by then stays).
+                if let Some(fanout) = run.fanout.as_mut() {
+                    for task in fanout.tasks.iter_mut().filter(|t| t.status == super::task::TaskStatus::Claimed) {
+                        task.lease = None;
+                        task.status = super::task::TaskStatus::Ready;
+                    }
+                }
                 run.started_by = event.actor.clone();
                 run.created_at = event.at;
                 run
@@ -295,6 +326,27 @@ impl Run {
         run.last_actor = event.actor.clone();
         run.updated_at = event.at;
         Some(run)
+    }
+
+    /// The run as it was at `version`: its history replayed up to that event. Refused
+    /// (naming `field`) when the history is shorter or cannot be replayed.
+    pub fn replay_at(id: &str, events: &[Event], version: u64, field: &str) -> BatonResult<Run> {
+        let last = events.last().map_or(0, |e| e.seq);
+        if version == 0 || version > last {
+            return Err(BatonError::invalid(
+                field,
+                format!("run {id} has no version {version} (its versions are 1 to {last})"),
+                format!("Give a version from 1 to {last}: `baton show {id}` lists its events with their numbers."),
+            ));
+        }
+        let upto: Vec<Event> = events.iter().take_while(|e| e.seq <= version).cloned().collect();
+        Run::replay(id, &upto).ok_or_else(|| {
+            BatonError::invalid_state(
+                format!("run {id}'s history starts with an event baton cannot rebuild a run from (written by an older baton)"),
+                "Fork this run from one of its named checkpoints instead.",
+            )
+            .with_field(field)
+        })
     }
 
     /// Rebuild a run from its whole history.
@@ -354,9 +406,13 @@ impl Run {
             Change::AnswerHuman { task: Some(task), answer, comment, code, .. } => {
                 self.decide_task_answer(task, answer, comment, code.as_ref())
             }
-            Change::Advance { outcome, output, artifacts, plan, .. } => {
+            Change::Advance { outcome, output, artifacts, plan, code, .. } => {
                 let step = self.require_active("advance")?;
-                let report = self.report(&self.template, &self.visits, &step, "", outcome, output, artifacts)?;
+                if let Some(code) = code {
+                    code.check("code")?;
+                }
+                let mut report = self.report(&self.template, &self.visits, &step, "", outcome, output, artifacts)?;
+                report.code = code.clone();
                 let plan = self.check_plan(&step, outcome, &report.next, plan.as_ref())?;
                 Ok(EventKind::Advanced { report, plan })
             }

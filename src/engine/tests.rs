@@ -25,6 +25,7 @@ fn apply(run: &mut Run, change: Change) -> Result<Event, BatonError> {
 
 fn advance(run: &mut Run, outcome: &str) -> Result<Event, BatonError> {
     let change = Change::Advance {
+        code: None,
         expected_version: run.version,
         outcome: outcome.into(),
         output: format!("did {outcome}"),
@@ -167,8 +168,14 @@ fn feature_flow_with_review_loop_reaches_done() {
 fn stale_version_and_unknown_outcome_are_refused_without_change() {
     let mut run = feature_run();
     let before = run.clone();
-    let change =
-        Change::Advance { expected_version: 0, outcome: "planned".into(), output: String::new(), artifacts: Map::new(), plan: None };
+    let change = Change::Advance {
+        code: None,
+        expected_version: 0,
+        outcome: "planned".into(),
+        output: String::new(),
+        artifacts: Map::new(),
+        plan: None,
+    };
     let err = apply(&mut run, change).unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
     assert_eq!(err.field.as_deref(), Some("expected_version"));
@@ -253,7 +260,7 @@ fn artifacts_merge_delete_with_null_and_stay_bounded() {
     let input = |artifacts: serde_json::Value, run: &mut Run| {
         let artifacts = artifacts.as_object().unwrap().clone();
         let outcome = run.template.step(run.current_step.as_deref().unwrap()).unwrap().outcomes.keys().next().unwrap().clone();
-        apply(run, Change::Advance { expected_version: run.version, outcome, output: String::new(), artifacts, plan: None })
+        apply(run, Change::Advance { code: None, expected_version: run.version, outcome, output: String::new(), artifacts, plan: None })
     };
     input(json!({"plan": "p.md", "big": "x".repeat(600 * 1024)}), &mut run).unwrap();
     let before = run.clone();
@@ -284,6 +291,7 @@ fn the_event_log_alone_rebuilds_every_run() {
         Box::new(|r| advance(r, "planned")),
         Box::new(|r| {
             let change = Change::Advance {
+                code: None,
                 expected_version: r.version,
                 outcome: "implemented".into(),
                 output: "code".into(),
@@ -298,6 +306,7 @@ fn the_event_log_alone_rebuilds_every_run() {
         Box::new(|r| answer(r, None, "B", Some("because"))),
         Box::new(|r| {
             let change = Change::Advance {
+                code: None,
                 expected_version: r.version,
                 outcome: "implemented".into(),
                 output: "again".into(),
@@ -334,14 +343,32 @@ fn a_fork_replays_from_its_own_first_event() {
 fn briefs_stay_bounded_with_key_fields_first_whatever_was_reported() {
     let mut run = feature_run();
     let huge = "word ".repeat(60_000);
-    let change =
-        Change::Advance { expected_version: 1, outcome: "planned".into(), output: huge.clone(), artifacts: Map::new(), plan: None };
+    let change = Change::Advance {
+        code: None,
+        expected_version: 1,
+        outcome: "planned".into(),
+        output: huge.clone(),
+        artifacts: Map::new(),
+        plan: None,
+    };
     apply(&mut run, change).unwrap();
-    let change =
-        Change::Advance { expected_version: 2, outcome: "implemented".into(), output: huge.clone(), artifacts: Map::new(), plan: None };
+    let change = Change::Advance {
+        code: None,
+        expected_version: 2,
+        outcome: "implemented".into(),
+        output: huge.clone(),
+        artifacts: Map::new(),
+        plan: None,
+    };
     apply(&mut run, change).unwrap();
-    let change =
-        Change::Advance { expected_version: 3, outcome: "changes_requested".into(), output: huge, artifacts: Map::new(), plan: None };
+    let change = Change::Advance {
+        code: None,
+        expected_version: 3,
+        outcome: "changes_requested".into(),
+        output: huge,
+        artifacts: Map::new(),
+        plan: None,
+    };
     apply(&mut run, change).unwrap();
     for guide in [Guide::FirstTime, Guide::Always] {
         let brief = Brief::of(&run, guide);

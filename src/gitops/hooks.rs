@@ -9,7 +9,12 @@
 //! - after a task finishes, or whenever a brief shows it: a joined fan-out's branches are
 //!   merged (once, under a repository lock, recorded with `RecordMerge`), and a finished
 //!   run's worktrees are removed;
-//! - after a fork: the checkpoint's code is restored into the fork's worktree.
+//! - before a run's own step is reported (and when a run starts): the run's tree is
+//!   snapshotted as a state commit kept under the run's ref, made only when the tree
+//!   changed since the last one, and the report carries it (`code`);
+//! - before a fork at a version: that version's code is checked to still exist;
+//! - after a fork: the checkpoint's (or version's) code is restored into the fork's worktree;
+//! - after `delete`/`prune`: the deleted runs' refs are removed.
 //!
 //! Git failures never fail the request (it is already recorded): the answer's `note` says
 //! what failed, the command, git's message and the fix.
@@ -18,8 +23,9 @@ use super::cmd::{git, note_of};
 use super::commit::{self, Author, Committed};
 use super::lock::lock;
 use super::{merge, snapshot, worktree};
-use crate::api::{AdvanceParams, AnswerHumanParams, Caller, Reply, Request, ResumeParams};
+use crate::api::{AdvanceParams, AnswerHumanParams, Caller, GetRunParams, Reply, Request, ResumeParams};
 use crate::backend::Backend;
+use crate::engine::code::TaskCode;
 use crate::engine::merge::MergeState;
 use crate::engine::task_brief::{checkpoint_ref, fork_worktree};
 use crate::engine::template::check_identifier;
@@ -39,6 +45,15 @@ enum After {
     Briefing(String),
     /// A fork: restore the checkpoint's code into its worktree.
     Fork,
+    /// A run started: keep the state of its tree under the run's ref.
+    Started {
+        repo: String,
+        state: String,
+    },
+    /// A line for the answer's note (e.g. why the tree's state could not be kept).
+    Note(String),
+    /// Delete or prune: remove the deleted runs' refs.
+    Deleted,
     /// A checkpoint: keep its code under a ref.
     Checkpoint {
         run_id: String,
@@ -76,12 +91,28 @@ pub async fn call(backend: &Backend, mut caller: Caller, mut request: Request) -
 
 async fn before(backend: &Backend, caller: &mut Caller, request: &mut Request) -> BatonResult<After> {
     Ok(match request {
-        Request::Advance(p) if p.task.is_none() && p.plan.is_some() => {
+        Request::Advance(p) if p.task.is_none() => {
             if let Some(plan) = p.plan.as_mut() {
                 plan.base = resolve_base(backend, caller, &p.run_id, plan.base.as_deref()).await?;
             }
-            After::Nothing
+            // Only the calling process says what the step left.
+            let (code, note) = tree_code(backend, caller, &p.run_id).await;
+            p.code = code;
+            note.map_or(After::Nothing, After::Note)
         }
+        Request::StartWorkflow(_) => {
+            let Some(workspace) = caller.workspace.as_mut() else { return Ok(After::Nothing) };
+            let (Some(root), Some(head)) = (workspace.git_root.clone(), workspace.git_head.clone()) else { return Ok(After::Nothing) };
+            match snapshot::snapshot(Path::new(&workspace.cwd)).await {
+                Ok(state) => {
+                    workspace.git_snapshot = state.clone();
+                    After::Started { repo: root, state: state.unwrap_or(head) }
+                }
+                Err(e) => After::Note(format!("The run's starting code is only its HEAD: {}", note_of(&e))),
+            }
+        }
+        Request::DeleteRun(_) => After::Deleted,
+        Request::Prune(p) if p.dry_run != Some(true) => After::Deleted,
         Request::Advance(p) if p.task.is_some() => {
             // Only the calling process says what it committed.
             p.code = None;
@@ -98,6 +129,10 @@ async fn before(backend: &Backend, caller: &mut Caller, request: &mut Request) -
         // An answer without `task` may be for the one task that waits (the service picks
         // it); what its worktree holds is committed with that task's next report.
         Request::AnswerHuman(_) => After::TaskChange(None),
+        Request::Resume(ResumeParams { run_id: Some(run_id), checkpoint: None, at_version: Some(version), .. }) => {
+            check_code_at(backend, caller, run_id, *version).await?;
+            After::Fork
+        }
         Request::Resume(p) => match (&p.run_id, &p.checkpoint, &p.claim, &p.task) {
             (Some(_), Some(_), _, _) => After::Fork,
             (Some(_), None, Some(_), _) => After::Claim,
@@ -177,11 +212,32 @@ async fn settle(backend: &Backend, caller: &Caller, after: After, reply: Reply) 
             }
             Reply::Briefing(briefing)
         }
+        (After::Deleted, Reply::Deleted(mut deleted)) => {
+            for run in &deleted.runs {
+                let Some(repo) = run.workspace.as_deref().map(Path::new).filter(|r| r.join(".git").exists()) else { continue };
+                if let Err(e) = snapshot::remove_refs(repo, &run.run_id).await {
+                    add_note(&mut deleted.note, note_of(&e));
+                }
+            }
+            Reply::Deleted(deleted)
+        }
         (after, Reply::Brief(mut brief)) => {
-            if matches!(after, After::Fork)
-                && let Some(note) = restore_fork(&brief).await
-            {
-                add_note(&mut brief.note, note);
+            match &after {
+                After::Fork => {
+                    if let Some(note) = restore_fork(&brief).await {
+                        add_note(&mut brief.note, note);
+                    }
+                    if let Some(note) = carry_task_branches(backend, caller, &brief).await {
+                        add_note(&mut brief.note, note);
+                    }
+                }
+                After::Started { repo, state } => {
+                    if let Err(e) = snapshot::adopt_state(Path::new(repo), &brief.run_id, state).await {
+                        add_note(&mut brief.note, note_of(&e));
+                    }
+                }
+                After::Note(line) => add_note(&mut brief.note, line.clone()),
+                _ => {}
             }
             let notes = reconcile(backend, caller, &mut brief).await;
             for note in notes.lines {
@@ -222,6 +278,68 @@ async fn resolve_base(backend: &Backend, caller: &Caller, run_id: &str, base: Op
         // No commit yet: claims will say so.
         None => Ok(None),
     }
+}
+
+/// The state of run `run_id`'s own tree as its current step leaves it (see
+/// [`snapshot::step_state`]), as a report's code record; `None` outside git. A failure
+/// records nothing and says why in the note.
+async fn tree_code(backend: &Backend, caller: &Caller, run_id: &str) -> (Option<TaskCode>, Option<String>) {
+    let Ok(brief) = read_brief(backend, caller, run_id).await else { return (None, None) };
+    let Some(tree) = brief.workspace.as_ref().filter(|w| w.git_root.is_some()).map(|w| w.cwd.clone()) else { return (None, None) };
+    if !Path::new(&tree).is_dir() {
+        return (None, Some(format!("The run's tree {tree} is gone, so this step's code is not kept.")));
+    }
+    match snapshot::step_state(Path::new(&tree), run_id).await {
+        Ok(Some(state)) => {
+            let code = TaskCode { worktree: tree, from: Some(state.head), head: Some(state.state), ..TaskCode::default() };
+            (Some(code), None)
+        }
+        Ok(None) => (None, None),
+        Err(e) => (None, Some(format!("This step's code is not kept: {}", note_of(&e)))),
+    }
+}
+
+/// Refuse a fork of run `run_id` at `version` whose code cannot be restored: its
+/// repository moved, or its state commit is gone (pruned). Anything else (no such run or
+/// version, no git) is the service's to answer.
+async fn check_code_at(backend: &Backend, caller: &Caller, run_id: &str, version: u64) -> BatonResult<()> {
+    let mut before = version.saturating_add(1);
+    let (run, found) = loop {
+        let request =
+            Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(1000), before_seq: Some(before), step: None });
+        let Ok(Reply::Run(details)) = backend.call_as(caller.clone(), request).await else { return Ok(()) };
+        if version > details.run.version {
+            return Ok(());
+        }
+        if let Some(found) = crate::engine::code::tree_state_at(&details.events) {
+            break (details.run, found);
+        }
+        match details.next_before_seq {
+            Some(next) if next < before => before = next,
+            _ => return Ok(()),
+        }
+    };
+    let Some(root) = run.workspace.as_ref().and_then(|w| w.git_root.clone()) else { return Ok(()) };
+    if git(Path::new(&root), &["rev-parse", "--git-dir"]).probe().await.is_none() {
+        return Err(BatonError::invalid_state(
+            format!("run {run_id}'s repository {root} is not there any more (moved or deleted), so its code at version {version} cannot be restored"),
+            format!("Move the repository back to {root} (baton records where it was), then fork again."),
+        )
+        .with_field("run_id"));
+    }
+    let (_, state) = found;
+    if git(Path::new(&root), &["cat-file", "-e", &format!("{state}^{{commit}}")]).text().await.is_err() {
+        return Err(BatonError::not_found(
+            "at_version",
+            format!(
+                "the code of run {run_id} at version {version} (commit {}) is no longer in {root}: its snapshots were removed (refs/baton/{}/ deleted or pruned)",
+                crate::engine::code::short_id(&state),
+                crate::engine::task_brief::run_short(run_id)
+            ),
+            "Fork at a version whose code is still kept, or from a named checkpoint of the run.",
+        ));
+    }
+    Ok(())
 }
 
 /// Longest subject of a step's commit.
@@ -295,15 +413,48 @@ async fn restore_fork(brief: &Brief) -> Option<String> {
     if workspace.cwd != fork.dir {
         return None;
     }
-    let snapshot = workspace.git_snapshot.as_deref();
-    Some(match snapshot::restore(Path::new(root), Path::new(&fork.dir), &fork.branch, head, snapshot).await {
+    let snapshot = workspace.git_snapshot.as_deref().filter(|s| *s != head);
+    let restored = async {
+        snapshot::restore(Path::new(root), Path::new(&fork.dir), &fork.branch, head, snapshot).await?;
+        // The fork keeps the state it starts from, so it outlives the run it came from.
+        snapshot::adopt_state(Path::new(root), &brief.run_id, snapshot.unwrap_or(head)).await
+    };
+    let what = "The code it was forked at";
+    Some(match restored.await {
         Ok(()) => format!(
-            "The checkpoint's code (HEAD {head}{}) is restored in {} on branch {}: work there; your own working tree is untouched.",
+            "{what} (HEAD {head}{}) is restored in {} on branch {}: work there; your own working tree is untouched.",
             if snapshot.is_some() { " plus its uncommitted changes" } else { "" },
             fork.dir,
             fork.branch
         ),
         Err(e) => note_of(&e),
+    })
+}
+
+/// A fork inside a fan-out keeps the tasks' work done by then: each task's branch of the
+/// fork starts at the commit its last step left on the source run's branch, so the tasks
+/// that had joined are merged at the fork's join and the others go on from there. The note
+/// to show, if something could not be done.
+async fn carry_task_branches(backend: &Backend, caller: &Caller, brief: &Brief) -> Option<String> {
+    let root = git_root(brief)?.to_string();
+    let request = Request::GetRun(GetRunParams { run_id: brief.run_id.clone(), history_limit: Some(1), before_seq: None, step: None });
+    let Ok(Reply::Run(details)) = backend.call_as(caller.clone(), request).await else { return None };
+    let fanout = details.run.fanout.as_ref().filter(|f| !f.joined)?;
+    let mut failed = Vec::new();
+    for task in &fanout.tasks {
+        let Some(head) = task.last_code.as_ref().and_then(|(code, _)| code.head.clone()) else { continue };
+        let Some(branch) = crate::engine::task_brief::task_worktree(&root, &brief.run_id, &task.id).map(|w| w.branch) else { continue };
+        let exists = git(Path::new(&root), &["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")]).probe().await.is_some();
+        if !exists && let Err(e) = git(Path::new(&root), &["branch", &branch, &head]).text().await {
+            failed.push(format!("task `{}` ({})", task.id, e.stderr));
+        }
+    }
+    (!failed.is_empty()).then(|| {
+        format!(
+            "baton could not give these tasks of the fork their branch at the code they had reached: {}. Fix: create them with `git branch baton/{}/<task> <commit>`.",
+            failed.join("; "),
+            crate::engine::task_brief::run_short(&brief.run_id)
+        )
     })
 }
 

@@ -20,10 +20,114 @@ const SNAPSHOT_IDENTITY: (&str, &str) = ("baton", "baton@localhost");
 /// HEAD; `None` when there is nothing uncommitted (or no commit yet).
 pub async fn snapshot(root: &Path) -> BatonResult<Option<String>> {
     let Some(head) = git(root, &["rev-parse", "--verify", "-q", "HEAD"]).probe().await else { return Ok(None) };
-    exclude_baton_dir(root).await?;
     let fail = |doing: &str| {
         let doing = format!("baton could not snapshot the uncommitted changes in {} ({doing})", root.display());
         move |f: super::GitFailure| f.error(&doing, "Fix what git reports, then checkpoint again.")
+    };
+    let tree = scratch_tree(root).await?;
+    if git(root, &["rev-parse", "HEAD^{tree}"]).probe().await.as_deref() == Some(tree.as_str()) {
+        return Ok(None);
+    }
+    let (name, email) = SNAPSHOT_IDENTITY;
+    let commit = git(root, &["commit-tree", &tree, "-p", &head, "-m", "baton checkpoint: uncommitted changes"])
+        .env("GIT_AUTHOR_NAME", name)
+        .env("GIT_AUTHOR_EMAIL", email)
+        .env("GIT_COMMITTER_NAME", name)
+        .env("GIT_COMMITTER_EMAIL", email)
+        .text()
+        .await
+        .map_err(fail("git commit-tree"))?;
+    Ok(Some(commit))
+}
+
+/// The ref that keeps the states of run `run_id`'s tree alive: the latest state commit,
+/// each of which has the previous state as its second parent, so one ref per run keeps
+/// them all (`git log --first-parent` of a state is the user's history as it was).
+pub fn states_ref(run_id: &str) -> String {
+    // `.` never occurs in a checkpoint name, so this never clashes with a checkpoint's ref.
+    format!("refs/baton/{}/code.states", crate::engine::task_brief::run_short(run_id))
+}
+
+/// The state of a run's tree as a step left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeState {
+    /// The tree's HEAD.
+    pub head: String,
+    /// A commit whose files are the tree's (HEAD plus uncommitted tracked and new files).
+    pub state: String,
+    /// Whether this call made `state` (else the tree had not changed since the last one).
+    pub made: bool,
+}
+
+/// Snapshot the tree `root` of run `run_id` as a commit kept under [`states_ref`], made in
+/// a scratch index (the user's index, files and branches are untouched) and only when the
+/// tree changed since the run's last state. `None` outside git or before the first commit.
+pub async fn step_state(root: &Path, run_id: &str) -> BatonResult<Option<TreeState>> {
+    let Some(head) = git(root, &["rev-parse", "--verify", "-q", "HEAD"]).probe().await else { return Ok(None) };
+    let fail = |doing: &str| {
+        let doing = format!("baton could not snapshot the run's tree {} ({doing})", root.display());
+        move |f: super::GitFailure| f.error(&doing, "Fix what git reports; the next step report snapshots the tree again.")
+    };
+    let tree = scratch_tree(root).await?;
+    let reference = states_ref(run_id);
+    let last = git(root, &["rev-parse", "--verify", "-q", &format!("{reference}^{{commit}}")]).probe().await;
+    if let Some(last) = &last {
+        let same_tree = git(root, &["rev-parse", &format!("{last}^{{tree}}")]).probe().await.as_deref() == Some(tree.as_str());
+        let same_head = git(root, &["rev-parse", "--verify", "-q", &format!("{last}^1")]).probe().await.as_deref() == Some(head.as_str());
+        if same_tree && same_head {
+            return Ok(Some(TreeState { head, state: last.clone(), made: false }));
+        }
+    }
+    let mut args = vec!["commit-tree", tree.as_str(), "-p", head.as_str()];
+    if let Some(last) = last.as_deref().filter(|l| *l != head) {
+        args.extend(["-p", last]);
+    }
+    args.extend(["-m", "baton: the run's tree as a step left it"]);
+    let (name, email) = SNAPSHOT_IDENTITY;
+    let state = git(root, &args)
+        .env("GIT_AUTHOR_NAME", name)
+        .env("GIT_AUTHOR_EMAIL", email)
+        .env("GIT_COMMITTER_NAME", name)
+        .env("GIT_COMMITTER_EMAIL", email)
+        .text()
+        .await
+        .map_err(fail("git commit-tree"))?;
+    keep(root, &reference, &state).await?;
+    Ok(Some(TreeState { head, state, made: true }))
+}
+
+/// Keep `state` (a state another run left, e.g. the one a fork starts from) as the first
+/// of run `run_id`'s states, so its code outlives the run it came from.
+pub async fn adopt_state(repo: &Path, run_id: &str, state: &str) -> BatonResult<()> {
+    keep(repo, &states_ref(run_id), state).await
+}
+
+/// Remove every ref baton keeps for run `run_id` (its states and checkpoints); how many.
+pub async fn remove_refs(repo: &Path, run_id: &str) -> BatonResult<usize> {
+    let prefix = format!("refs/baton/{}/", crate::engine::task_brief::run_short(run_id));
+    let listed = git(repo, &["for-each-ref", "--format=%(refname)", &prefix]).text().await.map_err(|f| {
+        f.error(
+            &format!("baton could not list the refs of run {run_id}"),
+            format!("Remove them with `git for-each-ref {prefix}` and `git update-ref -d`."),
+        )
+    })?;
+    let mut removed = 0;
+    for reference in listed.lines().filter(|l| !l.is_empty()) {
+        git(repo, &["update-ref", "-d", reference]).text().await.map_err(|f| {
+            f.error(&format!("baton could not remove {reference}"), format!("Run `git update-ref -d {reference}` in {}.", repo.display()))
+        })?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// The tree id of the working tree containing `root` as `git add -A` sees it, written
+/// from a scratch copy of its index.
+async fn scratch_tree(root: &Path) -> BatonResult<String> {
+    exclude_baton_dir(root).await?;
+    let fail = |doing: &str| {
+        let doing = format!("baton could not snapshot the working tree {} ({doing})", root.display());
+        move |f: super::GitFailure| f.error(&doing, "Fix what git reports, then try again.")
     };
     let index = root.join(git(root, &["rev-parse", "--git-path", "index"]).text().await.map_err(fail("finding the index"))?);
     let scratch = git(root, &["rev-parse", "--git-path", &format!("baton-snapshot-{}.index", uuid::Uuid::new_v4())])
@@ -45,20 +149,7 @@ pub async fn snapshot(root: &Path) -> BatonResult<Option<String>> {
     }
     .await;
     let _ = std::fs::remove_file(&scratch);
-    let tree = tree?;
-    if git(root, &["rev-parse", "HEAD^{tree}"]).probe().await.as_deref() == Some(tree.as_str()) {
-        return Ok(None);
-    }
-    let (name, email) = SNAPSHOT_IDENTITY;
-    let commit = git(root, &["commit-tree", &tree, "-p", &head, "-m", "baton checkpoint: uncommitted changes"])
-        .env("GIT_AUTHOR_NAME", name)
-        .env("GIT_AUTHOR_EMAIL", email)
-        .env("GIT_COMMITTER_NAME", name)
-        .env("GIT_COMMITTER_EMAIL", email)
-        .text()
-        .await
-        .map_err(fail("git commit-tree"))?;
-    Ok(Some(commit))
+    tree
 }
 
 /// Point `reference` at `commit` so `git gc` keeps it.

@@ -37,6 +37,7 @@ fn apply(run: &mut Run, events: &mut Vec<Event>, change: Change, who: &str) -> E
 
 fn advance(run: &mut Run, events: &mut Vec<Event>, outcome: &str) {
     let change = Change::Advance {
+        code: None,
         expected_version: run.version,
         outcome: outcome.into(),
         output: format!("did {outcome}"),
@@ -122,8 +123,14 @@ fn a_fan_out_is_a_node_and_its_tasks_a_dag_with_leases() {
             .collect(),
         base: None,
     };
-    let change =
-        Change::Advance { expected_version: 1, outcome: "planned".into(), output: "plan".into(), artifacts: Map::new(), plan: Some(plan) };
+    let change = Change::Advance {
+        code: None,
+        expected_version: 1,
+        outcome: "planned".into(),
+        output: "plan".into(),
+        artifacts: Map::new(),
+        plan: Some(plan),
+    };
     apply(&mut run, &mut events, change, "lead");
     apply(&mut run, &mut events, Change::Claim { task: Some("api".into()), lease: Duration::from_secs(60) }, "worker-1");
 

@@ -37,6 +37,9 @@ pub struct InspectParams {
     /// With `run_id`: only events before this seq, to page back (`next_before_seq`).
     #[serde(default)]
     pub before_seq: Option<u64>,
+    /// With `run_id`: only the reports of this step, every visit of it, oldest first.
+    #[serde(default)]
+    pub step: Option<String>,
     /// Listing: only runs with this status (open = active or awaiting_human).
     #[serde(default)]
     pub status: Option<StatusFilter>,
@@ -84,7 +87,9 @@ impl InspectParams {
         }
         Ok(match self.event {
             Some(seq) => Request::GetEvent(GetEventParams { run_id, seq, offset: self.offset }),
-            None => Request::GetRun(GetRunParams { run_id, history_limit: self.history_limit, before_seq: self.before_seq }),
+            None => {
+                Request::GetRun(GetRunParams { run_id, history_limit: self.history_limit, before_seq: self.before_seq, step: self.step })
+            }
         })
     }
 }
@@ -184,7 +189,7 @@ pub fn catalog() -> Vec<ToolSpec> {
         spec::<ResumeParams>(
             "resume",
             "baton: resume runs",
-            "baton: resume workflow runs, e.g. in a new Codex session. No arguments: this workspace's unfinished runs. run_id: a full briefing of where the run stands and what to do next. run_id + checkpoint: fork a new run from that checkpoint.",
+            "baton: resume workflow runs, e.g. in a new Codex session. No arguments: this workspace's unfinished runs. run_id: a full briefing of where the run stands and what to do next. run_id + checkpoint: fork a new run from that checkpoint; run_id + at_version (an event's number): fork a new run from that version, its state replayed up to there and its code restored into the fork's own worktree.",
             Effect::Changes,
             // No run: a listing; a run: a briefing; a checkpoint: the fork's brief; claim or task: a task's brief.
             &[Answer::Runs, Answer::Briefing, Answer::Brief, Answer::Task],

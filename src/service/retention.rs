@@ -12,7 +12,7 @@ use std::time::Duration;
 impl Service {
     pub(super) async fn delete_run(&self, p: &DeleteRunParams) -> BatonResult<Reply> {
         let deleted = self.store.delete_run(&p.run_id).await?.ok_or_else(|| unknown_run(&p.run_id))?;
-        Ok(Reply::Deleted(Deleted { runs: vec![deleted], dry_run: false }))
+        Ok(Reply::Deleted(Deleted { runs: vec![deleted], dry_run: false, note: None }))
     }
 
     pub(super) async fn prune(&self, p: &PruneParams) -> BatonResult<Reply> {
@@ -24,7 +24,7 @@ impl Service {
         }
         let selected = prune_selection(finished, self.clock.now(), age);
         if p.dry_run == Some(true) {
-            return Ok(Reply::Deleted(Deleted { runs: selected, dry_run: true }));
+            return Ok(Reply::Deleted(Deleted { runs: selected, dry_run: true, note: None }));
         }
         let mut deleted = Vec::with_capacity(selected.len());
         for summary in selected {
@@ -38,7 +38,7 @@ impl Service {
             // One run at a time, letting other requests in between.
             tokio::task::yield_now().await;
         }
-        Ok(Reply::Deleted(Deleted { runs: deleted, dry_run: false }))
+        Ok(Reply::Deleted(Deleted { runs: deleted, dry_run: false, note: None }))
     }
 }
 

@@ -123,7 +123,7 @@ mod tests {
     }
 
     async fn show(service: &Service, run_id: &str) -> BatonResult<String> {
-        let request = Request::GetRun(GetRunParams { run_id: run_id.into(), history_limit: None, before_seq: None });
+        let request = Request::GetRun(GetRunParams { run_id: run_id.into(), history_limit: None, before_seq: None, step: None });
         let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller: Caller::default(), request, deadline_ms: None };
         match service.handle(&envelope).await? {
             Reply::Run(details) => Ok(details.run.id),

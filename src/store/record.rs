@@ -150,6 +150,7 @@ mod tests {
         let tricky = r#"goal with ,"template":{"steps":[]} inside, braces }{ ][, escapes \" \\ and é ✓"#;
         let mut advanced = run("feature", tricky);
         let report = Change::Advance {
+            code: None,
             expected_version: 1,
             outcome: "planned".into(),
             output: "}]\"{\\".repeat(100),

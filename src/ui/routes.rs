@@ -172,7 +172,7 @@ async fn run_response(state: &AppState, session: &Session, id: &str, query: &His
     let mut frame = state.frame(session, page, error);
     let loaded = async {
         let details = match state
-            .call(Request::GetRun(GetRunParams { run_id: id.into(), history_limit: Some(HISTORY), before_seq: before }))
+            .call(Request::GetRun(GetRunParams { run_id: id.into(), history_limit: Some(HISTORY), before_seq: before, step: None }))
             .await?
         {
             Reply::Run(details) => *details,
@@ -311,7 +311,11 @@ async fn change_run(state: &AppState, session: &Session, id: &str, request: Resu
 
 #[derive(Debug, Deserialize)]
 struct ForkForm {
+    /// A checkpoint's name, or (from the timeline) the version to fork at.
+    #[serde(default)]
     checkpoint: String,
+    #[serde(default)]
+    at_version: Option<u64>,
     #[serde(default)]
     title: String,
 }
@@ -324,9 +328,17 @@ async fn fork(
 ) -> Response {
     let outcome = match form {
         Ok(Form(f)) => {
-            let params =
-                ForkRunParams { run_id: id.clone(), checkpoint: f.checkpoint, title: Some(f.title).filter(|t| !t.trim().is_empty()) };
-            match state.call(Request::ForkRun(params)).await {
+            let title = Some(f.title).filter(|t| !t.trim().is_empty());
+            let request = match f.at_version {
+                Some(version) => Request::Resume(crate::api::ResumeParams {
+                    run_id: Some(id.clone()),
+                    at_version: Some(version),
+                    title,
+                    ..Default::default()
+                }),
+                None => Request::ForkRun(ForkRunParams { run_id: id.clone(), checkpoint: f.checkpoint, title }),
+            };
+            match state.call(request).await {
                 Ok(Reply::Brief(brief)) => Ok(brief.run_id),
                 Ok(other) => Err(unexpected(&other)),
                 Err(e) => Err(e),

@@ -242,7 +242,7 @@ impl RunPage {
             last_actor: run.last_actor.label(),
             goal: run.goal.clone(),
             end_reason: run.end_reason.clone(),
-            forked_from: run.forked_from.as_ref().map(|f| format!("{} at checkpoint {}", f.run_id, f.checkpoint)),
+            forked_from: crate::rewind::lineage(&run).map(|l| l.trim_start_matches("Forked from ").to_string()),
             artifacts: run.artifacts.iter().map(|(name, value)| (name.clone(), pretty(value))).collect(),
             checkpoints: run.checkpoints.clone(),
         };
@@ -402,6 +402,7 @@ mod tests {
         let task = |id: &str| PlanTask { id: id.into(), title: id.into(), description: String::new(), depends_on: vec![], pipeline: None };
         let plan = Plan { tasks: vec![task("api"), task("ui")], base: None };
         let change = Change::Advance {
+            code: None,
             expected_version: 1,
             outcome: "planned".into(),
             output: "o".into(),

@@ -65,8 +65,14 @@ fn create(store: &SledStore, id: &str) -> Run {
 
 fn advance(store: &SledStore, op: &str, id: &str, expected_version: u64) -> BatonResult<Run> {
     update(store, op, id, move |run| {
-        let change =
-            Change::Advance { expected_version, outcome: "planned".into(), output: "plan".into(), artifacts: Map::new(), plan: None };
+        let change = Change::Advance {
+            code: None,
+            expected_version,
+            outcome: "planned".into(),
+            output: "plan".into(),
+            artifacts: Map::new(),
+            plan: None,
+        };
         let event = apply(run, change, NOW)?;
         Ok(Commit::new(run.clone(), event))
     })
@@ -697,7 +703,7 @@ fn format_1_lists_runs_whose_tasks_wait_anew() {
     let run = update(&store, "op-1", "fan-out-run", |run| {
         let plan = serde_json::from_value(serde_json::json!({"tasks": [{"id": "x", "title": "x"}]})).unwrap();
         let change =
-            Change::Advance { expected_version: 1, outcome: "planned".into(), output: "p".into(), artifacts: Map::new(), plan: Some(plan) };
+            Change::Advance { code: None, expected_version: 1, outcome: "planned".into(), output: "p".into(), artifacts: Map::new(), plan: Some(plan) };
         let event = apply(run, change, NOW)?;
         let task = run.fanout.as_mut().and_then(|f| f.task_mut("x")).unwrap();
         task.status = crate::engine::TaskStatus::AwaitingHuman;
