@@ -137,8 +137,89 @@ pub enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// Work a run to its end with Codex agents started through `codex app-server`
+    /// (exit codes: 0 completed, 2 failed, 3 cancelled, 4 waiting for a human, 5 budget stop,
+    /// 6 interrupted, 1 an error of the driver).
+    Drive(DriveArgs),
     #[command(flatten)]
     Ui(UiCommand),
+}
+
+/// `baton drive RUN` or `baton drive --goal "..."`.
+#[derive(Debug, clap::Args)]
+pub struct DriveArgs {
+    /// The run to carry on (omit with --goal).
+    #[arg(required_unless_present = "goal", conflicts_with = "goal")]
+    pub run_id: Option<String>,
+    /// Start a run of this goal in the current directory and drive it.
+    #[arg(long)]
+    pub goal: Option<String>,
+    #[arg(long, requires = "goal")]
+    pub template: Option<String>,
+    #[arg(long, requires = "goal")]
+    pub title: Option<String>,
+    /// At most N agent turns at once (default: the run's max_agents).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub agents: Option<u32>,
+    /// Stop starting steps once the driven turns used this many tokens, and ask a human.
+    #[arg(long, value_name = "N")]
+    pub budget_tokens: Option<u64>,
+    /// Model for every agent, or ROLE=MODEL for one role (repeatable).
+    #[arg(long, value_name = "MODEL|ROLE=MODEL")]
+    pub model: Vec<String>,
+    /// Reasoning effort for every agent's turns (minimal, low, medium, high, xhigh).
+    #[arg(long, value_name = "EFFORT")]
+    pub effort: Option<String>,
+    /// One JSON event per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The Codex CLI to start (default: `codex` on PATH).
+    #[arg(long, value_name = "PATH", default_value = "codex")]
+    pub codex: PathBuf,
+    /// Agent turns per step before a human is asked to retry or fail.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Longest agent turn, in seconds, before it is interrupted and retried.
+    #[arg(long, default_value_t = 1800)]
+    pub turn_timeout: u64,
+    /// First retry delay in milliseconds (doubled per attempt).
+    #[arg(long, default_value_t = 2000)]
+    pub backoff_ms: u64,
+    /// Exit with code 4 (5 for a budget stop) instead of waiting when the run needs a human.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+impl DriveArgs {
+    pub fn options(self) -> crate::drive::DriveOptions {
+        let mut role_models = std::collections::BTreeMap::new();
+        let mut model = None;
+        for m in self.model {
+            match m.split_once('=') {
+                Some((role, m)) => {
+                    role_models.insert(role.to_string(), m.to_string());
+                }
+                None => model = Some(m),
+            }
+        }
+        crate::drive::DriveOptions {
+            run_id: self.run_id,
+            goal: self.goal,
+            template: self.template,
+            title: self.title,
+            agents: self.agents,
+            budget_tokens: self.budget_tokens,
+            model,
+            role_models,
+            effort: self.effort,
+            json: self.json,
+            codex: self.codex,
+            max_attempts: self.max_attempts,
+            turn_timeout: std::time::Duration::from_secs(self.turn_timeout.max(1)),
+            backoff: std::time::Duration::from_millis(self.backoff_ms),
+            no_wait: self.no_wait,
+        }
+    }
 }
 
 /// The commands of the local web page and of retention (see `baton::ui`).

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Drive(args)) = cli.command {
+        return drive(cli.home, args);
+    }
     let serving = matches!(cli.command, None | Some(Command::Serve));
     baton::logging::init(if serving { "warn,baton=info" } else { "warn" });
     // One thread: this process only talks to the owner.
@@ -44,6 +47,30 @@ fn main() -> ExitCode {
         Ok(text) => print(&text),
         Err(e) => {
             eprintln!("baton: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `baton drive`: its own exit codes (see `baton::drive::Exit`), a multi-threaded runtime for
+/// its agents.
+fn drive(home: Option<PathBuf>, args: baton::cli::DriveArgs) -> ExitCode {
+    baton::logging::init("warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("baton: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        let backend = Backend::new(Home::resolve(home.as_deref())?);
+        baton::drive::drive(backend, args.options()).await
+    });
+    match outcome {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => {
+            eprintln!("baton drive: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -136,6 +163,7 @@ async fn run(cli: Cli) -> Result<String> {
             Ok(String::new())
         }
         Command::Owner => anyhow::bail!("`baton owner` runs as a process of its own"),
+        Command::Drive(_) => anyhow::bail!("`baton drive` runs on its own runtime"),
         Command::Runs { status, limit, json } => {
             let status: StatusFilter = serde_json::from_value(serde_json::Value::String(status.clone())).with_context(|| {
                 format!("unknown status `{status}`; use all, open, active, awaiting_human, completed, failed or cancelled")

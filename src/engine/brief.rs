@@ -388,6 +388,13 @@ impl EventLine {
             EventKind::CheckpointSaved { name, .. } => format!("checkpoint {name}"),
             EventKind::Cancelled { reason } => format!("cancelled: {}", first_line(reason, 160)),
             EventKind::Forked { from_run, checkpoint, .. } => format!("forked from {from_run} at checkpoint {checkpoint}"),
+            EventKind::Supervised { record } => format!(
+                "drive: {:?} {}{}{}",
+                record.action,
+                record.unit,
+                record.thread_id.as_deref().map(|t| format!(" thread {t}")).unwrap_or_default(),
+                if record.tokens > 0 { format!(" ({} tokens)", record.tokens) } else { String::new() }
+            ),
             EventKind::BranchesMerged { report } => format!(
                 "merged task branches {} into {}{}",
                 report.merged.join(", "),

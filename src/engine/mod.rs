@@ -3,6 +3,7 @@
 pub mod brief;
 pub mod builtin;
 pub mod change;
+pub mod drive;
 pub mod event;
 mod fanout;
 mod graph;

@@ -1,0 +1,318 @@
+//! `baton drive` with the real pinned `codex app-server` (Codex's default sandbox and
+//! approvals) and a scripted model on 127.0.0.1 that plays each role from the prompt its
+//! thread got: it loads baton's tools, reads its brief with `resume` (or claims its task), and
+//! reports with `advance`, as a model following the driver's prompt does.
+
+mod common;
+mod support;
+
+use common::BATON;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+use support::codex::find_codex;
+use support::exec::ExecHarness;
+use support::model_server::{ModelRequest, Output, Script};
+
+/// How long a whole driven run may take (a few dozen scripted turns).
+const DRIVE_LIMIT: Duration = Duration::from_secs(240);
+
+/// What the unit line of the driver's prompt says: run, step, role, task.
+#[derive(Clone, Debug)]
+struct Unit {
+    run: String,
+    step: String,
+    role: String,
+    task: Option<String>,
+}
+
+fn unit_of(request: &ModelRequest) -> Option<Unit> {
+    let text = request.message_text();
+    let line = text.lines().find(|l| l.starts_with("BATON-DRIVE "))?;
+    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).map(str::to_string);
+    let task = field("task").filter(|t| t != "-");
+    Some(Unit { run: field("run")?, step: field("step")?, role: field("role")?, task })
+}
+
+/// How the scripted agents behave, per unit: `Some(outputs)` overrides the normal play.
+type Quirk = Box<dyn Fn(&Unit, &ModelRequest) -> Option<Vec<Output>> + Send>;
+
+/// A role player: tool_search, then `resume` (claim for a task), then `advance` with the
+/// forward outcome of its brief (a plan of `tasks` for a fan-out), then a closing message.
+fn role_player(quirk: Quirk, tasks: Vec<&'static str>) -> Script {
+    Box::new(move |request: &ModelRequest| {
+        if !request.is_turn() {
+            return None;
+        }
+        let unit = unit_of(request)?;
+        if let Some(outputs) = quirk(&unit, request) {
+            return Some(outputs);
+        }
+        if request.output_for("search").is_none() {
+            return Some(vec![Output::tool_search("search", "baton", None)]);
+        }
+        if request.output_for("brief").is_none() {
+            let args = match &unit.task {
+                Some(task) => json!({"run_id": unit.run, "claim": task}),
+                None => json!({"run_id": unit.run}),
+            };
+            return Some(vec![Output::mcp_call("brief", "baton", "resume", args)]);
+        }
+        if request.output_for("report").is_none() {
+            let got = request.result_of("brief");
+            let brief = if got["brief"].is_object() { got["brief"].clone() } else { got.clone() };
+            let outcomes: Vec<String> = brief["outcomes"].as_array().into_iter().flatten().filter_map(|o| o["outcome"].as_str().map(String::from)).collect();
+            let preferred = ["approved", "passed", "planned", "implemented", "designed", "done"];
+            let outcome = preferred.iter().find(|p| outcomes.iter().any(|o| o == *p)).map(|p| p.to_string()).or_else(|| outcomes.first().cloned()).unwrap_or_default();
+            let mut args = json!({"run_id": unit.run, "outcome": outcome, "output": format!("{} ({}) done by the scripted agent", unit.step, unit.role)});
+            match &unit.task {
+                Some(task) => {
+                    args["task"] = json!(task);
+                    args["lease_token"] = brief["lease_token"].clone();
+                }
+                None => args["expected_version"] = brief["version"].clone(),
+            }
+            if outcome == "planned" && !tasks.is_empty() {
+                let plan: Vec<Value> = tasks.iter().map(|t| json!({"id": t, "title": format!("Task {t}"), "description": "work", "depends_on": []})).collect();
+                args["plan"] = json!({"tasks": plan});
+            }
+            return Some(vec![Output::mcp_call("report", "baton", "advance", args)]);
+        }
+        Some(vec![Output::text("Reported to baton.")])
+    })
+}
+
+fn no_quirk() -> Quirk {
+    Box::new(|_, _| None)
+}
+
+/// `baton drive` running in the background, its stdout lines (JSON events) collected.
+struct Driver {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<Value>,
+}
+
+impl Driver {
+    fn start(harness: &ExecHarness, codex: &Path, args: &[&str]) -> Driver {
+        let mut child = Command::new(BATON)
+            .arg("--home")
+            .arg(harness.baton_home())
+            .arg("drive")
+            .args(["--json", "--codex"])
+            .arg(codex)
+            .args(args)
+            .env("CODEX_HOME", harness.codex_home())
+            .env_remove("BATON_HOME")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("CODEX_API_KEY")
+            .current_dir(harness.work())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start baton drive");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Driver { child, lines, seen: Vec::new() }
+    }
+
+    /// Wait for an event of `kind`, returning it.
+    fn wait_for(&mut self, kind: &str) -> Value {
+        let deadline = Instant::now() + DRIVE_LIMIT;
+        if let Some(e) = self.seen.iter().find(|e| e["event"] == kind) {
+            return e.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no `{kind}` event from baton drive; saw {:#?}", self.seen));
+            let Ok(event) = serde_json::from_str::<Value>(&line) else { panic!("baton drive printed a line that is not JSON: {line}") };
+            self.seen.push(event.clone());
+            if event["event"] == kind {
+                return event;
+            }
+        }
+    }
+
+    /// Wait for the process to exit; its exit code.
+    fn exit_code(&mut self) -> i32 {
+        let _ = self.wait_for("finished");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.try_recv() {
+                    if let Ok(event) = serde_json::from_str(&line) {
+                        self.seen.push(event);
+                    }
+                }
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "baton drive did not exit after `finished`");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Every event of the run, oldest first.
+fn events(harness: &ExecHarness, run: &str) -> Vec<Value> {
+    harness.baton_json(&["show", run, "--json", "--history", "1000"])["events"].as_array().cloned().unwrap()
+}
+
+fn run_of(harness: &ExecHarness, run: &str) -> Value {
+    harness.baton_json(&["show", run, "--json", "--history", "1"])["run"].clone()
+}
+
+/// The step reports of the history: (step or task:step, visit count so far) must never repeat.
+fn assert_no_step_played_twice(events: &[Value]) {
+    let mut seen: Vec<(String, u32)> = Vec::new();
+    let mut visits: std::collections::HashMap<String, u32> = Default::default();
+    for e in events {
+        let key = match e["type"].as_str() {
+            Some("advanced") => e["step"].as_str().unwrap().to_string(),
+            Some("task_advanced") => format!("{}:{}", e["task"].as_str().unwrap(), e["step"].as_str().unwrap()),
+            _ => continue,
+        };
+        let visit = visits.entry(key.clone()).or_default();
+        *visit += 1;
+        seen.push((key, *visit));
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "a step was reported twice: {seen:?}");
+}
+
+/// Threads that reported each step, from the history's actors.
+fn reporters(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "advanced" || e["type"] == "task_advanced")
+        .map(|e| {
+            let step = match e["task"].as_str() {
+                Some(task) => format!("{task}:{}", e["step"].as_str().unwrap()),
+                None => e["step"].as_str().unwrap().to_string(),
+            };
+            (step, e["actor"]["id"].as_str().unwrap_or("?").to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_feature_run_is_driven_to_completion_through_a_human_gate_answered_with_baton_answer() {
+    let Some(codex) = find_codex() else { return };
+    // The architect's first agent asks the user; the driver (no human) declines the form, so
+    // the run waits until `baton answer` answers it, then a new agent plays the step.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let asking = Arc::clone(&asked);
+    let quirk: Quirk = Box::new(move |unit, request| {
+        if unit.role != "architect" || request.output_for("brief").is_none() || request.output_for("report").is_some() {
+            return None;
+        }
+        if request.output_for("ask").is_some() {
+            return Some(vec![Output::text("I asked the user; waiting for the answer.")]);
+        }
+        if asking.fetch_add(1, Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let got = request.result_of("brief");
+        let args = json!({"run_id": unit.run, "question": "Redis or memory?", "options": ["redis", "memory"], "expected_version": got["brief"]["version"]});
+        Some(vec![Output::mcp_call("ask", "baton", "await_human", args)])
+    });
+    let harness = ExecHarness::new(&codex, role_player(quirk, vec![]));
+    harness.model.set_usage_per_turn(100);
+    let mut driver = Driver::start(&harness, &codex, &["--goal", "Add rate limiting to the login endpoint"]);
+    let started = driver.wait_for("started");
+    let run = started["run_id"].as_str().unwrap().to_string();
+    let waiting = driver.wait_for("waiting_for_human");
+    assert_eq!(waiting["question"], "Redis or memory?", "{waiting:#}");
+    assert_eq!(waiting["answer_with"], format!("baton answer {run} ANSWER"), "{waiting:#}");
+    assert_eq!(run_of(&harness, &run)["status"], "awaiting_human");
+    let answered = harness.baton(&["answer", &run, "memory"]);
+    assert!(answered.status.success(), "{}", answered.describe());
+    assert_eq!(driver.exit_code(), 0, "completed: {:#?}", driver.seen);
+    assert_eq!(harness.model.problems(), Vec::<String>::new());
+
+    let state = run_of(&harness, &run);
+    assert_eq!(state["status"], "completed", "{state:#}");
+    let history = events(&harness, &run);
+    assert_no_step_played_twice(&history);
+    let steps: Vec<String> = reporters(&history).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, ["design", "implement", "review", "test"], "{history:#?}");
+    // Every step by its own Codex thread, each recorded in the run with its tokens.
+    let threads: Vec<String> = reporters(&history).into_iter().map(|(_, t)| t).collect();
+    let mut distinct = threads.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "one thread per step: {threads:?}");
+    let drive = &state["drive"];
+    for (step, thread) in reporters(&history) {
+        let unit = drive["units"].as_object().unwrap().iter().find(|(k, _)| k.starts_with(&format!("step:{step}#"))).map(|(_, u)| u.clone());
+        let unit = unit.unwrap_or_else(|| panic!("no drive record of {step}: {drive:#}"));
+        assert!(unit["threads"].as_array().unwrap().contains(&json!(thread)), "{step}: {unit:#}");
+        assert_eq!(unit["working"], false, "{unit:#}");
+    }
+    // The design step took two turns (the one that asked, then the one that reported).
+    let design = &drive["units"]["step:design#1"];
+    assert_eq!(design["attempts"], 2, "{drive:#}");
+    assert!(drive["tokens"].as_u64().unwrap() >= 5 * 100 * 3, "tokens from Codex's usage notifications: {drive:#}");
+    assert!(drive["tokens_by_role"]["architect"].as_u64().unwrap() > 0, "{drive:#}");
+    assert_eq!(drive["turns"], 5, "{drive:#}");
+}
+
+#[test]
+fn a_turn_that_ends_without_reporting_is_retried_then_escalated_and_retry_continues() {
+    let Some(codex) = find_codex() else { return };
+    // The implementer's first two agents end their turn without reporting.
+    let lazy = Arc::new(AtomicUsize::new(0));
+    let lazy_threads = Arc::clone(&lazy);
+    let quirk: Quirk = Box::new(move |unit, request| {
+        // A thread's first request has no tool output yet: that is where a lazy agent stops.
+        if unit.role != "implementer" || request.output_for("search").is_some() {
+            return None;
+        }
+        (lazy_threads.fetch_add(1, Ordering::SeqCst) < 2).then(|| vec![Output::text("I looked around and stopped.")])
+    });
+    let harness = ExecHarness::new(&codex, role_player(quirk, vec![]));
+    let mut driver = Driver::start(&harness, &codex, &["--goal", "Fix the flaky test", "--max-attempts", "2", "--backoff-ms", "100"]);
+    let run = driver.wait_for("started")["run_id"].as_str().unwrap().to_string();
+    let escalated = driver.wait_for("escalated");
+    assert_eq!((escalated["unit"].as_str(), escalated["attempts"].as_u64()), (Some("step:implement#1"), Some(2)), "{escalated:#}");
+    let waiting = driver.wait_for("waiting_for_human");
+    assert!(waiting["question"].as_str().unwrap().contains("ended 2 agent turns without being reported"), "{waiting:#}");
+    let retries: Vec<&Value> = driver.seen.iter().filter(|e| e["event"] == "retrying").collect();
+    assert_eq!(retries.len(), 2, "both unreported turns were retried or escalated: {:#?}", driver.seen);
+    let state = run_of(&harness, &run);
+    assert_eq!((state["status"].as_str(), state["current_step"].as_str()), (Some("awaiting_human"), Some("implement")), "{state:#}");
+    let answered = harness.baton(&["answer", &run, "retry"]);
+    assert!(answered.status.success(), "{}", answered.describe());
+    assert_eq!(driver.exit_code(), 0, "{:#?}", driver.seen);
+    let history = events(&harness, &run);
+    assert_no_step_played_twice(&history);
+    let state = run_of(&harness, &run);
+    assert_eq!(state["status"], "completed");
+    let implement = &state["drive"]["units"]["step:implement#1"];
+    assert_eq!(implement["threads"].as_array().unwrap().len(), 3, "two lazy threads, then one that reported: {implement:#}");
+    assert_eq!(implement["escalated"], true, "{implement:#}");
+    assert_eq!(lazy.load(Ordering::SeqCst), 3, "three implementer threads started");
+}
