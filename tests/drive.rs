@@ -86,6 +86,7 @@ fn role_player(quirk: Quirk, tasks: Vec<&'static str>) -> Script {
     })
 }
 
+#[allow(dead_code)]
 fn no_quirk() -> Quirk {
     Box::new(|_, _| None)
 }
@@ -315,4 +316,129 @@ fn a_turn_that_ends_without_reporting_is_retried_then_escalated_and_retry_contin
     assert_eq!(implement["threads"].as_array().unwrap().len(), 3, "two lazy threads, then one that reported: {implement:#}");
     assert_eq!(implement["escalated"], true, "{implement:#}");
     assert_eq!(lazy.load(Ordering::SeqCst), 3, "three implementer threads started");
+}
+
+/// A repository with one commit on `main`, inside the harness's work directory.
+fn repository(dir: &Path) {
+    for args in [&["init", "-q", "-b", "main"][..], &["config", "user.name", "Test"], &["config", "user.email", "test@example.com"]] {
+        git(dir, args);
+    }
+    std::fs::write(dir.join("README"), "base\n").unwrap();
+    git(dir, &["add", "README"]);
+    git(dir, &["commit", "-qm", "base"]);
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The shell call Codex offers this model, writing `file` in `workdir` and committing it.
+fn write_and_commit(request: &ModelRequest, workdir: &str, file: &str) -> Output {
+    // Codex's workspace-write sandbox keeps `.git` read-only, so the commit may be refused;
+    // the file is the task's code either way.
+    let script = format!("printf 'code of {file}\\n' > {file}; git add {file} && git commit -qm 'task {file}' || true");
+    let names: Vec<String> = request.tools().iter().filter_map(|t| t["name"].as_str().map(String::from)).collect();
+    let (name, arguments) = if names.iter().any(|n| n == "exec_command") {
+        ("exec_command", json!({"cmd": script, "workdir": workdir}))
+    } else if names.iter().any(|n| n == "shell_command") {
+        ("shell_command", json!({"command": script, "workdir": workdir}))
+    } else {
+        ("shell", json!({"command": ["bash", "-lc", script], "workdir": workdir}))
+    };
+    Output::FunctionCall { call_id: "code".into(), namespace: None, name: name.into(), arguments }
+}
+
+/// Mark the work directory trusted in the Codex home, as a user who answered Codex's "trust
+/// this folder?" has it: Codex then gives threads there its default `workspace-write` sandbox
+/// (an untrusted folder gets `read-only`). Approvals stay Codex's default.
+fn trust(harness: &ExecHarness) {
+    let config = harness.codex_home().join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    let dir = support::codex::canonical(harness.work());
+    text.push_str(&format!("\n[projects.\"{}\"]\ntrust_level = \"trusted\"\n", dir.display()));
+    std::fs::write(&config, text).unwrap();
+}
+
+/// Most `assigned` records of the history not yet followed by their turn's end.
+fn most_at_once(history: &[Value]) -> usize {
+    let (mut now, mut most) = (0usize, 0usize);
+    for e in history.iter().filter(|e| e["type"] == "supervised") {
+        match e["record"]["action"].as_str() {
+            Some("assigned") => now += 1,
+            Some("turn_ended") | Some("released") => now = now.saturating_sub(1),
+            _ => {}
+        }
+        most = most.max(now);
+    }
+    most
+}
+
+#[test]
+fn a_parallel_run_of_four_tasks_is_driven_by_two_agents_at_a_time_with_independent_reviews() {
+    let Some(codex) = find_codex() else { return };
+    // Implementers write and commit their task's file in the task's worktree (its brief's
+    // `workdir`) with Codex's own shell tool before reporting.
+    let quirk: Quirk = Box::new(|unit, request| {
+        if unit.role != "implementer" || request.output_for("brief").is_none() || request.output_for("code").is_some() {
+            return None;
+        }
+        let brief = request.result_of("brief");
+        let workdir = brief["workdir"].as_str().unwrap_or(".").to_string();
+        Some(vec![write_and_commit(request, &workdir, &format!("{}.txt", unit.task.clone().unwrap_or_default()))])
+    });
+    let tasks = vec!["alpha", "beta", "gamma", "delta"];
+    let harness = ExecHarness::new(&codex, role_player(quirk, tasks.clone()));
+    repository(harness.work());
+    trust(&harness);
+    let mut driver =
+        Driver::start(&harness, &codex, &["--goal", "Four independent files", "--template", "parallel", "--agents", "2", "--backoff-ms", "100"]);
+    let run = driver.wait_for("started")["run_id"].as_str().unwrap().to_string();
+    assert_eq!(driver.exit_code(), 0, "{:#?}", driver.seen);
+    assert_eq!(harness.model.problems(), Vec::<String>::new());
+    let history = events(&harness, &run);
+    assert_no_step_played_twice(&history);
+    let state = run_of(&harness, &run);
+    assert_eq!(state["status"], "completed", "{state:#}");
+    // At most two agent turns at any moment, and two did run at once.
+    assert_eq!(most_at_once(&history), 2, "turns in flight at once, from the run's supervision records");
+    let by_driver = {
+        let (mut now, mut most) = (0i32, 0i32);
+        for e in &driver.seen {
+            match e["event"].as_str() {
+                Some("agent_started") => now += 1,
+                Some("agent_ended") => now -= 1,
+                _ => {}
+            }
+            most = most.max(now);
+        }
+        most
+    };
+    assert_eq!(by_driver, 2, "{:#?}", driver.seen);
+    // Every task implemented, reviewed by another thread, tested, joined once.
+    let reported = reporters(&history);
+    for task in &tasks {
+        let by = |step: &str| reported.iter().find(|(s, _)| s == &format!("{task}:{step}")).map(|(_, t)| t.clone()).unwrap_or_else(|| panic!("{task}:{step} never reported: {reported:?}"));
+        assert_ne!(by("implement"), by("review"), "task {task} reviewed by its implementer");
+        let _ = by("test");
+    }
+    let joins = history.iter().filter(|e| e["type"] == "branches_merged").count();
+    assert_eq!(joins, 1, "merged once");
+    // No lease left held.
+    for task in state["fanout"]["tasks"].as_array().unwrap() {
+        assert!(task.get("lease").is_none_or(Value::is_null), "lease left: {task:#}");
+    }
+    // Every task's code was written by its agent, under Codex's default sandbox, in the task's
+    // own worktree (kept at the end because its changes are not committed: the sandbox keeps
+    // `.git` read-only, so the agent cannot commit).
+    // TODO(lands): once baton commits a task's worktree when the task is reported (branch
+    // `lands`), assert that every `<task>.txt` is in the run tree's HEAD after the merge.
+    let shell: Vec<String> = harness.model.turns().iter().filter_map(|t| t.output_for("code").map(support::model_server::output_text)).collect();
+    let run8 = &run[..8];
+    for task in &tasks {
+        let file = harness.work().join(".baton/worktrees").join(format!("{run8}-{task}")).join(format!("{task}.txt"));
+        let code = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}; shell outputs: {shell:#?}", file.display()));
+        assert_eq!(code, format!("code of {task}.txt\n"));
+    }
 }
