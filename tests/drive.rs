@@ -442,3 +442,155 @@ fn a_parallel_run_of_four_tasks_is_driven_by_two_agents_at_a_time_with_independe
         assert_eq!(code, format!("code of {task}.txt\n"));
     }
 }
+
+#[test]
+fn a_budget_that_runs_out_stops_new_steps_and_asks_and_more_budget_continues() {
+    let Some(codex) = find_codex() else { return };
+    let harness = ExecHarness::new(&codex, role_player(no_quirk(), vec![]));
+    // Every model response reports 100 tokens; a step's turn takes four responses.
+    harness.model.set_usage_per_turn(100);
+    let mut driver = Driver::start(&harness, &codex, &["--goal", "Add a CSV export", "--budget-tokens", "500"]);
+    let run = driver.wait_for("started")["run_id"].as_str().unwrap().to_string();
+    let stop = driver.wait_for("budget_stop");
+    let used = stop["used"].as_u64().unwrap();
+    assert!(used >= 500, "{stop:#}");
+    let waiting = driver.wait_for("waiting_for_human");
+    assert!(waiting["question"].as_str().unwrap().contains("token budget of 500 tokens is used up"), "{waiting:#}");
+    let state = run_of(&harness, &run);
+    assert_eq!(state["status"], "awaiting_human", "{state:#}");
+    let steps_before = reporters(&events(&harness, &run)).len();
+    assert_eq!(steps_before, 2, "design and implement ran, then no new step: {:#?}", driver.seen);
+    // Nothing starts while the question waits.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(run_of(&harness, &run)["version"], state["version"], "the run did not move while over budget");
+    let answered = harness.baton(&["answer", &run, "100000"]);
+    assert!(answered.status.success(), "{}", answered.describe());
+    assert_eq!(driver.exit_code(), 0, "{:#?}", driver.seen);
+    let raised = driver.seen.iter().find(|e| e["event"] == "budget_raised").cloned().unwrap_or_default();
+    assert_eq!(raised["budget_tokens"], 100000, "{:#?}", driver.seen);
+    let state = run_of(&harness, &run);
+    assert_eq!(state["status"], "completed");
+    assert_eq!(state["drive"]["budget_tokens"], 100000);
+    assert!(state["drive"]["tokens"].as_u64().unwrap() > used, "{:#}", state["drive"]);
+    let history = events(&harness, &run);
+    assert_no_step_played_twice(&history);
+    // The starts after the stop came only after the answer.
+    let answer_at = history.iter().position(|e| e["type"] == "human_answered").unwrap();
+    let asked_at = history.iter().position(|e| e["type"] == "human_asked").unwrap();
+    assert!(
+        !history[asked_at..answer_at].iter().any(|e| e["type"] == "supervised" && e["record"]["action"] == "assigned"),
+        "no agent assigned while the budget question waited"
+    );
+}
+
+/// For each unit, its `assigned` records never overlap: a unit is never worked by two
+/// threads at once. Returns the number of assignments.
+fn assert_units_never_overlap(history: &[Value]) -> usize {
+    let mut working: std::collections::HashMap<String, String> = Default::default();
+    let mut assigned = 0;
+    for e in history.iter().filter(|e| e["type"] == "supervised") {
+        let record = &e["record"];
+        let unit = record["unit"].as_str().unwrap_or_default().to_string();
+        match record["action"].as_str() {
+            Some("assigned") => {
+                assigned += 1;
+                let take_over = record["take_over"] == true;
+                if let Some(other) = working.get(&unit) {
+                    assert!(take_over, "{unit} assigned to {} while {other} worked it", record["thread_id"]);
+                }
+                working.insert(unit, record["thread_id"].as_str().unwrap_or_default().to_string());
+            }
+            Some(_) => {
+                working.remove(&unit);
+            }
+            None => {}
+        }
+    }
+    assigned
+}
+
+fn assert_each_task_joined_once(history: &[Value], tasks: &[&str]) {
+    for task in tasks {
+        let joins = history.iter().filter(|e| e["type"] == "task_advanced" && e["task"] == *task && e["next"] == "join").count();
+        assert_eq!(joins, 1, "task {task} joined {joins} times");
+    }
+}
+
+#[test]
+fn a_driver_killed_mid_run_is_replaced_by_a_new_one_that_completes_the_run() {
+    let Some(codex) = find_codex() else { return };
+    // The first implementer to have claimed its task stalls (its model answers slowly, and
+    // without reporting) until the driver is killed.
+    let stalled = Arc::new(AtomicUsize::new(0));
+    let stalls = Arc::clone(&stalled);
+    let quirk: Quirk = Box::new(move |unit, request| {
+        if unit.role != "implementer" || request.output_for("brief").is_none() || request.output_for("report").is_some() {
+            return None;
+        }
+        if stalls.fetch_add(1, Ordering::SeqCst) > 0 {
+            return None;
+        }
+        std::thread::sleep(Duration::from_secs(4));
+        Some(vec![Output::text("stalled")])
+    });
+    let tasks = vec!["alpha", "beta"];
+    let harness = ExecHarness::new(&codex, role_player(quirk, tasks.clone()));
+    repository(harness.work());
+    trust(&harness);
+    let mut first = Driver::start(&harness, &codex, &["--goal", "Two files", "--template", "parallel", "--agents", "2"]);
+    let run = first.wait_for("started")["run_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + DRIVE_LIMIT;
+    while stalled.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no implementer stalled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // kill -9 of the driver while an agent holds a task's lease.
+    let pid = first.child.id();
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    let _ = first.child.wait();
+    let held = run_of(&harness, &run);
+    let leased: Vec<&Value> = held["fanout"]["tasks"].as_array().unwrap().iter().filter(|t| t["lease"].is_object()).collect();
+    assert!(!leased.is_empty(), "a lease was held when the driver died: {held:#}");
+
+    let mut second = Driver::start(&harness, &codex, &[&run]);
+    assert_eq!(second.exit_code(), 0, "{:#?}", second.seen);
+    let history = events(&harness, &run);
+    let state = run_of(&harness, &run);
+    assert_eq!(state["status"], "completed", "{state:#}");
+    assert_no_step_played_twice(&history);
+    assert_each_task_joined_once(&history, &tasks);
+    assert_units_never_overlap(&history);
+    for task in state["fanout"]["tasks"].as_array().unwrap() {
+        assert!(task.get("lease").is_none_or(Value::is_null), "lease left: {task:#}");
+    }
+    let took_over = history.iter().filter(|e| e["type"] == "supervised" && e["record"]["take_over"] == true).count();
+    assert!(took_over >= 1, "the new driver took the dead driver's unit over");
+    assert!(second.seen.iter().any(|e| e["event"] == "lease_released"), "{:#?}", second.seen);
+    assert!(history.iter().any(|e| e["type"] == "task_released"), "the dead agent's lease was given back");
+}
+
+#[test]
+fn two_drivers_on_one_run_never_play_one_step_twice() {
+    let Some(codex) = find_codex() else { return };
+    let tasks = vec!["alpha", "beta", "gamma", "delta"];
+    let harness = ExecHarness::new(&codex, role_player(no_quirk(), tasks.clone()));
+    repository(harness.work());
+    trust(&harness);
+    let mut a = Driver::start(&harness, &codex, &["--goal", "Four files", "--template", "parallel", "--agents", "2"]);
+    let run = a.wait_for("started")["run_id"].as_str().unwrap().to_string();
+    let mut b = Driver::start(&harness, &codex, &[&run, "--agents", "2"]);
+    assert_eq!(a.exit_code(), 0, "{:#?}", a.seen);
+    assert_eq!(b.exit_code(), 0, "{:#?}", b.seen);
+    let history = events(&harness, &run);
+    assert_eq!(run_of(&harness, &run)["status"], "completed");
+    assert_no_step_played_twice(&history);
+    assert_each_task_joined_once(&history, &tasks);
+    let assigned = assert_units_never_overlap(&history);
+    let drivers: std::collections::BTreeSet<&str> = history
+        .iter()
+        .filter(|e| e["type"] == "supervised" && e["record"]["action"] == "assigned")
+        .filter_map(|e| e["record"]["driver"].as_str())
+        .collect();
+    assert!(assigned >= 14, "design, 4 x 3 task steps, integrate: {assigned}");
+    assert_eq!(drivers.len(), 2, "both drivers worked the run: {drivers:?}");
+}
