@@ -594,3 +594,42 @@ fn two_drivers_on_one_run_never_play_one_step_twice() {
     assert!(assigned >= 14, "design, 4 x 3 task steps, integrate: {assigned}");
     assert_eq!(drivers.len(), 2, "both drivers worked the run: {drivers:?}");
 }
+
+#[test]
+fn sigterm_interrupts_the_turns_gives_back_the_leases_and_exits_6() {
+    let Some(codex) = find_codex() else { return };
+    let stalled = Arc::new(AtomicUsize::new(0));
+    let stalls = Arc::clone(&stalled);
+    let quirk: Quirk = Box::new(move |unit, request| {
+        if unit.role != "implementer" || request.output_for("brief").is_none() || request.output_for("report").is_some() {
+            return None;
+        }
+        stalls.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(3));
+        Some(vec![Output::text("stalled")])
+    });
+    let harness = ExecHarness::new(&codex, role_player(quirk, vec!["alpha"]));
+    repository(harness.work());
+    trust(&harness);
+    let mut driver = Driver::start(&harness, &codex, &["--goal", "One file", "--template", "parallel"]);
+    let run = driver.wait_for("started")["run_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + DRIVE_LIMIT;
+    while stalled.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no implementer stalled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(run_of(&harness, &run)["fanout"]["tasks"][0]["lease"].is_object(), "the agent holds the task's lease");
+    assert!(Command::new("kill").args(["-TERM", &driver.child.id().to_string()]).status().unwrap().success());
+    let interrupted = driver.wait_for("interrupted");
+    assert_eq!(interrupted["signal"], "SIGTERM");
+    let status = driver.child.wait().unwrap();
+    assert_eq!(status.code(), Some(6), "interrupted exits with 6");
+    let state = run_of(&harness, &run);
+    assert!(state["fanout"]["tasks"][0].get("lease").is_none_or(Value::is_null), "lease given back: {state:#}");
+    assert_eq!(state["status"], "active", "the run waits for a driver or an agent");
+    let history = events(&harness, &run);
+    let released = history.iter().find(|e| e["type"] == "supervised" && e["record"]["action"] == "released").expect("why is recorded");
+    assert!(released["record"]["note"].as_str().unwrap().contains("SIGTERM"), "{released:#}");
+    assert!(history.iter().any(|e| e["type"] == "task_released"));
+    assert_eq!(state["drive"]["units"].as_object().unwrap().values().filter(|u| u["working"] == true).count(), 0);
+}
