@@ -283,6 +283,10 @@ pub fn render(reply: &Reply) -> String {
         }
         Reply::Run(details) => {
             let mut text = Brief::of(&details.run, Guide::FirstTime).summary();
+            if let Some(drive) = &details.run.drive {
+                text.push('\n');
+                text.push_str(&crate::drive::summary(drive));
+            }
             text.push_str(&format!("\n{} event(s) shown.", details.events.len()));
             for event in &details.events {
                 text.push('\n');

@@ -65,9 +65,15 @@ fn role_player(quirk: Quirk, tasks: Vec<&'static str>) -> Script {
         if request.output_for("report").is_none() {
             let got = request.result_of("brief");
             let brief = if got["brief"].is_object() { got["brief"].clone() } else { got.clone() };
-            let outcomes: Vec<String> = brief["outcomes"].as_array().into_iter().flatten().filter_map(|o| o["outcome"].as_str().map(String::from)).collect();
+            let outcomes: Vec<String> =
+                brief["outcomes"].as_array().into_iter().flatten().filter_map(|o| o["outcome"].as_str().map(String::from)).collect();
             let preferred = ["approved", "passed", "planned", "implemented", "designed", "done"];
-            let outcome = preferred.iter().find(|p| outcomes.iter().any(|o| o == *p)).map(|p| p.to_string()).or_else(|| outcomes.first().cloned()).unwrap_or_default();
+            let outcome = preferred
+                .iter()
+                .find(|p| outcomes.iter().any(|o| o == *p))
+                .map(|p| p.to_string())
+                .or_else(|| outcomes.first().cloned())
+                .unwrap_or_default();
             let mut args = json!({"run_id": unit.run, "outcome": outcome, "output": format!("{} ({}) done by the scripted agent", unit.step, unit.role)});
             match &unit.task {
                 Some(task) => {
@@ -77,7 +83,8 @@ fn role_player(quirk: Quirk, tasks: Vec<&'static str>) -> Script {
                 None => args["expected_version"] = brief["version"].clone(),
             }
             if outcome == "planned" && !tasks.is_empty() {
-                let plan: Vec<Value> = tasks.iter().map(|t| json!({"id": t, "title": format!("Task {t}"), "description": "work", "depends_on": []})).collect();
+                let plan: Vec<Value> =
+                    tasks.iter().map(|t| json!({"id": t, "title": format!("Task {t}"), "description": "work", "depends_on": []})).collect();
                 args["plan"] = json!({"tasks": plan});
             }
             return Some(vec![Output::mcp_call("report", "baton", "advance", args)]);
@@ -268,7 +275,8 @@ fn a_feature_run_is_driven_to_completion_through_a_human_gate_answered_with_bato
     assert_eq!(distinct.len(), 4, "one thread per step: {threads:?}");
     let drive = &state["drive"];
     for (step, thread) in reporters(&history) {
-        let unit = drive["units"].as_object().unwrap().iter().find(|(k, _)| k.starts_with(&format!("step:{step}#"))).map(|(_, u)| u.clone());
+        let unit =
+            drive["units"].as_object().unwrap().iter().find(|(k, _)| k.starts_with(&format!("step:{step}#"))).map(|(_, u)| u.clone());
         let unit = unit.unwrap_or_else(|| panic!("no drive record of {step}: {drive:#}"));
         assert!(unit["threads"].as_array().unwrap().contains(&json!(thread)), "{step}: {unit:#}");
         assert_eq!(unit["working"], false, "{unit:#}");
@@ -279,6 +287,10 @@ fn a_feature_run_is_driven_to_completion_through_a_human_gate_answered_with_bato
     assert!(drive["tokens"].as_u64().unwrap() >= 5 * 100 * 3, "tokens from Codex's usage notifications: {drive:#}");
     assert!(drive["tokens_by_role"]["architect"].as_u64().unwrap() > 0, "{drive:#}");
     assert_eq!(drive["turns"], 5, "{drive:#}");
+    let shown = harness.baton(&["show", &run]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let line = format!("5 agent turn(s), {} token(s)", drive["tokens"]);
+    assert!(text.contains("Driven by `baton drive`") && text.contains(&line), "baton show tells the drive: {text}");
 }
 
 #[test]
@@ -392,8 +404,11 @@ fn a_parallel_run_of_four_tasks_is_driven_by_two_agents_at_a_time_with_independe
     let harness = ExecHarness::new(&codex, role_player(quirk, tasks.clone()));
     repository(harness.work());
     trust(&harness);
-    let mut driver =
-        Driver::start(&harness, &codex, &["--goal", "Four independent files", "--template", "parallel", "--agents", "2", "--backoff-ms", "100"]);
+    let mut driver = Driver::start(
+        &harness,
+        &codex,
+        &["--goal", "Four independent files", "--template", "parallel", "--agents", "2", "--backoff-ms", "100"],
+    );
     let run = driver.wait_for("started")["run_id"].as_str().unwrap().to_string();
     assert_eq!(driver.exit_code(), 0, "{:#?}", driver.seen);
     assert_eq!(harness.model.problems(), Vec::<String>::new());
@@ -419,7 +434,13 @@ fn a_parallel_run_of_four_tasks_is_driven_by_two_agents_at_a_time_with_independe
     // Every task implemented, reviewed by another thread, tested, joined once.
     let reported = reporters(&history);
     for task in &tasks {
-        let by = |step: &str| reported.iter().find(|(s, _)| s == &format!("{task}:{step}")).map(|(_, t)| t.clone()).unwrap_or_else(|| panic!("{task}:{step} never reported: {reported:?}"));
+        let by = |step: &str| {
+            reported
+                .iter()
+                .find(|(s, _)| s == &format!("{task}:{step}"))
+                .map(|(_, t)| t.clone())
+                .unwrap_or_else(|| panic!("{task}:{step} never reported: {reported:?}"))
+        };
         assert_ne!(by("implement"), by("review"), "task {task} reviewed by its implementer");
         let _ = by("test");
     }
@@ -434,7 +455,8 @@ fn a_parallel_run_of_four_tasks_is_driven_by_two_agents_at_a_time_with_independe
     // `.git` read-only, so the agent cannot commit).
     // TODO(lands): once baton commits a task's worktree when the task is reported (branch
     // `lands`), assert that every `<task>.txt` is in the run tree's HEAD after the merge.
-    let shell: Vec<String> = harness.model.turns().iter().filter_map(|t| t.output_for("code").map(support::model_server::output_text)).collect();
+    let shell: Vec<String> =
+        harness.model.turns().iter().filter_map(|t| t.output_for("code").map(support::model_server::output_text)).collect();
     let run8 = &run[..8];
     for task in &tasks {
         let file = harness.work().join(".baton/worktrees").join(format!("{run8}-{task}")).join(format!("{task}.txt"));

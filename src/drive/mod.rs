@@ -10,8 +10,7 @@ pub mod app_server;
 pub mod prompt;
 
 use crate::api::{
-    AwaitHumanParams, CancelRunParams, Caller, GetRunParams, Reply, Request, ResumeParams, StartWorkflowParams,
-    SuperviseParams,
+    AwaitHumanParams, Caller, CancelRunParams, GetRunParams, Reply, Request, ResumeParams, StartWorkflowParams, SuperviseParams,
 };
 use crate::backend::Backend;
 use crate::engine::drive::{DriveAction, DriveRecord};
@@ -100,6 +99,9 @@ struct TurnDone {
     error: Option<String>,
 }
 
+/// The id of a thread's current turn, once `turn/start` answered (for `turn/interrupt`).
+type TurnSlot = Arc<std::sync::Mutex<Option<String>>>;
+
 /// Questions the driver asks start with this, so it knows its own answers.
 const RETRY_QUESTION: &str = "baton drive: ";
 const BUDGET_QUESTION: &str = "baton drive: the token budget";
@@ -112,7 +114,7 @@ struct Driver {
     run_id: String,
     app: Arc<AppServer>,
     /// In flight: unit key -> (thread id, turn id once known).
-    working: HashMap<String, (String, Arc<std::sync::Mutex<Option<String>>>)>,
+    working: HashMap<String, (String, TurnSlot)>,
     /// Units waiting out their backoff.
     not_before: HashMap<String, Instant>,
     done_tx: mpsc::UnboundedSender<TurnDone>,
@@ -258,11 +260,8 @@ impl Driver {
         if let Some((task, question)) = asking.first() {
             let shown = format!("{}:{question}", task.as_deref().unwrap_or(""));
             if self.shown_question.as_deref() != Some(shown.as_str()) {
-                let command = format!(
-                    "baton answer {} ANSWER{}",
-                    self.run_id,
-                    task.as_deref().map(|t| format!(" --task {t}")).unwrap_or_default()
-                );
+                let command =
+                    format!("baton answer {} ANSWER{}", self.run_id, task.as_deref().map(|t| format!(" --task {t}")).unwrap_or_default());
                 self.event("waiting_for_human", json!({"question": question, "task": task, "answer_with": command}));
                 self.shown_question = Some(shown);
             }
@@ -291,13 +290,19 @@ impl Driver {
                 Ok(_) => {}
                 Err(_) if drive.budget_tokens.is_some_and(|b| used >= b) => {
                     let reason = format!("{BUDGET_QUESTION} ran out ({used} tokens used) and a human chose to stop");
-                    self.call(Request::CancelRun(CancelRunParams { run_id: self.run_id.clone(), reason: Some(reason), expected_version: None })).await?;
+                    self.call(Request::CancelRun(CancelRunParams {
+                        run_id: self.run_id.clone(),
+                        reason: Some(reason),
+                        expected_version: None,
+                    }))
+                    .await?;
                 }
                 Err(_) => {}
             }
         } else if answer.answer == "fail" && !run.status.is_finished() && drive.units.values().any(|u| u.escalated) {
             let reason = format!("{RETRY_QUESTION}a human chose to fail after: {}", answer.question);
-            self.call(Request::CancelRun(CancelRunParams { run_id: self.run_id.clone(), reason: Some(reason), expected_version: None })).await?;
+            self.call(Request::CancelRun(CancelRunParams { run_id: self.run_id.clone(), reason: Some(reason), expected_version: None }))
+                .await?;
         }
         Ok(None)
     }
@@ -576,9 +581,13 @@ async fn play_turn(
             }
             Some("turn/completed") if note["params"]["turn"]["id"] == turn.as_str() => {
                 let status = note["params"]["turn"]["status"].as_str().unwrap_or("completed").to_string();
-                let error = note["params"]["turn"]["error"]
-                    .as_object()
-                    .map(|e| format!("{} ({})", e.get("message").and_then(Value::as_str).unwrap_or("?"), e.get("codexErrorInfo").map(|c| c.to_string()).unwrap_or_default()));
+                let error = note["params"]["turn"]["error"].as_object().map(|e| {
+                    format!(
+                        "{} ({})",
+                        e.get("message").and_then(Value::as_str).unwrap_or("?"),
+                        e.get("codexErrorInfo").map(|c| c.to_string()).unwrap_or_default()
+                    )
+                });
                 return Ok((tokens, status, error));
             }
             _ => {}
@@ -621,6 +630,29 @@ impl Interrupt {
             _ = self.term.recv() => "SIGTERM",
         }
     }
+}
+
+/// What the drivers recorded, for `baton show`: turns, tokens (per role, against the budget)
+/// and the agents working now.
+pub fn summary(drive: &crate::engine::drive::DriveState) -> String {
+    let budget = drive.budget_tokens.map(|b| format!(" of a budget of {b}")).unwrap_or_default();
+    let roles: Vec<String> = drive.tokens_by_role.iter().map(|(role, t)| format!("{role} {t}")).collect();
+    let mut text = format!(
+        "Driven by `baton drive` (last: {}): {} agent turn(s), {} token(s){budget}{}.",
+        drive.last_driver,
+        drive.turns,
+        drive.tokens,
+        if roles.is_empty() { String::new() } else { format!(" ({})", roles.join(", ")) }
+    );
+    for (key, unit) in drive.units.iter().filter(|(_, u)| u.working) {
+        text.push_str(&format!(
+            "\n  working: {key} ({}) thread {} attempt {}",
+            unit.role.as_deref().unwrap_or("?"),
+            unit.thread_id.as_deref().unwrap_or("?"),
+            unit.attempts
+        ));
+    }
+    text
 }
 
 fn now() -> crate::time::Timestamp {

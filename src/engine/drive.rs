@@ -122,7 +122,12 @@ impl DriveState {
         match self.units.get(&record.unit) {
             Some(unit) if unit.working && unit.driver != record.driver => Err(BatonError::new(
                 crate::error::ErrorCode::Conflict,
-                format!("`{}` is being worked by driver {} (thread {})", record.unit, unit.driver, unit.thread_id.as_deref().unwrap_or("?")),
+                format!(
+                    "`{}` is being worked by driver {} (thread {})",
+                    record.unit,
+                    unit.driver,
+                    unit.thread_id.as_deref().unwrap_or("?")
+                ),
                 "Leave it to that driver; take it over only when that driver is gone.",
             )
             .with_field("unit")),
@@ -183,5 +188,55 @@ impl DriveState {
             }
             DriveAction::Budget => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assigned(unit: &str, driver: &str, thread: &str) -> DriveRecord {
+        let mut record = DriveRecord::new(DriveAction::Assigned, unit, driver);
+        record.thread_id = Some(thread.into());
+        record.attempt = 1;
+        record.role = Some("implementer".into());
+        record
+    }
+
+    #[test]
+    fn a_unit_another_driver_works_is_refused_until_its_turn_ends_or_it_is_taken_over() {
+        let mut state = DriveState::default();
+        let first = assigned("step:implement#1", "a", "t1");
+        state.check(&first).unwrap();
+        state.evolve(&first, Timestamp(1));
+        let second = assigned("step:implement#1", "b", "t2");
+        assert_eq!(state.check(&second).unwrap_err().code, crate::error::ErrorCode::Conflict);
+        let mut take_over = second.clone();
+        take_over.take_over = true;
+        state.check(&take_over).unwrap();
+        let mut ended = DriveRecord::new(DriveAction::TurnEnded, "step:implement#1", "a");
+        ended.tokens = 40;
+        ended.role = Some("implementer".into());
+        state.evolve(&ended, Timestamp(2));
+        state.check(&second).unwrap();
+        state.evolve(&second, Timestamp(3));
+        let unit = &state.units["step:implement#1"];
+        assert_eq!((unit.attempts, unit.tokens, unit.working), (1, 40, true));
+        assert_eq!(unit.threads, ["t1", "t2"]);
+        assert_eq!((state.tokens, state.turns, state.tokens_by_role["implementer"]), (40, 2, 40));
+    }
+
+    #[test]
+    fn escalation_resets_the_attempts_and_a_budget_record_sets_the_budget() {
+        let mut state = DriveState::default();
+        let mut third = assigned("u", "a", "t3");
+        third.attempt = 3;
+        state.evolve(&third, Timestamp(1));
+        state.evolve(&DriveRecord::new(DriveAction::Escalated, "u", "a"), Timestamp(2));
+        assert_eq!((state.units["u"].attempts, state.units["u"].escalated, state.units["u"].working), (0, true, false));
+        let mut budget = DriveRecord::new(DriveAction::Budget, "", "a");
+        budget.budget_tokens = Some(900);
+        state.evolve(&budget, Timestamp(3));
+        assert_eq!(state.budget_tokens, Some(900));
     }
 }

@@ -54,8 +54,7 @@ impl CallContext {
 /// Blank values are skipped: an empty thread id is no identity (it would make every
 /// client that sends one the same agent).
 fn find_string(meta: &JsonObject, keys: &[&str]) -> Option<String> {
-    find_string_flat(meta, keys)
-        .or_else(|| meta.values().filter_map(|v| v.as_object()).find_map(|nested| find_string_flat(nested, keys)))
+    find_string_flat(meta, keys).or_else(|| meta.values().filter_map(|v| v.as_object()).find_map(|nested| find_string_flat(nested, keys)))
 }
 
 fn find_string_flat(meta: &JsonObject, keys: &[&str]) -> Option<String> {
