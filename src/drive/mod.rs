@@ -221,7 +221,13 @@ impl Driver {
         loop {
             let run = get_run(&self.backend, &self.run_id).await?;
             if run.status.is_finished() && self.working.is_empty() {
-                self.event("finished", json!({"status": run.status.as_str(), "tokens": run.drive.as_ref().map_or(0, |d| d.tokens)}));
+                let (cpu_ms, max_rss_kb) = own_cost();
+                let turns = run.drive.as_ref().map_or(0, |d| d.turns);
+                self.event(
+                    "finished",
+                    json!({"status": run.status.as_str(), "tokens": run.drive.as_ref().map_or(0, |d| d.tokens), "turns": turns,
+                           "driver_cpu_ms": cpu_ms, "driver_max_rss_kb": max_rss_kb}),
+                );
                 return Ok(match run.status {
                     RunStatus::Completed => Exit::Completed,
                     RunStatus::Failed => Exit::Failed,
@@ -653,6 +659,18 @@ pub fn summary(drive: &crate::engine::drive::DriveState) -> String {
         ));
     }
     text
+}
+
+/// The driver's own CPU time (ms, every thread; the agents and Codex are other processes) and
+/// peak resident memory (KiB): what supervising costs, without model time.
+fn own_cost() -> (u64, u64) {
+    // SAFETY: getrusage fills the zeroed struct it is given and nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return (0, 0);
+    }
+    let ms = |t: libc::timeval| (t.tv_sec as u64) * 1000 + (t.tv_usec as u64) / 1000;
+    (ms(usage.ru_utime) + ms(usage.ru_stime), usage.ru_maxrss as u64)
 }
 
 fn now() -> crate::time::Timestamp {
