@@ -138,8 +138,8 @@ pub enum Command {
         replace: bool,
     },
     /// Work a run to its end with Codex agents started through `codex app-server`
-    /// (exit codes: 0 completed, 2 failed, 3 cancelled, 4 waiting for a human, 5 budget stop,
-    /// 6 interrupted, 1 an error of the driver).
+    /// (exit codes: 0 completed, 3 failed, 4 cancelled, 5 waiting for a human, 6 budget stop,
+    /// 7 interrupted, 1 an error of the driver, 2 a usage error).
     Drive(DriveArgs),
     #[command(flatten)]
     Ui(UiCommand),
@@ -185,7 +185,7 @@ pub struct DriveArgs {
     /// First retry delay in milliseconds (doubled per attempt).
     #[arg(long, default_value_t = 2000)]
     pub backoff_ms: u64,
-    /// Exit with code 4 (5 for a budget stop) instead of waiting when the run needs a human.
+    /// Exit with code 5 (6 for a budget stop) instead of waiting when the run needs a human.
     #[arg(long)]
     pub no_wait: bool,
 }

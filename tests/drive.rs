@@ -629,7 +629,7 @@ fn two_drivers_on_one_run_never_play_one_step_twice() {
 }
 
 #[test]
-fn sigterm_interrupts_the_turns_gives_back_the_leases_and_exits_6() {
+fn sigterm_interrupts_the_turns_gives_back_the_leases_and_exits_7() {
     let Some(codex) = find_codex() else { return };
     let stalled = Arc::new(AtomicUsize::new(0));
     let stalls = Arc::clone(&stalled);
@@ -656,7 +656,7 @@ fn sigterm_interrupts_the_turns_gives_back_the_leases_and_exits_6() {
     let interrupted = driver.wait_for("interrupted");
     assert_eq!(interrupted["signal"], "SIGTERM");
     let status = driver.child.wait().unwrap();
-    assert_eq!(status.code(), Some(6), "interrupted exits with 6");
+    assert_eq!(status.code(), Some(7), "interrupted exits with 7");
     let state = run_of(&harness, &run);
     assert!(state["fanout"]["tasks"][0].get("lease").is_none_or(Value::is_null), "lease given back: {state:#}");
     assert_eq!(state["status"], "active", "the run waits for a driver or an agent");

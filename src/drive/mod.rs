@@ -40,16 +40,16 @@ pub enum Exit {
 }
 
 impl Exit {
-    /// 0 completed, 2 failed, 3 cancelled, 4 waiting for a human, 5 budget stop, 6 interrupted
-    /// (1 is any error of the driver itself).
+    /// 0 completed, 3 failed, 4 cancelled, 5 waiting for a human, 6 budget stop, 7 interrupted
+    /// (1 is any error of the driver itself, 2 a usage error, as clap reports it).
     pub fn code(self) -> u8 {
         match self {
             Exit::Completed => 0,
-            Exit::Failed => 2,
-            Exit::Cancelled => 3,
-            Exit::AwaitingHuman => 4,
-            Exit::BudgetStop => 5,
-            Exit::Interrupted => 6,
+            Exit::Failed => 3,
+            Exit::Cancelled => 4,
+            Exit::AwaitingHuman => 5,
+            Exit::BudgetStop => 6,
+            Exit::Interrupted => 7,
         }
     }
 }
@@ -132,6 +132,16 @@ pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit>
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
     let id = format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().to_string()[..8]);
     let caller = Caller { actor: Actor { kind: ActorKind::Terminal, id: Some(format!("baton-drive:{id}")), agent: None }, workspace: None };
+    // The run's tree (an existing run's, else here), and Codex started there before a new run
+    // is created, so a missing or broken Codex leaves no run behind.
+    let tree = match &opts.run_id {
+        Some(run) => {
+            let run = get_run(&backend, run).await?;
+            run.workspace.as_ref().map(|w| PathBuf::from(&w.cwd)).filter(|p| p.is_dir()).unwrap_or_else(|| cwd.clone())
+        }
+        None => cwd.clone(),
+    };
+    let app = AppServer::start(&opts.codex, &tree).await?;
     let run_id = match (&opts.run_id, &opts.goal) {
         (Some(run), _) => run.clone(),
         (None, Some(goal)) => {
@@ -152,9 +162,7 @@ pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit>
         (None, None) => anyhow::bail!("give a RUN to drive, or --goal \"...\" to start one"),
     };
     let run = get_run(&backend, &run_id).await?;
-    let tree = run.workspace.as_ref().map(|w| PathBuf::from(&w.cwd)).filter(|p| p.is_dir()).unwrap_or(cwd);
     let max_in_flight = opts.agents.unwrap_or(run.max_agents).clamp(1, 64) as usize;
-    let app = AppServer::start(&opts.codex, &tree).await?;
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut driver = Driver {
         backend,
