@@ -107,7 +107,16 @@ struct Driver {
 
 impl Driver {
     fn start(harness: &ExecHarness, codex: &Path, args: &[&str]) -> Driver {
-        let mut child = Command::new(BATON)
+        Driver::start_on(harness, codex, args, None)
+    }
+
+    /// With `database_url`: against that PostgreSQL database instead of the sled home.
+    fn start_on(harness: &ExecHarness, codex: &Path, args: &[&str], database_url: Option<&str>) -> Driver {
+        let mut command = Command::new(BATON);
+        if let Some(url) = database_url {
+            command.env("BATON_DATABASE_URL", url);
+        }
+        let mut child = command
             .arg("--home")
             .arg(harness.baton_home())
             .arg("drive")
@@ -184,11 +193,25 @@ impl Drop for Driver {
 
 /// Every event of the run, oldest first.
 fn events(harness: &ExecHarness, run: &str) -> Vec<Value> {
-    harness.baton_json(&["show", run, "--json", "--history", "1000"])["events"].as_array().cloned().unwrap()
+    events_on(harness, run, None)
 }
 
 fn run_of(harness: &ExecHarness, run: &str) -> Value {
-    harness.baton_json(&["show", run, "--json", "--history", "1"])["run"].clone()
+    show_on(harness, run, "1", None)["run"].clone()
+}
+
+fn events_on(harness: &ExecHarness, run: &str, database_url: Option<&str>) -> Vec<Value> {
+    show_on(harness, run, "1000", database_url)["events"].as_array().cloned().unwrap()
+}
+
+/// `baton show RUN --json`, from the sled home or the PostgreSQL database.
+fn show_on(harness: &ExecHarness, run: &str, history: &str, database_url: Option<&str>) -> Value {
+    let Some(url) = database_url else { return harness.baton_json(&["show", run, "--json", "--history", history]) };
+    let mut command = Command::new(BATON);
+    command.args(["show", run, "--json", "--history", history]).env("BATON_DATABASE_URL", url).env_remove("BATON_HOME");
+    let done = support::codex::run(&mut command, "baton show");
+    assert!(done.status.success(), "{}", done.describe());
+    serde_json::from_slice(&done.stdout).unwrap()
 }
 
 /// The step reports of the history: (step or task:step, visit count so far) must never repeat.
@@ -604,18 +627,45 @@ fn a_driver_killed_mid_run_is_replaced_by_a_new_one_that_completes_the_run() {
 
 #[test]
 fn two_drivers_on_one_run_never_play_one_step_twice() {
+    two_drivers(None);
+}
+
+#[test]
+fn two_drivers_on_one_run_in_postgresql_never_play_one_step_twice() {
+    let Some((url, _cluster)) = common::pg::database() else { return };
+    two_drivers(Some(&url));
+}
+
+/// Two drivers (and their agents' `baton serve`) on one run, in sled or PostgreSQL.
+fn two_drivers(database_url: Option<&str>) {
     let Some(codex) = find_codex() else { return };
     let tasks = vec!["alpha", "beta", "gamma", "delta"];
     let harness = ExecHarness::new(&codex, role_player(no_quirk(), tasks.clone()));
+    if let Some(url) = database_url {
+        // The agents' `baton serve` uses the database too: registered as a user does it.
+        let done = support::codex::run(
+            Command::new(BATON)
+                .arg("install")
+                .arg("--codex-home")
+                .arg(harness.codex_home())
+                .arg("--home")
+                .arg(harness.baton_home())
+                .args(["--database-url", url])
+                .env_remove("BATON_HOME")
+                .env_remove("CODEX_HOME"),
+            "baton install --database-url",
+        );
+        assert!(done.status.success(), "{}", done.describe());
+    }
     repository(harness.work());
     trust(&harness);
-    let mut a = Driver::start(&harness, &codex, &["--goal", "Four files", "--template", "parallel", "--agents", "2"]);
+    let mut a = Driver::start_on(&harness, &codex, &["--goal", "Four files", "--template", "parallel", "--agents", "2"], database_url);
     let run = a.wait_for("started")["run_id"].as_str().unwrap().to_string();
-    let mut b = Driver::start(&harness, &codex, &[&run, "--agents", "2"]);
+    let mut b = Driver::start_on(&harness, &codex, &[&run, "--agents", "2"], database_url);
     assert_eq!(a.exit_code(), 0, "{:#?}", a.seen);
     assert_eq!(b.exit_code(), 0, "{:#?}", b.seen);
-    let history = events(&harness, &run);
-    assert_eq!(run_of(&harness, &run)["status"], "completed");
+    let history = events_on(&harness, &run, database_url);
+    assert_eq!(show_on(&harness, &run, "1", database_url)["run"]["status"], "completed");
     assert_no_step_played_twice(&history);
     assert_each_task_joined_once(&history, &tasks);
     let assigned = assert_units_never_overlap(&history);
@@ -625,6 +675,9 @@ fn two_drivers_on_one_run_never_play_one_step_twice() {
         .filter_map(|e| e["record"]["driver"].as_str())
         .collect();
     assert!(assigned >= 14, "design, 4 x 3 task steps, integrate: {assigned}");
+    if database_url.is_some() {
+        assert_eq!(harness.runs().len(), 0, "nothing went to the sled home: the run lives in PostgreSQL");
+    }
     assert_eq!(drivers.len(), 2, "both drivers worked the run: {drivers:?}");
 }
 
