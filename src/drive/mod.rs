@@ -7,6 +7,7 @@
 //! what was in flight, and two drivers never assign one unit at once.
 
 pub mod app_server;
+pub mod progress;
 pub mod prompt;
 
 use crate::api::{
@@ -19,7 +20,6 @@ use crate::error::BatonResult;
 use app_server::AppServer;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,6 +122,7 @@ struct Driver {
     shown_question: Option<String>,
     max_in_flight: usize,
     cwd: PathBuf,
+    progress: progress::Progress,
 }
 
 /// Drive a run (an existing one, or one started from `--goal`) until it ends or needs a human
@@ -164,6 +165,7 @@ pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit>
     let run = get_run(&backend, &run_id).await?;
     let max_in_flight = opts.agents.unwrap_or(run.max_agents).clamp(1, 64) as usize;
     let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let driver_json = opts.json;
     let mut driver = Driver {
         backend,
         opts,
@@ -178,6 +180,7 @@ pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit>
         shown_question: None,
         max_in_flight,
         cwd: tree,
+        progress: progress::Progress::new(driver_json),
     };
     driver.event("started", json!({"run_id": driver.run_id, "driver": driver.id, "agents": max_in_flight}));
     if let Some(budget) = driver.opts.budget_tokens {
@@ -201,19 +204,7 @@ async fn get_run(backend: &Backend, run_id: &str) -> BatonResult<Run> {
 impl Driver {
     /// A progress line (plain, or one JSON object per line with `--json`), on stdout.
     fn event(&self, kind: &str, detail: Value) {
-        let line = if self.opts.json {
-            let mut event = json!({"event": kind, "at": now().to_rfc3339()});
-            if let (Some(event), Some(detail)) = (event.as_object_mut(), detail.as_object()) {
-                event.extend(detail.clone());
-            }
-            event.to_string()
-        } else {
-            let detail = detail.as_object().map(|d| d.iter().map(|(k, v)| format!("{k}={}", plain(v))).collect::<Vec<_>>().join(" "));
-            format!("baton drive: {kind} {}", detail.unwrap_or_default())
-        };
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        self.progress.event(kind, now().to_rfc3339(), detail);
     }
 
     async fn call(&self, request: Request) -> BatonResult<Reply> {
@@ -249,6 +240,7 @@ impl Driver {
             if run.status == RunStatus::Active && !self.over_budget(&run).await? {
                 self.start_units(&run).await?;
             }
+            self.progress.status(&progress_of(&run));
             tokio::select! {
                 done = self.done_rx.recv() => if let Some(done) = done { self.turn_done(done).await? },
                 signal = interrupt.next() => return self.interrupted(signal).await,
@@ -491,11 +483,14 @@ impl Driver {
             instructions: &unit.instructions,
         });
         self.event("agent_started", json!({"unit": unit.key, "role": unit.role, "thread": thread, "attempt": attempt}));
+        let live = progress::Agent { role: unit.role.clone(), started: Instant::now(), tokens: 0 };
+        progress::lock(&self.progress.agents).insert(unit.key.clone(), live);
+        let agents = Arc::clone(&self.progress.agents);
         let turn_id = Arc::new(std::sync::Mutex::new(None));
         self.working.insert(unit.key.clone(), (thread.clone(), Arc::clone(&turn_id)));
         let (app, done, timeout, effort) = (Arc::clone(&self.app), self.done_tx.clone(), self.opts.turn_timeout, self.opts.effort.clone());
         tokio::spawn(async move {
-            let outcome = play_turn(&app, &thread, &text, effort, timeout, &turn_id).await;
+            let outcome = play_turn(&app, &thread, &text, effort, timeout, &turn_id, (&agents, &unit.key)).await;
             app.unsubscribe(&thread);
             let (tokens, status, error) = match outcome {
                 Ok(t) => t,
@@ -509,6 +504,7 @@ impl Driver {
     /// Record the turn's end; when the unit is still the run's to do, retry after a backoff.
     async fn turn_done(&mut self, done: TurnDone) -> anyhow::Result<()> {
         self.working.remove(&done.key);
+        progress::lock(&self.progress.agents).remove(&done.key);
         let mut record = DriveRecord::new(DriveAction::TurnEnded, &done.key, &self.id);
         record.thread_id = Some(done.thread.clone());
         record.role = Some(done.role.clone());
@@ -567,6 +563,7 @@ async fn play_turn(
     effort: Option<String>,
     timeout: Duration,
     turn_slot: &std::sync::Mutex<Option<String>>,
+    (agents, key): (&progress::Agents, &str),
 ) -> anyhow::Result<(u64, String, Option<String>)> {
     let mut notes = app.subscribe(thread);
     let mut params = json!({"threadId": thread, "input": [{"type": "text", "text": text}]});
@@ -592,6 +589,9 @@ async fn play_turn(
         match note["method"].as_str() {
             Some("thread/tokenUsage/updated") => {
                 tokens = note["params"]["tokenUsage"]["total"]["totalTokens"].as_u64().unwrap_or(tokens);
+                if let Some(agent) = progress::lock(agents).get_mut(key) {
+                    agent.tokens = tokens;
+                }
             }
             Some("turn/completed") if note["params"]["turn"]["id"] == turn.as_str() => {
                 let status = note["params"]["turn"]["status"].as_str().unwrap_or("completed").to_string();
@@ -646,6 +646,18 @@ impl Interrupt {
     }
 }
 
+/// The run's progress in a few words: its step, or its tasks joined; tokens against the budget.
+fn progress_of(run: &Run) -> String {
+    let place = match (&run.current_step, &run.fanout) {
+        (Some(step), _) => format!("step {step}"),
+        (None, Some(f)) => format!("tasks {}/{} joined", f.tasks.iter().filter(|t| t.status.has_joined()).count(), f.tasks.len()),
+        (None, None) => run.status.as_str().to_string(),
+    };
+    let tokens = run.drive.as_ref().map_or(0, |d| d.tokens);
+    let budget = run.drive.as_ref().and_then(|d| d.budget_tokens).map(|b| format!("/{b}")).unwrap_or_default();
+    format!("{place}, {tokens}{budget} tokens")
+}
+
 /// What the drivers recorded, for `baton show`: turns, tokens (per role, against the budget)
 /// and the agents working now.
 pub fn summary(drive: &crate::engine::drive::DriveState) -> String {
@@ -684,11 +696,4 @@ fn own_cost() -> (u64, u64) {
 fn now() -> crate::time::Timestamp {
     use crate::time::Clock;
     crate::time::SystemClock.now()
-}
-
-fn plain(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
