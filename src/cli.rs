@@ -167,9 +167,10 @@ pub struct DriveArgs {
     /// Model for every agent, or ROLE=MODEL for one role (repeatable).
     #[arg(long, value_name = "MODEL|ROLE=MODEL")]
     pub model: Vec<String>,
-    /// Reasoning effort for every agent's turns (minimal, low, medium, high, xhigh).
-    #[arg(long, value_name = "EFFORT")]
-    pub effort: Option<String>,
+    /// Reasoning effort for every agent's turns (e.g. low, medium, high), or ROLE=EFFORT for
+    /// one role (repeatable). A template step's own `model`/`effort` win over these.
+    #[arg(long, value_name = "EFFORT|ROLE=EFFORT")]
+    pub effort: Vec<String>,
     /// One JSON event per line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -192,16 +193,8 @@ pub struct DriveArgs {
 
 impl DriveArgs {
     pub fn options(self) -> crate::drive::DriveOptions {
-        let mut role_models = std::collections::BTreeMap::new();
-        let mut model = None;
-        for m in self.model {
-            match m.split_once('=') {
-                Some((role, m)) => {
-                    role_models.insert(role.to_string(), m.to_string());
-                }
-                None => model = Some(m),
-            }
-        }
+        let (model, role_models) = per_role(self.model);
+        let (effort, role_efforts) = per_role(self.effort);
         crate::drive::DriveOptions {
             run_id: self.run_id,
             goal: self.goal,
@@ -211,7 +204,8 @@ impl DriveArgs {
             budget_tokens: self.budget_tokens,
             model,
             role_models,
-            effort: self.effort,
+            effort,
+            role_efforts,
             json: self.json,
             codex: self.codex,
             max_attempts: self.max_attempts,
@@ -249,6 +243,21 @@ pub enum UiCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `VALUE` and `ROLE=VALUE` options: the value for every role (the last one given), and per role.
+fn per_role(values: Vec<String>) -> (Option<String>, std::collections::BTreeMap<String, String>) {
+    let mut all = None;
+    let mut by_role = std::collections::BTreeMap::new();
+    for value in values {
+        match value.split_once('=') {
+            Some((role, v)) => {
+                by_role.insert(role.to_string(), v.to_string());
+            }
+            None => all = Some(value),
+        }
+    }
+    (all, by_role)
 }
 
 /// An answer rendered for a person at a terminal.

@@ -68,6 +68,8 @@ pub struct DriveOptions {
     pub model: Option<String>,
     pub role_models: BTreeMap<String, String>,
     pub effort: Option<String>,
+    /// Reasoning effort per role (`role=effort`).
+    pub role_efforts: BTreeMap<String, String>,
     pub json: bool,
     pub codex: PathBuf,
     /// Turns per unit before a human is asked (default 3).
@@ -87,6 +89,9 @@ struct Unit {
     role: String,
     task: Option<String>,
     instructions: String,
+    /// The step's own model and effort (its template's), over the command line's.
+    model: Option<String>,
+    effort: Option<String>,
 }
 
 /// What an agent's turn came to.
@@ -343,7 +348,15 @@ impl Driver {
         {
             let visit = run.visits.get(step).copied().unwrap_or(0);
             let key = format!("step:{step}#{visit}");
-            units.push(Unit { key, step: step.clone(), role: def.role.clone(), task: None, instructions: def.instructions.clone() });
+            units.push(Unit {
+                key,
+                step: step.clone(),
+                role: def.role.clone(),
+                task: None,
+                instructions: def.instructions.clone(),
+                model: def.model.clone(),
+                effort: def.effort.clone(),
+            });
         }
         if let Some(fanout) = run.fanout.as_ref().filter(|f| !f.joined && run.current_step.is_none()) {
             let now = now();
@@ -364,6 +377,8 @@ impl Driver {
                         role: def.role.clone(),
                         task: Some(task.id.clone()),
                         instructions: def.instructions.clone(),
+                        model: def.model.clone(),
+                        effort: def.effort.clone(),
                     });
                 }
             }
@@ -455,7 +470,8 @@ impl Driver {
     }
 
     async fn start_agent(&mut self, run: &Run, unit: Unit, attempt: u32, take_over: bool) -> anyhow::Result<()> {
-        let model = self.opts.role_models.get(&unit.role).cloned().or_else(|| self.opts.model.clone());
+        let model = unit.model.clone().or_else(|| self.opts.role_models.get(&unit.role).cloned()).or_else(|| self.opts.model.clone());
+        let effort = unit.effort.clone().or_else(|| self.opts.role_efforts.get(&unit.role).cloned()).or_else(|| self.opts.effort.clone());
         let mut params = json!({"cwd": self.cwd});
         if let Some(model) = &model {
             params["model"] = json!(model);
@@ -488,7 +504,7 @@ impl Driver {
         let agents = Arc::clone(&self.progress.agents);
         let turn_id = Arc::new(std::sync::Mutex::new(None));
         self.working.insert(unit.key.clone(), (thread.clone(), Arc::clone(&turn_id)));
-        let (app, done, timeout, effort) = (Arc::clone(&self.app), self.done_tx.clone(), self.opts.turn_timeout, self.opts.effort.clone());
+        let (app, done, timeout) = (Arc::clone(&self.app), self.done_tx.clone(), self.opts.turn_timeout);
         tokio::spawn(async move {
             let outcome = play_turn(&app, &thread, &text, effort, timeout, &turn_id, (&agents, &unit.key)).await;
             app.unsubscribe(&thread);

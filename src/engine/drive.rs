@@ -239,4 +239,16 @@ mod tests {
         state.evolve(&budget, Timestamp(3));
         assert_eq!(state.budget_tokens, Some(900));
     }
+
+    #[test]
+    fn a_template_step_names_its_agents_model_and_effort_and_blank_ones_are_refused() {
+        use crate::engine::Template;
+        let toml = "name = \"t\"\n[[steps]]\nname = \"a\"\nrole = \"implementer\"\nmodel = \"gpt-5.5\"\neffort = \"high\"\noutcomes = { ok = \"done\" }\n";
+        let template = Template::parse(toml, true, "template").unwrap();
+        template.validate("template").unwrap();
+        assert_eq!((template.steps[0].model.as_deref(), template.steps[0].effort.as_deref()), (Some("gpt-5.5"), Some("high")));
+        // Parsing validates: a blank effort is refused with its path.
+        let error = Template::parse(&toml.replace("\"high\"", "\" \""), true, "template").unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("template.steps[0].effort"), "{error:?}");
+    }
 }
