@@ -719,3 +719,20 @@ fn sigterm_interrupts_the_turns_gives_back_the_leases_and_exits_7() {
     assert!(history.iter().any(|e| e["type"] == "task_released"));
     assert_eq!(state["drive"]["units"].as_object().unwrap().values().filter(|u| u["working"] == true).count(), 0);
 }
+
+#[test]
+fn answering_stop_to_the_budget_question_ends_the_run_with_exit_6() {
+    let Some(codex) = find_codex() else { return };
+    let harness = ExecHarness::new(&codex, role_player(no_quirk(), vec![]));
+    harness.model.set_usage_per_turn(100);
+    let mut driver = Driver::start(&harness, &codex, &["--goal", "Add a CSV export", "--budget-tokens", "100"]);
+    let run = driver.wait_for("started")["run_id"].as_str().unwrap().to_string();
+    driver.wait_for("budget_stop");
+    driver.wait_for("waiting_for_human");
+    let answered = harness.baton(&["answer", &run, "stop"]);
+    assert!(answered.status.success(), "{}", answered.describe());
+    assert_eq!(driver.exit_code(), 6, "a budget stop: {:#?}", driver.seen);
+    let state = run_of(&harness, &run);
+    assert_eq!(state["status"], "cancelled", "{state:#}");
+    assert!(state["end_reason"].as_str().unwrap().contains("a human chose to stop"), "{state:#}");
+}
