@@ -24,6 +24,9 @@ struct Shared {
     threads: Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>,
     /// Server requests the driver declined: (method, thread id).
     declined: Mutex<Vec<(String, Option<String>)>>,
+    /// When the account's exhausted rate-limit window resets (unix seconds), from the latest
+    /// `account/rateLimits/updated`.
+    resets_at: Mutex<Option<i64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,7 +61,12 @@ impl AppServer {
         let mut child = command.spawn().map_err(|e| anyhow::anyhow!("cannot start `{} app-server`: {e}", codex.display()))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("codex app-server has no stdout"))?;
         let stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("codex app-server has no stdin"))?;
-        let shared = Arc::new(Shared { pending: Mutex::default(), threads: Mutex::default(), declined: Mutex::default() });
+        let shared = Arc::new(Shared {
+            pending: Mutex::default(),
+            threads: Mutex::default(),
+            declined: Mutex::default(),
+            resets_at: Mutex::default(),
+        });
         let (writer, mut lines) = mpsc::unbounded_channel::<String>();
         let server = Arc::new(AppServer {
             child: tokio::sync::Mutex::new(child),
@@ -136,6 +144,11 @@ impl AppServer {
         lock(&self.shared.declined).clone()
     }
 
+    /// When the rate limit Codex last reported as reached resets (unix seconds), if it said.
+    pub fn rate_limit_resets_at(&self) -> Option<i64> {
+        *lock(&self.shared.resets_at)
+    }
+
     /// Stop the server: EOF on stdin, then a kill if it lingers.
     pub async fn shutdown(&self) {
         let mut child = self.child.lock().await;
@@ -174,6 +187,16 @@ fn dispatch(shared: &Shared, reply: &mpsc::UnboundedSender<String>, message: Val
                 None => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
             };
             let _ = waiter.send(result);
+        }
+        (None, Some(method)) if method == "account/rateLimits/updated" => {
+            // The window that is used up (100%) names the reset to wait for; else none.
+            let limits = &message["params"]["rateLimits"];
+            let reset = ["primary", "secondary"]
+                .iter()
+                .filter(|w| limits[**w]["usedPercent"].as_i64().is_some_and(|p| p >= 100))
+                .filter_map(|w| limits[*w]["resetsAt"].as_i64())
+                .max();
+            *lock(&shared.resets_at) = reset;
         }
         (None, Some(_)) => {
             let thread = message["params"]["threadId"].as_str().map(str::to_string);

@@ -536,12 +536,27 @@ impl Driver {
         );
         if still {
             let attempts = run.drive.as_ref().and_then(|d| d.units.get(&done.key)).map_or(1, |u| u.attempts.max(1));
-            let wait = match &done.error {
-                Some(e) if e.contains("rateLimit") || e.contains("usageLimit") => Duration::from_secs(60),
-                _ => self.opts.backoff.saturating_mul(1 << (attempts - 1).min(6)),
+            let limited = done.error.as_deref().is_some_and(|e| e.contains("rateLimitExceeded") || e.contains("usageLimitExceeded"));
+            let wait = if limited {
+                // Wait for the reset Codex named (at most 6 hours), else a minute; a quota
+                // stop is no fault of the step, so it uses no attempt.
+                let now_s = now().millis() as i64 / 1000;
+                let until = self.app.rate_limit_resets_at().filter(|r| *r > now_s).map(|r| (r - now_s).min(6 * 3600) as u64);
+                Duration::from_secs(until.unwrap_or(60))
+            } else {
+                self.opts.backoff.saturating_mul(1 << (attempts - 1).min(6))
             };
+            let mut record = DriveRecord::new(DriveAction::Retrying, &done.key, &self.id);
+            record.thread_id = Some(done.thread.clone());
+            record.role = Some(done.role.clone());
+            record.turn_status = Some(if limited { "rate_limited".into() } else { done.status.clone() });
+            record.note = Some(format!("retry in {} ms", wait.as_millis()));
+            self.supervise(record).await?;
             self.not_before.insert(done.key.clone(), Instant::now() + wait);
-            self.event("retrying", json!({"unit": done.key, "after_ms": wait.as_millis() as u64, "attempts": attempts}));
+            self.event(
+                "retrying",
+                json!({"unit": done.key, "after_ms": wait.as_millis() as u64, "attempts": attempts, "rate_limited": limited}),
+            );
         }
         Ok(())
     }

@@ -179,7 +179,14 @@ impl DriveState {
                     }
                 }
             }
-            DriveAction::TurnEnded | DriveAction::Retrying | DriveAction::Released => unit.working = false,
+            DriveAction::Retrying => {
+                unit.working = false;
+                // Waiting out a rate limit or quota is no failed attempt of the step.
+                if record.turn_status.as_deref() == Some("rate_limited") {
+                    unit.attempts = unit.attempts.saturating_sub(1);
+                }
+            }
+            DriveAction::TurnEnded | DriveAction::Released => unit.working = false,
             DriveAction::Escalated => {
                 unit.working = false;
                 unit.escalated = true;
@@ -238,6 +245,17 @@ mod tests {
         budget.budget_tokens = Some(900);
         state.evolve(&budget, Timestamp(3));
         assert_eq!(state.budget_tokens, Some(900));
+        // A rate-limited turn gives its attempt back; an unreported one does not.
+        state.evolve(&assigned("v", "a", "t4"), Timestamp(4));
+        let mut limited = DriveRecord::new(DriveAction::Retrying, "v", "a");
+        limited.turn_status = Some("rate_limited".into());
+        state.evolve(&limited, Timestamp(5));
+        assert_eq!(state.units["v"].attempts, 0);
+        state.evolve(&assigned("v", "a", "t5"), Timestamp(6));
+        let mut unreported = DriveRecord::new(DriveAction::Retrying, "v", "a");
+        unreported.turn_status = Some("completed".into());
+        state.evolve(&unreported, Timestamp(7));
+        assert_eq!(state.units["v"].attempts, 1);
     }
 
     #[test]
