@@ -2,10 +2,12 @@
 //! tools, the terminal commands and the inter-process protocol all speak these types.
 
 use crate::engine::brief::{Brief, EventLine, TaskBrief};
+use crate::engine::code::TaskCode;
 use crate::engine::merge::MergeReport;
 use crate::engine::run::ForkOrigin;
-use crate::engine::{Actor, Event, GraphView, Plan, Run, Template, Workspace};
+use crate::engine::{Actor, Event, Plan, Run, Template, Workspace};
 use crate::error::BatonError;
+use crate::graph::GraphView;
 use crate::store::RunSummary;
 pub use crate::store::StatusFilter;
 use crate::store::sled_store::{BackupReport, VerifyReport};
@@ -66,6 +68,12 @@ pub struct AdvanceParams {
     /// ...and the lease token its claim gave you.
     #[serde(default)]
     pub lease_token: Option<u64>,
+    /// What the calling process found and committed in the task's worktree before sending
+    /// the report (see `crate::gitops`). Not a tool argument: the calling process always
+    /// replaces whatever a client put here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub code: Option<TaskCode>,
 }
 
 /// Save a named snapshot of a run that can later be forked.
@@ -154,6 +162,12 @@ pub struct AnswerHumanParams {
     pub comment: Option<String>,
     #[serde(default)]
     pub expected_version: Option<u64>,
+    /// For a task's answer: what the calling process committed in the task's worktree before
+    /// sending it (see `crate::gitops`). Not a tool argument: the calling process always
+    /// replaces whatever a client put here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub code: Option<TaskCode>,
 }
 
 /// List runs, newest change first.

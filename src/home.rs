@@ -40,12 +40,15 @@ pub fn euid() -> u32 {
 }
 
 impl Home {
-    /// `explicit`, else `$BATON_HOME`, else `$CODEX_HOME/baton`, else `~/.codex/baton`.
+    /// `explicit`, else `$BATON_HOME`, else the home `baton install` registered in Codex's
+    /// config.toml (`[mcp_servers.baton.env] BATON_HOME`, so terminal commands use the
+    /// database Codex's sessions use), else `$CODEX_HOME/baton`, else `~/.codex/baton`.
     pub fn resolve(explicit: Option<&Path>) -> BatonResult<Home> {
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         let dir = explicit
             .map(Path::to_path_buf)
             .or_else(|| env("BATON_HOME"))
+            .or_else(registered_home)
             .or_else(|| env("CODEX_HOME").map(|c| c.join("baton")))
             .or_else(|| env("HOME").map(|h| h.join(".codex").join("baton")))
             .ok_or_else(|| {
@@ -57,6 +60,27 @@ impl Home {
             })?;
         let dir = if dir.is_absolute() { dir } else { std::env::current_dir().map(|c| c.join(&dir)).unwrap_or(dir) };
         Ok(Home { dir })
+    }
+
+    /// Refuse a home that does not exist, before anything is created: a command that reads
+    /// or changes runs on a mistyped home must not make an empty database there (nor start
+    /// an owner for it). Something at the path (a home, or a link or a directory someone
+    /// planted) is left to [`Home::prepare`], whose checks say what is wrong with it.
+    pub fn require_database(&self) -> BatonResult<()> {
+        if std::fs::symlink_metadata(&self.dir).is_ok() {
+            return Ok(());
+        }
+        let registered = registered_home()
+            .filter(|h| h != &self.dir)
+            .map(|h| format!(" (`baton install` registered {})", h.display()))
+            .unwrap_or_default();
+        Err(BatonError::not_found(
+            "home",
+            format!("there is no baton database in {}: nothing is at that path (nothing was created)", self.dir.display()),
+            format!(
+                "Check --home or BATON_HOME{registered}. A database is created when a Codex session first uses baton (after `baton install`), or by `baton import FILE` into this home."
+            ),
+        ))
     }
 
     pub fn db_dir(&self) -> PathBuf {
@@ -171,6 +195,22 @@ impl Home {
             }
         }
     }
+}
+
+/// The `BATON_HOME` that `baton install` wrote into the Codex config.toml of
+/// `$CODEX_HOME` (else `~/.codex`), if any.
+pub fn registered_home() -> Option<PathBuf> {
+    let codex = crate::install::codex_home(None).ok()?;
+    registered_home_in(&codex)
+}
+
+/// The `BATON_HOME` of `[mcp_servers.baton.env]` in `codex_home/config.toml`.
+pub fn registered_home_in(codex_home: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(codex_home.join("config.toml")).ok()?;
+    let config: toml::Table = toml::from_str(&text).ok()?;
+    let home = config.get("mcp_servers")?.get("baton")?.get("env")?.get("BATON_HOME")?.as_str()?;
+    let home = PathBuf::from(home);
+    (home.is_absolute()).then_some(home)
 }
 
 /// Create `dir` (and missing parents) unless something is already there; the directory
@@ -316,6 +356,33 @@ mod tests {
         }
         drop(lock);
         assert_eq!(home.socket_file().unwrap(), SocketFile::Missing);
+    }
+
+    #[test]
+    fn a_home_without_a_database_is_refused_and_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let typo = Home { dir: tmp.path().join("typo") };
+        let err = typo.require_database().unwrap_err();
+        assert_eq!((err.code, err.field.as_deref()), (ErrorCode::NotFound, Some("home")));
+        assert!(err.message.contains(&typo.dir.display().to_string()) && err.fix.contains("baton import"), "{err}");
+        assert!(!typo.dir.exists(), "nothing was created");
+        let real = home(&tmp);
+        real.prepare().unwrap();
+        real.require_database().unwrap();
+    }
+
+    #[test]
+    fn the_registered_home_is_read_from_codex_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(registered_home_in(tmp.path()), None);
+        std::fs::write(
+            tmp.path().join("config.toml"),
+            "model = \"x\"\n[mcp_servers.baton]\ncommand = \"/bin/baton\"\n[mcp_servers.baton.env]\nBATON_HOME = \"/srv/runs\"\n",
+        )
+        .unwrap();
+        assert_eq!(registered_home_in(tmp.path()), Some(PathBuf::from("/srv/runs")));
+        std::fs::write(tmp.path().join("config.toml"), "not toml [").unwrap();
+        assert_eq!(registered_home_in(tmp.path()), None, "a broken config is no registration");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::Duration;
 mod changes;
 mod graph;
 mod retention;
+pub mod run_ids;
 
 const DEFAULT_TEMPLATE: &str = "feature";
 const DEFAULT_LIST_LIMIT: u32 = 50;
@@ -51,11 +52,18 @@ impl Service {
         Service { store, clock, changes: changes::ChangeFeed::new() }
     }
 
+    /// The store it works on (the owner's notifier reads it too).
+    pub fn store(&self) -> &Arc<dyn RunStore> {
+        &self.store
+    }
+
     /// Execute one request.
     pub async fn handle(&self, envelope: &Envelope) -> BatonResult<Reply> {
         let op = envelope.op_id.as_str();
         let caller = &envelope.caller;
-        match &envelope.request {
+        // A unique prefix of a run id stands for the whole id, in every request.
+        let request = run_ids::resolve(self.store.as_ref(), &envelope.request).await?;
+        match request.as_ref() {
             Request::StartWorkflow(p) => self.start_workflow(op, caller, p).await,
             Request::Advance(p) => self.advance(op, caller, p).await,
             Request::Checkpoint(p) => self.checkpoint(op, caller, p).await,
@@ -82,6 +90,7 @@ impl Service {
                     task: task.clone(),
                     answer: p.answer.clone(),
                     comment: p.comment.clone(),
+                    code: p.code.clone(),
                 };
                 match &task {
                     Some(task) => self.task_change(op, caller, &p.run_id, task, change, None).await,
@@ -148,7 +157,7 @@ impl Service {
                 "Pass the `lease_token` from the task's brief.",
             )
         })?;
-        let change = Change::TaskAdvance { task: task.clone(), token, outcome, output, artifacts };
+        let change = Change::TaskAdvance { task: task.clone(), token, outcome, output, artifacts, code: p.code.clone() };
         self.task_change(op, caller, &p.run_id, task, change, None).await
     }
 
@@ -602,5 +611,5 @@ fn title_or(title: Option<String>, default: impl FnOnce() -> String) -> BatonRes
 }
 
 fn default_title(goal: &str) -> String {
-    crate::engine::brief::first_line(goal.trim(), 60)
+    crate::text::first_line(goal.trim(), 60)
 }

@@ -1,7 +1,8 @@
 //! Reading a `template_file` in the calling process, never in the database owner: a path
 //! could name a FIFO, a device or `/dev/stdin`, which would block or bloat the owner and
 //! every session it serves. Only regular files up to [`MAX_TEMPLATE_FILE_BYTES`] are read,
-//! and errors never quote the file: the path could name any file the user can read.
+//! and errors never quote values or free text from the file (only identifiers: step and key
+//! names, paths, expected punctuation): the path could name any file the user can read.
 
 use crate::engine::Template;
 use crate::error::{BatonError, BatonResult};
@@ -57,7 +58,18 @@ pub fn read(path: &str, cwd: &Path) -> BatonResult<Template> {
     })
 }
 
-/// `message` with every quoted part that is not template vocabulary replaced by `…`.
+/// Whether a part quoted in backticks names something (a step, a key, a path such as
+/// `steps[0].outcomes`, or an expected `]`) rather than quoting free text: parse errors put
+/// identifiers in backticks and values in double quotes, and identifiers are what a person
+/// needs to find the mistake.
+fn is_identifier(text: &str) -> bool {
+    let punctuation = text.len() == 1 && "[]{}=,.:\"'".contains(text);
+    let name = !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric() || "_-.[]".contains(c));
+    punctuation || name
+}
+
+/// `message` with every quoted part that is neither template vocabulary nor (in
+/// backticks) an identifier replaced by `…`: values and free text from the file never show.
 fn redact(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
@@ -67,7 +79,8 @@ fn redact(message: &str) -> String {
         let inner = &rest[open + 1..open + 1 + len];
         out.push_str(&rest[..open]);
         out.push(quote);
-        out.push_str(if VOCABULARY.contains(&inner) { inner } else { "…" });
+        let shown = VOCABULARY.contains(&inner) || (quote == '`' && is_identifier(inner));
+        out.push_str(if shown { inner } else { "…" });
         out.push(quote);
         rest = &rest[open + len + 2..];
     }
@@ -86,10 +99,14 @@ mod tests {
 
     #[test]
     fn quoted_file_content_is_redacted_but_vocabulary_stays() {
-        let message = "at `steps[0].max_visits`: invalid type: string \"AKIA-SECRET-1\", expected u32; `max_visits` `hunter2`";
+        let message =
+            "at `steps[0].max_visits`: invalid type: string \"AKIA-SECRET-1\", expected u32; `max_visits` `my password is hunter2`";
         let redacted = redact(message);
         assert!(!redacted.contains("AKIA") && !redacted.contains("hunter2"), "{redacted}");
-        assert!(redacted.contains("`max_visits`"), "{redacted}");
+        assert!(redacted.contains("`max_visits`") && redacted.contains("`steps[0].max_visits`"), "{redacted}");
+        // Identifiers stay: an unknown target, a key, an expected bracket.
+        let message = "step `review` goes to unknown step `deploy`; unknown field `outcome`, expected `]`";
+        assert_eq!(redact(message), message);
     }
 
     #[test]

@@ -479,18 +479,14 @@ fn a_parallel_run_of_four_tasks_is_driven_by_two_agents_at_a_time_with_independe
     for task in state["fanout"]["tasks"].as_array().unwrap() {
         assert!(task.get("lease").is_none_or(Value::is_null), "lease left: {task:#}");
     }
-    // Every task's code was written by its agent, under Codex's default sandbox, in the task's
-    // own worktree (kept at the end because its changes are not committed: the sandbox keeps
-    // `.git` read-only, so the agent cannot commit).
-    // TODO(lands): once baton commits a task's worktree when the task is reported (branch
-    // `lands`), assert that every `<task>.txt` is in the run tree's HEAD after the merge.
-    let shell: Vec<String> =
-        harness.model.turns().iter().filter_map(|t| t.output_for("code").map(support::model_server::output_text)).collect();
-    let run8 = &run[..8];
+    // Every task's code was written by its agent under Codex's default sandbox (which keeps
+    // `.git` read-only, so the agent cannot commit), committed by baton when the step was
+    // reported, and merged at the join: it is in the run tree's HEAD.
     for task in &tasks {
-        let file = harness.work().join(".baton/worktrees").join(format!("{run8}-{task}")).join(format!("{task}.txt"));
-        let code = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}; shell outputs: {shell:#?}", file.display()));
-        assert_eq!(code, format!("code of {task}.txt\n"));
+        let out =
+            std::process::Command::new("git").arg("-C").arg(harness.work()).args(["show", &format!("HEAD:{task}.txt")]).output().unwrap();
+        assert!(out.status.success(), "{task}.txt is not in HEAD: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("code of {task}.txt\n"));
     }
 }
 
@@ -676,7 +672,7 @@ fn two_drivers(database_url: Option<&str>) {
         .collect();
     assert!(assigned >= 14, "design, 4 x 3 task steps, integrate: {assigned}");
     if database_url.is_some() {
-        assert_eq!(harness.runs().len(), 0, "nothing went to the sled home: the run lives in PostgreSQL");
+        assert!(!harness.baton_home().join("db").exists(), "nothing went to the sled home: the run lives in PostgreSQL");
     }
     assert_eq!(drivers.len(), 2, "both drivers worked the run: {drivers:?}");
 }

@@ -2,7 +2,9 @@
 //! distinct agents (each sends its own Codex thread id): every claimed task gets its own
 //! worktree and branch, the join merges the branches into the run's tree (or leaves a
 //! conflict for the join step), worktrees go when the run ends, and a fork from a
-//! checkpoint restores the uncommitted code into a worktree of its own.
+//! checkpoint restores the uncommitted code into a worktree of its own. Agents that never
+//! run `git commit` (as under Codex's default sandbox) still land their code: baton commits
+//! each step's changes on the task branch when the step reports, and merges what exists.
 
 mod common;
 
@@ -146,7 +148,8 @@ async fn parallel_tasks_work_in_their_own_worktrees_and_merge_at_the_join() {
 
     // The last test joined the fan-out: that caller merged both branches before answering.
     let note = last["note"].as_str().unwrap_or_default();
-    assert!(note.contains("All tasks have joined") && note.contains("`left`, `right`"), "{last}");
+    assert!(note.contains("All tasks have joined") && note.contains("baton merged 2 task branches"), "{last}");
+    assert!(note.contains("task `left` as merge commit") && note.contains("task `right` as merge commit"), "{last}");
     let shared = std::fs::read_to_string(repo.join("shared.txt")).unwrap();
     assert!(shared.starts_with("edited by \"left\"\n") && shared.ends_with("edited by \"right\"\n"), "both edits: {shared}");
     let merges = git(&repo, &["log", "--merges", "--format=%s"]);
@@ -161,7 +164,7 @@ async fn parallel_tasks_work_in_their_own_worktrees_and_merge_at_the_join() {
     assert_eq!((brief["step"].as_str(), brief["role"].as_str()), (Some("integrate"), Some("tester")));
     assert_eq!(brief["merge"]["state"], "done");
     assert_eq!(brief["merge"]["merged"], json!(["left", "right"]));
-    assert!(brief["next_action"].as_str().unwrap().starts_with("baton merged the branches of tasks `left`, `right`"), "{brief}");
+    assert!(brief["next_action"].as_str().unwrap().starts_with("baton merged 2 task branches into"), "{brief}");
     agents[2].ok("resume", json!({"run_id": run_id})).await;
     let types = event_types(lead, &run_id).await;
     assert_eq!(types.iter().filter(|t| *t == "branches_merged").count(), 1, "merged exactly once: {types:?}");
@@ -309,4 +312,285 @@ async fn git_failures_are_explained_and_cancelling_from_a_terminal_removes_workt
     assert!(!api_dir.exists(), "the task worktree is removed");
     assert!(blocked.join("mine.txt").exists(), "what baton did not create stays");
     assert!(!git(&repo, &["branch", "--list", api["branch"].as_str().unwrap()]).is_empty());
+}
+
+/// The events of a run, oldest first.
+async fn events(server: &Server, run_id: &str) -> Vec<Value> {
+    let details = server.ok("inspect", json!({"run_id": run_id, "history_limit": 1000})).await;
+    details["events"].as_array().unwrap().clone()
+}
+
+/// The `code` of the `task_advanced` events of `task`, oldest first.
+async fn code_of(server: &Server, run_id: &str, task: &str) -> Vec<Value> {
+    let all = events(server, run_id).await;
+    all.into_iter().filter(|e| e["type"] == "task_advanced" && e["task"] == task).map(|e| e["code"].clone()).collect()
+}
+
+/// Write files into a task's worktree the way a sandboxed agent does: no `git` at all.
+fn write_without_git(claim: &Value, files: &[(&str, &str)]) {
+    let dir = Path::new(claim["workdir"].as_str().unwrap());
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+/// Work both tasks of a two-task plan to the join, every agent only writing files:
+/// `a` and `b` implement (writing `writes(task)`), review each other's, `c` tests. Returns
+/// the last report's answer and the first claims, by task id.
+async fn work_without_commits(
+    run_id: &str,
+    [_, a, b, c]: &[Server; 4],
+    writes: impl Fn(&str) -> Vec<(&'static str, &'static str)>,
+) -> (Value, Vec<(String, Value, Value)>) {
+    let claim = json!({"run_id": run_id, "claim": "next"});
+    let (first, second) = tokio::join!(a.ok("resume", claim.clone()), b.ok("resume", claim));
+    let mut claims = Vec::new();
+    for (agent, claimed) in [(a, first), (b, second)] {
+        let task = claimed["task"].as_str().unwrap().to_string();
+        write_without_git(&claimed, &writes(&task));
+        let reported = report(agent, &claimed, "implemented").await;
+        claims.push((task, claimed, reported));
+    }
+    // Reviews by the other agent: the brief names what the implementer's step committed.
+    let mut reviews = Vec::new();
+    for (reviewer, (task, _, _)) in [(b, &claims[0]), (a, &claims[1])] {
+        let review = reviewer.ok("resume", json!({"run_id": run_id, "claim": task})).await;
+        assert_eq!(review["role"], "reviewer", "{review}");
+        reviews.push((reviewer, review));
+    }
+    for (i, (reviewer, review)) in reviews.iter().enumerate() {
+        claims[i].2 = json!({"implemented": claims[i].2.clone(), "review": review.clone()});
+        report(reviewer, review, "approved").await;
+    }
+    let mut last = Value::Null;
+    for _ in 0..2 {
+        let test = c.ok("resume", json!({"run_id": run_id, "claim": "next"})).await;
+        assert_eq!(test["role"], "tester");
+        last = report(c, &test, "passed").await;
+    }
+    (last, claims)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_that_never_commit_land_their_code_through_merge_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repository(&tmp);
+    std::fs::write(repo.join(".gitignore"), "*.log\n").unwrap();
+    git(&repo, &["add", ".gitignore"]);
+    git(&repo, &["commit", "-qm", "ignore logs"]);
+    let base = git(&repo, &["rev-parse", "HEAD"]);
+    let home = fresh_home(&tmp);
+    let agents = agents(&home, &repo).await;
+    let lead = &agents[0];
+    let run_id = plan_two_tasks(lead, "left", "right").await;
+    let writes = |task: &str| match task {
+        "left" => vec![
+            ("left.txt", "the left feature\n"),
+            ("shared.txt", "one\ntwo\nthree\nfour\nfive\nsix\nseven\nleft\n"),
+            ("build.log", "noise"),
+        ],
+        _ => vec![("right.txt", "the right feature\nin two lines\n"), ("build.log", "noise")],
+    };
+    let (last, claims) = work_without_commits(&run_id, &agents, writes).await;
+
+    for (task, claimed, seen) in &claims {
+        let dir = PathBuf::from(claimed["workdir"].as_str().unwrap());
+        let branch = claimed["branch"].as_str().unwrap();
+        // The implementer's report: baton committed its files, as the agent, on the branch.
+        let note = seen["implemented"]["note"].as_str().unwrap_or_default();
+        assert!(note.contains("baton committed what was left uncommitted as"), "{note}");
+        let code = code_of(lead, &run_id, task).await;
+        assert_eq!(code.len(), 3, "implement, review and test each recorded their code: {code:?}");
+        let implemented = &code[0];
+        let commit = implemented["commit"].as_str().expect("baton's commit").to_string();
+        assert_eq!(implemented["from"].as_str(), Some(base.as_str()));
+        assert_eq!(implemented["head"].as_str(), Some(commit.as_str()));
+        assert_eq!(implemented["agent_commits"], 0);
+        let files: Vec<&str> = implemented["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+        let expected: &[&str] = if task == "left" { &["left.txt", "shared.txt"] } else { &["right.txt"] };
+        assert_eq!(files, expected, "tracked and new files, not the ignored build.log");
+        assert_eq!(git(&repo, &["log", "-1", "--format=%H", branch]), commit);
+        let identity = git(&repo, &["log", "-1", "--format=%an <%ae>|%cn <%ce>|%s", &commit]);
+        let agent = if identity.contains("thread-a") { "thread-a" } else { "thread-b" };
+        assert_eq!(
+            identity,
+            format!(
+                "codex {agent} <{agent}@codex.baton.invalid>|baton <baton@baton.invalid>|{task}: implement (implementer) implemented: implemented by {agent}"
+            )
+        );
+        // The reviewer's brief names that commit, its diffstat and how to see it.
+        let review = &seen["review"];
+        assert_eq!(review["head"].as_str(), Some(commit.as_str()), "{review}");
+        let text = review["code"].as_str().unwrap();
+        assert!(text.contains(&commit[..10]) && text.contains(&format!("git -C {} show {}", dir.display(), &commit[..10])), "{text}");
+        let stat = if task == "left" { "2 files, +2 -1: left.txt (+1 -0), shared.txt (+1 -1)" } else { "1 file, +2 -0: right.txt (+2 -0)" };
+        assert!(text.contains(stat), "{text}");
+        assert!(text.contains(&format!("diff {} {}", &base[..10], &commit[..10])), "{text}");
+        // Review and test changed nothing, and their records say so.
+        for later in &code[1..] {
+            assert_eq!((later["commit"].clone(), later["files_total"].clone()), (Value::Null, json!(0)), "{later}");
+            assert_eq!(later["head"].as_str(), Some(commit.as_str()));
+        }
+        assert_eq!(git(&dir, &["status", "--porcelain", "--ignored"]), "!! build.log", "only the ignored file was left");
+    }
+
+    // The join merged both branches through merge commits, and HEAD has every file.
+    let note = last["note"].as_str().unwrap_or_default();
+    assert!(note.contains("baton merged 2 task branches") && !note.contains("nothing to merge"), "{last}");
+    let merges = git(&repo, &["log", "--merges", "--format=%H %s"]);
+    assert_eq!(merges.lines().count(), 2, "{merges}");
+    for (_, claimed, _) in &claims {
+        let tip = git(&repo, &["rev-parse", claimed["branch"].as_str().unwrap()]);
+        assert!(Command::new("git").arg("-C").arg(&repo).args(["merge-base", "--is-ancestor", &tip, "HEAD"]).status().unwrap().success());
+    }
+    assert_eq!(std::fs::read_to_string(repo.join("left.txt")).unwrap(), "the left feature\n");
+    assert_eq!(std::fs::read_to_string(repo.join("right.txt")).unwrap(), "the right feature\nin two lines\n");
+    assert!(std::fs::read_to_string(repo.join("shared.txt")).unwrap().ends_with("seven\nleft\n"));
+    assert!(!repo.join("build.log").exists(), "ignored files are never committed");
+    let brief = lead.ok("resume", json!({"run_id": run_id})).await["brief"].clone();
+    let merge = &brief["merge"];
+    assert_eq!(merge["merged"], json!(["left", "right"]), "{merge}");
+    assert_eq!(merge["merges"][0]["files"], json!(["left.txt", "shared.txt"]), "{merge}");
+    assert_eq!(merge["merges"][1]["files"], json!(["right.txt"]), "{merge}");
+    for m in merge["merges"].as_array().unwrap() {
+        assert!(merges.contains(m["commit"].as_str().unwrap()), "the recorded merge commit is in HEAD's history: {m}");
+    }
+
+    // The run ends: the worktrees (all their work committed) are removed.
+    let done = lead.advance(&brief, "passed", "all tests pass on the integrated tree").await;
+    assert_eq!(done["status"], "completed");
+    assert!(done["note"].as_str().unwrap().contains("Removed the run's worktrees"), "{done}");
+    assert_eq!(git(&repo, &["worktree", "list"]).lines().count(), 1, "only the main tree is left");
+    for agent in agents {
+        agent.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_that_changed_nothing_is_nothing_to_merge_and_a_refused_commit_is_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repository(&tmp);
+    let home = fresh_home(&tmp);
+    let agents = agents(&home, &repo).await;
+    let lead = &agents[0];
+    let run_id = plan_two_tasks(lead, "left", "idle").await;
+
+    // A hook that refuses one commit: baton's commit of `left` fails once, and says why.
+    let hook = repo.join(".git/hooks/pre-commit");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    let marker = tmp.path().join("refused-once");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\n[ -e '{0}' ] && exit 0\ntouch '{0}'\necho 'lint: trailing spaces' >&2\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let [_, a, b, c] = &agents;
+    let claim = json!({"run_id": run_id, "claim": "left"});
+    let left = a.ok("resume", claim).await;
+    write_without_git(&left, &[("left.txt", "left\n")]);
+    let refused = report(a, &left, "implemented").await;
+    let note = refused["note"].as_str().unwrap();
+    assert!(note.contains("were NOT committed") && note.contains("lint: trailing spaces") && note.contains("Fix:"), "{note}");
+    let dir = PathBuf::from(left["workdir"].as_str().unwrap());
+    assert_eq!(git(&dir, &["status", "--porcelain"]), "?? left.txt", "the changes stay, uncommitted");
+    let review = b.ok("resume", json!({"run_id": run_id, "claim": "left"})).await;
+    assert!(review["code"].as_str().unwrap().contains("NOT committed"), "{review}");
+    // The next report commits what is left.
+    let reviewed = report(b, &review, "approved").await;
+    assert!(reviewed["note"].as_str().unwrap().contains("baton committed"), "{reviewed}");
+    let author = git(&dir, &["log", "-1", "--format=%an"]);
+    assert_eq!(author, "codex thread-b", "the reporting agent is the author of what its step committed");
+
+    // `idle` goes through its pipeline without touching a file.
+    let idle = b.ok("resume", json!({"run_id": run_id, "claim": "idle"})).await;
+    // A client cannot forge what baton committed: the calling process replaces `code`.
+    let forged = json!({"worktree": "/", "commit": "deadbeef", "head": "deadbeef", "files_total": 0});
+    let idled = b
+        .ok("advance", json!({"run_id": run_id, "task": "idle", "lease_token": idle["lease_token"], "outcome": "implemented", "output": "nothing to do", "code": forged}))
+        .await;
+    let recorded = events(lead, &run_id).await.into_iter().rfind(|e| e["type"] == "task_advanced" && e["task"] == "idle").unwrap();
+    assert_eq!(recorded["code"]["worktree"], idle["workdir"], "{recorded}");
+    assert!(!recorded.to_string().contains("deadbeef"), "{recorded}");
+    assert!(idled["note"].as_str().unwrap().contains("changed nothing"), "{idled}");
+    let idle_review = a.ok("resume", json!({"run_id": run_id, "claim": "idle"})).await;
+    assert!(idle_review["code"].as_str().unwrap().contains("Step `implement` (codex thread-b) changed nothing"), "{idle_review}");
+    report(a, &idle_review, "approved").await;
+    let mut last = Value::Null;
+    for _ in 0..2 {
+        let test = c.ok("resume", json!({"run_id": run_id, "claim": "next"})).await;
+        last = report(c, &test, "passed").await;
+    }
+    let note = last["note"].as_str().unwrap();
+    assert!(note.contains("baton merged 1 task branch") && note.contains("task `left` as merge commit"), "{note}");
+    assert!(note.contains("Warning: nothing to merge for task `idle`"), "{note}");
+    let brief = lead.ok("resume", json!({"run_id": run_id})).await["brief"].clone();
+    assert_eq!((&brief["merge"]["merged"], &brief["merge"]["nothing_to_merge"]), (&json!(["left"]), &json!(["idle"])), "{brief}");
+    assert!(brief["next_action"].as_str().unwrap().contains("nothing to merge for task `idle`"), "{brief}");
+    let merges = git(&repo, &["log", "--merges", "--format=%s"]);
+    assert_eq!(merges.lines().count(), 1, "no merge recorded for the idle task: {merges}");
+    assert!(!merges.contains("idle"));
+    assert!(repo.join("left.txt").exists());
+    let merged = events(lead, &run_id).await.into_iter().find(|e| e["type"] == "branches_merged").unwrap();
+    assert_eq!(merged["report"]["nothing_to_merge"], json!(["idle"]), "{merged}");
+    for agent in agents {
+        agent.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_to_a_tasks_question_commits_what_was_left_in_its_worktree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repository(&tmp);
+    let home = fresh_home(&tmp);
+    let agents = agents(&home, &repo).await;
+    let [lead, a, b, _] = &agents;
+    let run_id = plan_two_tasks(lead, "api", "ui").await;
+    // Review asks for changes until the implement loop is used up: the task asks a human.
+    let mut last = Value::Null;
+    for round in 0..4 {
+        let build = a.ok("resume", json!({"run_id": run_id, "claim": "api"})).await;
+        let text = format!("round {round}\n");
+        write_without_git(&build, &[("api.txt", text.as_str())]);
+        if round == 0 {
+            // A refused report leaves no commit behind: the changes are uncommitted again.
+            let dir = Path::new(build["workdir"].as_str().unwrap());
+            let tip = git(dir, &["rev-parse", "HEAD"]);
+            let refused = a
+                .err(
+                    "advance",
+                    json!({"run_id": run_id, "task": "api", "lease_token": build["lease_token"], "outcome": "bogus", "output": "x"}),
+                )
+                .await;
+            assert!(refused.to_string().contains("not an outcome"), "{refused}");
+            assert_eq!((git(dir, &["rev-parse", "HEAD"]), git(dir, &["status", "--porcelain"])), (tip, "?? api.txt".to_string()));
+        }
+        report(a, &build, "implemented").await;
+        let review = b.ok("resume", json!({"run_id": run_id, "claim": "api"})).await;
+        last = report(b, &review, "changes_requested").await;
+    }
+    assert_eq!(last["status"], "awaiting_human", "{last}");
+    let dir = PathBuf::from(last["workdir"].as_str().unwrap());
+    // Someone fixes it by hand in the worktree, then answers for the task.
+    std::fs::write(dir.join("fix.txt"), "fixed by hand\n").unwrap();
+    let answered = lead.ok("answer_human", json!({"run_id": run_id, "task": "api", "answer": "continue"})).await;
+    let note = answered["note"].as_str().unwrap_or_default();
+    assert!(note.starts_with("The answer to the task's question (codex thread-lead): baton committed"), "{answered}");
+    let event = events(lead, &run_id).await.into_iter().rfind(|e| e["type"] == "human_answered").unwrap();
+    let commit = event["code"]["commit"].as_str().expect("the answer's commit is recorded").to_string();
+    assert_eq!(event["code"]["files"], json!([{"path": "fix.txt", "added": 1, "removed": 0}]), "{event}");
+    assert_eq!(git(&dir, &["log", "-1", "--format=%H|%an|%s"]), format!("{commit}|codex thread-lead|api: answered `continue`"));
+    // The next implementer starts from that commit, and its brief says where it came from.
+    let again = a.ok("resume", json!({"run_id": run_id, "claim": "api"})).await;
+    assert_eq!(again["head"].as_str(), Some(commit.as_str()), "{again}");
+    assert!(
+        again["code"].as_str().unwrap().starts_with("The answer to the task's question (codex thread-lead): baton committed"),
+        "{again}"
+    );
+    for agent in agents {
+        agent.stop().await;
+    }
 }

@@ -194,7 +194,10 @@ fn a_database_directory_of_another_user_is_refused() {
 fn planted_links_and_directories_get_a_clear_error_with_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
-    let (ok, _, stderr) = cli(&home, &["runs"]);
+    // Terminal commands make no database in a home that does not exist; import does.
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let (ok, _, stderr) = cli(&home, &["import", empty.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     let stop_owner = || {
         let pid = common::owner_pid(&home);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, alive, cli, fresh_home, owner_pid, signal};
+use common::{Server, alive, cli, database_env, fresh_home, owner_pid, signal, wait_until};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -252,6 +252,16 @@ async fn an_owner_that_shuts_down_hands_over_without_errors() {
 async fn many_terminal_commands_at_once_each_get_their_answer() {
     let tmp = tempfile::tempdir().unwrap();
     let home = fresh_home(&tmp);
+    // Terminal commands never create a database (a mistyped home stays uncreated): make one,
+    // and let its owner exit, so the commands below elect owners among themselves.
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let (ok, _, err) = cli(&home, &["import", empty.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    if database_env(&home).is_empty() {
+        let first = owner_pid(&home);
+        wait_until("the importing owner exits", Duration::from_secs(15), || !alive(first)).await;
+    }
     // No server: the commands elect owners among themselves, one after another.
     let runs: Vec<_> = (0..24)
         .map(|_| {

@@ -125,7 +125,11 @@ async fn the_page_refuses_strangers_other_origins_and_stale_answers() {
     let current = (gate["version"].as_u64().unwrap() + 1).to_string();
     let answered =
         login.post(&ui, &format!("/runs/{id}/answer"), &[("expected_version", &current), ("answer", "yes"), ("comment", "ship it")]);
-    assert_eq!((answered.status, answered.header("location")), (303, Some(format!("/runs/{id}").as_str())), "{}", answered.body);
+    // Back to the run's page, which confirms the answer's event (the next version).
+    let confirm = format!("/runs/{id}?answered={}", gate["version"].as_u64().unwrap() + 2);
+    assert_eq!((answered.status, answered.header("location")), (303, Some(confirm.as_str())), "{}", answered.body);
+    let page = login.get(&ui, &confirm);
+    assert!(page.body.contains("Your answer “yes” is recorded") && page.body.contains("with your comment"), "{}", page.body);
     let state = server.ok("inspect", json!({"run_id": id})).await;
     assert_eq!(state["run"]["status"], "active");
     let last = state["events"].as_array().unwrap().last().unwrap().clone();
@@ -481,4 +485,93 @@ async fn the_pages_fork_restores_code_and_its_cancel_removes_worktrees() {
     worker.stop().await;
     lead.stop().await;
     ui.stop();
+}
+
+/// Twenty tasks in four layers, with dependencies that skip a layer.
+fn twenty_task_plan() -> Value {
+    let tasks: Vec<Value> = (1..=20)
+        .map(|i| {
+            let deps: Vec<String> = match i {
+                1..=5 => vec![],
+                6..=10 => vec![format!("t{:02}", i - 5)],
+                11..=15 => vec![format!("t{:02}", i - 5), "t01".into()],
+                _ => vec![format!("t{:02}", i - 5), "t03".into()],
+            };
+            json!({"id": format!("t{i:02}"), "title": format!("Service part {i} with a rather long descriptive title"), "depends_on": deps})
+        })
+        .collect();
+    json!({"tasks": tasks})
+}
+
+/// A person's view of wide plans and of answering: a 20-task plan's graph fits the page's
+/// box (no horizontal scrolling, no label cut at the picture's edge), the legend names every
+/// look a step or task can have, a step waiting for a person looks different from one an
+/// agent is working on, and an answer from the page is confirmed with what happens next and
+/// shows its comment in the timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_plans_fit_the_page_and_answers_are_confirmed() {
+    let Some(mut browser) = Browser::launch() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let server = Server::start_as(&home, tmp.path(), Some("lead")).await;
+    let brief = server.ok("start_workflow", json!({"goal": "Split the monolith", "title": "Twenty tasks", "template": "parallel"})).await;
+    let wide = brief["run_id"].as_str().unwrap().to_string();
+    let plan = json!({"run_id": wide, "expected_version": brief["version"], "outcome": "planned", "output": "The plan.", "plan": twenty_task_plan()});
+    server.ok("advance", plan).await;
+    for task in ["t01", "t02", "t03"] {
+        server.ok("resume", json!({"run_id": wide, "claim": task})).await;
+    }
+    let gate = run_at_gate(&server).await;
+    let gated = gate["run_id"].as_str().unwrap().to_string();
+    let asked = server.ok("start_workflow", json!({"goal": "Pick a name", "title": "Naming"})).await;
+    let free = asked["run_id"].as_str().unwrap().to_string();
+    server.ok("await_human", json!({"run_id": free, "question": "What should the service be called?"})).await;
+    let ui = UiServer::start(&home, database_env(&home));
+    browser.navigate(&ui.url());
+
+    browser.navigate(&format!("{}/runs/{wide}", ui.origin()));
+    browser.screenshot(&screenshots().join("twenty-tasks.png"));
+    assert_eq!(browser.eval("document.querySelectorAll('svg.baton-graph g.task').length"), json!(20));
+    let fit = browser.eval(
+        "(() => { const box = document.querySelector('#graph .picture'); const svg = box.querySelector('svg');
+          const b = box.getBoundingClientRect(), s = svg.getBoundingClientRect();
+          return {box: b.width, svg: s.width, scroll: box.scrollWidth - box.clientWidth, page: document.documentElement.scrollWidth - document.documentElement.clientWidth}; })()",
+    );
+    assert!(fit["svg"].as_f64().unwrap() <= fit["box"].as_f64().unwrap() + 0.5, "the graph fits its box: {fit}");
+    assert_eq!((fit["scroll"].as_f64(), fit["page"].as_f64()), (Some(0.0), Some(0.0)), "nothing scrolls sideways: {fit}");
+    let cut = browser.eval(
+        "(() => { const svg = document.querySelector('svg.baton-graph'); const vb = svg.viewBox.baseVal;
+          return [...svg.querySelectorAll('text')].filter(t => { const b = t.getBBox();
+            return b.x < vb.x - 0.5 || b.y < vb.y - 0.5 || b.x + b.width > vb.x + vb.width + 0.5 || b.y + b.height > vb.y + vb.height + 0.5; })
+          .map(t => t.textContent); })()",
+    );
+    assert_eq!(cut, json!([]), "no label is cut at the picture's edge");
+    let legend = browser.eval("document.querySelector('#graph .legend').textContent");
+    for look in ["here now", "waits for you", "passed", "not reached", "ready", "claimed", "waiting", "done"] {
+        assert!(legend.as_str().unwrap().contains(look), "the legend names `{look}`: {legend}");
+    }
+    let zoom = browser.eval("!!document.querySelector('#graph button.zoom')");
+    assert_eq!(zoom, json!(true), "a wide graph can be seen at full size");
+
+    browser.navigate(&format!("{}/runs/{gated}", ui.origin()));
+    let waiting = browser.eval("document.querySelector('svg.baton-graph g.node.current').classList.contains('asking')");
+    assert_eq!(waiting, json!(true), "the step waiting for a person has a look of its own");
+    // Buttons answer at once, so their comment comes first; a free-text answer comes
+    // before its comment.
+    let comment_first = "(() => { const f = document.querySelector('form.gate'); const c = f.querySelector('input[name=comment]'); const a = f.querySelector('[name=answer]'); return !!(c.compareDocumentPosition(a) & Node.DOCUMENT_POSITION_FOLLOWING); })()";
+    assert_eq!(browser.eval(comment_first), json!(true), "with buttons, the comment is filled in before a button is pressed");
+    browser.navigate(&format!("{}/runs/{free}", ui.origin()));
+    assert_eq!(browser.eval(comment_first), json!(false), "a free-text answer comes before its comment");
+    browser.navigate(&format!("{}/runs/{gated}", ui.origin()));
+    browser.eval("document.querySelector('form.gate input[name=comment]').value = 'Redis can come later'; true");
+    browser.and_wait_for_load("document.querySelector('form.gate button[value=\"yes\"]').click(); true");
+    browser.screenshot(&screenshots().join("answered.png"));
+    let notice = browser.eval("(document.querySelector('.notice') || {}).textContent || ''");
+    let notice = notice.as_str().unwrap();
+    assert!(notice.contains("yes") && notice.contains("review"), "a confirmation says what was recorded and what happens next: {notice}");
+    let timeline = browser.eval("document.getElementById('timeline').textContent");
+    assert!(timeline.as_str().unwrap().contains("Redis can come later"), "the answer's comment is in the timeline");
+    drop(browser);
+    drop(ui);
+    server.stop().await;
 }

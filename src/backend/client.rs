@@ -26,6 +26,9 @@ const POOL: usize = 4;
 /// Resends after the owner went away mid-request, before the request is suspected of
 /// bringing owners down and refused.
 const MAX_RESENDS: usize = 3;
+/// New owner processes that may die before reporting (killed, crashed) while one call
+/// looks for an owner, before it gives up and says why.
+const MAX_VANISHED: usize = 3;
 
 /// How a client starts an owner when none answers.
 #[derive(Clone)]
@@ -218,6 +221,8 @@ impl Backend {
     async fn open(&self) -> BatonResult<Link> {
         let give_up = Instant::now() + self.timeouts.takeover;
         self.home.prepare()?;
+        // Owners started for this call that died before reporting, and how.
+        let mut vanished: Vec<String> = Vec::new();
         loop {
             if let Dial::Connected(stream, owner_pid) = peer::dial(&self.home).await? {
                 return Ok(Link { conn: wire::client(stream), owner_pid, fresh: true });
@@ -231,6 +236,27 @@ impl Backend {
                 // It saw an owner answering; if that one is gone by now, start another.
                 Status::Busy { .. } => tokio::time::sleep(Duration::from_millis(5)).await,
                 Status::Failed(e) => return Err(e),
+                // Killed or crashed before it could say anything: another election may
+                // find an owner (another caller's) or start one that lives.
+                Status::Vanished { pid, why } => {
+                    tracing::warn!("the new baton owner process (pid {pid}) exited without reporting ({why}); starting another");
+                    vanished.push(format!("pid {pid}: {why}"));
+                    if vanished.len() >= MAX_VANISHED {
+                        return Err(BatonError::new(
+                            ErrorCode::Unavailable,
+                            format!(
+                                "{} baton owner processes started for this request exited without reporting ({})",
+                                vanished.len(),
+                                vanished.join("; ")
+                            ),
+                            format!(
+                                "See {} for why; check that the baton executable runs (`baton owner --home {}` in a terminal shows its error), then retry.",
+                                daemon::log_file(&self.home).display(),
+                                self.home.dir.display()
+                            ),
+                        ));
+                    }
+                }
             }
         }
     }

@@ -4,10 +4,10 @@
 //! request whose deadline passed before it was read is refused, never executed.
 
 use super::deadline;
-use super::owner::Shared;
-use super::wire::{self, FrameReader, WireReply};
+use super::wire::{self, FrameBudget, FrameReader, WireReply};
 use crate::api::{OwnerStatus, Reply, Request};
 use crate::error::{BatonError, ErrorCode};
+use crate::service::Service;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -18,10 +18,27 @@ use tokio_util::sync::CancellationToken;
 
 /// Serve one admitted connection. Between frames it stops as soon as `stop` is cancelled;
 /// a request already read is executed and answered first.
+/// What an owner's connections share. The lock and the release signal live here, not in
+/// the owner, so the database stays locked until the last connection still answering lets
+/// go of it, however the owner itself ends. Fields drop in order: the store closes before
+/// the lock is released, and `released` fires last.
+pub(super) struct Shared {
+    pub service: Service,
+    /// A request frame must arrive completely within this time once it has started.
+    pub frame_timeout: std::time::Duration,
+    /// A client must take its answer within this time, else it is disconnected.
+    pub answer_timeout: std::time::Duration,
+    pub budget: FrameBudget,
+    /// Connections being served now (idle pooled ones included): who else is using the database.
+    pub connections: AtomicUsize,
+    pub _lock: std::fs::File,
+    pub _released: tokio::sync::watch::Sender<()>,
+}
+
 pub(super) async fn serve(stream: UnixStream, shared: Arc<Shared>, stop: CancellationToken) {
     let _counted = Counted::new(&shared.connections);
     let (read, mut write) = stream.into_split();
-    let mut frames = FrameReader::new(read, shared.budget.clone(), shared.settings.frame_timeout);
+    let mut frames = FrameReader::new(read, shared.budget.clone(), shared.frame_timeout);
     loop {
         let frame = tokio::select! {
             biased;
@@ -41,7 +58,7 @@ pub(super) async fn serve(stream: UnixStream, shared: Arc<Shared>, stop: Cancell
         };
         let mut text = wire::encode_answer(&reply);
         text.push('\n');
-        let written = tokio::time::timeout(shared.settings.answer_timeout, write.write_all(text.as_bytes())).await;
+        let written = tokio::time::timeout(shared.answer_timeout, write.write_all(text.as_bytes())).await;
         frames.finish();
         if last || !matches!(written, Ok(Ok(()))) {
             return;

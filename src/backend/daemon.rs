@@ -40,6 +40,10 @@ pub enum Status {
     Busy { pid: u32 },
     /// It cannot serve, and says why.
     Failed(BatonError),
+    /// It exited (or was killed) before reporting anything: why, as far as the starting
+    /// process can tell (its exit status and the last lines of its log). Never sent by an
+    /// owner; the starting process may try again.
+    Vanished { pid: u32, why: String },
 }
 
 /// Start a detached `baton owner` for `home` and wait up to `wait` for its status.
@@ -66,6 +70,9 @@ pub async fn spawn(home: &Home, wait: Duration) -> BatonResult<Status> {
             Ok(())
         });
     }
+    // Where its log lines will start: only those say why this process died.
+    let log = log_file(home);
+    let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let mut child = command.spawn().map_err(|e| {
         BatonError::new(
             ErrorCode::Unavailable,
@@ -80,11 +87,17 @@ pub async fn spawn(home: &Home, wait: Duration) -> BatonResult<Status> {
         Some(out) => tokio::time::timeout(wait, BufReader::new(out.take(64 * 1024)).read_line(&mut line)).await,
         None => Ok(Ok(0)),
     };
+    // A process that closed its pipe without a line has exited: learn how.
+    let exited = match &read {
+        Ok(Ok(0)) | Ok(Err(_)) => tokio::time::timeout(Duration::from_millis(500), child.wait()).await.ok().and_then(Result::ok),
+        _ => None,
+    };
     // Reap it whenever it exits; once this process exits, init does.
-    tokio::spawn(async move {
-        let _ = child.wait().await;
-    });
-    let log = home.log_path();
+    if exited.is_none() {
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+    }
     match read {
         Err(_) => Err(BatonError::new(
             ErrorCode::Unavailable,
@@ -93,12 +106,46 @@ pub async fn spawn(home: &Home, wait: Duration) -> BatonResult<Status> {
         )),
         Ok(Ok(n)) if n > 0 => serde_json::from_str(&line)
             .map_err(|e| BatonError::internal(format!("the new baton owner process (pid {pid}) reported {line:?}: {e}"))),
-        Ok(_) => Err(BatonError::new(
-            ErrorCode::Unavailable,
-            format!("the new baton owner process (pid {pid}) exited without reporting"),
-            format!("See {} for why; retry.", log.display()),
-        )),
+        Ok(_) => {
+            use std::os::unix::process::ExitStatusExt;
+            let status = match exited {
+                Some(status) => match (status.code(), status.signal()) {
+                    (_, Some(signal)) => format!("killed by signal {signal}"),
+                    (Some(code), _) => format!("exit code {code}"),
+                    _ => status.to_string(),
+                },
+                None => "exit status unknown".into(),
+            };
+            let tail = last_lines(&log, log_start, 3);
+            let why = if tail.is_empty() {
+                format!("{status}; it logged nothing to {}", log.display())
+            } else {
+                format!("{status}; its last lines in {}: {}", log.display(), tail.join(" | "))
+            };
+            Ok(Status::Vanished { pid, why })
+        }
     }
+}
+
+/// The file a `baton owner` started from this process logs to.
+pub fn log_file(home: &Home) -> PathBuf {
+    std::env::var_os("BATON_LOG_FILE").map(PathBuf::from).unwrap_or_else(|| home.log_path())
+}
+
+/// The last `n` non-empty lines written to the text file at `path` after offset `start`
+/// (reading at most its last 8 KiB; from its start if it was rotated meanwhile).
+fn last_lines(path: &std::path::Path, start: u64, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = if start > len { 0 } else { start };
+    let mut text = Vec::new();
+    if file.seek(SeekFrom::Start(start.max(len.saturating_sub(8192)))).is_err() || file.read_to_end(&mut text).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
 /// The `baton owner` process. Returns its exit code.
@@ -128,6 +175,8 @@ pub fn run(home: Home) -> ExitCode {
         match Owner::start(&home, settings).await {
             Ok(Start::Owner(owner)) => {
                 report(&Status::Ready { pid: std::process::id() });
+                // Notifications follow what the store made durable, beside the serving.
+                tokio::spawn(crate::notify::run(home.clone(), owner.store()));
                 let reason = owner.serve(termination()).await;
                 tracing::info!("the baton owner exits: {reason}");
                 ExitCode::SUCCESS

@@ -9,7 +9,7 @@
 //! release the lock. The lock is released only once the store is closed, so a successor
 //! never finds the database still held; dropping a serving owner does the same.
 
-use super::conn;
+use super::conn::{self, Shared};
 use super::peer::{self, Dial};
 use super::wire::FrameBudget;
 use crate::error::{BatonError, BatonResult, ErrorCode};
@@ -32,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 const ABANDON: Duration = Duration::from_secs(2);
 /// How long shutdown waits for the store to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long a flush may stay stuck inside sled before the owner exits to let a new owner
+/// reopen the database (meanwhile every write is refused with a `storage` error).
+const STUCK_EXIT: Duration = Duration::from_secs(10);
 
 /// Opens the store in a database directory.
 pub type OpenStore = Arc<dyn Fn(&Path) -> BatonResult<Arc<dyn RunStore>> + Send + Sync>;
@@ -79,28 +82,17 @@ impl Default for Settings {
 
 /// The outcome of trying to become the owner.
 pub enum Start {
-    Owner(Owner),
+    Owner(Box<Owner>),
     /// Another process owns the database and answers on the socket.
     Busy {
         pid: u32,
     },
 }
 
-/// What every connection of an owner shares. Fields drop in order: the store closes
-/// before the lock is released, and `released` fires last.
-pub(super) struct Shared {
-    pub service: Service,
-    pub settings: Settings,
-    pub budget: FrameBudget,
-    /// Connections being served now (idle pooled ones included): who else is using the database.
-    pub connections: std::sync::atomic::AtomicUsize,
-    _lock: File,
-    _released: watch::Sender<()>,
-}
-
 /// An owner that holds the lock, the open store and the bound socket.
 pub struct Owner {
     shared: Arc<Shared>,
+    settings: Settings,
     listener: UnixListener,
     home: Home,
     lock_id: (u64, u64),
@@ -143,14 +135,20 @@ impl Owner {
         let budget = FrameBudget::new(settings.frame_budget);
         let shared = Arc::new(Shared {
             service: Service::new(store),
-            settings,
+            frame_timeout: settings.frame_timeout,
+            answer_timeout: settings.answer_timeout,
             budget,
             connections: std::sync::atomic::AtomicUsize::new(0),
             _lock: lock,
             _released: released_tx,
         });
         tracing::info!(home = %home.dir.display(), pid = std::process::id(), "this process now owns the baton database");
-        Ok(Start::Owner(Owner { shared, listener, home: home.clone(), lock_id: (meta.dev(), meta.ino()), released }))
+        Ok(Start::Owner(Box::new(Owner { shared, settings, listener, home: home.clone(), lock_id: (meta.dev(), meta.ino()), released })))
+    }
+
+    /// The open store (for the notifier, which reads what became durable).
+    pub fn store(&self) -> Arc<dyn RunStore> {
+        Arc::clone(self.shared.service.store())
     }
 
     /// Completes once the store is closed and the lock released: after [`Owner::serve`]
@@ -163,8 +161,7 @@ impl Owner {
     /// Serve until `shutdown` completes, the owner has been idle for the idle period, or
     /// the home is gone; then shut down in order. Returns why it stopped.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> &'static str {
-        let Owner { shared, listener, home, lock_id, released: _ } = self;
-        let settings = shared.settings.clone();
+        let Owner { shared, settings, listener, home, lock_id, released: _ } = self;
         let stop = CancellationToken::new();
         let mut connections = JoinSet::new();
         let idle = tokio::time::sleep(settings.idle);
@@ -177,8 +174,13 @@ impl Owner {
             tokio::select! {
                 () = &mut shutdown => break "asked to shut down",
                 () = &mut idle, if connections.is_empty() => break "idle",
-                _ = home_check.tick() => if !home_intact(&home, lock_id) {
-                    break "its home was removed or replaced";
+                _ = home_check.tick() => {
+                    if !home_intact(&home, lock_id) {
+                        break "its home was removed or replaced";
+                    }
+                    if crate::store::sled_store::stuck_for().is_some_and(|stuck| stuck >= STUCK_EXIT) {
+                        break "its database is stuck inside sled (a flush never returned), so this process cannot reopen it; the next owner opens it afresh";
+                    }
                 },
                 Some(ended) = connections.join_next() => {
                     if let Err(e) = ended && e.is_panic() {

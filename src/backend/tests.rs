@@ -92,7 +92,7 @@ fn home(tmp: &tempfile::TempDir) -> Home {
 
 async fn start(home: &Home, settings: Settings) -> Owner {
     match Owner::start(home, settings).await.expect("start") {
-        Start::Owner(owner) => owner,
+        Start::Owner(owner) => *owner,
         Start::Busy { pid } => panic!("pid {pid} owns it already"),
     }
 }

@@ -319,6 +319,7 @@ mod tests {
             plan: None,
             task: None,
             lease_token: None,
+            code: None,
         });
         let line = serde_json::to_string(&request).unwrap();
         let err = check_frame_size(line.len(), &request).unwrap_err();

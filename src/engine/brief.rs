@@ -10,6 +10,7 @@ use super::event::{Actor, ActorKind, Event, EventKind, Workspace};
 use super::merge::MergeState;
 use super::run::{HumanExchange, HumanGate, Run, RunStatus, StepOutput};
 pub use super::task_brief::{TaskBrief, TaskLine, TasksOverview};
+use crate::text::first_line;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -353,12 +354,6 @@ fn next_action(run: &Run) -> String {
     }
 }
 
-/// The first line of `text`, at most `max` characters.
-pub fn first_line(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    if line.chars().count() > max { format!("{}…", line.chars().take(max).collect::<String>()) } else { line.to_string() }
-}
-
 /// One line of history: who did what, for briefings and the terminal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EventLine {
@@ -396,9 +391,14 @@ impl EventLine {
                 if record.tokens > 0 { format!(" ({} tokens)", record.tokens) } else { String::new() }
             ),
             EventKind::BranchesMerged { report } => format!(
-                "merged task branches {} into {}{}",
+                "merged task branches [{}] into {}{}{}",
                 report.merged.join(", "),
                 report.tree,
+                if report.nothing_to_merge.is_empty() {
+                    String::new()
+                } else {
+                    format!("; nothing to merge for [{}]", report.nothing_to_merge.join(", "))
+                },
                 report.conflict.as_ref().map(|c| format!("; conflict merging {}", c.task)).unwrap_or_default()
             ),
         };

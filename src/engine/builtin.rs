@@ -84,7 +84,7 @@ fn task() -> Template {
             step(
                 "implement",
                 "implementer",
-                "Implement this task (and any review or test feedback in the brief) in the task's own working directory; commit on its branch. Report the files changed and how you verified them.",
+                "Implement this task (and any review or test feedback in the brief) in the task's own working directory (baton commits what you leave there on the task's branch when you report; commits of your own are kept). Report the files changed and how you verified them.",
                 Some(4),
                 &[("implemented", "review")],
             ),

@@ -1,6 +1,7 @@
 //! The changes a run accepts, as data: [`Run::apply`](super::Run::apply) takes any of
 //! them, so every caller (MCP, terminal, web page) changes runs the same way.
 
+use super::code::TaskCode;
 use super::event::Workspace;
 use super::merge::MergeReport;
 use super::plan::Plan;
@@ -14,8 +15,9 @@ pub enum Change {
     Advance { expected_version: u64, outcome: String, output: String, artifacts: Map<String, Value>, plan: Option<Plan> },
     /// Take a lease on a task of the fan-out: the given one, or the first one claimable.
     Claim { task: Option<String>, lease: Duration },
-    /// The holder of `token` finished the task's current step with `outcome`.
-    TaskAdvance { task: String, token: u64, outcome: String, output: String, artifacts: Map<String, Value> },
+    /// The holder of `token` finished the task's current step with `outcome`; `code` is
+    /// what the calling process found and committed in the task's worktree.
+    TaskAdvance { task: String, token: u64, outcome: String, output: String, artifacts: Map<String, Value>, code: Option<TaskCode> },
     /// The holder of `token` keeps the lease for another `lease`.
     Renew { task: String, token: u64, lease: Duration },
     /// The holder of `token` gives the task back unfinished.
@@ -23,7 +25,8 @@ pub enum Change {
     /// Pause for a human's answer to `question`.
     AskHuman { expected_version: Option<u64>, question: String, options: Vec<String> },
     /// The human's answer to the pending question (of the run, or of one task).
-    AnswerHuman { expected_version: Option<u64>, task: Option<String>, answer: String, comment: Option<String> },
+    /// For a task: `code` is what the calling process committed in its worktree first.
+    AnswerHuman { expected_version: Option<u64>, task: Option<String>, answer: String, comment: Option<String>, code: Option<TaskCode> },
     /// Keep a named snapshot to fork from later.
     Checkpoint { expected_version: Option<u64>, name: String, note: Option<String>, workspace: Option<Workspace> },
     /// Stop the run for good.

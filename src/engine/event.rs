@@ -1,6 +1,7 @@
 //! The facts a run's history is made of. Every accepted change yields exactly one
 //! [`Event`] carrying everything it changed, so replaying the log rebuilds the run.
 
+use super::code::TaskCode;
 use super::merge::MergeReport;
 use super::plan::Plan;
 use super::run::Run;
@@ -167,6 +168,10 @@ pub enum EventKind {
         /// The task whose question this answers; none for the run's own question.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task: Option<String>,
+        /// For a task: what the calling process committed in the task's worktree before the
+        /// answer (changes someone left there), when it committed or failed to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<TaskCode>,
     },
     CheckpointSaved {
         name: String,
@@ -205,13 +210,17 @@ pub struct StepReport {
     /// The artifacts this change reported (`null` deletes one).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub artifacts: Map<String, Value>,
+    /// For a task's step in a git worktree: what the calling process found and committed
+    /// there before the report was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<TaskCode>,
 }
 
 impl StepReport {
     /// `review (reviewer) -> implement [changes_requested]: first line of the report`.
     pub fn line(&self, max: usize) -> String {
         let StepReport { step, role, outcome, output, next, .. } = self;
-        format!("{step} ({role}) -> {next} [{outcome}]: {}", super::brief::first_line(output, max))
+        format!("{step} ({role}) -> {next} [{outcome}]: {}", crate::text::first_line(output, max))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The fan-out half of the run state machine: expanding a plan into tasks, claiming
 //! them under leases, advancing each through its pipeline, and joining.
 
+use super::code::TaskCode;
 use super::event::{Actor, EventKind, StepReport};
 use super::plan::Plan;
 use super::run::{GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, Run, RunStatus, StepOutput, merge_artifacts};
@@ -79,6 +80,7 @@ impl Run {
                     gate: None,
                     version: 0,
                     taken_over_from: None,
+                    last_code: None,
                 }
             })
             .collect();
@@ -188,16 +190,21 @@ impl Run {
         outcome: &str,
         output: &str,
         artifacts: &Map<String, Value>,
+        code: Option<&TaskCode>,
         actor: &Actor,
         now: Timestamp,
     ) -> BatonResult<EventKind> {
+        if let Some(code) = code {
+            code.check("code")?;
+        }
         let task = self.holder_task(id, token, now)?;
         let pipeline = self.fanout.as_ref().map(|f| f.pipeline_of(task)).ok_or_else(|| BatonError::internal("a task without a fan-out"))?;
         let step = task.step.clone().unwrap_or_default();
         task.check_independent(pipeline, actor).map_err(|why| {
             BatonError::invalid_state(why, "Have another agent (a sub-agent) claim and play this step.").with_field("lease_token")
         })?;
-        let report = self.report(pipeline, &task.visits, &step, &format!(" of task `{id}`"), outcome, output, artifacts)?;
+        let mut report = self.report(pipeline, &task.visits, &step, &format!(" of task `{id}`"), outcome, output, artifacts)?;
+        report.code = code.cloned();
         Ok(EventKind::TaskAdvanced { task: id.to_string(), report })
     }
 
@@ -206,7 +213,16 @@ impl Run {
         Ok(EventKind::LeaseRenewed { task: id.to_string(), token, expires_at: now.after(lease) })
     }
 
-    pub(super) fn decide_task_answer(&self, id: &str, answer: &str, comment: &Option<String>) -> BatonResult<EventKind> {
+    pub(super) fn decide_task_answer(
+        &self,
+        id: &str,
+        answer: &str,
+        comment: &Option<String>,
+        code: Option<&TaskCode>,
+    ) -> BatonResult<EventKind> {
+        if let Some(code) = code {
+            code.check("code")?;
+        }
         let task = self.task(id)?;
         let gate = task.gate.as_ref().ok_or_else(|| {
             BatonError::invalid_state(
@@ -214,7 +230,12 @@ impl Run {
                 "Answer only tasks whose status is awaiting_human.",
             )
         })?;
-        Ok(EventKind::HumanAnswered { answer: gate.choose(answer)?, comment: comment.clone(), task: Some(id.to_string()) })
+        Ok(EventKind::HumanAnswered {
+            answer: gate.choose(answer)?,
+            comment: comment.clone(),
+            task: Some(id.to_string()),
+            code: code.cloned(),
+        })
     }
 
     /// Ids of tasks waiting for a human.
@@ -240,7 +261,7 @@ impl Run {
         if let EventKind::TaskAdvanced { report, .. } = &event.kind {
             merge_artifacts(&mut self.artifacts, &report.artifacts);
         }
-        if let EventKind::HumanAnswered { task: Some(id), answer, comment } = &event.kind
+        if let EventKind::HumanAnswered { task: Some(id), answer, comment, .. } = &event.kind
             && let Some(gate) = self.fanout.as_ref().and_then(|f| f.task(id)).and_then(|t| t.gate.as_ref())
         {
             if self.human_answers.len() >= MAX_KEPT_ANSWERS {
@@ -291,6 +312,9 @@ impl Run {
                 task.outputs.insert(step.clone(), recorded.clone());
                 task.last_output = Some(recorded);
                 task.players.insert(step.clone(), event.actor.clone());
+                if let Some(code) = &report.code {
+                    task.last_code = Some((code.clone(), event.actor.clone()));
+                }
                 task.lease = None;
                 task.version += 1;
                 match (limit_reached, next) {
@@ -312,8 +336,11 @@ impl Run {
                     (_, _) => Aftermath::TaskFailed(id.clone()),
                 }
             }
-            EventKind::HumanAnswered { task: Some(id), answer, .. } => {
+            EventKind::HumanAnswered { task: Some(id), answer, code, .. } => {
                 let Some(task) = find_task(tasks, id) else { return Aftermath::Nothing };
+                if let Some(code) = code {
+                    task.last_code = Some((code.clone(), event.actor.clone()));
+                }
                 let Some(gate) = task.gate.take() else { return Aftermath::Nothing };
                 task.version += 1;
                 match (&gate.kind, answer.as_str()) {
@@ -346,7 +373,7 @@ impl Run {
         let Some(fanout) = self.fanout.as_mut() else { return };
         let policy = fanout.on_task_failure;
         let Some(task) = fanout.task_mut(id) else { return };
-        let why = task.last_output.as_ref().map(|o| super::brief::first_line(&o.output, 200)).unwrap_or_default();
+        let why = task.last_output.as_ref().map(|o| crate::text::first_line(&o.output, 200)).unwrap_or_default();
         task.step = None;
         match policy {
             TaskFailurePolicy::Fail => {

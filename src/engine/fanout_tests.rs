@@ -64,7 +64,14 @@ fn claim(task: Option<&str>) -> Change {
 }
 
 fn report(task: &str, token: u64, outcome: &str) -> Change {
-    Change::TaskAdvance { task: task.into(), token, outcome: outcome.into(), output: format!("{task} {outcome}"), artifacts: Map::new() }
+    Change::TaskAdvance {
+        task: task.into(),
+        token,
+        outcome: outcome.into(),
+        output: format!("{task} {outcome}"),
+        artifacts: Map::new(),
+        code: None,
+    }
 }
 
 /// The claim's task and token, read from its event.
@@ -202,6 +209,7 @@ fn a_failed_task_asks_a_human_who_can_skip_it_and_the_run_joins() {
         task: Some(task.into()),
         answer: text.into(),
         comment: None,
+        code: None,
     };
     assert_eq!(run.clone().apply(&answer("a", "maybe"), &agent("lead"), START).unwrap_err().field.as_deref(), Some("answer"));
     apply(&mut run, answer("a", "skip"), &agent("lead")).unwrap();
@@ -288,7 +296,8 @@ fn random_interleavings_complete_every_task_once_and_replay_exactly() {
                 // Answer any loop-limit question so work can go on.
                 let asking = run.fanout.as_ref().unwrap().tasks.iter().find(|t| t.gate.is_some()).map(|t| t.id.clone());
                 let Some(task) = asking else { continue };
-                let change = Change::AnswerHuman { expected_version: None, task: Some(task), answer: "continue".into(), comment: None };
+                let change =
+                    Change::AnswerHuman { expected_version: None, task: Some(task), answer: "continue".into(), comment: None, code: None };
                 run.apply(&change, &agents[0], now)
             };
             if was_joined {
@@ -342,4 +351,50 @@ fn the_readme_fan_out_template_is_valid() {
     let toml = &readme[start..start + readme[start..].find("```").unwrap()];
     let template = Template::parse(toml, true, "template").unwrap();
     assert_eq!(template.pipeline("quick").unwrap().steps[1].independent_of, ["do"]);
+}
+
+#[test]
+fn a_reports_code_is_validated_kept_with_the_task_and_replayed() {
+    let (mut run, mut events) = parallel_run();
+    events.push(run.apply(&planned(&run, plan(&[("a", &[])])), &agent("lead"), START).unwrap());
+    let claim_event = run.apply(&claim(None), &agent("x"), START).unwrap();
+    let (_, token) = claimed(&claim_event);
+    events.push(claim_event);
+    let code = super::code::TaskCode {
+        worktree: "/repo/.baton/worktrees/r1-a".into(),
+        from: Some("a".repeat(40)),
+        head: Some("b".repeat(40)),
+        commit: Some("b".repeat(40)),
+        files: vec![super::code::FileChange { path: "a.rs".into(), added: Some(3), removed: Some(0) }],
+        files_total: 1,
+        added: 3,
+        ..Default::default()
+    };
+    let with = |code: super::code::TaskCode| Change::TaskAdvance {
+        task: "a".into(),
+        token,
+        outcome: "implemented".into(),
+        output: "done".into(),
+        artifacts: Map::new(),
+        code: Some(code),
+    };
+    let forged = super::code::TaskCode { commit: Some("$(rm -rf /)".into()), ..code.clone() };
+    let err = run.clone().apply(&with(forged), &agent("x"), START).unwrap_err();
+    assert_eq!((err.code, err.field.as_deref()), (ErrorCode::InvalidArgument, Some("code")), "{err:?}");
+    let event = run.apply(&with(code.clone()), &agent("x"), START).unwrap();
+    let EventKind::TaskAdvanced { report, .. } = &event.kind else { panic!("{event:?}") };
+    assert_eq!(report.code.as_ref(), Some(&code), "the event carries the code");
+    events.push(event);
+    let task = run.fanout.as_ref().unwrap().task("a").unwrap();
+    assert_eq!(task.last_code.as_ref().map(|(c, a)| (c, a.id.as_deref())), Some((&code, Some("thread-x"))));
+    assert_eq!(task.outputs["implement"].code.as_ref(), Some(&code));
+    assert_eq!(Run::replay("r1", &events).as_ref(), Some(&run), "the log rebuilds the task's code");
+    // The reviewer's brief names the commit and its diffstat.
+    let review_claim = run.apply(&claim(None), &agent("y"), START).unwrap();
+    let (_, review_token) = claimed(&review_claim);
+    let brief = TaskBrief::of(&run, run.fanout.as_ref().unwrap().task("a").unwrap(), Some(review_token));
+    assert_eq!(brief.head.as_deref(), Some("b".repeat(40).as_str()));
+    let text = brief.code.unwrap();
+    assert!(text.starts_with("Step `implement` (codex thread-x): baton committed what was left uncommitted as bbbbbbbbbb"), "{text}");
+    assert!(text.contains("1 file, +3 -0: a.rs (+3 -0)"), "{text}");
 }

@@ -6,6 +6,7 @@
 //! through `Change::RecordMerge`), so the merge is done once and every later brief says
 //! what was merged.
 
+use super::code::short_id;
 use super::run::{Run, RunStatus};
 use super::task::{FanOutState, TaskStatus};
 use super::task_brief::task_worktree;
@@ -16,12 +17,20 @@ use serde::{Deserialize, Serialize};
 pub const MAX_CONFLICT_FILES: usize = 50;
 
 /// What merging the task branches did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 pub struct MergeReport {
     /// The working tree the branches were merged into (the run's tree).
     pub tree: String,
-    /// Tasks whose branches were merged, in merge order.
+    /// Tasks whose branches were merged, in merge order: each branch's tip was verified to
+    /// be in the tree's HEAD afterwards (`git merge-base --is-ancestor`).
     pub merged: Vec<String>,
+    /// What each merged task brought: its merge commit and files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merges: Vec<TaskMerge>,
+    /// Tasks whose branch has no commit beyond the fan-out's base: there was nothing to
+    /// merge (their steps changed nothing, or their changes were never committed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nothing_to_merge: Vec<String>,
     /// The merge that stopped on conflicts: it is left in progress in `tree` for the join
     /// step's agent to resolve and commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,6 +44,26 @@ pub struct MergeReport {
     /// Why baton could not merge (anything but a conflict): the git command, its error and the fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Most files a merge lists per task.
+pub const MAX_MERGE_FILES: usize = 20;
+
+/// What merging one task's branch brought into the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskMerge {
+    pub task: String,
+    pub branch: String,
+    /// The branch's tip that was merged.
+    pub tip: String,
+    /// The `--no-ff` merge commit; absent when the tip was already in HEAD (merged by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Files the merge changed in the tree (the first [`MAX_MERGE_FILES`]), and how many.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub files_total: u32,
 }
 
 /// A merge that stopped on conflicting files.
@@ -56,6 +85,10 @@ pub enum MergeState {
         tree: String,
         /// The tasks to merge, in merge order.
         tasks: Vec<String>,
+        /// The commit the task branches started from: a branch with nothing beyond it has
+        /// nothing to merge.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<String>,
     },
     /// The merge happened: what it did.
     Done(MergeReport),
@@ -70,7 +103,7 @@ impl Run {
         match &fanout.merge {
             Some(report) => Some(MergeState::Done(report.clone())),
             None if matches!(self.status, RunStatus::Failed | RunStatus::Cancelled) => None,
-            None => Some(MergeState::Pending { tree: workspace.cwd.clone(), tasks: merge_order(fanout) }),
+            None => Some(MergeState::Pending { tree: workspace.cwd.clone(), tasks: merge_order(fanout), base: fanout.base.clone() }),
         }
     }
 
@@ -98,14 +131,28 @@ impl MergeReport {
         let tree = &self.tree;
         let branch = |task: &str| branch_of(run_id, repo, task);
         let mut text = if self.merged.is_empty() {
-            String::from("baton merged no task branch")
+            format!("baton merged no task branch into {tree}")
         } else {
-            let tasks = self.merged.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ");
-            match self.merged.len() {
-                1 => format!("baton merged the branch of task {tasks} into {tree} (a `--no-ff` merge commit)"),
-                _ => format!("baton merged the branches of tasks {tasks} into {tree} (one `--no-ff` merge commit each)"),
-            }
+            let each: Vec<String> = self
+                .merged
+                .iter()
+                .map(|t| match self.merges.iter().find(|m| &m.task == t) {
+                    Some(merge) => merge.shown(),
+                    None => format!("`{t}`"),
+                })
+                .collect();
+            let (n, s) = (self.merged.len(), if self.merged.len() == 1 { "" } else { "es" });
+            format!("baton merged {n} task branch{s} into {tree}, each verified in its HEAD: {}", each.join("; "))
         };
+        if !self.nothing_to_merge.is_empty() {
+            let tasks = self.nothing_to_merge.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ");
+            text.push_str(&format!(
+                ". Warning: nothing to merge for task{} {tasks}: {} branch has no commit beyond the fan-out's base, so no change of {} is in {tree} (the steps changed no file, or their work was never committed: look in the task's worktree)",
+                if self.nothing_to_merge.len() == 1 { "" } else { "s" },
+                if self.nothing_to_merge.len() == 1 { "its" } else { "their" },
+                if self.nothing_to_merge.len() == 1 { "it" } else { "theirs" },
+            ));
+        }
         let rest: Vec<String> = self.not_merged.iter().map(|t| format!("`git merge --no-ff {}`", branch(t))).collect();
         let then_rest =
             if rest.is_empty() { String::new() } else { format!(", then merge the remaining branches in order: {}", rest.join(", ")) };
@@ -127,6 +174,25 @@ impl MergeReport {
         }
         text.push('.');
         text
+    }
+}
+
+impl TaskMerge {
+    /// `task `api` as merge commit 1a2b3c4d5e (2 files: src/api.rs, tests/api.rs)`.
+    fn shown(&self) -> String {
+        let files = match self.files_total {
+            0 => "no file changed".to_string(),
+            n => {
+                let more = n as usize - self.files.len().min(n as usize);
+                let listed = self.files.join(", ");
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                format!("{n} file{}: {listed}{more}", if n == 1 { "" } else { "s" })
+            }
+        };
+        match &self.commit {
+            Some(commit) => format!("task `{}` as merge commit {} ({files})", self.task, short_id(commit)),
+            None => format!("task `{}` was already in HEAD (tip {}, no merge commit needed)", self.task, short_id(&self.tip)),
+        }
     }
 }
 
@@ -217,6 +283,7 @@ mod tests {
                 outcome: outcome.to_string(),
                 output: String::new(),
                 artifacts: Map::new(),
+                code: None,
             };
             events.push(claim.clone());
             events.push(run.apply(&report, &agent(who), NOW).unwrap());
@@ -233,7 +300,11 @@ mod tests {
         assert_eq!(fanout.base.as_deref(), Some("c0ffee"), "without a plan base, the run's HEAD at start");
         assert_eq!(
             run.merge_state(),
-            Some(MergeState::Pending { tree: "/repo".into(), tasks: vec!["docs".into(), "api".into(), "ui".into()] })
+            Some(MergeState::Pending {
+                tree: "/repo".into(),
+                tasks: vec!["docs".into(), "api".into(), "ui".into()],
+                base: Some("c0ffee".into())
+            })
         );
         assert!(run.merge_instructions().unwrap().contains("call `resume`"), "the join step waits for the merge");
     }
@@ -244,10 +315,19 @@ mod tests {
         let report = MergeReport {
             tree: "/repo".into(),
             merged: vec!["api".into()],
+            merges: vec![TaskMerge {
+                task: "api".into(),
+                branch: "baton/abcdef12/api".into(),
+                tip: "1".repeat(40),
+                commit: Some("2".repeat(40)),
+                files: vec!["src/api.rs".into()],
+                files_total: 1,
+            }],
             conflict: Some(MergeConflict { task: "ui".into(), branch: "baton/abcdef12/ui".into(), files: vec!["src/app.rs".into()] }),
             not_merged: Vec::new(),
             no_branch: Vec::new(),
             error: None,
+            ..MergeReport::default()
         };
         let change = Change::RecordMerge { report: report.clone() };
         events.push(run.apply(&change, &agent("c"), NOW).unwrap());
@@ -257,7 +337,10 @@ mod tests {
         assert_eq!(Run::replay(&run.id, &events).as_ref(), Some(&run), "the log rebuilds the merge");
 
         let action = crate::engine::Brief::of(&run, crate::engine::brief::Guide::FirstTime).next_action;
-        assert!(action.starts_with("baton merged the branch of task `api` into /repo"), "{action}");
+        assert!(
+            action.starts_with("baton merged 1 task branch into /repo, each verified in its HEAD: task `api` as merge commit 2222222222 (1 file: src/api.rs)"),
+            "{action}"
+        );
         assert!(action.contains("task `ui` (branch baton/abcdef12/ui) stopped on conflicts in src/app.rs"), "{action}");
         assert!(action.contains("`git commit` to conclude the merge; then play this step. Play the tester"), "{action}");
     }
@@ -279,6 +362,7 @@ mod tests {
                     not_merged: vec![],
                     no_branch: vec![],
                     error: None,
+                    ..MergeReport::default()
                 },
             },
             &agent("c"),
@@ -296,6 +380,7 @@ mod tests {
             not_merged: vec!["api".into(), "ui".into()],
             no_branch: vec!["docs".into()],
             error: Some("/repo has uncommitted changes.".into()),
+            ..MergeReport::default()
         };
         let text = report.summary("abcdef12-run", Some("/repo"));
         assert!(text.contains("could not merge the rest: /repo has uncommitted changes."), "{text}");

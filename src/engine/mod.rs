@@ -3,14 +3,11 @@
 pub mod brief;
 pub mod builtin;
 pub mod change;
+pub mod code;
 pub mod drive;
 pub mod event;
 mod fanout;
 mod graph;
-pub mod graph_layout;
-pub mod graph_mermaid;
-pub mod graph_svg;
-pub mod graph_view;
 pub mod merge;
 pub mod plan;
 pub mod run;
@@ -21,15 +18,12 @@ pub mod template;
 #[cfg(test)]
 mod fanout_tests;
 #[cfg(test)]
-mod graph_tests;
-#[cfg(test)]
 mod tests;
 
 pub use brief::{Brief, TaskBrief};
 pub use builtin::{builtin_template, builtin_templates};
 pub use change::Change;
 pub use event::{Actor, ActorKind, Event, EventKind, Workspace};
-pub use graph_view::GraphView;
 pub use plan::{Plan, PlanTask};
 pub use run::{NewRun, Run, RunStatus};
 pub use task::{Lease, Task, TaskStatus};

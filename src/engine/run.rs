@@ -5,6 +5,7 @@
 //! of events.
 
 use super::change::Change;
+use super::code::TaskCode;
 use super::event::{Actor, Event, EventKind, RunOrigin, StepReport, Workspace};
 use super::task::FanOutState;
 use super::template::{Target, Template};
@@ -125,6 +126,9 @@ pub struct StepOutput {
     pub at: Timestamp,
     #[serde(default)]
     pub actor: Actor,
+    /// For a task's step: what became of the task's code (see [`TaskCode`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<TaskCode>,
 }
 
 /// Where a forked run came from.
@@ -343,15 +347,17 @@ impl Run {
     fn decide(&self, change: &Change, actor: &Actor, now: Timestamp) -> BatonResult<EventKind> {
         match change {
             Change::Claim { task, lease } => self.decide_claim(task.as_deref(), *lease, actor, now),
-            Change::TaskAdvance { task, token, outcome, output, artifacts } => {
-                self.decide_task_advance(task, *token, outcome, output, artifacts, actor, now)
+            Change::TaskAdvance { task, token, outcome, output, artifacts, code } => {
+                self.decide_task_advance(task, *token, outcome, output, artifacts, code.as_ref(), actor, now)
             }
             Change::Renew { task, token, lease } => self.decide_renew(task, *token, *lease, now),
             Change::Release { task, token } => {
                 self.holder_task(task, *token, now)?;
                 Ok(EventKind::TaskReleased { task: task.clone(), token: *token })
             }
-            Change::AnswerHuman { task: Some(task), answer, comment, .. } => self.decide_task_answer(task, answer, comment),
+            Change::AnswerHuman { task: Some(task), answer, comment, code, .. } => {
+                self.decide_task_answer(task, answer, comment, code.as_ref())
+            }
             Change::Advance { outcome, output, artifacts, plan, .. } => {
                 let step = self.require_active("advance")?;
                 let report = self.report(&self.template, &self.visits, &step, "", outcome, output, artifacts)?;
@@ -375,7 +381,7 @@ impl Run {
                         fix,
                     ));
                 };
-                Ok(EventKind::HumanAnswered { answer: gate.choose(answer)?, comment: comment.clone(), task: None })
+                Ok(EventKind::HumanAnswered { answer: gate.choose(answer)?, comment: comment.clone(), task: None, code: None })
             }
             Change::Checkpoint { name, note, workspace, .. } => {
                 if self.status.is_finished() {
@@ -396,7 +402,7 @@ impl Run {
             Change::Cancel { reason, .. } => {
                 if self.status.is_finished() {
                     return Err(BatonError::invalid_state(
-                        format!("run {} has already {}", self.id, self.status.as_str()),
+                        format!("run {} is already {}", self.id, self.status.as_str()),
                         "Nothing to cancel; start or fork a new run to continue the work.",
                     ));
                 }
@@ -450,7 +456,7 @@ impl Run {
                     asked_at: now,
                 });
             }
-            EventKind::HumanAnswered { answer, comment, task: None } => {
+            EventKind::HumanAnswered { answer, comment, task: None, .. } => {
                 let Some(gate) = self.pending_gate.take() else { return };
                 if self.human_answers.len() >= MAX_KEPT_ANSWERS {
                     self.human_answers.remove(0);
@@ -564,6 +570,7 @@ impl Run {
             limit_reached: visit_limit(steps, visits, &next),
             next,
             artifacts: artifacts.clone(),
+            code: None,
         })
     }
 
@@ -621,6 +628,7 @@ impl StepOutput {
             version: event.seq,
             at: event.at,
             actor: event.actor.clone(),
+            code: report.code.clone(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The tasks of a fan-out: each runs its own pipeline, is claimed by one agent at a time
 //! under a lease with a fencing token, and joins when its pipeline ends.
 
+use super::code::TaskCode;
 use super::event::Actor;
 use super::merge::MergeReport;
 use super::run::{HumanGate, StepOutput};
@@ -97,6 +98,10 @@ pub struct Task {
     /// The agent whose expired lease the current holder took over, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_over_from: Option<Actor>,
+    /// The latest record of the task's code (a step's report, or a human's answer), and
+    /// who made it: its `head` is the branch tip the next step starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_code: Option<(TaskCode, Actor)>,
 }
 
 impl Task {

@@ -4,7 +4,8 @@
 use super::brief::{
     MAX_BRIEF_BYTES, OutcomeChoice, OutputExcerpt, PendingQuestion, cut, excerpt, guide_pointer, pending, role_guide, serialized_len,
 };
-use super::run::Run;
+use super::code::{TaskCode, short_id};
+use super::run::{Run, StepOutput};
 use super::task::{FanOutState, Task, TaskStatus};
 use crate::time::Timestamp;
 use schemars::JsonSchema;
@@ -108,6 +109,14 @@ pub struct TaskBrief {
     /// The git repository the worktree belongs to (the run's repository root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// The task branch's tip as of the task's last report (baton commits what each step
+    /// leaves uncommitted): `git diff <base> <head>` in `workdir` is the task's change so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// What the task's last steps did to its code, newest first: the commit, its diffstat
+    /// and how to see it, or that a step changed nothing or could not be committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     pub title: String,
     pub description: String,
     /// What this step must achieve.
@@ -187,6 +196,8 @@ impl TaskBrief {
             (None, None) => "the current directory (shared with the other tasks)".to_string(),
         };
         let lease = task.lease.as_ref().filter(|l| lease_token == Some(l.token));
+        let base = worktree.as_ref().and_then(|_| run.fanout.as_ref()?.base.clone());
+        let (head, code) = code_so_far(task, base.as_deref(), text_cap, &mut shortened);
         let first_time = role.as_ref().is_some_and(|r| !task.outputs.values().any(|o| &o.role == r));
         TaskBrief {
             run_id: run.id.clone(),
@@ -203,7 +214,9 @@ impl TaskBrief {
             question: task.gate.as_ref().map(|g| pending(g, text_cap, &mut shortened)),
             note: None,
             branch: worktree.as_ref().map(|w| w.branch.clone()),
-            base: worktree.as_ref().and_then(|_| run.fanout.as_ref()?.base.clone()),
+            base,
+            head,
+            code,
             repo: worktree.as_ref().and_then(|_| run.workspace.as_ref()?.git_root.clone()),
             workdir,
             title: task.title.clone(),
@@ -228,6 +241,28 @@ impl TaskBrief {
             shortened,
         }
     }
+}
+
+/// Steps whose code a task brief describes.
+const CODE_STEPS: usize = 3;
+
+/// The task branch's tip as its last report recorded it, and a text on what its latest
+/// steps did to the code (within `cap` bytes).
+fn code_so_far(task: &Task, base: Option<&str>, cap: usize, shortened: &mut Vec<String>) -> (Option<String>, Option<String>) {
+    let Some((latest, by)) = task.last_code.as_ref() else { return (None, None) };
+    let mut coded: Vec<(&StepOutput, &TaskCode)> = task.outputs.values().filter_map(|o| Some((o, o.code.as_ref()?))).collect();
+    coded.sort_by_key(|(o, _)| std::cmp::Reverse(o.version));
+    let head = latest.head.clone().or_else(|| coded.iter().find_map(|(_, c)| c.head.clone()));
+    let mut lines = Vec::new();
+    // The latest record came with a human's answer, not with a step's report.
+    if coded.first().is_none_or(|(_, c)| *c != latest) {
+        lines.push(latest.line_of(&format!("The answer to the task's question ({})", by.label())));
+    }
+    lines.extend(coded.iter().take(CODE_STEPS).map(|(o, c)| c.line(&o.step, &o.actor.label())));
+    if let (Some(base), Some(head)) = (base, &head) {
+        lines.push(format!("The task's whole change so far: `git -C {} diff {} {}`.", latest.worktree, short_id(base), short_id(head)));
+    }
+    (head, Some(cut(&lines.join(" "), cap * 2, shortened, "code")))
 }
 
 /// Where a task's own git worktree and branch are, when the run's workspace is a repository.
@@ -264,7 +299,7 @@ pub fn run_short(run_id: &str) -> &str {
 
 fn how_to_work(run: &Run) -> String {
     format!(
-        "Work tasks in parallel with sub-agents (at most {} at once): for each ready task spawn one (`spawn_agent`) with the message: \"Use baton: call `resume` with run_id {} and claim <task id>, do what the brief says in its workdir, report with `advance` (run_id, task, lease_token, outcome, output), and repeat until no task is left for you.\" A review step must be claimed by an agent that did not implement the task. You may also claim tasks yourself with `resume` {{run_id, claim: \"next\"}}.",
+        "Work tasks in parallel with sub-agents (at most {} at once): for each ready task spawn one (`spawn_agent`) with the message: \"Use baton: call `resume` with run_id {} and claim <task id>, do what the brief says in its workdir (no need to commit: baton commits what you leave there on the task's branch when you report), report with `advance` (run_id, task, lease_token, outcome, output), and repeat until no task is left for you.\" A review step must be claimed by an agent that did not implement the task. You may also claim tasks yourself with `resume` {{run_id, claim: \"next\"}}.",
         run.max_agents, run.id
     )
 }
@@ -281,8 +316,9 @@ pub fn fanout_next_action(run: &Run) -> String {
         fanout.join
     );
     if !asking.is_empty() {
+        let (tasks, wait) = if asking.len() == 1 { ("Task", "waits") } else { ("Tasks", "wait") };
         action.push_str(&format!(
-            " Tasks {} wait for a human: ask the user, then call `answer_human` with run_id, task and the answer.",
+            " {tasks} {} {wait} for a human: ask the user, then call `answer_human` with run_id, task and the answer.",
             asking.join(", ")
         ));
     }
@@ -330,7 +366,7 @@ fn task_next_action(run: &Run, task: &Task, role: Option<&str>, token: Option<u6
 /// The message to give a fresh sub-agent so it plays this step on its own.
 fn subagent_prompt(run: &Run, task: &Task, role: &str) -> String {
     format!(
-        "Use baton. You are the {role} of task `{}` (\"{}\") of run {}. Call `resume` with run_id \"{}\" and claim \"{}\", read the brief, work in its `workdir` (see its branch and its diff against the base), play the role as skill/roles/{role}.md says, and report with `advance` (run_id, task, lease_token, outcome, output). Judge the work as someone who did not write it.",
+        "Use baton. You are the {role} of task `{}` (\"{}\") of run {}. Call `resume` with run_id \"{}\" and claim \"{}\", read the brief, work in its `workdir` (its `code` names the task's commits and how to see the diff against the base), play the role as skill/roles/{role}.md says, and report with `advance` (run_id, task, lease_token, outcome, output). Judge the work as someone who did not write it.",
         task.id, task.title, run.id, run.id, task.id
     )
 }

@@ -40,7 +40,7 @@ fn ask(run: &mut Run, expected_version: Option<u64>, question: &str, options: &[
 }
 
 fn answer(run: &mut Run, expected_version: Option<u64>, text: &str, comment: Option<&str>) -> Result<Event, BatonError> {
-    apply(run, Change::AnswerHuman { expected_version, task: None, answer: text.into(), comment: comment.map(String::from) })
+    apply(run, Change::AnswerHuman { expected_version, task: None, answer: text.into(), comment: comment.map(String::from), code: None })
 }
 
 fn checkpoint(run: &mut Run, name: &str) -> Result<Event, BatonError> {

@@ -3,6 +3,9 @@
 //! - before a plan is reported: its `base` becomes the commit the run's tree is at;
 //! - before a checkpoint: the run's tree's uncommitted state is snapshotted (kept under a ref after);
 //! - after a claim: the task's worktree exists before the brief is answered;
+//! - before a task step is reported: what the step left uncommitted in the task's worktree
+//!   is committed on its branch, and the report carries what was done (`code`); a refused
+//!   report takes that commit back;
 //! - after a task finishes, or whenever a brief shows it: a joined fan-out's branches are
 //!   merged (once, under a repository lock, recorded with `RecordMerge`), and a finished
 //!   run's worktrees are removed;
@@ -12,15 +15,16 @@
 //! what failed, the command, git's message and the fix.
 
 use super::cmd::{git, note_of};
+use super::commit::{self, Author, Committed};
 use super::lock::lock;
 use super::{merge, snapshot, worktree};
-use crate::api::{Caller, Reply, Request, ResumeParams};
+use crate::api::{AdvanceParams, AnswerHumanParams, Caller, Reply, Request, ResumeParams};
 use crate::backend::Backend;
 use crate::engine::merge::MergeState;
 use crate::engine::task_brief::{checkpoint_ref, fork_worktree};
 use crate::engine::template::check_identifier;
 use crate::engine::{Brief, TaskBrief, TaskStatus, Workspace};
-use crate::error::{BatonError, BatonResult};
+use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::workspace::{Probe, probe};
 use std::path::Path;
 
@@ -28,8 +32,9 @@ use std::path::Path;
 enum After {
     /// A claim: make the task's worktree.
     Claim,
-    /// A change that may finish a task, and with it the fan-out or the run.
-    TaskChange,
+    /// A change that may finish a task, and with it the fan-out or the run; for a step's
+    /// report or an answer, what baton committed for it (and what to call it in the note).
+    TaskChange(Option<Box<(String, Committed)>>),
     /// A run's briefing: read it again if the git work changed the run.
     Briefing(String),
     /// A fork: restore the checkpoint's code into its worktree.
@@ -48,7 +53,24 @@ enum After {
 /// Execute `request` for `caller` through `backend`, with the git work it implies.
 pub async fn call(backend: &Backend, mut caller: Caller, mut request: Request) -> BatonResult<Reply> {
     let after = before(backend, &mut caller, &mut request).await?;
-    let reply = backend.call_as(caller.clone(), request).await?;
+    let reply = match backend.call_as(caller.clone(), request).await {
+        Ok(reply) => reply,
+        Err(error) => {
+            // The report was refused (not lost): its commit must not outlive it.
+            let refused = matches!(
+                error.code,
+                ErrorCode::InvalidArgument | ErrorCode::NotFound | ErrorCode::Conflict | ErrorCode::InvalidState | ErrorCode::TooLarge
+            );
+            if let After::TaskChange(Some(reported)) = &after
+                && let (_, committed) = reported.as_ref()
+                && let Some((commit, parent)) = &committed.undo
+                && refused
+            {
+                commit::undo(Path::new(&committed.code.worktree), commit, parent).await;
+            }
+            return Err(error);
+        }
+    };
     Ok(settle(backend, &caller, after, reply).await)
 }
 
@@ -60,9 +82,22 @@ async fn before(backend: &Backend, caller: &mut Caller, request: &mut Request) -
             }
             After::Nothing
         }
-        Request::Advance(p) if p.task.is_some() => After::TaskChange,
-        // An answer without `task` may be for the one task that waits (the service picks it).
-        Request::AnswerHuman(_) => After::TaskChange,
+        Request::Advance(p) if p.task.is_some() => {
+            // Only the calling process says what it committed.
+            p.code = None;
+            let committed = commit_report(backend, caller, p).await;
+            p.code = committed.as_ref().map(|(_, c)| c.code.clone());
+            After::TaskChange(committed.map(Box::new))
+        }
+        Request::AnswerHuman(p) if p.task.is_some() => {
+            p.code = None;
+            let committed = commit_answer(backend, caller, p).await;
+            p.code = committed.as_ref().map(|(_, c)| c.code.clone());
+            After::TaskChange(committed.map(Box::new))
+        }
+        // An answer without `task` may be for the one task that waits (the service picks
+        // it); what its worktree holds is committed with that task's next report.
+        Request::AnswerHuman(_) => After::TaskChange(None),
         Request::Resume(p) => match (&p.run_id, &p.checkpoint, &p.claim, &p.task) {
             (Some(_), Some(_), _, _) => After::Fork,
             (Some(_), None, Some(_), _) => After::Claim,
@@ -102,9 +137,14 @@ async fn settle(backend: &Backend, caller: &Caller, after: After, reply: Reply) 
             }
             Reply::Task(brief)
         }
-        (After::TaskChange, Reply::Task(mut brief))
-            if matches!(brief.status, TaskStatus::Done | TaskStatus::Skipped | TaskStatus::Failed) =>
-        {
+        (After::TaskChange(committed), Reply::Task(mut brief)) => {
+            if let Some(reported) = committed {
+                let (subject, committed) = *reported;
+                add_note(&mut brief.note, committed.code.line_of(&subject));
+            }
+            if !matches!(brief.status, TaskStatus::Done | TaskStatus::Skipped | TaskStatus::Failed) {
+                return Reply::Task(brief);
+            }
             if let Ok(mut run) = read_brief(backend, caller, &brief.run_id).await {
                 let notes = reconcile(backend, caller, &mut run).await;
                 let merged = run.merge.as_ref().filter(|_| notes.merged).and_then(|m| match m {
@@ -184,6 +224,63 @@ async fn resolve_base(backend: &Backend, caller: &Caller, run_id: &str, base: Op
     }
 }
 
+/// Longest subject of a step's commit.
+const MAX_SUBJECT_CHARS: usize = 100;
+
+/// Commit what the reported step left uncommitted in its task's worktree (see
+/// [`commit::commit_step`]); `None` when the task has no worktree of its own or is not
+/// held (the report will be refused, and nothing is touched).
+async fn commit_report(backend: &Backend, caller: &Caller, p: &AdvanceParams) -> Option<(String, Committed)> {
+    let task = p.task.as_deref()?;
+    let request = Request::Resume(ResumeParams { run_id: Some(p.run_id.clone()), task: Some(task.to_string()), ..ResumeParams::default() });
+    let Ok(Reply::Task(brief)) = backend.call_as(caller.clone(), request).await else { return None };
+    let (Some(_), Some(branch)) = (&brief.repo, &brief.branch) else { return None };
+    if brief.status != TaskStatus::Claimed {
+        return None;
+    }
+    let step = brief.step.as_deref().unwrap_or("?");
+    let role = brief.role.as_deref().unwrap_or("?");
+    let first = crate::text::first_line(&p.output, MAX_SUBJECT_CHARS);
+    let subject: String = format!("{task}: {step} ({role}) {}: {first}", p.outcome).chars().take(MAX_SUBJECT_CHARS).collect();
+    let body = format!(
+        "Committed by baton for {}: what step `{step}` of task `{task}` (run {}) left uncommitted in the task's worktree when it reported `{}`.",
+        caller.actor.label(),
+        p.run_id,
+        p.outcome
+    );
+    let author = Author::of(&caller.actor);
+    let from = brief.head.as_deref().or(brief.base.as_deref());
+    let worktree = Path::new(&brief.workdir);
+    let committed = commit::commit_step(&commit::Step { worktree, branch, from, author: &author, subject: &subject, body: &body }).await;
+    Some((format!("Step `{step}` ({})", caller.actor.label()), committed))
+}
+
+/// Before a task's question is answered: commit what was left uncommitted in its worktree
+/// (someone fixed things by hand, or a step's commit had failed), authored by whoever
+/// answers. Recorded only when there was something to commit.
+async fn commit_answer(backend: &Backend, caller: &Caller, p: &AnswerHumanParams) -> Option<(String, Committed)> {
+    let task = p.task.as_deref()?;
+    let request = Request::Resume(ResumeParams { run_id: Some(p.run_id.clone()), task: Some(task.to_string()), ..ResumeParams::default() });
+    let Ok(Reply::Task(brief)) = backend.call_as(caller.clone(), request).await else { return None };
+    let (Some(_), Some(branch)) = (&brief.repo, &brief.branch) else { return None };
+    if brief.status != TaskStatus::AwaitingHuman || !Path::new(&brief.workdir).is_dir() {
+        return None;
+    }
+    let answer = crate::text::first_line(&p.answer, MAX_SUBJECT_CHARS);
+    let subject: String = format!("{task}: answered `{answer}`").chars().take(MAX_SUBJECT_CHARS).collect();
+    let body = format!(
+        "Committed by baton for {}: what was left uncommitted in the worktree of task `{task}` (run {}) when its question was answered.",
+        caller.actor.label(),
+        p.run_id
+    );
+    let author = Author::of(&caller.actor);
+    let from = brief.head.as_deref().or(brief.base.as_deref());
+    let worktree = Path::new(&brief.workdir);
+    let committed = commit::commit_step(&commit::Step { worktree, branch, from, author: &author, subject: &subject, body: &body }).await;
+    let worth = committed.code.commit.is_some() || committed.code.error.is_some();
+    worth.then(|| (format!("The answer to the task's question ({})", caller.actor.label()), committed))
+}
+
 /// Make the claimed task's worktree, when the run's workspace is a repository.
 async fn ensure_worktree(brief: &TaskBrief) -> BatonResult<()> {
     let (Some(repo), Some(branch)) = (&brief.repo, &brief.branch) else { return Ok(()) };
@@ -250,8 +347,8 @@ async fn reconcile(backend: &Backend, caller: &Caller, brief: &mut Brief) -> Rec
 async fn merge_once(backend: &Backend, caller: &Caller, root: &Path, run_id: &str) -> BatonResult<(Brief, bool)> {
     let _lock = lock(root, "merge").await?;
     let fresh = read_brief(backend, caller, run_id).await?;
-    let Some(MergeState::Pending { tree, tasks }) = &fresh.merge else { return Ok((fresh, false)) };
-    let report = merge::merge_tasks(root, Path::new(tree), run_id, tasks).await;
+    let Some(MergeState::Pending { tree, tasks, base }) = &fresh.merge else { return Ok((fresh, false)) };
+    let report = merge::merge_tasks(root, Path::new(tree), run_id, tasks, base.as_deref()).await;
     let request = Request::RecordMerge(crate::api::RecordMergeParams { run_id: run_id.to_string(), report });
     match backend.call_as(caller.clone(), request).await? {
         Reply::Brief(brief) => Ok((*brief, true)),

@@ -9,6 +9,7 @@
 //! deliberate merge at a join.
 
 mod cmd;
+pub mod commit;
 mod hooks;
 mod lock;
 pub mod merge;

@@ -61,6 +61,7 @@ pub async fn ask_user(backend: &Backend, caller: Caller, peer: &Peer<RoleServer>
         answer: answer.clone(),
         comment,
         expected_version: Some(brief.version),
+        code: None,
     });
     match crate::gitops::call(backend, caller, request).await {
         Ok(Reply::Brief(next)) => with_note(*next, &format!("The user answered in a form: {answer}.")),

@@ -2,6 +2,7 @@
 
 mod caller;
 mod elicit;
+mod output;
 mod resources;
 pub mod stdio;
 mod tools;
@@ -9,6 +10,7 @@ mod tools;
 use crate::api::{Caller, Reply, Request};
 use crate::backend::Backend;
 use crate::error::BatonError;
+pub use output::{Answer, ToolError};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
@@ -110,7 +112,13 @@ impl ServerHandler for BatonServer {
             Err(e) => Err(e),
         };
         Ok(match outcome {
-            Ok(reply) => tool_result(&reply),
+            Ok(reply) => {
+                if !Answer::of(&reply).is_some_and(|kind| spec.answers.contains(&kind)) {
+                    // A bug: clients that validate against the tool's outputSchema refuse this result.
+                    tracing::error!(tool = %request.name, answers = ?spec.answers, "a reply outside the tool's outputSchema");
+                }
+                tool_result(&reply)
+            }
             Err(err) => tool_error(&err),
         }
         .into())
@@ -142,7 +150,7 @@ fn tool_result(reply: &Reply) -> CallToolResult {
 /// A tool result that carries a structured error.
 fn tool_error(err: &BatonError) -> CallToolResult {
     tracing::info!(code = ?err.code, field = ?err.field, "tool error: {}", err.message);
-    let data = json!({ "error": err });
+    let data = ToolError::to_json(err);
     let mut result = CallToolResult::error(vec![ContentBlock::text(data.to_string())]);
     result.structured_content = Some(data);
     result

@@ -9,8 +9,8 @@
 
 use crate::api::{Caller, GetGraphParams, ListRunsParams, Reply, Request, ResumeParams, StatusFilter};
 use crate::backend::Backend;
-use crate::engine::graph_mermaid::to_mermaid;
 use crate::error::{BatonError, ErrorCode};
+use crate::graph::to_mermaid;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{ReadResourceResult, Resource, ResourceContents, ResourceTemplate};
 use serde_json::json;

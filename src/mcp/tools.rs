@@ -7,8 +7,8 @@
 //! Codex asks the user before a tool unless it is read-only or says `openWorldHint:
 //! false` (and always asks for destructive ones), so every tool states both hints.
 
+use super::output::{Answer, break_template_cycle, output_schema};
 use crate::api::*;
-use crate::engine::Brief;
 use crate::error::{BatonError, BatonResult};
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use schemars::JsonSchema;
@@ -17,37 +17,6 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-
-/// `resume` answers with a run list, a briefing or a forked run's brief.
-#[derive(JsonSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum ResumeOutput {
-    Runs(RunList),
-    Briefing(Box<Briefing>),
-    Forked(Box<Brief>),
-}
-
-/// `inspect` answers with one of the read-only views.
-#[derive(JsonSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum InspectOutput {
-    Runs(RunList),
-    Run(Box<RunDetails>),
-    Event(Box<EventDetail>),
-    Templates(TemplateList),
-}
-
-/// Every tool answers with its result, or with `{"error": ...}` when `isError` is set;
-/// the published output schema admits both.
-#[derive(JsonSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum ToolOutcome<T> {
-    Done(T),
-    Failed { error: BatonError },
-}
 
 /// Read-only views of baton's runs: pick one by the arguments given.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema, Default)]
@@ -122,9 +91,11 @@ impl InspectParams {
 
 type Parser = Box<dyn Fn(Value, &Path) -> BatonResult<Request> + Send + Sync>;
 
-/// One tool: its MCP description and its argument parser.
+/// One tool: its MCP description, the kinds of answer it gives and its argument parser.
 pub struct ToolSpec {
     pub tool: Tool,
+    /// What its structured results can be (besides an error); its `outputSchema` admits these.
+    pub answers: &'static [Answer],
     parse: Parser,
 }
 
@@ -147,16 +118,16 @@ enum Effect {
     Ends,
 }
 
-fn spec<P, O>(
+fn spec<P>(
     name: &'static str,
     title: &'static str,
     description: &'static str,
     effect: Effect,
+    answers: &'static [Answer],
     into: fn(P, &Path) -> BatonResult<Request>,
 ) -> ToolSpec
 where
     P: JsonSchema + DeserializeOwned + 'static,
-    O: JsonSchema,
 {
     let annotations = ToolAnnotations::with_title(title)
         .read_only(effect == Effect::Reads)
@@ -165,19 +136,20 @@ where
         .open_world(false);
     let tool = Tool::new(name, description, schema_object::<P>())
         .with_title(title)
-        .with_raw_output_schema(schema_object::<ToolOutcome<O>>())
+        .with_raw_output_schema(output_schema(answers))
         .with_annotations(annotations);
-    ToolSpec { tool, parse: Box::new(move |value, cwd| parse_arguments::<P>(value).and_then(|p| into(p, cwd))) }
+    ToolSpec { tool, answers, parse: Box::new(move |value, cwd| parse_arguments::<P>(value).and_then(|p| into(p, cwd))) }
 }
 
 /// All tools baton serves, at most 8 (Codex's `tool_search` default limit).
 pub fn catalog() -> Vec<ToolSpec> {
     vec![
-        spec::<StartWorkflowParams, Brief>(
+        spec::<StartWorkflowParams>(
             "start_workflow",
             "baton: start a workflow",
             "baton: start a durable multi-agent workflow run (template `feature`: architect plans, implementer builds, reviewer reviews, tester tests; review and test failures loop back; `bugfix` and custom templates too). Returns the first brief: the role to play now and how to report with `advance`.",
             Effect::Changes,
+            &[Answer::Brief],
             |mut p, cwd| {
                 if let Some(path) = &p.template_file {
                     if p.template.is_some() || p.template_definition.is_some() {
@@ -192,53 +164,63 @@ pub fn catalog() -> Vec<ToolSpec> {
                 Ok(Request::StartWorkflow(p))
             },
         ),
-        spec::<AdvanceParams, Brief>(
+        spec::<AdvanceParams>(
             "advance",
             "baton: report a step and advance",
             "baton: finish the current step of a workflow run: report the role's outcome (one listed in the brief) and output, with the brief's version as expected_version. Returns the brief for the next role (implementer, reviewer, tester, ...).",
             Effect::Changes,
+            // With `task`: the task's brief.
+            &[Answer::Brief, Answer::Task],
             |p, _| Ok(Request::Advance(p)),
         ),
-        spec::<CheckpointParams, crate::api::CheckpointSaved>(
+        spec::<CheckpointParams>(
             "checkpoint",
             "baton: checkpoint a run",
             "baton: save a named checkpoint of a workflow run (with the git HEAD), e.g. before a risky step; `resume` with that checkpoint forks a new run from it.",
             Effect::Changes,
+            &[Answer::Checkpoint],
             |p, _| Ok(Request::Checkpoint(p)),
         ),
-        spec::<ResumeParams, ResumeOutput>(
+        spec::<ResumeParams>(
             "resume",
             "baton: resume runs",
             "baton: resume workflow runs, e.g. in a new Codex session. No arguments: this workspace's unfinished runs. run_id: a full briefing of where the run stands and what to do next. run_id + checkpoint: fork a new run from that checkpoint.",
             Effect::Changes,
+            // No run: a listing; a run: a briefing; a checkpoint: the fork's brief; claim or task: a task's brief.
+            &[Answer::Runs, Answer::Briefing, Answer::Brief, Answer::Task],
             |p, _| Ok(Request::Resume(p)),
         ),
-        spec::<AwaitHumanParams, Brief>(
+        spec::<AwaitHumanParams>(
             "await_human",
             "baton: ask the user",
             "baton: pause a workflow run with a question only the user can decide (and its options). baton asks the user directly when the client can show a form; otherwise the run waits durably for `answer_human` or `baton answer`.",
             Effect::Changes,
+            &[Answer::Brief],
             |p, _| Ok(Request::AwaitHuman(p)),
         ),
-        spec::<AnswerHumanParams, Brief>(
+        spec::<AnswerHumanParams>(
             "answer_human",
             "baton: give the user's answer",
             "baton: give the user's answer to a workflow run's pending question (loop-limit gates: `continue` or `fail`). Returns the brief to carry on with.",
             Effect::Changes,
+            // With `task`: the task's brief.
+            &[Answer::Brief, Answer::Task],
             |p, _| Ok(Request::AnswerHuman(p)),
         ),
-        spec::<CancelRunParams, Brief>(
+        spec::<CancelRunParams>(
             "cancel_run",
             "baton: cancel a run",
             "baton: cancel a workflow run for good, with a reason (Codex asks the user first).",
             Effect::Ends,
+            &[Answer::Brief],
             |p, _| Ok(Request::CancelRun(p)),
         ),
-        spec::<InspectParams, InspectOutput>(
+        spec::<InspectParams>(
             "inspect",
             "baton: inspect runs",
             "baton: read-only views of workflow runs: list runs (by status, template, workspace), show one run's state and paged history (run_id), one event's whole report (run_id + event), or the templates (templates: true).",
             Effect::Reads,
+            &[Answer::Runs, Answer::Run, Answer::Event, Answer::Templates],
             |p: InspectParams, _| p.into_request(),
         ),
     ]
@@ -246,8 +228,10 @@ pub fn catalog() -> Vec<ToolSpec> {
 
 /// A schemars schema as the JSON object MCP wants.
 fn schema_object<T: JsonSchema>() -> Arc<JsonObject> {
-    match serde_json::to_value(schemars::schema_for!(T)) {
-        Ok(Value::Object(mut map)) => {
+    let mut schema = schemars::schema_for!(T).to_value();
+    break_template_cycle(&mut schema);
+    match schema {
+        Value::Object(mut map) => {
             map.remove("title");
             map.entry("type").or_insert_with(|| Value::from("object"));
             Arc::new(map)

@@ -3,8 +3,8 @@
 
 use super::Service;
 use crate::api::{GetGraphParams, Reply};
-use crate::engine::GraphView;
 use crate::error::BatonResult;
+use crate::graph::GraphView;
 use crate::limits::MAX_HISTORY_BYTES;
 
 impl Service {

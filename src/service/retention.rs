@@ -185,7 +185,8 @@ mod tests {
         assert_eq!(f.deleted(Request::DeleteRun(DeleteRunParams { run_id: recent.clone() })).await, vec![recent.clone()]);
         let err = f.call(Request::DeleteRun(DeleteRunParams { run_id: recent })).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::NotFound);
-        let answer = AnswerHumanParams { run_id: open.clone(), task: None, answer: "x".into(), comment: None, expected_version: None };
+        let answer =
+            AnswerHumanParams { run_id: open.clone(), task: None, answer: "x".into(), comment: None, expected_version: None, code: None };
         assert!(f.call(Request::AnswerHuman(answer)).await.is_err(), "the open run is still there, unchanged");
         assert!(store.run(&open).await.unwrap().is_some());
         let report = store.verify().await.unwrap();

@@ -142,9 +142,9 @@ impl RunSummary {
             status => status,
         };
         let question = match (&run.pending_gate, waiting.first().and_then(|t| t.gate.as_ref())) {
-            (Some(gate), _) => Some(crate::engine::brief::first_line(&gate.question, 200)),
+            (Some(gate), _) => Some(crate::text::first_line(&gate.question, 200)),
             // A task's questions name the task (see `HumanGate`).
-            (None, Some(gate)) => Some(crate::engine::brief::first_line(&gate.question, 200)),
+            (None, Some(gate)) => Some(crate::text::first_line(&gate.question, 200)),
             (None, None) => None,
         };
         RunSummary {

@@ -187,10 +187,8 @@ pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: N
 
 /// A short page saying why a request was refused.
 fn refusal(status: StatusCode, why: &str) -> Response {
-    let body = format!(
-        "<!doctype html><meta charset=\"utf-8\"><title>baton: {status}</title><h1>{status}</h1><p>{}</p>",
-        crate::engine::graph_svg::xml(why)
-    );
+    let body =
+        format!("<!doctype html><meta charset=\"utf-8\"><title>baton: {status}</title><h1>{status}</h1><p>{}</p>", crate::text::xml(why));
     (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 

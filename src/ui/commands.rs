@@ -2,10 +2,9 @@
 //! `baton show RUN --graph [--svg]`.
 
 use crate::api::{DeleteRunParams, GetGraphParams, PruneParams, Reply, Request};
-use crate::backend::Backend;
 use crate::cli::{UiCommand, render, terminal_caller};
-use crate::engine::graph_mermaid::to_mermaid;
-use crate::engine::graph_svg::to_svg;
+use crate::graph::to_mermaid;
+use crate::graph::to_svg;
 use crate::home::Home;
 use anyhow::Result;
 use std::io::Write;
@@ -15,7 +14,9 @@ use std::path::Path;
 pub async fn run(home: Option<&Path>, command: UiCommand) -> Result<String> {
     match command {
         UiCommand::Ui { port } => {
-            super::serve(Home::resolve(home)?, port, |url| {
+            let home = Home::resolve(home)?;
+            crate::cli::commands::needs_database(&home)?;
+            super::serve(home, port, |url| {
                 // stdout carries the address only; anything else goes to stderr.
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{url}");
@@ -27,6 +28,14 @@ pub async fn run(home: Option<&Path>, command: UiCommand) -> Result<String> {
         }
         UiCommand::Delete { run_id, json } => text(home, Request::DeleteRun(DeleteRunParams { run_id }), json).await,
         UiCommand::Prune { older_than, dry_run, json } => {
+            if older_than.trim_start().starts_with('-') {
+                return Err(crate::error::BatonError::invalid(
+                    "older_than",
+                    format!("`{older_than}` is a negative age"),
+                    "Give how old a finished run must be, as a positive age: e.g. `--older-than 5d`.",
+                )
+                .into());
+            }
             text(home, Request::Prune(PruneParams { older_than, dry_run: Some(dry_run), workspace: None }), json).await
         }
     }
@@ -48,7 +57,6 @@ async fn text(home: Option<&Path>, request: Request, json: bool) -> Result<Strin
 }
 
 async fn call(home: Option<&Path>, request: Request) -> Result<Reply> {
-    let backend = Backend::new(Home::resolve(home)?);
-    backend.connect().await?;
+    let backend = crate::cli::commands::open_backend(home).await?;
     Ok(crate::gitops::call(&backend, terminal_caller(), request).await?)
 }

@@ -7,9 +7,9 @@ use super::AppState;
 use super::auth::Session;
 use super::views::{Frame, MessagePage, PrunePage, RunPage, RunsFilter, RunsPage};
 use crate::api::*;
-use crate::engine::graph_mermaid::to_mermaid;
-use crate::engine::graph_svg::to_svg;
 use crate::error::{BatonError, BatonResult, ErrorCode};
+use crate::graph::to_mermaid;
+use crate::graph::to_svg;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Extension, Form, Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -142,7 +142,14 @@ fn list_address(filter: &RunsFilter) -> String {
 struct HistoryQuery {
     #[serde(default)]
     before: Option<u64>,
+    /// The version an answer from this page made: the page confirms it and says what
+    /// happens next.
+    #[serde(default)]
+    answered: Option<u64>,
 }
+
+/// A run's page as it is, without history paging or a confirmation.
+const NO_QUERY: HistoryQuery = HistoryQuery { before: None, answered: None };
 
 async fn run_page(
     State(state): State<Arc<AppState>>,
@@ -150,15 +157,17 @@ async fn run_page(
     Path(id): Path<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
-    let before = query.map(|Query(q)| q.before).unwrap_or_default();
-    run_response(&state, &session, &id, before, None).await
+    let query = query.map(|Query(q)| q).unwrap_or(HistoryQuery { before: None, answered: None });
+    run_response(&state, &session, &id, &query, None).await
 }
 
 /// A run's page, showing `error` (with its HTTP status) if there is one.
-async fn run_response(state: &AppState, session: &Session, id: &str, before: Option<u64>, error: Option<BatonError>) -> Response {
-    let page = match before {
-        Some(seq) => format!("/runs/{id}?before={seq}"),
-        None => format!("/runs/{id}"),
+async fn run_response(state: &AppState, session: &Session, id: &str, query: &HistoryQuery, error: Option<BatonError>) -> Response {
+    let before = query.before;
+    let page = match (before, query.answered) {
+        (Some(seq), _) => format!("/runs/{id}?before={seq}"),
+        (None, Some(seq)) => format!("/runs/{id}?answered={seq}"),
+        (None, None) => format!("/runs/{id}"),
     };
     let mut frame = state.frame(session, page, error);
     let loaded = async {
@@ -174,6 +183,9 @@ async fn run_response(state: &AppState, session: &Session, id: &str, before: Opt
     };
     match loaded.await {
         Ok((details, graph)) => {
+            if frame.error.is_none() {
+                frame.notice = query.answered.and_then(|seq| super::views::answer_notice(&details, seq));
+            }
             let status = frame.error.as_ref().map_or(StatusCode::OK, status_of);
             state.render("run.html", &RunPage::new(frame, details, &graph), status)
         }
@@ -185,7 +197,7 @@ async fn run_response(state: &AppState, session: &Session, id: &str, before: Opt
     }
 }
 
-async fn graph_of(state: &AppState, id: &str) -> BatonResult<crate::engine::GraphView> {
+async fn graph_of(state: &AppState, id: &str) -> BatonResult<crate::graph::GraphView> {
     match state.call(Request::GetGraph(GetGraphParams { run_id: id.into() })).await? {
         Reply::Graph(graph) => Ok(*graph),
         other => Err(unexpected(&other)),
@@ -241,16 +253,25 @@ async fn answer(
     Path(id): Path<String>,
     form: Result<Form<AnswerForm>, FormRejection>,
 ) -> Response {
-    let request = |Form(f): Form<AnswerForm>| {
-        Request::AnswerHuman(AnswerHumanParams {
-            run_id: id.clone(),
-            task: Some(f.task).filter(|t| !t.is_empty()),
-            answer: f.answer,
-            comment: Some(f.comment).filter(|c| !c.trim().is_empty()),
-            expected_version: Some(f.expected_version),
-        })
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(e) => return run_response(&state, &session, &id, &NO_QUERY, Some(bad_form(&e))).await,
     };
-    change_run(&state, &session, &id, form.map(request)).await
+    // The answer is refused unless the run is at `expected_version`, so the event it makes
+    // is the next one: the page after the redirect confirms that event.
+    let answered = f.expected_version + 1;
+    let request = Request::AnswerHuman(AnswerHumanParams {
+        run_id: id.clone(),
+        task: Some(f.task).filter(|t| !t.is_empty()),
+        answer: f.answer,
+        comment: Some(f.comment).filter(|c| !c.trim().is_empty()),
+        expected_version: Some(f.expected_version),
+        code: None,
+    });
+    match state.call(request).await {
+        Ok(_) => Redirect::to(&format!("/runs/{id}?answered={answered}")).into_response(),
+        Err(e) => run_response(&state, &session, &id, &NO_QUERY, Some(e)).await,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,7 +305,7 @@ async fn change_run(state: &AppState, session: &Session, id: &str, request: Resu
     };
     match outcome {
         Ok(()) => Redirect::to(&format!("/runs/{id}")).into_response(),
-        Err(e) => run_response(state, session, id, None, Some(e)).await,
+        Err(e) => run_response(state, session, id, &NO_QUERY, Some(e)).await,
     }
 }
 
@@ -315,14 +336,14 @@ async fn fork(
     };
     match outcome {
         Ok(new_id) => Redirect::to(&format!("/runs/{new_id}")).into_response(),
-        Err(e) => run_response(&state, &session, &id, None, Some(e)).await,
+        Err(e) => run_response(&state, &session, &id, &NO_QUERY, Some(e)).await,
     }
 }
 
 async fn delete(State(state): State<Arc<AppState>>, Extension(session): Extension<Session>, Path(id): Path<String>) -> Response {
     match state.call(Request::DeleteRun(DeleteRunParams { run_id: id.clone() })).await {
         Ok(_) => Redirect::to("/").into_response(),
-        Err(e) => run_response(&state, &session, &id, None, Some(e)).await,
+        Err(e) => run_response(&state, &session, &id, &NO_QUERY, Some(e)).await,
     }
 }
 

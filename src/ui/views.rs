@@ -3,10 +3,12 @@
 //! Templates only lay things out; what to show is decided here.
 
 use crate::api::{Deleted, RunDetails, RunList};
-use crate::engine::graph_mermaid::to_mermaid;
-use crate::engine::graph_svg::to_svg;
-use crate::engine::{Event, EventKind, GraphView};
+use crate::engine::task_brief::run_short;
+use crate::engine::{Event, EventKind, RunStatus};
 use crate::error::BatonError;
+use crate::graph::GraphView;
+use crate::graph::to_mermaid;
+use crate::graph::to_svg;
 use crate::store::RunSummary;
 use crate::time::Timestamp;
 use minijinja::{Environment, Value};
@@ -150,6 +152,9 @@ pub struct RunHead {
     pub step: Option<String>,
     pub role: Option<String>,
     pub workspace: Option<String>,
+    /// The workspace path cut after each `/`, so the page can wrap it between directories
+    /// rather than inside a name.
+    pub workspace_parts: Vec<String>,
     pub git_head: Option<String>,
     pub created: String,
     pub updated: String,
@@ -231,6 +236,8 @@ pub struct EventRow {
     pub kind: &'static str,
     pub outcome: Option<String>,
     pub summary: String,
+    /// The comment a person gave with an answer.
+    pub comment: Option<String>,
     /// The start of the event's long text (its report, goal, question, answer or reason).
     pub text: Option<String>,
     /// Its whole length, when `text` holds only the start.
@@ -269,6 +276,7 @@ impl RunPage {
             step: run.current_step.clone(),
             role: def.map(|d| d.role.clone()),
             workspace: run.workspace.as_ref().map(|w| w.key().to_string()),
+            workspace_parts: run.workspace.as_ref().map(|w| path_parts(w.key())).unwrap_or_default(),
             git_head: run.workspace.as_ref().and_then(|w| w.git_head.clone()),
             created: when(run.created_at),
             updated: when(run.updated_at),
@@ -294,6 +302,47 @@ impl RunPage {
     }
 }
 
+/// `path` in pieces that each end with `/` (the last one may not).
+fn path_parts(path: &str) -> Vec<String> {
+    path.split_inclusive('/').map(str::to_string).collect()
+}
+
+/// What the page says after a person's answer made event `seq`: what was recorded, and
+/// what happens next. None when that event is not an answer (or no longer on the page).
+pub fn answer_notice(details: &RunDetails, seq: u64) -> Option<String> {
+    let event = details.events.iter().find(|e| e.seq == seq)?;
+    let EventKind::HumanAnswered { answer, comment, task, .. } = &event.kind else { return None };
+    let run = &details.run;
+    let whose = task.as_ref().map(|t| format!(" for task {t}")).unwrap_or_default();
+    let with = if comment.is_some() { ", with your comment" } else { "" };
+    let recorded = format!("Your answer “{answer}”{whose} is recorded (event #{seq}{with}).");
+    let task_now = task.as_ref().and_then(|t| run.fanout.as_ref()?.task(t));
+    let next = if run.status.is_finished() {
+        format!("The run is {} now.", run.status.as_str())
+    } else if run.status == RunStatus::AwaitingHuman || !run.tasks_waiting().is_empty() {
+        "Another question waits for you below.".to_string()
+    } else if let Some(task) = task_now {
+        match (task.status, &task.step) {
+            (status, _) if status.has_joined() => {
+                format!("Task {} is {}; the run goes on without waiting for it.", task.id, status.as_str())
+            }
+            (_, Some(step)) => format!(
+                "Next, task {} goes on at step {step}: the next agent working on this run picks it up when it asks baton for work.",
+                task.id
+            ),
+            (status, None) => format!("Task {} is {} now.", task.id, status.as_str()),
+        }
+    } else {
+        let step = run.current_step.as_deref().unwrap_or("its next step");
+        let role = run.current_step.as_deref().and_then(|s| run.template.step(s)).map(|d| format!(" ({})", d.role)).unwrap_or_default();
+        format!(
+            "Next, the run goes on at step {step}{role}: the Codex session working on it plays that step the next time it calls baton; if none is, ask Codex to resume baton run {}.",
+            run_short(&run.id)
+        )
+    };
+    Some(format!("{recorded} {next}"))
+}
+
 fn gate(task: Option<String>, g: &crate::engine::run::HumanGate) -> GateView {
     let kind = match g.kind {
         crate::engine::run::GateKind::Question => "question",
@@ -310,6 +359,10 @@ impl EventRow {
             EventKind::Advanced { report, .. } | EventKind::TaskAdvanced { report, .. } => Some(report.outcome.clone()),
             _ => None,
         };
+        let comment = match &event.kind {
+            EventKind::HumanAnswered { comment, .. } => comment.clone(),
+            _ => None,
+        };
         let whole = crate::service::long_text(&mut event).map(std::mem::take).filter(|t| !t.is_empty());
         let more_bytes = whole.as_ref().filter(|t| t.len() > EXCERPT_BYTES).map(String::len);
         let text = whole.map(|t| crate::engine::run::prefix(&t, EXCERPT_BYTES).to_string());
@@ -321,6 +374,7 @@ impl EventRow {
             kind: event.kind.name(),
             outcome,
             summary: line.summary,
+            comment,
             text,
             more_bytes,
         }

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 pub mod pg;
+pub mod schemas;
+
+use schemas::OutputSchemas;
+use std::sync::{Arc, Mutex};
 
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
@@ -27,6 +31,9 @@ pub struct Server {
     pub pid: u32,
     /// The Codex thread id sent as `_meta.threadId` with every call: the agent's identity.
     pub thread: Option<String>,
+    /// The output schemas this server published (one `tools/list` at start): every
+    /// structured result [`Server::call`] receives is validated against its tool's.
+    pub schemas: Arc<OutputSchemas>,
 }
 
 impl Server {
@@ -62,7 +69,9 @@ impl Server {
         let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn baton serve");
         let pid = transport.id().expect("child pid");
         let client = ().serve(transport).await.expect("MCP initialize");
-        Server { client, pid, thread: thread.map(str::to_string) }
+        let tools = client.list_all_tools().await.expect("tools/list");
+        let tools: Vec<Value> = tools.iter().map(|t| serde_json::to_value(t).expect("a tool as JSON")).collect();
+        Server { client, pid, thread: thread.map(str::to_string), schemas: Arc::new(OutputSchemas::from_tools(&tools)) }
     }
 
     /// Call a tool: `Ok(structured content)` on success, `Err(error object)` on a tool error.
@@ -74,6 +83,7 @@ impl Server {
             params.meta = Some(RequestMetaObject(meta.into()));
         }
         let result = self.client.call_tool(params).await.unwrap_or_else(|e| panic!("{tool}: protocol failure {e:?}"));
+        self.schemas.check(tool, result.structured_content.as_ref(), result.is_error == Some(true));
         let data = result.structured_content.clone().unwrap_or(Value::Null);
         let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
         let same: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{tool}: the text content is not JSON ({e}): {text}"));
@@ -224,21 +234,89 @@ pub async fn wait_until(what: &str, bound: std::time::Duration, mut condition: i
     }
 }
 
-/// A `baton serve` driven with raw lines on its stdin, its stdout read line by line.
+/// A `baton serve` driven with raw lines on its stdin, its stdout read line by line. The
+/// results of the `tools/call` lines it sends are validated against the tools' output
+/// schemas as they are received (see [`schemas`]).
 pub struct RawMcp {
     pub child: std::process::Child,
     stdin: std::process::ChildStdin,
     answers: std::sync::mpsc::Receiver<String>,
+    calls: Mutex<RawCalls>,
+}
+
+/// What [`RawMcp`] needs to validate answers: the tool of each `tools/call` id in flight,
+/// the ids of `tools/list` requests, and the schemas of the last listing received.
+#[derive(Default)]
+struct RawCalls {
+    tools: std::collections::HashMap<String, String>,
+    listings: std::collections::HashSet<String>,
+    schemas: Option<Arc<OutputSchemas>>,
+}
+
+/// A JSON-RPC id as the key of its answer: the server answers `2.0` as `2`.
+fn id_key(id: &Value) -> String {
+    match id.as_f64() {
+        Some(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{}", n as i64),
+        _ => id.to_string(),
+    }
+}
+
+impl RawCalls {
+    /// Note the requests in `line` (one message or a batch; anything else is ignored:
+    /// fuzz tests send garbage on purpose).
+    fn sent(&mut self, line: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<Value>(line) else { return };
+        let messages = match value {
+            Value::Array(batch) => batch,
+            one => vec![one],
+        };
+        for message in messages {
+            let (Some(id), Some(method)) = (message.get("id").filter(|id| !id.is_null()), message["method"].as_str()) else { continue };
+            // A request reusing an id stands for whatever was sent with it before.
+            let id = id_key(id);
+            self.tools.remove(&id);
+            self.listings.remove(&id);
+            match (method, message["params"]["name"].as_str()) {
+                ("tools/call", Some(tool)) => {
+                    self.tools.insert(id, tool.to_string());
+                }
+                ("tools/list", _) => {
+                    self.listings.insert(id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Validate `message` if it answers a `tools/call` (panicking on a mismatch), or keep
+    /// the schemas if it answers a `tools/list`.
+    fn received(&mut self, message: &Value) {
+        let Some(id) = message.get("id").map(id_key) else { return };
+        let (tool, listing) = (self.tools.remove(&id), self.listings.remove(&id));
+        let Some(result) = message.get("result") else { return };
+        if listing {
+            if let Some(tools) = result["tools"].as_array() {
+                self.schemas = Some(Arc::new(OutputSchemas::from_tools(tools)));
+            }
+        } else if let Some(tool) = tool {
+            let schemas = self.schemas.get_or_insert_with(schemas::published).clone();
+            schemas.check_result(&tool, result);
+        }
+    }
 }
 
 impl RawMcp {
-    /// Start `baton serve` on `home` and complete the handshake.
+    /// Start `baton serve` on `home`, complete the handshake and read its tools' output
+    /// schemas (`tools/list`), against which every tool result it receives is validated.
     pub fn start(home: &Path) -> RawMcp {
         let mut raw = RawMcp::spawn(home);
         raw.send(br#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#);
         let init = raw.recv(std::time::Duration::from_secs(10)).expect("initialize answered");
         assert_eq!(init["id"], "init", "{init}");
         raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw.send(br#"{"jsonrpc":"2.0","id":"schemas","method":"tools/list"}"#);
+        let listed = raw.recv(std::time::Duration::from_secs(10)).expect("tools/list answered");
+        assert_eq!(listed["id"], "schemas", "{listed}");
         raw
     }
 
@@ -266,12 +344,13 @@ impl RawMcp {
                 }
             }
         });
-        RawMcp { child, stdin, answers }
+        RawMcp { child, stdin, answers, calls: Mutex::default() }
     }
 
     /// Write `line` and a newline.
     pub fn send(&mut self, line: &[u8]) {
         use std::io::Write;
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).sent(line);
         self.stdin
             .write_all(line)
             .and_then(|()| self.stdin.write_all(b"\n"))
@@ -283,7 +362,9 @@ impl RawMcp {
     /// not JSON fails the test: stdout carries only protocol messages.
     pub fn recv(&self, wait: std::time::Duration) -> Option<Value> {
         let line = self.answers.recv_timeout(wait).ok()?;
-        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-protocol line {line:?}: {e}")))
+        let message: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-protocol line {line:?}: {e}"));
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).received(&message);
+        Some(message)
     }
 
     /// A tools/call line.

@@ -196,7 +196,10 @@ impl AppServer {
                     };
                     self.send(&reply);
                 }
-                (None, Some(_)) => {
+                (None, Some(method)) => {
+                    if method == "item/completed" {
+                        check_baton_call(&message["params"]["item"]);
+                    }
                     self.notifications.push(message.clone());
                     return message;
                 }
@@ -206,8 +209,14 @@ impl AppServer {
     }
 
     /// Call an MCP tool directly (`mcpServer/tool/call`: no model, no approval).
+    /// Its structured result is validated against baton's published output schema.
     pub fn call_tool(&mut self, thread_id: &str, tool: &str, arguments: Value) -> Value {
-        self.request("mcpServer/tool/call", json!({"threadId": thread_id, "server": "baton", "tool": tool, "arguments": arguments}))
+        let result =
+            self.request("mcpServer/tool/call", json!({"threadId": thread_id, "server": "baton", "tool": tool, "arguments": arguments}));
+        if result.get("structuredContent").is_some() {
+            crate::common::schemas::published().check_result(tool, &result);
+        }
+        result
     }
 
     /// Close stdin (app-server exits on EOF) and wait, within [`TIMEOUT`].
@@ -233,6 +242,18 @@ impl AppServer {
                 None
             }
         }
+    }
+}
+
+/// Validate the structured content of a baton call a turn made (an `mcpToolCall` item)
+/// against baton's published output schemas, when Codex reports it.
+fn check_baton_call(item: &Value) {
+    if item["type"] != "mcpToolCall" || item["server"] != "baton" {
+        return;
+    }
+    let structured = item["result"].get("structuredContent").or_else(|| item["result"].get("structured_content"));
+    if let (Some(tool), Some(structured)) = (item["tool"].as_str(), structured.filter(|v| !v.is_null())) {
+        crate::common::schemas::published().check(tool, Some(structured), structured.get("error").is_some());
     }
 }
 

@@ -58,6 +58,17 @@ impl ExecRun {
     }
 }
 
+/// Validate the structured content of every baton call Codex reports (`mcp_tool_call`
+/// items) against baton's published output schemas.
+fn check_baton_results(events: &[Value]) {
+    let schemas = crate::common::schemas::published();
+    let calls = events.iter().filter(|e| e["type"] == "item.completed" && e["item"]["type"] == "mcp_tool_call").map(|e| &e["item"]);
+    for call in calls.filter(|c| c["server"] == "baton") {
+        let (Some(tool), Some(structured)) = (call["tool"].as_str(), call["result"].get("structured_content")) else { continue };
+        schemas.check(tool, Some(structured), structured.get("error").is_some());
+    }
+}
+
 impl ExecHarness {
     /// Write the config, start the model server with `script`, and `baton install` into the
     /// fresh Codex home (which keeps the provider settings and adds `[mcp_servers.baton]`).
@@ -124,15 +135,31 @@ impl ExecHarness {
 
     /// `codex exec --json PROMPT` to completion.
     pub fn exec(&self, prompt: &str) -> ExecRun {
-        self.run_exec(&[], prompt)
+        self.run_exec(&[], prompt, EXEC_TIMEOUT)
+    }
+
+    /// `codex exec --json PROMPT` to completion within `limit` (sessions with sub-agents).
+    pub fn exec_within(&self, prompt: &str, limit: Duration) -> ExecRun {
+        self.run_exec(&[], prompt, limit)
+    }
+
+    /// Record the work directory as trusted, as Codex does when a user answers its "trust
+    /// this folder" prompt (`[projects."<dir>"] trust_level = "trusted"`): Codex's default
+    /// sandbox there is then `workspace-write` instead of `read-only`. Nothing else changes.
+    pub fn trust_work(&self) {
+        let path = self.codex_home().join("config.toml");
+        let mut config = std::fs::read_to_string(&path).unwrap();
+        let work = super::codex::canonical(self.work());
+        config.push_str(&format!("\n[projects.{:?}]\ntrust_level = \"trusted\"\n", work.to_string_lossy()));
+        std::fs::write(path, config).unwrap();
     }
 
     /// `codex exec resume SESSION PROMPT` to completion: the same session, a new turn.
     pub fn resume(&self, session: &str, prompt: &str) -> ExecRun {
-        self.run_exec(&["resume", session], prompt)
+        self.run_exec(&["resume", session], prompt, EXEC_TIMEOUT)
     }
 
-    fn run_exec(&self, subcommand: &[&str], prompt: &str) -> ExecRun {
+    fn run_exec(&self, subcommand: &[&str], prompt: &str, limit: Duration) -> ExecRun {
         let what = format!("codex exec {}", subcommand.join(" "));
         let finished = run_within(
             Command::new(&self.codex)
@@ -146,9 +173,11 @@ impl ExecHarness {
                 .env_remove("CODEX_API_KEY")
                 .current_dir(self.work()),
             &what,
-            EXEC_TIMEOUT,
+            limit,
         );
-        let events = String::from_utf8_lossy(&finished.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+        let events: Vec<Value> =
+            String::from_utf8_lossy(&finished.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+        check_baton_results(&events);
         ExecRun { finished, events }
     }
 

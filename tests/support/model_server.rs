@@ -112,6 +112,12 @@ impl ModelRequest {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    /// The Codex thread this turn belongs to: 0.169 sends it as the `thread-id` header
+    /// (a sub-agent has its own; `session-id` stays the root thread's).
+    pub fn thread_id(&self) -> Option<&str> {
+        self.header("thread-id")
+    }
+
     /// The `input` items: conversation so far, tool calls and their outputs.
     pub fn input(&self) -> &[Value] {
         self.body["input"].as_array().map(Vec::as_slice).unwrap_or_default()
@@ -184,6 +190,22 @@ pub fn step(decide: impl FnOnce(&ModelRequest) -> Vec<Output> + Send + 'static) 
 pub fn steps(steps: Vec<Step>) -> Script {
     let mut steps = steps.into_iter();
     Box::new(move |request: &ModelRequest| if request.is_turn() { steps.next().map(|decide| decide(request)) } else { None })
+}
+
+/// A script for several Codex threads at once (a lead and the sub-agents it spawns): each
+/// thread plays its own steps, in order, chosen by `route` from the thread's first request
+/// (e.g. the task message a sub-agent was spawned with). Threads run concurrently; each
+/// request is answered from its own thread's steps, whatever the others are doing.
+pub fn by_thread(mut route: impl FnMut(&ModelRequest) -> Vec<Step> + Send + 'static) -> Script {
+    let mut threads: std::collections::HashMap<String, std::collections::VecDeque<Step>> = std::collections::HashMap::new();
+    Box::new(move |request: &ModelRequest| {
+        if !request.is_turn() {
+            return None;
+        }
+        let thread = request.thread_id().unwrap_or("(no thread id)").to_string();
+        let steps = threads.entry(thread).or_insert_with(|| route(request).into());
+        steps.pop_front().map(|decide| decide(request))
+    })
 }
 
 /// Everything the connection threads share.

@@ -19,6 +19,9 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 pub struct Syncer {
     dir: PathBuf,
@@ -161,4 +164,112 @@ fn sync_file(path: &Path) -> io::Result<()> {
 
 fn names(dir: &Path) -> io::Result<HashSet<OsString>> {
     std::fs::read_dir(dir)?.map(|entry| entry.map(|e| e.file_name())).collect()
+}
+
+/// How long the writer waits for sled's flush. A flush is a few `pwrite`s and a
+/// `sync_file_range`, milliseconds even on a busy disk; this bound stays below a caller's
+/// deadline (4 s), so a caller hears `storage` from the store instead of `unavailable`.
+pub const FLUSH_WAIT: Duration = Duration::from_secs(3);
+
+/// When (milliseconds since the Unix epoch) a flush of this process started that has not
+/// returned within [`FLUSH_WAIT`]; 0 while none is stuck.
+static STUCK_SINCE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// How long a flush of this process has been stuck inside sled, if one is. sled 0.34 can
+/// wait forever for an I/O buffer whose write was lost (its I/O thread panicked); while
+/// that instance lives it holds the database's file lock, so the store cannot reopen it in
+/// this process. The owner then exits, and the next owner opens the database afresh.
+pub fn stuck_for() -> Option<Duration> {
+    match STUCK_SINCE_MS.load(Ordering::Relaxed) {
+        0 => None,
+        since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1).max(1)
+}
+
+/// sled's flush, run on a thread of its own so the writer waits for it at most
+/// [`FLUSH_WAIT`]. Cost: one hand-over to the thread and back per batch (microseconds).
+pub struct Flusher {
+    requests: mpsc::Sender<sled::Db>,
+    done: mpsc::Receiver<std::thread::Result<sled::Result<usize>>>,
+    /// A flush has not returned yet: the thread is still inside sled.
+    stuck: bool,
+}
+
+/// Tests: the next flush of the database in this directory first sleeps this long.
+#[cfg(test)]
+pub static TEST_SLOW_FLUSH: std::sync::Mutex<Option<(PathBuf, Duration)>> = std::sync::Mutex::new(None);
+
+impl Flusher {
+    pub fn start(dir: &Path) -> io::Result<Flusher> {
+        let (requests, inbox) = mpsc::channel::<sled::Db>();
+        let (finished, done) = mpsc::channel();
+        #[cfg(test)]
+        let dir = dir.to_path_buf();
+        #[cfg(not(test))]
+        let _ = dir;
+        std::thread::Builder::new().name("baton-flush".into()).spawn(move || {
+            while let Ok(db) = inbox.recv() {
+                #[cfg(test)]
+                {
+                    let slow = TEST_SLOW_FLUSH.lock().unwrap_or_else(|p| p.into_inner()).take_if(|(d, _)| *d == dir);
+                    if let Some((_, delay)) = slow {
+                        std::thread::sleep(delay);
+                    }
+                }
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.flush()));
+                // Dropping the handle can be the last reference (sled flushes again then),
+                // so it is dropped here too, never on the writer thread.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+                if finished.send(result).is_err() {
+                    break;
+                }
+            }
+        })?;
+        Ok(Flusher { requests, done, stuck: false })
+    }
+
+    /// Whether a flush is still stuck inside sled (checking whether it returned meanwhile).
+    pub fn is_stuck(&mut self) -> bool {
+        if self.stuck && self.done.try_recv().is_ok() {
+            self.unstick();
+        }
+        self.stuck
+    }
+
+    fn unstick(&mut self) {
+        self.stuck = false;
+        STUCK_SINCE_MS.store(0, Ordering::Relaxed);
+        tracing::info!("sled's flush returned after being stuck; the store can reopen the database");
+    }
+
+    /// Flush `db`, waiting at most `wait`. The error text names what happened.
+    pub fn flush(&mut self, db: &sled::Db, wait: Duration) -> Result<(), String> {
+        if self.is_stuck() {
+            return Err(self.stuck_text());
+        }
+        if self.requests.send(db.clone()).is_err() {
+            return Err("the store's flush thread has stopped".into());
+        }
+        match self.done.recv_timeout(wait) {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(super::sled_text(&e)),
+            Ok(Err(_)) => Err("sled panicked while flushing its log".into()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.stuck = true;
+                let _ = STUCK_SINCE_MS.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+                tracing::error!("sled's flush did not return within {wait:?}; the write fails and the store stops writing until it does");
+                Err(format!("sled did not finish writing its log within {wait:?}"))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err("the store's flush thread has stopped".into()),
+        }
+    }
+
+    fn stuck_text(&self) -> String {
+        let since = stuck_for().map(|d| format!(" for {d:?}")).unwrap_or_default();
+        format!("sled has been stuck writing its log{since} (the owner restarts to reopen the database)")
+    }
 }

@@ -4,9 +4,9 @@
 //! consistent copy made between two batches while readers go on), and `export`/`import`
 //! of runs as JSON lines.
 
+use super::batch::{Batch, Bodies, Write, count_into};
 use super::integrity::{Record, Witness};
 use super::keys::{self, T};
-use super::writer::{Batch, Write, Writer, count_into};
 use super::{Db, Options, Shared, index, integrity_conf, io_storage, open_sled};
 use crate::engine::{Event, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
@@ -172,7 +172,7 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
         #[cfg(test)]
         before_sync: std::sync::Mutex::new(None),
     };
-    let state = super::upgrade::prepare(&shared, &db)?;
+    let state = super::upgrade::prepare_with(&shared, &db, true)?;
     let mut writes = Vec::new();
     let mut counts = HashMap::new();
     for entry in db.tree(T::Index).iter() {
@@ -196,7 +196,14 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
     apply(&db, &writes).map_err(|e| io_storage(dir, "repair", &e))?;
     db.sled.flush()?;
     super::durability::Syncer::open(dir).map_err(|e| io_storage(dir, "sync", &e))?;
-    Record::create(dir, Witness { db_id: state.db_id, batch: state.batch })?;
+    // The old record is evidence of what was acknowledged: kept aside, never overwritten.
+    let accepted = Witness { db_id: state.db_id, batch: state.batch };
+    let record = super::integrity::path(dir);
+    if record.exists() && super::integrity::read(dir).ok().flatten() != Some(accepted) {
+        let why = format!("the integrity record replaced by a repair that accepted the database at write batch {}", state.batch);
+        super::leftovers::set_aside(dir, &record, &why)?;
+    }
+    Record::create(dir, accepted)?;
     let report = verify(&shared, &db)?;
     Ok(report)
 }
@@ -281,8 +288,14 @@ pub fn export(shared: &Shared, out: &mut (dyn std::io::Write + Send)) -> BatonRe
 
 /// Plan the writes of an import into `batch`; refuses (writing nothing) a run id that
 /// exists unless `replace`. Returns the number of runs.
-pub(super) fn plan_import(writer: &mut Writer, db: &Db, batch: &mut Batch, records: Vec<Exported>, replace: bool) -> BatonResult<u64> {
-    let shared = std::sync::Arc::clone(&writer.shared);
+pub(super) fn plan_import(
+    shared: &Shared,
+    bodies: &mut Bodies,
+    db: &Db,
+    batch: &mut Batch,
+    records: Vec<Exported>,
+    replace: bool,
+) -> BatonResult<u64> {
     let codec = &shared.codec;
     let mut runs = 0;
     for record in &records {
@@ -322,14 +335,14 @@ pub(super) fn plan_import(writer: &mut Writer, db: &Db, batch: &mut Batch, recor
                     batch.writes.push((T::Index, index::key_of(&summary), None));
                     count_into(&mut batch.counts, &summary, -1);
                 }
-                let hash = writer.body_in(db, batch, &run.template)?;
+                let hash = bodies.body_in(shared, db, batch, &run.template)?;
                 batch.writes.push((T::Runs, id.as_bytes().to_vec(), Some(codec.encode_run(T::Runs.name(), id.as_bytes(), &run, &hash)?)));
                 for event in &events {
                     let key = keys::event_key(&id, event.seq);
                     batch.writes.push((T::Events, key.clone(), Some(codec.encode(T::Events.name(), &key, event)?)));
                 }
                 for (name, cp) in &checkpoints {
-                    let cp_hash = writer.body_in(db, batch, &cp.template)?;
+                    let cp_hash = bodies.body_in(shared, db, batch, &cp.template)?;
                     let key = keys::checkpoint_key(&id, name);
                     batch.writes.push((T::Checkpoints, key.clone(), Some(codec.encode_run(T::Checkpoints.name(), &key, cp, &cp_hash)?)));
                 }

@@ -15,12 +15,14 @@
 //!   ([`upgrade`]); an integrity record outside sled detects a log that recovered less than
 //!   was acknowledged ([`integrity`]); payloads can be encrypted ([`crypto`]).
 
+mod batch;
 mod codec;
 pub mod crypto;
 mod durability;
 mod index;
 mod integrity;
 mod keys;
+mod leftovers;
 mod maintenance;
 mod retention;
 mod upgrade;
@@ -38,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use crypto::Key;
+pub use durability::stuck_for;
 pub use maintenance::{BackupReport, VerifyReport};
 
 /// How to open a store.
@@ -94,6 +97,8 @@ impl Options {
 pub(crate) struct Db {
     sled: sled::Db,
     trees: Vec<Tree>,
+    /// What was set aside before sled opened (see [`leftovers`]), one line per file.
+    set_aside: Vec<String>,
 }
 
 impl Db {
@@ -156,12 +161,12 @@ impl SledStore {
         SledStore::open_with(dir, Options::default())
     }
 
-    /// Open (or create) the database in `dir`: check its configuration file, recover sled,
+    /// Open (or create) the database in `dir`: set aside what an interrupted open left
+    /// half-written, check its configuration file, recover sled,
     /// check encryption and the integrity record, upgrade an older format, and start the
     /// writer. Refuses, with the damaged path and the fix, a database that lost
     /// acknowledged changes.
     pub fn open_with(dir: &Path, options: Options) -> BatonResult<SledStore> {
-        integrity_conf::check(dir)?;
         let db = open_sled(dir, &options)?;
         let cipher = options.key.as_ref().map(crypto::Cipher::new);
         let codec = Codec::new(dir, cipher);
@@ -178,6 +183,15 @@ impl SledStore {
         });
         let state = upgrade::prepare(&shared, &db)?;
         let record = upgrade::check_integrity(dir, &state)?;
+        if !db.set_aside.is_empty() {
+            tracing::warn!(
+                "the baton database at {} opened after {} leftover file(s) were set aside: sled recovered through write batch {} ({} run(s)), at least what its integrity record witnessed",
+                dir.display(),
+                db.set_aside.len(),
+                state.batch,
+                db.tree(T::Runs).len()
+            );
+        }
         let syncer = durability::Syncer::open(dir).map_err(|e| io_storage(dir, "sync", &e))?;
         *shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
         let writer = writer::Handle::start(Arc::clone(&shared), syncer, record, state)?;
@@ -244,11 +258,15 @@ mod integrity_conf {
 
 /// Open sled and its trees. sled can panic on some damaged files; that becomes an error.
 pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
+    // Only the process holding the owner lock (or a repair) opens sled, so nothing else
+    // is writing these files now.
+    let set_aside = leftovers::set_aside_before_open(dir)?;
+    integrity_conf::check(dir)?;
     let config = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None);
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || -> sled::Result<Db> {
         let sled = config.open()?;
         let trees = keys::TREES.iter().map(|name| sled.open_tree(name)).collect::<sled::Result<Vec<_>>>()?;
-        Ok(Db { sled, trees })
+        Ok(Db { sled, trees, set_aside })
     }));
     match opened {
         Ok(Ok(db)) => Ok(db),
@@ -261,6 +279,24 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
                 "Retry in a moment; if it persists, look for a stray process using that directory.",
             ))
         }
+        Ok(Err(e @ sled::Error::Corruption { .. })) => Err(BatonError::storage(
+            format!(
+                "the baton database at {} is damaged: sled found corrupted data in its log {} ({e})",
+                dir.display(),
+                dir.join("db").display()
+            ),
+            format!(
+                "Stop every baton process and restore {} from a backup (the integrity record beside it names the database and how far it was acknowledged).",
+                dir.display()
+            ),
+        )),
+        Ok(Err(e)) if sled_text(&e).contains("No space left") => Err(BatonError::storage(
+            format!("cannot open the baton database at {}: {}", dir.display(), sled_text(&e)),
+            format!(
+                "Free space on the disk holding {}; nothing was changed, and the database opens as soon as there is room.",
+                dir.display()
+            ),
+        )),
         Ok(Err(e)) => Err(BatonError::storage(
             format!("cannot open the baton database at {}: {e}", dir.display()),
             format!(

@@ -2,8 +2,8 @@
 //! ids, index entry and counters) removed in one durable batch by the writer. Readers see
 //! the run, through the overlay, until that batch is durable.
 
+use super::batch::{Batch, count_into};
 use super::keys::{self, T};
-use super::writer::{Batch, count_into};
 use super::{Db, Shared, index};
 use crate::error::{BatonError, BatonResult};
 use crate::store::RunSummary;

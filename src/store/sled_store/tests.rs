@@ -573,7 +573,9 @@ fn damage_is_detected_never_served_silently() {
     assert!(outcomes.iter().all(|(_, o)| *o == "refused"), "each damage is detected: {outcomes:?}");
     let conf = tmp.path().join("conf");
     copy_dir(&pristine, &conf);
-    std::fs::write(conf.join("conf"), b"segment_size: 524288\nuse_compression: fals").unwrap();
+    // Damaged, not merely cut short (a prefix of what baton writes is set aside instead:
+    // see `leftovers_of_an_interrupted_open_are_set_aside_never_deleted`).
+    std::fs::write(conf.join("conf"), b"segment_size: 524288\nuse_compression: fals\0\0\0\0").unwrap();
     let err = SledStore::open(&conf).err().unwrap();
     assert!(err.message.contains("configuration file") && err.message.contains("damaged"), "{err}");
     assert!(!err.message.contains("different version") && err.fix.contains("verify --repair"), "{err}");
@@ -719,8 +721,8 @@ fn format_1_lists_runs_whose_tasks_wait_anew() {
             index.remove(index::key_of(&new))?;
             index.insert(index::key_of(&old), store.shared.codec.encode(T::Index.name(), &index::key_of(&old), &old)?)?;
             let mut counts = std::collections::HashMap::new();
-            super::writer::count_into(&mut counts, &new, -1);
-            super::writer::count_into(&mut counts, &old, 1);
+            super::batch::count_into(&mut counts, &new, -1);
+            super::batch::count_into(&mut counts, &old, 1);
             for (key, delta) in counts {
                 let count = index::read_counter(meta, &key)? as i64 + delta;
                 meta.insert(key, (count as u64).to_be_bytes().to_vec())?;
@@ -741,4 +743,119 @@ fn format_1_lists_runs_whose_tasks_wait_anew() {
     assert!(report.is_sound(), "{report:?}");
     let format = store.shared.with_db(|db| Ok(db.tree(T::Meta).get(keys::META_FORMAT)?.map(|v| v.to_vec()))).unwrap();
     assert_eq!(format.as_deref(), Some(super::upgrade::FORMAT));
+}
+
+#[test]
+fn leftovers_of_an_interrupted_open_are_set_aside_never_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    {
+        let store = SledStore::open(&dir).unwrap();
+        create(&store, "r1");
+        advance(&store, "op", "r1", 1).unwrap();
+    }
+    // What a kill leaves: an empty snapshot file named after every finished one (the newest
+    // by name, so sled would read it), and a partial one.
+    std::fs::write(dir.join("snap.FFFFFFFFFFFFFFFF.generating"), b"").unwrap();
+    std::fs::write(dir.join("snap.FFFFFFFFFFFFFFFE.generating"), b"partial snapshot bytes").unwrap();
+    let store = SledStore::open(&dir).unwrap();
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 2, "every change recovered");
+    assert!(block_on(store.verify()).unwrap().is_sound());
+    drop(store);
+    let aside: Vec<String> =
+        std::fs::read_dir(dir.join(leftovers::SET_ASIDE)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(aside.len(), 2, "{aside:?}");
+    assert!(aside.iter().all(|n| n.ends_with(".generating")), "{aside:?}");
+    let partial = aside.iter().find(|n| n.contains("FFFE")).unwrap();
+    assert_eq!(std::fs::read(dir.join(leftovers::SET_ASIDE).join(partial)).unwrap(), b"partial snapshot bytes", "kept as it was");
+
+    // A configuration file cut short by a kill during the first open.
+    let fresh = tmp.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::write(fresh.join("conf"), &integrity_conf::expected()[..20]).unwrap();
+    let store = SledStore::open(&fresh).unwrap();
+    create(&store, "r1");
+    drop(store);
+    assert_eq!(std::fs::read(fresh.join("conf")).unwrap(), integrity_conf::expected(), "sled wrote it again");
+    assert_eq!(std::fs::read_dir(fresh.join(leftovers::SET_ASIDE)).unwrap().count(), 1);
+    // A damaged configuration file that is not a prefix is still refused (it may be damage).
+    std::fs::write(fresh.join("conf"), b"segment_size: 1\n").unwrap();
+    assert!(SledStore::open(&fresh).err().unwrap().message.contains("configuration file"));
+}
+
+#[test]
+fn an_emptied_log_is_refused_and_its_integrity_record_kept_until_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    {
+        let store = SledStore::open(&dir).unwrap();
+        create(&store, "r1");
+        advance(&store, "op", "r1", 1).unwrap();
+    }
+    let record = std::fs::read(dir.join("integrity")).unwrap();
+    std::fs::OpenOptions::new().write(true).open(dir.join("db")).unwrap().set_len(0).unwrap();
+    for _ in 0..2 {
+        let err = SledStore::open(&dir).err().expect("an emptied log is refused");
+        assert_eq!(err.code, crate::error::ErrorCode::Storage);
+        assert!(
+            err.message.contains("recovered up to write batch 0") && err.message.contains(&dir.join("db").display().to_string()),
+            "{err}"
+        );
+        assert!(err.fix.contains("backup") && err.fix.contains("verify --repair"), "{err}");
+        assert_eq!(std::fs::read(dir.join("integrity")).unwrap(), record, "the record is evidence: unchanged");
+    }
+    // Accepting the loss keeps the database's identity and sets the old record aside.
+    let report = SledStore::repair(&dir, Options::default()).unwrap();
+    assert!(report.is_sound() && report.runs == 0, "{report:?}");
+    let aside: Vec<Vec<u8>> =
+        std::fs::read_dir(dir.join(leftovers::SET_ASIDE)).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
+    assert!(aside.contains(&record), "the old record is kept aside");
+    let store = SledStore::open(&dir).unwrap();
+    create(&store, "r2");
+}
+
+#[test]
+fn a_first_open_stopped_before_its_format_marker_keeps_its_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    // The witness of batch 0 exists before the format marker: what a kill in between leaves.
+    let db_id = [7u8; 16];
+    std::fs::create_dir(&dir).unwrap();
+    integrity::Record::create(&dir, integrity::Witness { db_id, batch: 0 }).unwrap();
+    let store = SledStore::open(&dir).unwrap();
+    create(&store, "r1");
+    drop(store);
+    let witness = integrity::read(&dir).unwrap().unwrap();
+    assert_eq!(witness.db_id, db_id, "the record's identity was kept, not replaced");
+    assert!(witness.batch >= 1);
+}
+
+#[test]
+fn a_flush_that_does_not_return_fails_its_batch_in_bounded_time_and_the_store_heals() {
+    let (tmp, store) = store();
+    create(&store, "r1");
+    let dir = tmp.path().join("db");
+    // sled's flush hangs for longer than the writer waits (as it did when its I/O thread died).
+    let hang = durability::FLUSH_WAIT + std::time::Duration::from_secs(2);
+    *durability::TEST_SLOW_FLUSH.lock().unwrap() = Some((dir.clone(), hang));
+    let started = std::time::Instant::now();
+    let err = advance(&store, "op1", "r1", 1).unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.code, crate::error::ErrorCode::Storage, "{err}");
+    assert!(err.message.contains("did not finish writing"), "{err}");
+    assert!(waited < durability::FLUSH_WAIT + std::time::Duration::from_millis(500), "bounded: {waited:?}");
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 1, "the failed change is not visible");
+    assert!(stuck_for().is_some());
+    // While the flush is still inside sled, writes fail at once instead of queueing behind it.
+    let started = std::time::Instant::now();
+    assert_eq!(advance(&store, "op2", "r1", 1).unwrap_err().code, crate::error::ErrorCode::Storage);
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    // Once it returns, the store heals in the same process: the failed batch is undone.
+    std::thread::sleep(hang - waited + std::time::Duration::from_millis(200));
+    assert_eq!(advance(&store, "op3", "r1", 1).unwrap().version, 2);
+    assert!(stuck_for().is_none());
+    assert!(block_on(store.verify()).unwrap().is_sound());
+    drop(store);
+    let store = SledStore::open(&dir).unwrap();
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 2);
 }

@@ -9,10 +9,10 @@
 //! Events are immutable and keep their first-format encoding: the reader recognises an
 //! untagged record by its leading `{`, so they are upgraded lazily, i.e. never rewritten.
 
+use super::batch::count_into;
 use super::codec::template_hash;
 use super::integrity::{self, Record, Witness};
 use super::keys::{self, T};
-use super::writer::count_into;
 use super::{Db, Shared, index, io_storage};
 use crate::engine::Run;
 use crate::error::{BatonError, BatonResult};
@@ -38,6 +38,13 @@ pub struct State {
 
 /// Initialise or upgrade the database if needed; check the key matches.
 pub fn prepare(shared: &Shared, db: &Db) -> BatonResult<State> {
+    prepare_with(shared, db, false)
+}
+
+/// [`prepare`]; with `accept_loss` (`baton verify --repair`), a log that recovered nothing
+/// of a database its integrity record witnessed is accepted as a new, empty database with
+/// the same identity, the old record set aside as evidence.
+pub fn prepare_with(shared: &Shared, db: &Db, accept_loss: bool) -> BatonResult<State> {
     let meta = db.tree(T::Meta);
     let dir = &shared.dir;
     if meta.get(keys::META_FORMAT)?.is_some_and(|f| f.as_ref() == FORMAT_1) {
@@ -70,10 +77,40 @@ pub fn prepare(shared: &Shared, db: &Db) -> BatonResult<State> {
             if first_format && shared.codec.encrypted() {
                 return Err(not_encrypted(dir));
             }
-            let mut db_id = [0u8; 16];
-            getrandom::fill(&mut db_id).map_err(|e| BatonError::internal(format!("no randomness: {e}")))?;
-            // The witness exists before the format marker; batch 0 never claims too much.
-            Record::create(dir, Witness { db_id, batch: 0 })?;
+            // The integrity record is the database's identity. One that witnessed any batch
+            // means this directory held a database sled no longer recovers (an emptied or
+            // garbled log opens as an empty one): refuse, and leave the record as evidence.
+            // One at batch 0 is this database's own, from a first open that stopped before
+            // its format marker was written: keep its id.
+            let existing = match integrity::read(dir) {
+                Ok(existing) => existing,
+                Err(e) if !accept_loss => return Err(e),
+                Err(_) => {
+                    let why = "a damaged integrity record beside a log that recovered nothing; replaced by a repair";
+                    super::leftovers::set_aside(dir, &integrity::path(dir), why)?;
+                    None
+                }
+            };
+            let db_id = match existing {
+                Some(witness) if witness.batch > 0 && !accept_loss => return Err(integrity::short_of(dir, 0, witness.batch)),
+                Some(witness) if witness.batch > 0 => {
+                    let why = format!(
+                        "the integrity record of a database that had acknowledged write batch {}, of which the log recovered nothing; accepted as empty by a repair",
+                        witness.batch
+                    );
+                    super::leftovers::set_aside(dir, &integrity::path(dir), &why)?;
+                    Record::create(dir, Witness { db_id: witness.db_id, batch: 0 })?;
+                    witness.db_id
+                }
+                Some(witness) => witness.db_id,
+                None => {
+                    let mut db_id = [0u8; 16];
+                    getrandom::fill(&mut db_id).map_err(|e| BatonError::internal(format!("no randomness: {e}")))?;
+                    // The witness exists before the format marker; batch 0 never claims too much.
+                    Record::create(dir, Witness { db_id, batch: 0 })?;
+                    db_id
+                }
+            };
             let mut writes: Vec<(T, Vec<u8>, Vec<u8>)> = Vec::new();
             if first_format {
                 upgrade_first_format(shared, db, &mut writes)?;

@@ -16,7 +16,8 @@
 //! life of an open database), writes the undo log back and syncs, and only then clears
 //! the overlay. Until that succeeds readers keep seeing the state before the failed batch.
 
-use super::durability::{self, FdReserve, Syncer};
+use super::batch::{Batch, Bodies, count_into};
+use super::durability::{self, FLUSH_WAIT, FdReserve, Flusher, Syncer};
 use super::integrity::{Record, Witness};
 use super::keys::{self, T};
 use super::upgrade::State;
@@ -61,16 +62,19 @@ pub struct Handle {
 impl Handle {
     pub fn start(shared: Arc<Shared>, syncer: Syncer, record: Record, state: State) -> BatonResult<Handle> {
         let (jobs, inbox) = mpsc::channel();
+        let flusher =
+            Flusher::start(&shared.dir).map_err(|e| BatonError::internal(format!("cannot start the store's flush thread: {e}")))?;
         shared.durable_batch.store(state.batch, std::sync::atomic::Ordering::Relaxed);
         let mut writer = Writer {
             shared,
             syncer,
+            flusher,
             record,
             db_id: state.db_id,
             batch: state.batch,
             witnessed: state.batch,
             undo: None,
-            hashes: Vec::new(),
+            bodies: Bodies::default(),
             reserve: FdReserve::new(),
             recent: HashMap::new(),
         };
@@ -115,6 +119,8 @@ impl Drop for Handle {
 pub struct Writer {
     pub(super) shared: Arc<Shared>,
     syncer: Syncer,
+    /// Runs sled's flush with a bounded wait (see [`Flusher`]).
+    flusher: Flusher,
     record: Record,
     db_id: [u8; 16],
     /// Number of the last durable batch.
@@ -124,7 +130,7 @@ pub struct Writer {
     /// The values a failed batch replaced, newest last, until they are written back.
     undo: Option<(Vec<Undo>, BatonError)>,
     /// Content hashes of recently committed templates.
-    hashes: Vec<(Template, String)>,
+    bodies: Bodies,
     /// Descriptors held for the write path (see [`FdReserve`]).
     reserve: FdReserve,
     /// Runs, with their op-id rings, as the last durable batches left them. This thread is
@@ -136,26 +142,8 @@ pub struct Writer {
 /// Most runs kept in [`Writer::recent`] (it is emptied when full).
 const RECENT_RUNS: usize = 1024;
 
-/// One write of a batch: tree, key, new value (`None` removes).
-pub(super) type Write = (T, Vec<u8>, Option<Vec<u8>>);
-
 /// A value a batch replaced: tree, key, previous value.
 type Undo = (T, IVec, Option<IVec>);
-
-/// Everything one batch writes and answers.
-#[derive(Default)]
-pub(super) struct Batch {
-    pub(super) writes: Vec<Write>,
-    /// Runs as the batch leaves them so far.
-    runs: HashMap<String, Option<Run>>,
-    /// Op-id rings of the runs the batch touches (slot -> op id).
-    rings: HashMap<String, Vec<Option<String>>>,
-    /// Counter changes.
-    pub(super) counts: HashMap<Vec<u8>, i64>,
-    /// Template bodies written by this batch.
-    bodies: Vec<String>,
-    pub(super) overlay: Overlay,
-}
 
 impl Writer {
     fn run(&mut self, inbox: mpsc::Receiver<Job>) {
@@ -314,8 +302,8 @@ impl Writer {
         let commit = outcome?;
         check_commit(run_id, current.as_ref(), &commit)?;
         let Commit { run, event, checkpoint, template } = commit;
-        let hash = self.body_in(db, batch, &run.template)?;
         let shared = Arc::clone(&self.shared);
+        let hash = self.bodies.body_in(&shared, db, batch, &run.template)?;
         let codec = &shared.codec;
         batch.writes.push((T::Runs, run_id.as_bytes().to_vec(), Some(codec.encode_run(T::Runs.name(), run_id.as_bytes(), &run, &hash)?)));
         let event_key = keys::event_key(run_id, event.seq);
@@ -366,29 +354,6 @@ impl Writer {
             batch.rings.insert(run_id.to_string(), ring);
         }
         Ok(batch.rings.get_mut(run_id).expect("inserted"))
-    }
-
-    /// The content hash of `template`, writing its body if it is not stored yet. The
-    /// cache only holds hashes whose body is durable.
-    pub(super) fn body_in(&mut self, db: &Db, batch: &mut Batch, template: &Template) -> BatonResult<String> {
-        if let Some((_, hash)) = self.hashes.iter().find(|(t, _)| t == template) {
-            return Ok(hash.clone());
-        }
-        let (hash, json) = super::codec::template_hash(template)?;
-        if batch.bodies.contains(&hash) {
-            return Ok(hash);
-        }
-        if db.tree(T::Bodies).contains_key(&hash)? {
-            if self.hashes.len() >= 64 {
-                self.hashes.remove(0);
-            }
-            self.hashes.push((template.clone(), hash.clone()));
-            return Ok(hash);
-        }
-        let record = self.shared.codec.encode_json(T::Bodies.name(), hash.as_bytes(), &json)?;
-        batch.writes.push((T::Bodies, hash.as_bytes().to_vec(), Some(record)));
-        batch.bodies.push(hash.clone());
-        Ok(hash)
     }
 
     /// Steps 2-4 of a batch: overlay, transaction, flush and sync. On failure, the error
@@ -443,7 +408,7 @@ impl Writer {
         let hooked: std::io::Result<()> = Ok(());
         let result = hooked
             .map_err(|e| io_storage(&dir, "sync", &e))
-            .and_then(|_| db.sled.flush().map_err(|e| io_storage(&dir, "flush", &sled_text(&e))))
+            .and_then(|_| self.flusher.flush(&db.sled, FLUSH_WAIT).map_err(|e| io_storage(&dir, "flush", &e)))
             .and_then(|_| {
                 // The witness of the previous batch rides on this batch's device flush.
                 self.record
@@ -465,6 +430,11 @@ impl Writer {
     pub(super) fn heal(&mut self) -> BatonResult<()> {
         let Some((undo, cause)) = &self.undo else { return Ok(()) };
         let dir = self.shared.dir.clone();
+        // A flush stuck inside sled keeps the old instance (and its file lock) alive:
+        // dropping it would wait forever too, and reopening would find the lock taken.
+        if self.flusher.is_stuck() {
+            return Err(cause.clone());
+        }
         // Reopening sled writes (recovery) and opens files; while that would fail, keep the
         // old instance, whose reads still work (the overlay hides the failed batch).
         if !durability::can_reopen(&dir) {
@@ -494,7 +464,7 @@ impl Writer {
             Ok::<(), ConflictableTransactionError<()>>(())
         });
         restored.map_err(|e| io_storage(&dir, "undo a failed change in", &format!("{e:?}")))?;
-        db.sled.flush().map_err(|e| io_storage(&dir, "flush", &sled_text(&e)))?;
+        self.flusher.flush(&db.sled, FLUSH_WAIT).map_err(|e| io_storage(&dir, "flush", &e))?;
         self.syncer.sync_everything().map_err(|e| io_storage(&dir, "sync", &e))?;
         *slot = Some(db);
         // Cleared under the write guard: no reader is between its read and its overlay check.
@@ -518,7 +488,7 @@ impl Writer {
         let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
         let db = guard.as_ref().ok_or_else(|| BatonError::internal("database closed"))?;
         let mut batch = Batch::default();
-        let count = super::maintenance::plan_import(self, db, &mut batch, records, replace)?;
+        let count = super::maintenance::plan_import(&shared, &mut self.bodies, db, &mut batch, records, replace)?;
         let outcome = self.write(db, batch);
         drop(guard);
         self.settle(outcome).map(|()| count)
@@ -536,13 +506,6 @@ impl Writer {
         drop(guard);
         self.settle(outcome)?;
         Ok(Some(deleted))
-    }
-}
-
-/// Record the counter changes of adding (`delta` 1) or removing (-1) a run's summary.
-pub(super) fn count_into(counts: &mut HashMap<Vec<u8>, i64>, summary: &RunSummary, delta: i64) {
-    for template in [None, Some(summary.template.as_str())] {
-        *counts.entry(keys::count_key(summary.status, template)).or_default() += delta;
     }
 }
 

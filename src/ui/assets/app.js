@@ -85,6 +85,22 @@
     }
   });
 
+  // "Full size": the graph 1:1 inside its box instead of scaled to fit. The choice
+  // outlives the live refreshes that replace the picture.
+  let fullSize = false;
+  function showSize() {
+    const picture = document.querySelector('#graph .picture');
+    const button = document.querySelector('#graph button.zoom');
+    if (picture) picture.classList.toggle('full', fullSize);
+    if (button) { button.textContent = fullSize ? 'Fit to box' : 'Full size'; button.setAttribute('aria-pressed', String(fullSize)); }
+  }
+  document.addEventListener('click', (e) => {
+    if (!e.target.closest('#graph button.zoom')) return;
+    fullSize = !fullSize;
+    showSize();
+  });
+  document.addEventListener('baton:refreshed', showSize);
+
   document.addEventListener('submit', (e) => {
     const question = e.target.dataset.confirm;
     if (question && !window.confirm(question)) e.preventDefault();

@@ -4,9 +4,10 @@
 //! so the file renders the same on the web page (whose CSP forbids inline styles), in a
 //! browser tab, or pasted into a document.
 
-use super::graph_layout::{BULGE, Layout, Point, Route, layout};
-use super::graph_view::{GraphEdge, GraphNode, GraphView, NodeKind, NodeState, TaskGraph, TaskNode};
-use super::task::TaskStatus;
+use super::layout::{BULGE, Layout, Point, Route, layout};
+use super::view::{GraphEdge, GraphNode, GraphView, NodeKind, NodeState, TaskGraph, TaskNode};
+use crate::engine::{RunStatus, TaskStatus};
+use crate::text::xml;
 use std::fmt::Write;
 
 /// Width of one character of the 12px monospace font, rounded up.
@@ -65,8 +66,21 @@ pub fn to_svg(graph: &GraphView) -> String {
     });
     let header_width = header.as_ref().map_or(0.0, |h| h.chars().count() as f64 * CHAR_W + 32.0);
     let tasks_top = main.height + 34.0;
-    let width = main.width.max(task_part.as_ref().map_or(0.0, |(_, l, _)| l.width)).max(header_width).max(260.0);
     let height = task_part.as_ref().map_or(main.height, |(_, l, _)| tasks_top + l.height);
+
+    // The picture's body first: edge labels may reach past the layout's width (a loop's
+    // label sits on its bulge), and the canvas must hold them whole.
+    let mut body = String::new();
+    let mut right = draw_edges(&mut body, &main, &drawn, 0.0);
+    draw_shapes(&mut body, &main, &shapes, 0.0);
+    let task_width = task_part.as_ref().map_or(0.0, |(_, l, _)| l.width);
+    if let (Some((task_shapes, task_layout, deps)), Some(header)) = (task_part, header) {
+        let _ = write!(body, r##"<text x="16" y="{:.1}" font-weight="bold" fill="#334155">{}</text>"##, tasks_top - 10.0, xml(&header));
+        let dep_groups: Vec<EdgeGroup> = deps.iter().map(|_| EdgeGroup::dependency()).collect();
+        right = right.max(draw_edges(&mut body, &task_layout, &dep_groups.iter().collect::<Vec<_>>(), tasks_top));
+        draw_shapes(&mut body, &task_layout, &task_shapes, tasks_top);
+    }
+    let width = main.width.max(task_width).max(header_width).max(right + 8.0).max(260.0);
 
     let mut svg = String::new();
     let _ = write!(
@@ -86,14 +100,7 @@ pub fn to_svg(graph: &GraphView) -> String {
         r##"<marker id="baton-arrow-faint" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" markerHeight="9" markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#cbd5e1"/></marker></defs>"##,
     ));
     svg.push_str(r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
-    draw_edges(&mut svg, &main, &drawn, 0.0);
-    draw_shapes(&mut svg, &main, &shapes, 0.0);
-    if let (Some((task_shapes, task_layout, deps)), Some(header)) = (task_part, header) {
-        let _ = write!(svg, r##"<text x="16" y="{:.1}" font-weight="bold" fill="#334155">{}</text>"##, tasks_top - 10.0, xml(&header));
-        let dep_groups: Vec<EdgeGroup> = deps.iter().map(|_| EdgeGroup::dependency()).collect();
-        draw_edges(&mut svg, &task_layout, &dep_groups.iter().collect::<Vec<_>>(), tasks_top);
-        draw_shapes(&mut svg, &task_layout, &task_shapes, tasks_top);
-    }
+    svg.push_str(&body);
     svg.push_str("</svg>");
     svg
 }
@@ -135,9 +142,13 @@ fn parallel_groups(edges: &[GraphEdge]) -> Vec<EdgeGroup> {
 }
 
 fn node_shape(graph: &GraphView, node: &GraphNode) -> Shape {
+    // The step a person must answer for looks like the tasks that wait for one, not like
+    // a step an agent is working on.
+    let asking = node.state == NodeState::Current && graph.status == RunStatus::AwaitingHuman;
     let paint = match (node.kind, node.state) {
         (NodeKind::Done, NodeState::Current) => DONE_REACHED,
         (NodeKind::Failed, NodeState::Current) => FAILED_REACHED,
+        (_, NodeState::Current) if asking => WAITING,
         (_, NodeState::Current) => CURRENT,
         (_, NodeState::Visited) => VISITED,
         (_, NodeState::Pending) => PENDING,
@@ -172,13 +183,16 @@ fn node_shape(graph: &GraphView, node: &GraphNode) -> Shape {
         NodeKind::Failed => "failed",
         NodeKind::FanOut => "fan-out",
     };
+    if asking {
+        lines.push("waits for you".to_string());
+    }
     Shape {
         tooltip: format!("{} ({state})", lines.join(", ")),
         lines,
         paint,
         pill: matches!(node.kind, NodeKind::Done | NodeKind::Failed),
         dashed: node.kind == NodeKind::FanOut,
-        class: format!("node {kind} {state}"),
+        class: format!("node {kind} {state}{}", if asking { " asking" } else { "" }),
         data: ("data-node", node.id.clone()),
     }
 }
@@ -208,9 +222,15 @@ fn task_shape(task: &TaskNode) -> Shape {
         task.title.clone()
     };
     let mut lines = vec![task.id.clone(), title];
+    // Words for a person: `awaiting_human` is what the API says, "waits for you" what it means.
+    let status = match task.status {
+        TaskStatus::AwaitingHuman => "waits for you",
+        TaskStatus::Waiting => "waiting",
+        status => status.as_str(),
+    };
     lines.push(match &task.step {
-        Some(step) => format!("{} · {step}", task.status.as_str()),
-        None => task.status.as_str().to_string(),
+        Some(step) => format!("{status} · {step}"),
+        None => status.to_string(),
     });
     if let Some(holder) = &task.holder {
         lines.push(format!("lease: {holder}"));
@@ -254,8 +274,10 @@ fn draw_shapes(svg: &mut String, layout: &Layout, shapes: &[Shape], dy: f64) {
     }
 }
 
-fn draw_edges(svg: &mut String, layout: &Layout, groups: &[&EdgeGroup], dy: f64) {
+/// Draw the edges and their labels; returns how far right the labels reach.
+fn draw_edges(svg: &mut String, layout: &Layout, groups: &[&EdgeGroup], dy: f64) -> f64 {
     let mut labels = String::new();
+    let mut right: f64 = 0.0;
     for (group, route) in groups.iter().zip(&layout.routes) {
         let (colour, width) = if group.taken > 0 { TAKEN } else { NOT_TAKEN };
         let marker = if group.taken > 0 { "baton-arrow" } else { "baton-arrow-faint" };
@@ -268,6 +290,7 @@ fn draw_edges(svg: &mut String, layout: &Layout, groups: &[&EdgeGroup], dy: f64)
         );
         if !group.label.is_empty() {
             let w = group.label.chars().count() as f64 * 6.4 + 8.0;
+            right = right.max(middle.x + w / 2.0);
             let text = if group.taken > 0 { "#1e293b" } else { "#94a3b8" };
             let _ = write!(
                 labels,
@@ -282,6 +305,7 @@ fn draw_edges(svg: &mut String, layout: &Layout, groups: &[&EdgeGroup], dy: f64)
     }
     // Labels over every line, so no edge hides another's label.
     svg.push_str(&labels);
+    right
 }
 
 /// The SVG path of a route and the point halfway along it (for its label). Forward edges
@@ -316,22 +340,4 @@ fn cubic(a: Point, c1: Point, c2: Point, b: Point, start: bool) -> String {
 
 fn bezier_mid(a: Point, c1: Point, c2: Point, b: Point) -> Point {
     Point { x: (a.x + 3.0 * c1.x + 3.0 * c2.x + b.x) / 8.0, y: (a.y + 3.0 * c1.y + 3.0 * c2.y + b.y) / 8.0 }
-}
-
-/// Text made safe for XML content and attribute values.
-pub fn xml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            // Control characters are not allowed in XML 1.0.
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t') => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }

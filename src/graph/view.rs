@@ -3,14 +3,14 @@
 //! tasks of its fan-out as a second, dependency-ordered graph.
 //!
 //! One model feeds every picture of a run: Mermaid for pull requests
-//! ([`super::graph_mermaid`]), SVG for the web page and the terminal ([`super::graph_svg`]),
+//! ([`super::mermaid`]), SVG for the web page and the terminal ([`super::svg`]),
 //! and JSON for anything else. It is built from the snapshot plus whatever history the
 //! caller read, so drawing never needs more than one bounded read.
 
-use super::event::{Event, EventKind};
-use super::run::{Run, RunStatus};
-use super::task::TaskStatus;
-use super::template::{DONE, FAILED, Target};
+use crate::engine::event::{Event, EventKind};
+use crate::engine::run::{Run, RunStatus};
+use crate::engine::task::TaskStatus;
+use crate::engine::template::{DONE, FAILED, Target};
 use crate::time::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

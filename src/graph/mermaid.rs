@@ -3,8 +3,8 @@
 //! dotted; nodes are coloured by how far the run got; the fan-out's tasks form a
 //! subgraph with their dependencies.
 
-use super::graph_view::{GraphView, NodeKind, NodeState};
-use super::task::TaskStatus;
+use super::view::{GraphView, NodeKind, NodeState};
+use crate::engine::TaskStatus;
 use std::fmt::Write;
 
 /// The Mermaid source of `graph` (no code fence).

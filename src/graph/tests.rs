@@ -1,10 +1,10 @@
 //! The workflow graph: the model built from runs, its layout, Mermaid and SVG.
 
-use super::graph_layout::{layout, spaced};
-use super::graph_mermaid::to_mermaid;
-use super::graph_svg::to_svg;
-use super::graph_view::{GraphView, NodeKind, NodeState, fan_out_id};
-use super::*;
+use super::layout::{layout, spaced};
+use super::mermaid::to_mermaid;
+use super::svg::to_svg;
+use super::view::{GraphView, NodeKind, NodeState, fan_out_id};
+use crate::engine::*;
 use crate::time::Timestamp;
 use serde_json::Map;
 use std::time::Duration;

@@ -39,6 +39,8 @@ const H_GAP: f64 = 36.0;
 const V_GAP: f64 = 58.0;
 /// Width reserved for an edge passing through a layer.
 const DUMMY_WIDTH: f64 = 16.0;
+/// Gap beside a passing edge: edges need less room than boxes.
+const DUMMY_GAP: f64 = 10.0;
 /// How far loops bulge out to the right of their nodes.
 pub const BULGE: f64 = 46.0;
 const MARGIN: f64 = 16.0;
@@ -55,27 +57,45 @@ pub fn layout(sizes: &[(f64, f64)], edges: &[(usize, usize)]) -> Layout {
     let layer = longest_path_layers(n, &dag);
 
     // The layered graph: real nodes, then one dummy per layer an edge passes through.
+    // Forward edges from one node share their dummies layer by layer (they leave as one
+    // bundle and split just above their targets), so a node needed by many below a layer
+    // it skips widens that layer by one passing edge, not one per target, and the bundle
+    // crosses the edges between it and its targets once instead of once per edge.
     let mut layer_of = layer.clone();
     let mut width_of: Vec<f64> = sizes.iter().map(|s| s.0).collect();
     let mut chains: Vec<Vec<usize>> = Vec::with_capacity(edges.len());
     let mut links: Vec<(usize, usize)> = Vec::new();
-    for &(a, b) in &dag {
+    let mut shared: std::collections::HashMap<(usize, usize), usize> = std::collections::HashMap::new();
+    for (&(a, b), &back) in dag.iter().zip(&reversed) {
         if a == b {
             chains.push(vec![a]);
             continue;
         }
         let mut chain = vec![a];
         for l in layer[a] + 1..layer[b] {
-            layer_of.push(l);
-            width_of.push(DUMMY_WIDTH);
-            chain.push(layer_of.len() - 1);
+            let fresh = |layer_of: &mut Vec<usize>, width_of: &mut Vec<f64>| {
+                layer_of.push(l);
+                width_of.push(DUMMY_WIDTH);
+                layer_of.len() - 1
+            };
+            // Loops keep dummies of their own: each is drawn as its own bulge.
+            let dummy = if back {
+                fresh(&mut layer_of, &mut width_of)
+            } else {
+                *shared.entry((a, l)).or_insert_with(|| fresh(&mut layer_of, &mut width_of))
+            };
+            chain.push(dummy);
         }
         chain.push(b);
-        links.extend(chain.windows(2).map(|w| (w[0], w[1])));
+        for w in chain.windows(2) {
+            if !links.contains(&(w[0], w[1])) {
+                links.push((w[0], w[1]));
+            }
+        }
         chains.push(chain);
     }
     let layers = order_layers(&layer_of, &links);
-    let x = place(&layers, &links, &width_of);
+    let x = place(&layers, &links, &width_of, n);
     let (y, height) = layer_rows(&layers, sizes, n);
 
     let center = |v: usize| Point { x: x[v], y: y[layer_of[v]] };
@@ -283,13 +303,17 @@ fn crossings(layers: &[Vec<usize>], links: &[(usize, usize)], layer_of: &[usize]
 
 /// Horizontal centres: each layer in its order, nodes pulled towards their neighbours
 /// (alternately those above and below) as far as the spacing allows.
-fn place(layers: &[Vec<usize>], links: &[(usize, usize)], width: &[f64]) -> Vec<f64> {
+fn place(layers: &[Vec<usize>], links: &[(usize, usize)], width: &[f64], real: usize) -> Vec<f64> {
+    let gap = |a: usize, b: usize| if a < real && b < real { H_GAP } else { DUMMY_GAP };
     let mut x = vec![0.0; width.len()];
     for layer in layers {
         let mut left = 0.0;
+        let mut before: Option<usize> = None;
         for &v in layer {
+            left += before.map_or(0.0, |u| gap(u, v));
             x[v] = left + width[v] / 2.0;
-            left += width[v] + H_GAP;
+            left += width[v];
+            before = Some(v);
         }
     }
     for pass in 0..6 {
@@ -309,7 +333,7 @@ fn place(layers: &[Vec<usize>], links: &[(usize, usize)], width: &[f64]) -> Vec<
                     if near.is_empty() { x[v] } else { near.iter().sum::<f64>() / near.len() as f64 }
                 })
                 .collect();
-            let gaps: Vec<f64> = layers[l].windows(2).map(|w| (width[w[0]] + width[w[1]]) / 2.0 + H_GAP).collect();
+            let gaps: Vec<f64> = layers[l].windows(2).map(|w| (width[w[0]] + width[w[1]]) / 2.0 + gap(w[0], w[1])).collect();
             for (v, p) in layers[l].iter().zip(spaced(&desired, &gaps)) {
                 x[*v] = p;
             }
