@@ -281,6 +281,14 @@ pub struct RecordMergeParams {
     pub report: MergeReport,
 }
 
+/// Record what `baton drive` decided. Sent by the driver, not offered as a tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuperviseParams {
+    pub run_id: String,
+    pub record: crate::engine::drive::DriveRecord,
+}
+
 /// No arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -334,6 +342,7 @@ pub enum Request {
     DeleteRun(DeleteRunParams),
     Prune(PruneParams),
     RecordMerge(RecordMergeParams),
+    Supervise(SuperviseParams),
     Verify(NoParams),
     Backup(BackupParams),
     Export(ExportParams),

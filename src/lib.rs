@@ -3,6 +3,7 @@
 pub mod api;
 pub mod backend;
 pub mod cli;
+pub mod drive;
 pub mod engine;
 pub mod error;
 pub mod gitops;

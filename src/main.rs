@@ -28,6 +28,9 @@ fn main() -> ExitCode {
         eprintln!("{}", baton::cli::TTY_HINT);
         return ExitCode::from(exit_code(baton::error::ErrorCode::InvalidArgument));
     }
+    if let Some(Command::Drive(args)) = cli.command {
+        return drive(cli.home, args);
+    }
     let serving = matches!(cli.command, None | Some(Command::Serve));
     baton::logging::init(if serving { "warn,baton=info" } else { "warn" });
     let json = cli.command.as_ref().is_some_and(Command::json);
@@ -86,6 +89,30 @@ fn usage_error(e: clap::Error) -> ExitCode {
         let _ = writeln!(std::io::stdout().lock(), "{}", to_json(&err));
     }
     ExitCode::from(exit_code(baton::error::ErrorCode::InvalidArgument))
+}
+
+/// `baton drive`: its own exit codes (see `baton::drive::Exit`), a multi-threaded runtime for
+/// its agents.
+fn drive(home: Option<std::path::PathBuf>, args: baton::cli::DriveArgs) -> ExitCode {
+    baton::logging::init("warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("baton: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        let backend = baton::backend::Backend::new(Home::resolve(home.as_deref())?);
+        baton::drive::drive(backend, args.options()).await
+    });
+    match outcome {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => {
+            eprintln!("baton drive: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Write the command's output; a reader that went away (`| head`) is not an error.

@@ -110,6 +110,10 @@ impl Service {
                 check_json_len("report", &serde_json::to_value(&p.report)?, MAX_TEXT_BYTES * 8)?;
                 self.change(op, caller, &p.run_id, Change::RecordMerge { report: p.report.clone() }).await
             }
+            Request::Supervise(p) => {
+                check_json_len("record", &serde_json::to_value(&p.record)?, MAX_TEXT_BYTES)?;
+                self.change(op, caller, &p.run_id, Change::Supervise { record: p.record.clone() }).await
+            }
             Request::Verify(_) | Request::Backup(_) | Request::Export(_) | Request::Import(_) => {
                 crate::maintenance::handle(self.store.as_ref(), &envelope.request).await
             }
@@ -577,7 +581,8 @@ pub(crate) fn long_text(event: &mut Event) -> Option<&mut String> {
         | EventKind::TaskClaimed { .. }
         | EventKind::LeaseRenewed { .. }
         | EventKind::TaskReleased { .. }
-        | EventKind::BranchesMerged { .. } => None,
+        | EventKind::BranchesMerged { .. }
+        | EventKind::Supervised { .. } => None,
     }
 }
 

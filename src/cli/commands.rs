@@ -202,6 +202,7 @@ pub async fn run(cli: Cli) -> Result<String> {
             }
             Ok(lines.join("\n"))
         }
+        Command::Drive(_) => anyhow::bail!("`baton drive` runs on its own runtime"),
         Command::Ui(command) => crate::ui::commands::run(cli.home.as_deref(), command).await,
         Command::Rewind(command) => crate::rewind::run(cli.home.as_deref(), command).await,
     }

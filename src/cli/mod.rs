@@ -5,9 +5,11 @@
 use crate::api::Caller;
 use crate::engine::Actor;
 use clap::{Parser, Subcommand};
+pub use drive::DriveArgs;
 use std::path::PathBuf;
 
 pub mod commands;
+pub mod drive;
 pub mod errors;
 pub mod render;
 
@@ -203,6 +205,10 @@ pub enum Command {
     /// Notifications (set up in notify.toml in the baton home): `baton notify test` sends a sample.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// Work a run to its end with Codex agents started through `codex app-server`
+    /// (exit codes: 0 completed, 3 failed, 4 cancelled, 5 waiting for a human, 6 budget stop,
+    /// 7 interrupted, 1 an error of the driver, 2 a usage error).
+    Drive(DriveArgs),
     #[command(flatten)]
     Ui(UiCommand),
     #[command(flatten)]

@@ -225,6 +225,10 @@ fn show_text(details: &RunDetails, now: Timestamp) -> String {
     if let Some(line) = crate::rewind::lineage(run) {
         text.push_str(&format!("  {line}.\n"));
     }
+    if let Some(drive) = &run.drive {
+        text.push_str(&crate::drive::summary(drive));
+        text.push('\n');
+    }
 
     let mut questions = Vec::new();
     if let Some(gate) = &run.pending_gate {

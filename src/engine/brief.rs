@@ -386,6 +386,13 @@ impl EventLine {
                 format!("forked from {from_run} at version {from_version}")
             }
             EventKind::Forked { from_run, checkpoint, .. } => format!("forked from {from_run} at checkpoint {checkpoint}"),
+            EventKind::Supervised { record } => format!(
+                "drive: {:?} {}{}{}",
+                record.action,
+                record.unit,
+                record.thread_id.as_deref().map(|t| format!(" thread {t}")).unwrap_or_default(),
+                if record.tokens > 0 { format!(" ({} tokens)", record.tokens) } else { String::new() }
+            ),
             EventKind::BranchesMerged { report } => format!(
                 "merged task branches [{}] into {}{}{}",
                 report.merged.join(", "),

@@ -27,6 +27,8 @@ fn step(name: &str, role: &str, instructions: &str, max_visits: Option<u32>, out
         outcomes: outcomes.iter().map(|(o, t)| (o.to_string(), Target::parse(t))).collect::<BTreeMap<_, _>>(),
         max_visits,
         independent_of: Vec::new(),
+        model: None,
+        effort: None,
     }
 }
 

@@ -42,6 +42,8 @@ pub enum Change {
     Cancel { expected_version: Option<u64>, reason: String },
     /// Record what merging the joined fan-out's task branches did (once per fan-out).
     RecordMerge { report: MergeReport },
+    /// Record what `baton drive` decided (an agent's assignment, its turn's end, tokens).
+    Supervise { record: super::drive::DriveRecord },
 }
 
 impl Change {
@@ -53,7 +55,8 @@ impl Change {
             | Change::TaskAdvance { .. }
             | Change::Renew { .. }
             | Change::Release { .. }
-            | Change::RecordMerge { .. } => None,
+            | Change::RecordMerge { .. }
+            | Change::Supervise { .. } => None,
             Change::AskHuman { expected_version, .. }
             | Change::AnswerHuman { expected_version, .. }
             | Change::Checkpoint { expected_version, .. }

@@ -189,6 +189,10 @@ pub enum EventKind {
     BranchesMerged {
         report: MergeReport,
     },
+    /// What `baton drive` decided (see `engine::drive`).
+    Supervised {
+        record: super::drive::DriveRecord,
+    },
 }
 
 /// A role's report on a step, as the run (or a task) records it.
@@ -249,6 +253,7 @@ impl EventKind {
             EventKind::CheckpointSaved { .. } => "checkpoint_saved",
             EventKind::Cancelled { .. } => "cancelled",
             EventKind::BranchesMerged { .. } => "branches_merged",
+            EventKind::Supervised { .. } => "supervised",
         }
     }
 }

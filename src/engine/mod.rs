@@ -4,6 +4,7 @@ pub mod brief;
 pub mod builtin;
 pub mod change;
 pub mod code;
+pub mod drive;
 pub mod event;
 mod fanout;
 mod graph;

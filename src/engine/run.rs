@@ -199,6 +199,9 @@ pub struct Run {
     /// Most sub-agents the run's briefs suggest running at once.
     #[serde(default = "default_max_agents")]
     pub max_agents: u32,
+    /// What `baton drive` recorded: agents, threads, attempts, tokens, budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drive: Option<super::drive::DriveState>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -296,6 +299,7 @@ impl Run {
                 last_actor: event.actor.clone(),
                 fanout: None,
                 last_token: 0,
+                drive: None,
                 max_agents: origin.max_agents.unwrap_or(DEFAULT_MAX_AGENTS),
                 created_at: event.at,
                 updated_at: event.at,
@@ -469,6 +473,10 @@ impl Run {
                 }
                 Ok(EventKind::BranchesMerged { report: report.clone() })
             }
+            Change::Supervise { record } => {
+                self.drive.as_ref().map_or(Ok(()), |d| d.check(record))?;
+                Ok(EventKind::Supervised { record: record.clone() })
+            }
         }
     }
 
@@ -533,6 +541,7 @@ impl Run {
                     fanout.merge = Some(report.clone());
                 }
             }
+            EventKind::Supervised { record } => self.drive.get_or_insert_with(Default::default).evolve(record, now),
         }
         self.version = event.seq;
         self.last_actor = event.actor.clone();

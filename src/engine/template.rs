@@ -187,6 +187,12 @@ pub struct StepDef {
     /// baton refuses the same agent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub independent_of: Vec<String>,
+    /// The Codex model `baton drive` gives this step's agents (over `--model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The reasoning effort `baton drive` gives this step's agents' turns (over `--effort`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
 }
 
 /// What a template is validated as.
@@ -238,7 +244,7 @@ impl Template {
             BatonError::invalid(
                 field,
                 format!("template could not be parsed: {e}"),
-                "Give `name`, `steps` (each with `name`, `role`, `outcomes`), and optionally `description`, `start`, `instructions`, `max_visits`, `independent_of`, `pipelines`.",
+                "Give `name`, `steps` (each with `name`, `role`, `outcomes`), and optionally `description`, `start`, `instructions`, `max_visits`, `independent_of`, `model`, `effort`, `pipelines`.",
             )
         })?;
         template.validate(field)?;
@@ -349,6 +355,15 @@ impl Template {
                     "max_visits must be at least 1",
                     "Use a positive bound, or omit it for steps outside loops.",
                 ));
+            }
+            for (key, value) in [("model", &step.model), ("effort", &step.effort)] {
+                if value.as_ref().is_some_and(|v| v.trim().is_empty() || v.len() > 100 || v.chars().any(char::is_control)) {
+                    return Err(BatonError::invalid(
+                        format!("{at}.{key}"),
+                        format!("`{key}` must be a name of 1 to 100 printable characters"),
+                        format!("Give a Codex {key} name such as {}, or omit it.", if key == "model" { "`gpt-5.5`" } else { "`high`" }),
+                    ));
+                }
             }
         }
         for (i, step) in self.steps.iter().enumerate() {

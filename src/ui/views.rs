@@ -134,6 +134,8 @@ pub struct RunPage {
     pub graph_svg: Value,
     pub mermaid: String,
     pub tasks: Vec<TaskRow>,
+    /// What `baton drive` recorded, when the run is driven.
+    pub drive: Option<DriveView>,
     pub events: Vec<EventRow>,
     /// `before` for the next page of older events.
     pub older: Option<u64>,
@@ -183,6 +185,46 @@ pub struct TaskRow {
     pub holder: Option<String>,
     pub lease_until: Option<String>,
     pub depends_on: String,
+}
+
+/// A driven run: who drives it, the totals, and its agents (newest first).
+#[derive(Debug, Serialize)]
+pub struct DriveView {
+    pub summary: String,
+    pub agents: Vec<AgentRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentRow {
+    pub unit: String,
+    pub role: String,
+    pub thread: String,
+    pub driver: String,
+    pub attempts: u32,
+    pub tokens: u64,
+    pub working: bool,
+    pub updated: String,
+}
+
+impl DriveView {
+    fn of(drive: &crate::engine::drive::DriveState) -> DriveView {
+        let mut agents: Vec<AgentRow> = drive
+            .units
+            .iter()
+            .map(|(unit, u)| AgentRow {
+                unit: unit.clone(),
+                role: u.role.clone().unwrap_or_default(),
+                thread: u.thread_id.clone().unwrap_or_default(),
+                driver: u.driver.clone(),
+                attempts: u.attempts,
+                tokens: u.tokens,
+                working: u.working,
+                updated: when(u.updated_at),
+            })
+            .collect();
+        agents.sort_by(|a, b| b.updated.cmp(&a.updated));
+        DriveView { summary: crate::drive::summary(drive).lines().next().unwrap_or_default().to_string(), agents }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -253,6 +295,7 @@ impl RunPage {
             graph_svg: Value::from_safe_string(to_svg(graph)),
             mermaid: to_mermaid(graph),
             tasks,
+            drive: run.drive.as_ref().map(DriveView::of),
             events: events.into_iter().rev().map(EventRow::of).collect(),
             older: next_before_seq,
         }
@@ -437,6 +480,25 @@ mod tests {
         assert!(html.contains(r#"<input type="hidden" name="task" value="api">"#), "the answer names the task");
         assert!(html.contains(r#"<button type="submit" name="answer" value="retry">retry</button>"#));
         assert!(html.contains(r#"data-counter="7""#) && html.contains("<svg"));
+        assert!(!html.contains("id=\"drive\""), "an undriven run shows no drive section");
+    }
+
+    #[test]
+    fn a_driven_run_shows_its_driver_and_agents() {
+        use crate::engine::drive::{DriveAction, DriveRecord};
+        let (mut run, mut events) = run_with_task_gate();
+        let mut record = DriveRecord::new(DriveAction::Assigned, "task:api:implement#1", "vm:42:ab");
+        record.thread_id = Some("thread-7".into());
+        record.role = Some("implementer".into());
+        record.attempt = 1;
+        events.push(run.apply(&Change::Supervise { record }, &Actor::default(), Timestamp(4)).unwrap());
+        let graph = GraphView::of(&run, &events);
+        let details = RunDetails { summary: RunSummary::of(&run), run, events, next_before_seq: None };
+        let page = RunPage::new(frame(), details, &graph);
+        let drive = page.drive.as_ref().expect("a drive view");
+        assert_eq!((drive.agents[0].thread.as_str(), drive.agents[0].working), ("thread-7", true));
+        let html = Views::new().unwrap().render("run.html", &page).unwrap();
+        assert!(html.contains("id=\"drive\"") && html.contains("thread-7") && html.contains("vm:42:ab"), "{html}");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -215,6 +215,8 @@ struct Shared {
     /// Protocol trouble (bad framing, compressed or non-JSON bodies): a test should see none.
     problems: Mutex<Vec<String>>,
     stopping: AtomicBool,
+    /// Tokens every turn reports in its usage (0 unless a test sets it).
+    usage_per_turn: AtomicU64,
 }
 
 /// The running server; stops accepting when dropped.
@@ -242,6 +244,7 @@ impl ModelServer {
             requests: Mutex::new(Vec::new()),
             problems: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
+            usage_per_turn: AtomicU64::new(0),
         });
         let accepting = Arc::clone(&shared);
         let acceptor = std::thread::spawn(move || {
@@ -270,6 +273,11 @@ impl ModelServer {
     /// Only the model turns (`POST /v1/responses`).
     pub fn turns(&self) -> Vec<ModelRequest> {
         self.requests().into_iter().filter(ModelRequest::is_turn).collect()
+    }
+
+    /// Report `tokens` of usage (all output tokens) with every turn from now on.
+    pub fn set_usage_per_turn(&self, tokens: u64) {
+        self.shared.usage_per_turn.store(tokens, Ordering::SeqCst);
     }
 
     pub fn problems(&self) -> Vec<String> {
@@ -448,12 +456,12 @@ fn answer(raw: RawRequest, shared: &Shared) -> (u16, &'static str, String) {
             vec![Output::text("The scripted model failed; see the test's problems.")]
         }
     };
-    (200, "text/event-stream", sse_turn(request.index, &outputs))
+    (200, "text/event-stream", sse_turn(request.index, &outputs, shared.usage_per_turn.load(Ordering::SeqCst)))
 }
 
 /// One model turn as the Responses API streams it: `response.created`, each item `added`
 /// (text also as an `output_text.delta`) and `done`, then `response.completed` with usage.
-fn sse_turn(response: usize, outputs: &[Output]) -> String {
+fn sse_turn(response: usize, outputs: &[Output], tokens: u64) -> String {
     let id = format!("resp_{response}");
     let mut events = vec![json!({"type": "response.created", "response": {"id": id, "status": "in_progress"}})];
     for (index, output) in outputs.iter().enumerate() {
@@ -473,9 +481,9 @@ fn sse_turn(response: usize, outputs: &[Output]) -> String {
     let usage = json!({
         "input_tokens": 0,
         "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": 0,
+        "output_tokens": tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": 0,
+        "total_tokens": tokens,
     });
     events.push(json!({"type": "response.completed", "response": {"id": id, "status": "completed", "usage": usage}}));
     events.iter().map(|event| format!("event: {}\ndata: {event}\n\n", event["type"].as_str().unwrap_or_default())).collect()

@@ -1,0 +1,272 @@
+//! What `baton drive` decided, kept in the run: which Codex thread works which unit of work
+//! (the run's step at a visit, or a task's step at a visit), attempts, tokens, and why a driver
+//! stopped. Recorded through `Change::Supervise` like any other change, so the event log alone
+//! rebuilds it ([`Run::replay`](super::Run::replay)) and a new driver after a crash knows what
+//! was in flight.
+
+use crate::error::{BatonError, BatonResult};
+use crate::time::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a driver did or decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DriveAction {
+    /// A Codex thread was given the unit; recorded before its turn starts.
+    Assigned,
+    /// The thread's turn ended (`turn_status` says how); `tokens` it used in that turn.
+    TurnEnded,
+    /// The unit's turn ended without the step being reported, or failed: it will be tried again.
+    Retrying,
+    /// Out of attempts: the run asks a human (see the run's question).
+    Escalated,
+    /// The driver stopped (a signal, a budget stop, a human wait) and let go of the unit.
+    Released,
+    /// The token budget of the run was set or raised (`budget_tokens`).
+    Budget,
+}
+
+/// One supervision record (the payload of a `supervised` event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriveRecord {
+    pub action: DriveAction,
+    /// `step:<name>#<visit>` or `task:<id>:<step>#<visit>`; empty for run-wide records.
+    #[serde(default)]
+    pub unit: String,
+    /// The driver process: `host:pid:uuid`.
+    pub driver: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub attempt: u32,
+    /// Tokens this record adds (a turn's usage, from Codex's `thread/tokenUsage/updated`).
+    #[serde(default)]
+    pub tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+    /// Take the unit over from another driver that is known to be gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub take_over: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl DriveRecord {
+    pub fn new(action: DriveAction, unit: &str, driver: &str) -> DriveRecord {
+        DriveRecord {
+            action,
+            unit: unit.to_string(),
+            driver: driver.to_string(),
+            thread_id: None,
+            role: None,
+            attempt: 0,
+            tokens: 0,
+            turn_status: None,
+            budget_tokens: None,
+            take_over: false,
+            note: None,
+        }
+    }
+}
+
+/// One unit of work as the drivers left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriveUnit {
+    pub driver: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    /// Every thread that worked it, oldest first.
+    #[serde(default)]
+    pub threads: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub attempts: u32,
+    pub tokens: u64,
+    /// A thread's turn is in flight (assigned and not yet ended or released).
+    pub working: bool,
+    pub escalated: bool,
+    pub updated_at: Timestamp,
+}
+
+/// Everything the drivers recorded in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+pub struct DriveState {
+    /// The driver that recorded last.
+    #[serde(default)]
+    pub last_driver: String,
+    pub units: BTreeMap<String, DriveUnit>,
+    /// Tokens every driven turn of the run used.
+    pub tokens: u64,
+    /// Tokens per role.
+    #[serde(default)]
+    pub tokens_by_role: BTreeMap<String, u64>,
+    /// The run's token budget, once a driver set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+    pub turns: u64,
+}
+
+impl DriveState {
+    /// Whether `record` may be recorded: an assignment of a unit another driver is working is
+    /// refused (so two drivers never play one step at once) unless it takes a gone driver's over.
+    pub fn check(&self, record: &DriveRecord) -> BatonResult<()> {
+        if record.action != DriveAction::Assigned || record.take_over {
+            return Ok(());
+        }
+        match self.units.get(&record.unit) {
+            Some(unit) if unit.working && unit.driver != record.driver => Err(BatonError::new(
+                crate::error::ErrorCode::Conflict,
+                format!(
+                    "`{}` is being worked by driver {} (thread {})",
+                    record.unit,
+                    unit.driver,
+                    unit.thread_id.as_deref().unwrap_or("?")
+                ),
+                "Leave it to that driver; take it over only when that driver is gone.",
+            )
+            .with_field("unit")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Apply a recorded supervision event.
+    pub fn evolve(&mut self, record: &DriveRecord, now: Timestamp) {
+        self.last_driver = record.driver.clone();
+        self.tokens = self.tokens.saturating_add(record.tokens);
+        if record.tokens > 0 {
+            let role = record.role.clone().unwrap_or_default();
+            let by_role = self.tokens_by_role.entry(role).or_default();
+            *by_role = by_role.saturating_add(record.tokens);
+        }
+        if let Some(budget) = record.budget_tokens.filter(|_| record.action == DriveAction::Budget) {
+            self.budget_tokens = Some(budget);
+        }
+        if record.unit.is_empty() {
+            return;
+        }
+        let unit = self.units.entry(record.unit.clone()).or_insert_with(|| DriveUnit {
+            driver: record.driver.clone(),
+            thread_id: None,
+            threads: Vec::new(),
+            role: record.role.clone(),
+            attempts: 0,
+            tokens: 0,
+            working: false,
+            escalated: false,
+            updated_at: now,
+        });
+        unit.updated_at = now;
+        unit.tokens = unit.tokens.saturating_add(record.tokens);
+        if record.role.is_some() {
+            unit.role = record.role.clone();
+        }
+        match record.action {
+            DriveAction::Assigned => {
+                self.turns += 1;
+                unit.driver = record.driver.clone();
+                unit.attempts = unit.attempts.max(record.attempt);
+                unit.working = true;
+                if let Some(thread) = &record.thread_id {
+                    unit.thread_id = Some(thread.clone());
+                    if !unit.threads.contains(thread) {
+                        unit.threads.push(thread.clone());
+                    }
+                }
+            }
+            DriveAction::Retrying => {
+                unit.working = false;
+                // Waiting out a rate limit or quota is no failed attempt of the step.
+                if record.turn_status.as_deref() == Some("rate_limited") {
+                    unit.attempts = unit.attempts.saturating_sub(1);
+                }
+            }
+            DriveAction::TurnEnded | DriveAction::Released => unit.working = false,
+            DriveAction::Escalated => {
+                unit.working = false;
+                unit.escalated = true;
+                // A human decides now; if they answer `retry`, the attempts count again.
+                unit.attempts = 0;
+            }
+            DriveAction::Budget => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assigned(unit: &str, driver: &str, thread: &str) -> DriveRecord {
+        let mut record = DriveRecord::new(DriveAction::Assigned, unit, driver);
+        record.thread_id = Some(thread.into());
+        record.attempt = 1;
+        record.role = Some("implementer".into());
+        record
+    }
+
+    #[test]
+    fn a_unit_another_driver_works_is_refused_until_its_turn_ends_or_it_is_taken_over() {
+        let mut state = DriveState::default();
+        let first = assigned("step:implement#1", "a", "t1");
+        state.check(&first).unwrap();
+        state.evolve(&first, Timestamp(1));
+        let second = assigned("step:implement#1", "b", "t2");
+        assert_eq!(state.check(&second).unwrap_err().code, crate::error::ErrorCode::Conflict);
+        let mut take_over = second.clone();
+        take_over.take_over = true;
+        state.check(&take_over).unwrap();
+        let mut ended = DriveRecord::new(DriveAction::TurnEnded, "step:implement#1", "a");
+        ended.tokens = 40;
+        ended.role = Some("implementer".into());
+        state.evolve(&ended, Timestamp(2));
+        state.check(&second).unwrap();
+        state.evolve(&second, Timestamp(3));
+        let unit = &state.units["step:implement#1"];
+        assert_eq!((unit.attempts, unit.tokens, unit.working), (1, 40, true));
+        assert_eq!(unit.threads, ["t1", "t2"]);
+        assert_eq!((state.tokens, state.turns, state.tokens_by_role["implementer"]), (40, 2, 40));
+    }
+
+    #[test]
+    fn escalation_resets_the_attempts_and_a_budget_record_sets_the_budget() {
+        let mut state = DriveState::default();
+        let mut third = assigned("u", "a", "t3");
+        third.attempt = 3;
+        state.evolve(&third, Timestamp(1));
+        state.evolve(&DriveRecord::new(DriveAction::Escalated, "u", "a"), Timestamp(2));
+        assert_eq!((state.units["u"].attempts, state.units["u"].escalated, state.units["u"].working), (0, true, false));
+        let mut budget = DriveRecord::new(DriveAction::Budget, "", "a");
+        budget.budget_tokens = Some(900);
+        state.evolve(&budget, Timestamp(3));
+        assert_eq!(state.budget_tokens, Some(900));
+        // A rate-limited turn gives its attempt back; an unreported one does not.
+        state.evolve(&assigned("v", "a", "t4"), Timestamp(4));
+        let mut limited = DriveRecord::new(DriveAction::Retrying, "v", "a");
+        limited.turn_status = Some("rate_limited".into());
+        state.evolve(&limited, Timestamp(5));
+        assert_eq!(state.units["v"].attempts, 0);
+        state.evolve(&assigned("v", "a", "t5"), Timestamp(6));
+        let mut unreported = DriveRecord::new(DriveAction::Retrying, "v", "a");
+        unreported.turn_status = Some("completed".into());
+        state.evolve(&unreported, Timestamp(7));
+        assert_eq!(state.units["v"].attempts, 1);
+    }
+
+    #[test]
+    fn a_template_step_names_its_agents_model_and_effort_and_blank_ones_are_refused() {
+        use crate::engine::Template;
+        let toml = "name = \"t\"\n[[steps]]\nname = \"a\"\nrole = \"implementer\"\nmodel = \"gpt-5.5\"\neffort = \"high\"\noutcomes = { ok = \"done\" }\n";
+        let template = Template::parse(toml, true, "template").unwrap();
+        template.validate("template").unwrap();
+        assert_eq!((template.steps[0].model.as_deref(), template.steps[0].effort.as_deref()), (Some("gpt-5.5"), Some("high")));
+        // Parsing validates: a blank effort is refused with its path.
+        let error = Template::parse(&toml.replace("\"high\"", "\" \""), true, "template").unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("template.steps[0].effort"), "{error:?}");
+    }
+}
