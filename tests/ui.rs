@@ -58,6 +58,19 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A repository with `shared.txt` ("first") committed, in `tmp`.
+fn repository(tmp: &tempfile::TempDir) -> PathBuf {
+    let repo = tmp.path().canonicalize().unwrap().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["config", "user.name", "Test"]);
+    git(&repo, &["config", "user.email", "test@example.com"]);
+    std::fs::write(repo.join("shared.txt"), "first\n").unwrap();
+    git(&repo, &["add", "shared.txt"]);
+    git(&repo, &["commit", "-qm", "first"]);
+    repo
+}
+
 fn screenshots() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("ui-screenshots")
 }
@@ -435,14 +448,7 @@ async fn a_browser_sees_the_graph_answers_a_gate_and_follows_other_sessions_live
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_fork_restores_code_and_its_cancel_removes_worktrees() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().canonicalize().unwrap().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["config", "user.name", "Test"]);
-    git(&repo, &["config", "user.email", "test@example.com"]);
-    std::fs::write(repo.join("shared.txt"), "first\n").unwrap();
-    git(&repo, &["add", "shared.txt"]);
-    git(&repo, &["commit", "-qm", "first"]);
+    let repo = repository(&tmp);
     let home = fresh_home(&tmp);
     let lead = Server::start_as(&home, &repo, Some("thread-lead")).await;
     let brief = lead.ok("start_workflow", json!({"goal": "Two edits", "template": "parallel"})).await;
@@ -581,14 +587,7 @@ async fn wide_plans_fit_the_page_and_answers_are_confirmed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timeline_forks_from_any_event_with_that_versions_code() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().canonicalize().unwrap().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["config", "user.name", "Test"]);
-    git(&repo, &["config", "user.email", "test@example.com"]);
-    std::fs::write(repo.join("shared.txt"), "first\n").unwrap();
-    git(&repo, &["add", "shared.txt"]);
-    git(&repo, &["commit", "-qm", "first"]);
+    let repo = repository(&tmp);
     let home = fresh_home(&tmp);
     let lead = Server::start_as(&home, &repo, Some("thread-lead")).await;
     let brief = lead.ok("start_workflow", json!({"goal": "Fork me from the page", "template": "feature"})).await;
