@@ -110,14 +110,7 @@ async fn verified(tree: &Path, task: &str, branch: &str, tip: &str, before: Opti
         ));
     }
     let head = git(tree, &["rev-parse", "HEAD"]).text().await.ok();
-    let mut merge = TaskMerge {
-        task: task.to_string(),
-        branch: branch.to_string(),
-        tip: tip.to_string(),
-        commit: None,
-        files: Vec::new(),
-        files_total: 0,
-    };
+    let mut merge = unrecorded(task, branch, tip);
     if let (Some(before), Some(head)) = (before, head)
         && before != head
     {
@@ -127,16 +120,14 @@ async fn verified(tree: &Path, task: &str, branch: &str, tip: &str, before: Opti
     Ok(merge)
 }
 
+/// The merge of `task`'s branch at `tip`, before its commit and files are known.
+fn unrecorded(task: &str, branch: &str, tip: &str) -> TaskMerge {
+    TaskMerge { task: task.to_string(), branch: branch.to_string(), tip: tip.to_string(), commit: None, files: Vec::new(), files_total: 0 }
+}
+
 /// The merge commit in HEAD's history that brought `tip` in (its second parent), with its files.
 async fn merge_of(tree: &Path, task: &str, branch: &str, tip: &str) -> TaskMerge {
-    let mut merge = TaskMerge {
-        task: task.to_string(),
-        branch: branch.to_string(),
-        tip: tip.to_string(),
-        commit: None,
-        files: Vec::new(),
-        files_total: 0,
-    };
+    let mut merge = unrecorded(task, branch, tip);
     let listed = git(tree, &["log", "--merges", "--format=%H %P", "-n", "200", "HEAD"]).text().await.unwrap_or_default();
     let found = listed.lines().find_map(|line| {
         let ids: Vec<&str> = line.split(' ').collect();

@@ -28,13 +28,7 @@ pub async fn snapshot(root: &Path) -> BatonResult<Option<String>> {
     if git(root, &["rev-parse", "HEAD^{tree}"]).probe().await.as_deref() == Some(tree.as_str()) {
         return Ok(None);
     }
-    let (name, email) = SNAPSHOT_IDENTITY;
-    let commit = git(root, &["commit-tree", &tree, "-p", &head, "-m", "baton checkpoint: uncommitted changes"])
-        .env("GIT_AUTHOR_NAME", name)
-        .env("GIT_AUTHOR_EMAIL", email)
-        .env("GIT_COMMITTER_NAME", name)
-        .env("GIT_COMMITTER_EMAIL", email)
-        .text()
+    let commit = commit_tree(root, &["commit-tree", &tree, "-p", &head, "-m", "baton checkpoint: uncommitted changes"])
         .await
         .map_err(fail("git commit-tree"))?;
     Ok(Some(commit))
@@ -83,15 +77,7 @@ pub async fn step_state(root: &Path, run_id: &str) -> BatonResult<Option<TreeSta
         args.extend(["-p", last]);
     }
     args.extend(["-m", "baton: the run's tree as a step left it"]);
-    let (name, email) = SNAPSHOT_IDENTITY;
-    let state = git(root, &args)
-        .env("GIT_AUTHOR_NAME", name)
-        .env("GIT_AUTHOR_EMAIL", email)
-        .env("GIT_COMMITTER_NAME", name)
-        .env("GIT_COMMITTER_EMAIL", email)
-        .text()
-        .await
-        .map_err(fail("git commit-tree"))?;
+    let state = commit_tree(root, &args).await.map_err(fail("git commit-tree"))?;
     keep(root, &reference, &state).await?;
     Ok(Some(TreeState { head, state, made: true }))
 }
@@ -193,6 +179,19 @@ pub async fn restore(repo: &Path, dir: &Path, branch: &str, head: &str, snapshot
     // The index goes back to HEAD, so the snapshot's changes show as uncommitted again.
     git(dir, &["reset", "-q"]).text().await.map_err(fail(format!("baton could not reset the index of {dir_text}")))?;
     Ok(())
+}
+
+/// `git commit-tree ARGS` as baton (snapshots are baton's, never the user's commits):
+/// the new commit's id.
+async fn commit_tree(root: &Path, args: &[&str]) -> Result<String, super::GitFailure> {
+    let (name, email) = SNAPSHOT_IDENTITY;
+    git(root, args)
+        .env("GIT_AUTHOR_NAME", name)
+        .env("GIT_AUTHOR_EMAIL", email)
+        .env("GIT_COMMITTER_NAME", name)
+        .env("GIT_COMMITTER_EMAIL", email)
+        .text()
+        .await
 }
 
 #[cfg(test)]
