@@ -620,3 +620,37 @@ async fn the_timeline_forks_from_any_event_with_that_versions_code() {
     lead.stop().await;
     ui.stop();
 }
+
+/// A run one of whose tasks waits for a human is in the page's "awaiting human" filter
+/// (and not among the active ones), as in `baton runs --status awaiting_human`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_filter_finds_a_run_whose_task_waits_for_a_human() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let (a, b) = tokio::join!(Server::start_as(&home, tmp.path(), Some("agent-a")), Server::start_as(&home, tmp.path(), Some("agent-b")));
+    let brief = a.ok("start_workflow", json!({"goal": "g", "template": "parallel", "title": "Loops"})).await;
+    let id = brief["run_id"].as_str().unwrap().to_string();
+    let plan = json!({"tasks": [{"id": "x", "title": "x"}, {"id": "y", "title": "y"}]});
+    a.ok("advance", json!({"run_id": id, "expected_version": 1, "outcome": "planned", "output": "p", "plan": plan})).await;
+    for round in 1..=4 {
+        let claim = a.ok("resume", json!({"run_id": id, "claim": "x"})).await;
+        a.ok("advance", json!({"run_id": id, "task": "x", "lease_token": claim["lease_token"], "outcome": "implemented", "output": format!("round {round}")})).await;
+        let claim = b.ok("resume", json!({"run_id": id, "claim": "x"})).await;
+        b.ok(
+            "advance",
+            json!({"run_id": id, "task": "x", "lease_token": claim["lease_token"], "outcome": "changes_requested", "output": "again"}),
+        )
+        .await;
+    }
+    let ui = UiServer::start(&home, database_env(&home));
+    let login = Login::new(&ui);
+    let row = format!("data-run=\"{id}\"");
+    let waiting = login.get(&ui, "/?status=awaiting_human");
+    assert_eq!(waiting.status, 200, "{}", waiting.body);
+    assert!(waiting.body.contains(&row), "the run is in the awaiting-human filter: {}", waiting.body);
+    let active = login.get(&ui, "/?status=active");
+    assert!(!active.body.contains(&row), "and not among the active runs");
+    a.stop().await;
+    b.stop().await;
+    ui.stop();
+}
