@@ -362,7 +362,7 @@ fn event(run: &Run, kind: &str, task: Option<&str>, gate: Option<&crate::engine:
     let task_arg = task.map(|t| format!(" --task {t}")).unwrap_or_default();
     let (text, command) = match (kind, gate) {
         (_, Some(gate)) => {
-            let answer = gate.options.first().map(|o| crate::cli::render::shell_word(o)).unwrap_or_else(|| "'YOUR ANSWER'".into());
+            let answer = gate.options.first().map(|o| crate::text::shell_word(o)).unwrap_or_else(|| "'YOUR ANSWER'".into());
             let command = format!("baton answer {} {answer}{task_arg}", run.id);
             let why = match gate.kind {
                 GateKind::LoopLimit { .. } => " (a loop used up its rounds)",
