@@ -1,9 +1,7 @@
-//! What every bench measures the same way: latency statistics, the disk's floor, its
-//! flush counter, space on disk and memory.
-#![allow(dead_code)]
+//! What every bench measures the same way: sessions as Codex holds them, latency
+//! statistics, the disk's floor, its flush counter and space on disk.
 
-pub mod session;
-
+use std::future::Future;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -104,8 +102,33 @@ pub fn dir_bytes(dir: &Path) -> (u64, u64) {
     total
 }
 
-/// Resident memory of process `pid`, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+/// Time `n` awaits of `f`, one after the other.
+pub async fn timed<F, Fut, T>(n: usize, f: F) -> Stats
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f().await;
+        samples.push(t.elapsed());
+    }
+    Stats::of(samples)
+}
+
+/// A `baton serve` session in `cwd` as the benches measure it: baton's own owner idle time,
+/// quiet logs, and results not validated (that would be timed with every call).
+pub async fn session(home: &Path, cwd: &Path, thread: Option<&str>, env: &[(&str, &str)]) -> super::Server {
+    super::Server::launch(home, cwd, thread, env, false).await
+}
+
+/// Start a run of [`super::ping_pong`], which any number of [`step`]s can advance.
+pub async fn start_loop(server: &super::Server) -> serde_json::Value {
+    server.ok("start_workflow", serde_json::json!({"goal": "benchmark", "template_definition": super::ping_pong()})).await
+}
+
+/// Advance the loop run of `brief` by one step, with an agent's usual report; the new brief.
+pub async fn step(server: &super::Server, brief: &serde_json::Value) -> serde_json::Value {
+    server.advance(brief, "next", "Implemented the change in src/lib.rs; 12 tests pass.").await
 }
