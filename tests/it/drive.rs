@@ -620,19 +620,7 @@ fn two_drivers(database_url: Option<&str>) {
     let harness = ExecHarness::new(&codex, role_player(no_quirk(), tasks.clone()));
     if let Some(url) = database_url {
         // The agents' `baton serve` uses the database too: registered as a user does it.
-        let done = support::codex::run(
-            Command::new(BATON)
-                .arg("install")
-                .arg("--codex-home")
-                .arg(harness.codex_home())
-                .arg("--home")
-                .arg(harness.baton_home())
-                .args(["--database-url", url])
-                .env_remove("BATON_HOME")
-                .env_remove("CODEX_HOME"),
-            "baton install --database-url",
-        );
-        assert!(done.status.success(), "{}", done.describe());
+        harness.install(&["--database-url", url]);
     }
     support::git::init(harness.work(), "README", "base\n");
     trust(&harness);

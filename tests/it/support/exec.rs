@@ -104,19 +104,26 @@ impl ExecHarness {
             harness.model.base_url()
         );
         std::fs::write(harness.codex_home().join("config.toml"), config).unwrap();
+        harness.install(&[]);
+        harness
+    }
+
+    /// `baton install` into this Codex home and baton home, with `extra` arguments (e.g.
+    /// `--database-url`), as a user registers baton.
+    pub fn install(&self, extra: &[&str]) {
         let install = run(
             Command::new(BATON)
                 .arg("install")
                 .arg("--codex-home")
-                .arg(harness.codex_home())
+                .arg(self.codex_home())
                 .arg("--home")
-                .arg(harness.baton_home())
+                .arg(self.baton_home())
+                .args(extra)
                 .env_remove("BATON_HOME")
                 .env_remove("CODEX_HOME"),
-            "baton install",
+            &format!("baton install {}", extra.join(" ")),
         );
         assert!(install.status.success(), "baton install failed:\n{}", install.describe());
-        harness
     }
 
     pub fn codex_home(&self) -> &Path {
