@@ -3,6 +3,8 @@
 //! with its path, e.g. `cargo test --test it -- workflow::`); `support` is what they share:
 //! the real `baton` binary driven over MCP, the CLI and its socket, PostgreSQL clusters,
 //! the pinned Codex CLI with a scripted model server, the page and loop-device disks.
+//! A new suite is a file here with a `mod` line below: Cargo.toml turns `autotests` off,
+//! so a file directly in tests/ would not be built at all.
 //!
 //! Every test runs in parallel with the others in this one process, so none may change
 //! what the process shares (environment, umask, resource limits, the working directory):
