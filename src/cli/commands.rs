@@ -93,6 +93,8 @@ pub async fn run(cli: Cli) -> Result<String> {
                     Err(e) => tracing::error!("{e}"),
                 }
             });
+            // With PostgreSQL this session also offers to tell people (one process does).
+            let _notifier = backend.notify_people();
             BatonServer::new(backend).serve_stdio().await?;
             Ok(String::new())
         }

@@ -179,3 +179,89 @@ fn notify_test_sends_a_sample_to_every_channel() {
     assert_eq!(out.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&out.stderr).contains("answered `HTTP/1.1 500"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// With PostgreSQL there is no owner: every `baton serve` whose home has a `notify.toml`
+/// offers to notify, one leads (an advisory lock), and the outbox is in the database. Two
+/// sessions on two homes (two machines, say) share one database and one receiver: each
+/// event arrives once; when the leading session is killed, the other takes over and the
+/// completion still arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgresql_two_processes_notify_each_event_once_and_one_takes_over_when_the_other_dies() {
+    let Some((url, _cluster)) = support::pg::database() else { return };
+    let receiver = Receiver::start();
+    let (tmp_a, tmp_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (home_a, log_a) = home_with_notifications(&tmp_a, &receiver);
+    let (home_b, log_b) = home_with_notifications(&tmp_b, &receiver);
+    support::use_database(&home_a, &url);
+    support::use_database(&home_b, &url);
+    let a = Server::start(&home_a).await;
+    let b = Server::start(&home_b).await;
+
+    let brief = a.ok("start_workflow", json!({"goal": "Ship search", "title": "search"})).await;
+    let id = brief["run_id"].as_str().unwrap().to_string();
+    a.advance(&brief, "planned", "plan").await;
+    b.ok("await_human", json!({"run_id": id, "question": "Fuzzy matching?", "options": ["yes", "no"]})).await;
+    wait_until("the webhook for the question", Duration::from_secs(20), || receiver.accepted("run.awaiting_human").len() == 1).await;
+    // The leader's own command ran; the other's did not.
+    wait_until("the leader's command", Duration::from_secs(10), || command_events(&log_a).len() + command_events(&log_b).len() == 1).await;
+    let a_led = command_events(&log_a).len() == 1;
+    let (leader, follower, follower_log) = if a_led { (a, b, &log_b) } else { (b, a, &log_a) };
+
+    // The leader dies (kill -9: its connection, and so its lock, goes with it).
+    leader.kill();
+    let answered = follower.ok("answer_human", json!({"run_id": id, "answer": "yes"})).await;
+    let mut brief = answered["brief"].clone();
+    if brief.is_null() {
+        brief = follower.ok("resume", json!({"run_id": id})).await["brief"].clone();
+    }
+    for outcome in ["implemented", "approved", "passed"] {
+        brief = follower.advance(&brief, outcome, "ok").await;
+    }
+    assert_eq!(brief["status"], "completed", "{brief}");
+    wait_until("the completion from the other process", Duration::from_secs(30), || receiver.accepted("run.completed").len() == 1).await;
+    wait_until("the follower's command", Duration::from_secs(10), || {
+        command_events(follower_log).iter().any(|e| e["type"] == "run.completed")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await; // a follower's round: nothing more comes
+    let accepted: Vec<Value> = receiver.seen.lock().unwrap().iter().filter(|(s, _)| *s == 200).map(|(_, v)| v.clone()).collect();
+    let kinds: Vec<&str> = accepted.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["run.awaiting_human", "run.completed"], "each event once: {accepted:?}");
+    let commands = command_events(&log_a).len() + command_events(&log_b).len();
+    assert_eq!(commands, 2, "one command per event across both homes");
+    let rows = support::pg::query(&url, "SELECT count(*) FROM notify_outbox");
+    assert_eq!(rows[0][0].as_deref(), Some("1"), "the outbox is one row of the database");
+    follower.stop().await;
+}
+
+/// `desktop = true` shows each event with `notify-send` where there is one: here a
+/// `notify-send` of the test's on the owner's PATH records what it was asked to show.
+#[tokio::test]
+async fn a_desktop_notification_goes_through_notify_send() {
+    if owner_only("a_desktop_notification_goes_through_notify_send") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let shown = tmp.path().join("shown.txt");
+    let fake = bin.join("notify-send");
+    std::fs::write(&fake, format!("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> {}; done\n", shown.display())).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(home.join("notify.toml"), "desktop = true\n").unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let server = Server::start_with(&home, &[("PATH", &path)]).await;
+    let brief = server.ok("start_workflow", json!({"goal": "Ship search", "title": "search"})).await;
+    let id = brief["run_id"].as_str().unwrap().to_string();
+    server.ok("await_human", json!({"run_id": id, "question": "Fuzzy matching?", "options": ["yes", "no"]})).await;
+    wait_until("notify-send", Duration::from_secs(15), || std::fs::read_to_string(&shown).is_ok_and(|t| t.contains("Fuzzy matching?")))
+        .await;
+    let args = std::fs::read_to_string(&shown).unwrap();
+    let lines: Vec<&str> = args.lines().collect();
+    assert_eq!(&lines[..2], ["--app-name=baton", "baton"], "{args}");
+    assert!(args.contains(&format!("baton answer {} yes", &id[..8])) || args.contains(&format!("baton answer {id} yes")), "{args}");
+    server.stop().await;
+}
