@@ -218,7 +218,9 @@ async fn with_postgresql_two_processes_notify_each_event_once_and_one_takes_over
         brief = follower.advance(&brief, outcome, "ok").await;
     }
     assert_eq!(brief["status"], "completed", "{brief}");
+    let completed = std::time::Instant::now();
     wait_until("the completion from the other process", Duration::from_secs(30), || receiver.accepted("run.completed").len() == 1).await;
+    let taken_over_in = completed.elapsed();
     wait_until("the follower's command", Duration::from_secs(10), || {
         command_events(follower_log).iter().any(|e| e["type"] == "run.completed")
     })
@@ -231,6 +233,7 @@ async fn with_postgresql_two_processes_notify_each_event_once_and_one_takes_over
     assert_eq!(commands, 2, "one command per event across both homes");
     let rows = support::pg::query(&url, "SELECT count(*) FROM notify_outbox");
     assert_eq!(rows[0][0].as_deref(), Some("1"), "the outbox is one row of the database");
+    eprintln!("the completion reached the receiver {taken_over_in:?} after it committed, through the process that took over");
     follower.stop().await;
 }
 
