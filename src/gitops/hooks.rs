@@ -340,7 +340,8 @@ async fn check_checkpoint_code(backend: &Backend, caller: &Caller, run_id: &str,
     let mut before: Option<u64> = None;
     // The latest save of that name is the one a fork starts from.
     let workspace = loop {
-        let request = Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(1000), before_seq: before, step: None });
+        let request =
+            Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(1000), before_seq: before, step: None });
         let Ok(Reply::Run(details)) = backend.call_as(caller.clone(), request).await else { return Ok(()) };
         if !details.run.checkpoints.iter().any(|c| c == name) {
             return Ok(());
