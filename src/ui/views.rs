@@ -633,6 +633,43 @@ mod tests {
     }
 
     #[test]
+    fn the_compare_page_escapes_the_code_colours_its_lines_and_says_when_it_is_cut() {
+        use crate::rewind::{ArtifactChanges, CodeDiff, RunDiff, Side};
+        let side = |version: u64, step: &str| Side {
+            version,
+            status: "active",
+            step: Some(step.into()),
+            visits: [(step.to_string(), 2)].into_iter().collect(),
+            tasks: vec![],
+        };
+        let patch = "diff --git a/x.html b/x.html\n@@ -1 +1 @@\n-<b>old</b>\n+<i>new</i>\n same\n".to_string();
+        let code = CodeDiff {
+            repo: "/r".into(),
+            from: "a".repeat(40),
+            to: "b".repeat(40),
+            stat: " x.html | 2 +-\n".into(),
+            patch,
+            truncated: true,
+        };
+        let diff = RunDiff {
+            run_id: "r1".into(),
+            from: side(2, "implement"),
+            to: side(5, "review"),
+            events: vec![],
+            outcomes: vec![],
+            artifacts: ArtifactChanges::default(),
+            code: Some(code),
+        };
+        let page = DiffPage::new(frame(), "r1", "2".into(), "5".into(), Some(diff));
+        let html = Views::new().unwrap().render("diff.html", &page).unwrap();
+        assert!(html.contains(r#"<span class="del">-&lt;b&gt;old&lt;&#x2f;b&gt;"#), "{html}");
+        assert!(html.contains(r#"<span class="add">+&lt;i&gt;new"#) && html.contains(r#"<span class="hunk">@@"#), "{html}");
+        assert!(html.contains(r#"<span class="ctx"> same"#) && !html.contains("<b>old"), "{html}");
+        assert!(html.contains("The diff is cut") && html.contains("baton diff r1 --from 2 --to 5"), "{html}");
+        assert!(html.contains("at step <code>review</code> (visit 2)"), "{html}");
+    }
+
+    #[test]
     fn long_texts_are_cut_for_the_timeline_and_times_read_plainly() {
         let (_, mut events) = run_with_task_gate();
         if let EventKind::Advanced { report, .. } = &mut events[1].kind {
