@@ -302,3 +302,58 @@ async fn forks_around_a_fan_out_re_plan_or_keep_the_joined_tasks_and_their_code(
         server.stop().await;
     }
 }
+
+/// A fork from a named checkpoint gets the pre-checks of a fork at a version, with the
+/// same structured errors: a checkpoint the run does not have, a checkpoint whose code was
+/// pruned from the repository, and a repository that moved are refused before any run is
+/// made (issue 18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_fork_is_refused_like_a_version_fork_when_its_code_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repository(&tmp);
+    let home = fresh_home(&tmp);
+    let lead = Server::start_as(&home, &repo, Some("thread-lead")).await;
+    let brief = lead.ok("start_workflow", json!({"goal": "Checkpoint me", "template": "feature"})).await;
+    let id = brief["run_id"].as_str().unwrap().to_string();
+    std::fs::write(repo.join("design.md"), "a plan nobody committed\n").unwrap();
+    step(&lead, &repo, &brief, "planned", 1).await; // v2
+    let saved = lead.ok("checkpoint", json!({"run_id": id, "name": "wip"})).await;
+    assert!(saved["note"].as_str().unwrap_or_default().contains("kept under"), "{saved}");
+    let runs = || {
+        let (ok, out, err) = cli(&home, &["runs", "--json"]);
+        assert!(ok, "{out}{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["total"].as_u64().unwrap()
+    };
+    assert_eq!(runs(), 1);
+
+    let unknown = lead.err("resume", json!({"run_id": id, "checkpoint": "nope"})).await;
+    assert_eq!((unknown["code"].as_str(), unknown["field"].as_str()), (Some("not_found"), Some("checkpoint")), "{unknown}");
+    assert!(unknown["message"].as_str().unwrap().contains("wip"), "it names the checkpoints there are: {unknown}");
+
+    // Pruned: the run's refs deleted and the repository collected.
+    std::fs::remove_file(repo.join("design.md")).unwrap();
+    for reference in refs_of(&repo, &id) {
+        git(&repo, &["update-ref", "-d", &reference]);
+    }
+    git(&repo, &["reflog", "expire", "--expire=now", "--all"]);
+    git(&repo, &["gc", "-q", "--prune=now"]);
+    let pruned = lead.err("resume", json!({"run_id": id, "checkpoint": "wip"})).await;
+    let by_version = lead.err("resume", json!({"run_id": id, "at_version": 3})).await;
+    assert_eq!((pruned["code"].as_str(), pruned["field"].as_str()), (Some("not_found"), Some("checkpoint")), "{pruned}");
+    assert_eq!(pruned["code"], by_version["code"], "the same error as a fork at the checkpoint's version: {by_version}");
+    let message = pruned["message"].as_str().unwrap();
+    assert!(message.contains("at checkpoint `wip`") && message.contains("no longer in"), "{pruned}");
+    assert!(!pruned["fix"].as_str().unwrap().is_empty());
+    assert_eq!(runs(), 1, "the refused fork made no run");
+
+    // Moved: the same error, field and fix as a fork at a version.
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&repo, &moved).unwrap();
+    let gone = lead.err("resume", json!({"run_id": id, "checkpoint": "wip"})).await;
+    let gone_version = lead.err("resume", json!({"run_id": id, "at_version": 3})).await;
+    assert_eq!((gone["code"].as_str(), gone["field"].as_str()), (Some("invalid_state"), Some("run_id")), "{gone}");
+    assert_eq!((&gone["code"], &gone["field"], &gone["fix"]), (&gone_version["code"], &gone_version["field"], &gone_version["fix"]));
+    assert!(gone["message"].as_str().unwrap().contains("not there any more"), "{gone}");
+    assert_eq!(runs(), 1);
+    lead.stop().await;
+}

@@ -633,3 +633,191 @@ async fn the_pages_filter_finds_a_run_whose_task_waits_for_a_human() {
     b.stop().await;
     ui.stop();
 }
+
+/// Report the run's current step with `artifacts {round}`; the next brief.
+async fn report(lead: &Server, brief: &Value, outcome: &str, round: u32) -> Value {
+    let params = json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": outcome,
+                        "output": format!("{outcome} (round {round})"), "artifacts": {"round": round}});
+    lead.ok("advance", params).await
+}
+
+/// A feature run in `repo` through two review loops, its tree changed by each
+/// implementation (with HTML in the code): v2 designed (design.md new), v3 implemented,
+/// v4 changes requested, v5 implemented again, v6 changes requested, v7 implemented with
+/// nothing changed. Returns the run's id.
+async fn two_review_loops(lead: &Server, repo: &Path) -> String {
+    let brief = lead.ok("start_workflow", json!({"goal": "Compare me", "title": "Two loops", "template": "feature"})).await;
+    let id = brief["run_id"].as_str().unwrap().to_string();
+    std::fs::write(repo.join("design.md"), "the plan\n").unwrap();
+    let brief = report(lead, &brief, "planned", 1).await; // v2
+    std::fs::write(repo.join("shared.txt"), "impl-1\n<script>alert(1)</script>\n").unwrap();
+    let brief = report(lead, &brief, "implemented", 1).await; // v3
+    let brief = report(lead, &brief, "changes_requested", 1).await; // v4
+    std::fs::write(repo.join("shared.txt"), "impl-2\n<script>alert(2)</script>\n").unwrap();
+    let brief = report(lead, &brief, "implemented", 2).await; // v5
+    let brief = report(lead, &brief, "changes_requested", 2).await; // v6
+    let brief = report(lead, &brief, "implemented", 3).await; // v7
+    assert_eq!(brief["version"], 7);
+    id
+}
+
+/// The page compares two versions with the comparison `baton diff` prints (issue 18): the
+/// run's timeline links every event to the compare page; the page lists the steps between,
+/// the outcomes and artifacts that changed and the code diff of the two snapshots, escaped;
+/// a diff too long is cut with the commands that show all of it; and what it refuses (a
+/// version that does not exist, pruned snapshots, a moved repository), like a checkpoint
+/// fork whose code is gone, is said in words with the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_compares_two_versions_with_their_steps_and_escaped_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repository(&tmp);
+    let home = fresh_home(&tmp);
+    let lead = Server::start_as(&home, &repo, Some("thread-lead")).await;
+    let id = two_review_loops(&lead, &repo).await;
+    let ui = UiServer::start(&home, database_env(&home));
+    let login = Login::new(&ui);
+
+    let page = login.get(&ui, &format!("/runs/{id}"));
+    assert!(page.body.contains(&format!(r#"<form class="compare-form" method="get" action="/runs/{id}/diff">"#)), "{}", page.body);
+    for seq in 1..=7 {
+        assert!(page.body.contains(&format!(r#"name="from" value="{seq}""#)), "event #{seq} compares with another version");
+    }
+    assert!(page.body.contains(&format!(r#"href="/runs/{id}/diff?from=4&amp;to=5">what #5 changed"#)), "{}", page.body);
+
+    let started = Instant::now();
+    let diff = login.get(&ui, &format!("/runs/{id}/diff?from=2&to=5"));
+    let took = started.elapsed();
+    assert_eq!(diff.status, 200, "{}", diff.body);
+    eprintln!("compare page v2..v5: {} bytes in {took:?}", diff.body.len());
+    let listed = between(&diff.body, r#"<section id="between">"#, "</section>").unwrap();
+    for seq in [3, 4, 5] {
+        assert!(listed.contains(&format!(r##"<span class="seq">#{seq}</span>"##)), "#{seq} is between: {listed}");
+    }
+    assert!(!listed.contains("#2<") && !listed.contains("#6<"), "only the events after v2 up to v5: {listed}");
+    assert!(listed.contains("3 event(s) in between") && listed.contains("changes_requested"), "{listed}");
+    assert!(diff.body.contains("<strong>v2</strong>") && diff.body.contains("at step <code>implement</code> (visit 1)"), "{}", diff.body);
+    assert!(diff.body.contains("<strong>v5</strong>") && diff.body.contains("at step <code>review</code> (visit 2)"), "{}", diff.body);
+    let outcomes = between(&diff.body, r#"<section id="outcomes">"#, "</section>").unwrap();
+    assert!(outcomes.contains("<td><code>review</code></td><td>–</td><td>changes_requested</td>"), "{outcomes}");
+    assert!(outcomes.contains("<td><code>implement</code></td><td>–</td><td>implemented</td>"), "{outcomes}");
+    let artifacts = between(&diff.body, r#"<section id="artifacts-changed">"#, "</section>").unwrap();
+    assert!(artifacts.contains("<dt>Changed</dt><dd><code>round</code>"), "{artifacts}");
+    let code = between(&diff.body, r#"<section id="code">"#, "</section>").unwrap();
+    assert!(code.contains(r#"<span class="del">-first"#) && code.contains(r#"<span class="add">+impl-2"#), "{code}");
+    assert!(code.contains(r#"<span class="add">+&lt;script&gt;alert(2)&lt;"#), "HTML in the code is escaped: {code}");
+    assert!(!diff.body.contains("<script>alert"), "no HTML of the code reaches the page as HTML");
+    assert!(code.contains("shared.txt") && !code.contains("design.md"), "design.md is the same in both: {code}");
+    assert!(!code.contains("is cut"), "a short diff is whole");
+
+    // The same comparison as `baton diff`: its events and its patch's lines are on the page.
+    let (ok, out, err) = cli(&home, &["diff", &id, "--from", "2", "--to", "5", "--json"]);
+    assert!(ok, "{out}{err}");
+    let cli_diff: Value = serde_json::from_str(&out).unwrap();
+    let seqs: Vec<u64> = cli_diff["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    for line in cli_diff["code"]["patch"].as_str().unwrap().lines().filter(|l| l.starts_with(['+', '-']) && !l.contains(['<', '/'])) {
+        assert!(code.contains(line), "`{line}` of baton diff is on the page: {code}");
+    }
+    let unchanged = login.get(&ui, &format!("/runs/{id}/diff?from=5&to=7"));
+    assert!(unchanged.body.contains("Unchanged: both versions are at"), "{}", unchanged.body);
+
+    // A diff longer than the page shows is cut, and says how to see all of it.
+    let big: String = (0..40_000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(repo.join("big.txt"), &big).unwrap();
+    let brief = lead.ok("resume", json!({"run_id": id})).await["brief"].clone();
+    report(&lead, &brief, "approved", 3).await; // v8
+    let started = Instant::now();
+    let cut = login.get(&ui, &format!("/runs/{id}/diff?from=7&to=8"));
+    eprintln!("compare page with a 400 KB diff: {} bytes in {:?}", cut.body.len(), started.elapsed());
+    assert_eq!(cut.status, 200);
+    assert!(
+        cut.body.contains("The diff is cut: its first") && cut.body.contains(&format!("baton diff {id} --from 7 --to 8")),
+        "{}",
+        &cut.body[..2000]
+    );
+    let escaped_repo = repo.display().to_string().replace('/', "&#x2f;");
+    assert!(cut.body.contains(&format!("git -C {escaped_repo} diff ")), "the git command shows all of it");
+    assert!(cut.body.len() < 1024 * 1024, "the page is bounded: {} bytes", cut.body.len());
+
+    // Refusals, in words with the fix: not a number, no such version.
+    let html = |a: &web::Answer| a.header("content-type") == Some("text/html; charset=utf-8") && !a.body.trim_start().starts_with('{');
+    let bad = login.get(&ui, &format!("/runs/{id}/diff?from=two&to=5"));
+    assert!(bad.status == 400 && html(&bad) && bad.body.contains("`two` is not a version number"), "{}", bad.body);
+    let missing = login.get(&ui, &format!("/runs/{id}/diff?from=2&to=99"));
+    assert_eq!(missing.status, 400, "{}", missing.body);
+    assert!(
+        html(&missing) && missing.body.contains("has no version 99") && missing.body.contains("Give versions from 1 to 8"),
+        "{}",
+        missing.body
+    );
+    assert!(missing.body.contains(r#"name="to" value="99""#), "the form is there to fix it");
+
+    // Pruned snapshots: the compare page and a fork from a checkpoint whose code is gone.
+    std::fs::write(repo.join("wip.txt"), "uncommitted\n").unwrap();
+    lead.ok("checkpoint", json!({"run_id": id, "name": "wip"})).await;
+    std::fs::remove_file(repo.join("wip.txt")).unwrap();
+    let listed = git(&repo, &["for-each-ref", "--format=%(refname)", &format!("refs/baton/{}/", &id[..8])]);
+    for reference in listed.lines() {
+        git(&repo, &["update-ref", "-d", reference]);
+    }
+    git(&repo, &["reflog", "expire", "--expire=now", "--all"]);
+    git(&repo, &["gc", "-q", "--prune=now"]);
+    let pruned = login.get(&ui, &format!("/runs/{id}/diff?from=2&to=5"));
+    assert_eq!(pruned.status, 404, "{}", pruned.body);
+    assert!(html(&pruned) && pruned.body.contains("is no longer in") && pruned.body.contains("class=\"fix\""), "{}", pruned.body);
+    let fork = login.post(&ui, &format!("/runs/{id}/fork"), &[("checkpoint", "wip")]);
+    assert_eq!(fork.status, 404, "{}", fork.body);
+    assert!(fork.body.contains("at checkpoint `wip`") && fork.body.contains("is no longer in"), "{}", fork.body);
+    let (ok, runs, _) = cli(&home, &["runs"]);
+    assert!(ok && runs.starts_with("1 run(s)."), "the refused fork made no run: {runs}");
+
+    // A moved repository.
+    std::fs::rename(&repo, tmp.path().join("moved")).unwrap();
+    let moved = login.get(&ui, &format!("/runs/{id}/diff?from=2&to=5"));
+    assert_eq!(moved.status, 409, "{}", moved.body);
+    assert!(html(&moved) && moved.body.contains("not there any more") && moved.body.contains("Move the repository back"), "{}", moved.body);
+    lead.stop().await;
+    ui.stop();
+}
+
+/// In a browser, a person picks a version on the timeline to compare with the latest, and
+/// reads the compare page on a phone and on a wide screen without the page scrolling
+/// sideways (a long line of code scrolls inside its box).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_compares_from_the_timeline_on_narrow_and_wide_pages() {
+    let Some(mut browser) = Browser::launch() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repository(&tmp);
+    let home = fresh_home(&tmp);
+    let lead = Server::start_as(&home, &repo, Some("thread-lead")).await;
+    let id = two_review_loops(&lead, &repo).await;
+    std::fs::write(repo.join("wide.txt"), format!("{}\n", "a-very-long-line-of-code ".repeat(40))).unwrap();
+    let brief = lead.ok("resume", json!({"run_id": id})).await["brief"].clone();
+    report(&lead, &brief, "approved", 3).await; // v8
+    let ui = UiServer::start(&home, database_env(&home));
+    browser.navigate(&ui.url());
+    browser.navigate(&format!("{}/runs/{id}", ui.origin()));
+    browser.eval("document.getElementById('event-2').open = true; true");
+    browser.and_wait_for_load("document.querySelector('#event-2 form.compare-link button').click(); true");
+    let at = browser.eval("location.pathname + location.search");
+    assert_eq!(at, json!(format!("/runs/{id}/diff?from=2&to=8")));
+    let text = browser.eval("document.getElementById('code').innerText");
+    assert!(text.as_str().unwrap().contains("+impl-2") && text.as_str().unwrap().contains("+<script>alert(2)</script>"), "{text}");
+    let sideways = "(() => { const p = document.querySelector('pre.patch');
+        return {page: document.documentElement.scrollWidth - document.documentElement.clientWidth, inner: p.scrollWidth - p.clientWidth}; })()";
+    for (width, mobile) in [(390, true), (1400, false)] {
+        browser.command(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile}),
+        );
+        browser.navigate(&format!("{}/runs/{id}/diff?from=2&to=8", ui.origin()));
+        let fit = browser.eval(sideways);
+        assert_eq!(fit["page"], json!(0), "at {width} px the page does not scroll sideways: {fit}");
+        assert!(fit["inner"].as_f64().unwrap() > 0.0, "the long line scrolls inside its box at {width} px: {fit}");
+    }
+    browser.command("Emulation.clearDeviceMetricsOverride", json!({}));
+    browser.screenshot(&screenshots().join("compare.png"));
+    drop(browser);
+    drop(ui);
+    lead.stop().await;
+}
