@@ -214,7 +214,7 @@ async fn code_diff(run: &Run, run_id: &str, events: &[Event], from: u64, to: u64
                     "the code of run {run_id} at version {version} (commit {}) is no longer in {repo}: its snapshots were removed",
                     short_id(commit)
                 ),
-                "Compare versions whose code is still kept, or leave the code out by comparing in a copy that still has it.",
+                "The repository lost baton's refs/baton/ snapshot refs (a fresh clone, or refs deleted by hand): compare versions whose code is still there, or fetch those refs back from a copy of the repository that has them.",
             ));
         }
     }
