@@ -310,7 +310,7 @@ async fn forks_around_a_fan_out_re_plan_or_keep_the_joined_tasks_and_their_code(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_fork_is_refused_like_a_version_fork_when_its_code_is_gone() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = repository(&tmp);
+    let repo = repository(&tmp, "shared.txt", "one\ntwo\n");
     let home = fresh_home(&tmp);
     let lead = Server::start_as(&home, &repo, Some("thread-lead")).await;
     let brief = lead.ok("start_workflow", json!({"goal": "Checkpoint me", "template": "feature"})).await;

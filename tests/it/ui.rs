@@ -670,7 +670,7 @@ async fn two_review_loops(lead: &Server, repo: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_compares_two_versions_with_their_steps_and_escaped_code() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = repository(&tmp);
+    let repo = repository(&tmp, "shared.txt", "first\n");
     let home = fresh_home(&tmp);
     let lead = Server::start_as(&home, &repo, Some("thread-lead")).await;
     let id = two_review_loops(&lead, &repo).await;
@@ -740,7 +740,7 @@ async fn the_page_compares_two_versions_with_their_steps_and_escaped_code() {
     assert!(cut.body.len() < 1024 * 1024, "the page is bounded: {} bytes", cut.body.len());
 
     // Refusals, in words with the fix: not a number, no such version.
-    let html = |a: &web::Answer| a.header("content-type") == Some("text/html; charset=utf-8") && !a.body.trim_start().starts_with('{');
+    let html = |a: &support::web::Answer| a.header("content-type") == Some("text/html; charset=utf-8") && !a.body.trim_start().starts_with('{');
     let bad = login.get(&ui, &format!("/runs/{id}/diff?from=two&to=5"));
     assert!(bad.status == 400 && html(&bad) && bad.body.contains("`two` is not a version number"), "{}", bad.body);
     let missing = login.get(&ui, &format!("/runs/{id}/diff?from=2&to=99"));
@@ -787,7 +787,7 @@ async fn the_page_compares_two_versions_with_their_steps_and_escaped_code() {
 async fn a_browser_compares_from_the_timeline_on_narrow_and_wide_pages() {
     let Some(mut browser) = Browser::launch() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let repo = repository(&tmp);
+    let repo = repository(&tmp, "shared.txt", "first\n");
     let home = fresh_home(&tmp);
     let lead = Server::start_as(&home, &repo, Some("thread-lead")).await;
     let id = two_review_loops(&lead, &repo).await;
