@@ -19,11 +19,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "support/mod.rs"]
+// The tests' support module: each bench uses a part of it (the test binary uses all of it,
+// and its dead code is checked there).
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
-use support::session::{BATON, Session};
-use support::{FlushCounter, Stats, dir_bytes, fdatasync_floor, ratio, report, rss_kib};
+use support::bench::{self, FlushCounter, Stats, dir_bytes, fdatasync_floor, ratio, report, start_loop, step, timed};
+use support::{BATON, Server, owner_pid, rss_kib};
 
 /// The sizes of the phases; `BATON_BENCH_QUICK` shrinks them for a smoke run.
 struct Sizes {
@@ -59,21 +62,21 @@ fn main() {
     runtime.block_on(async {
         let home = dir.path().join("home");
         let server = session(&home).await;
-        let ping = server.timed(sizes.latency_samples, || async { server.client.peer().send_request(ping_request()).await.unwrap() }).await;
+        let ping = timed(sizes.latency_samples, || async { server.client.peer().send_request(ping_request()).await.unwrap() }).await;
         report("MCP round trip: ping (transport only)", &ping);
-        let round_trip = server.timed(sizes.latency_samples, || server.call("inspect", json!({"templates": true}))).await;
+        let round_trip = timed(sizes.latency_samples, || server.ok("inspect", json!({"templates": true}))).await;
         report("MCP round trip through the owner, no disk I/O (inspect templates)", &round_trip);
 
         // One session advancing one run: latency, and device flushes per advance.
-        let mut brief = server.start_run().await;
+        let mut brief = start_loop(&server).await;
         for _ in 0..100 {
-            brief = server.advance(&brief).await; // warm-up
+            brief = step(&server, &brief).await; // warm-up
         }
         let flushes_before = device.as_ref().map(FlushCounter::read);
         let mut samples = Vec::with_capacity(sizes.latency_samples);
         for _ in 0..sizes.latency_samples {
             let t = Instant::now();
-            brief = server.advance(&brief).await;
+            brief = step(&server, &brief).await;
             samples.push(t.elapsed());
         }
         let flushes = flushes_before.zip(device.as_ref().map(FlushCounter::read)).map(|(a, b)| b.saturating_sub(a));
@@ -119,9 +122,9 @@ fn main() {
         let list_home = dir.path().join("list");
         let lister = session(&list_home).await;
         create_runs(&list_home, sizes.runs).await;
-        let open = lister.timed(200, || lister.call("inspect", json!({"status": "open", "limit": 50}))).await;
+        let open = timed(200, || lister.ok("inspect", json!({"status": "open", "limit": 50}))).await;
         report(&format!("list open runs (limit 50) with {} runs", sizes.runs), &open);
-        let all = lister.timed(200, || lister.call("inspect", json!({"limit": 50}))).await;
+        let all = timed(200, || lister.ok("inspect", json!({"limit": 50}))).await;
         report(&format!("list all runs (limit 50) with {} runs", sizes.runs), &all);
         lister.stop().await;
 
@@ -129,7 +132,7 @@ fn main() {
         let histories: &[u64] = if quick { &[10] } else { &[10, 1_000, 10_000] };
         for &events in histories {
             let run = run_with_events(&server, events).await;
-            let resume = server.timed(200, || server.call("resume", json!({ "run_id": run }))).await;
+            let resume = timed(200, || server.ok("resume", json!({ "run_id": run }))).await;
             report(&format!("resume, run with {events} events"), &resume);
         }
         println!("RSS: owner {} KiB, session {} KiB", rss_kib(owner_pid(&home)), rss_kib(server.pid));
@@ -160,10 +163,10 @@ async fn throughput(home: &Path, sessions: usize, seconds: f64) -> f64 {
         .map(|session| {
             let session = Arc::clone(session);
             tokio::spawn(async move {
-                let mut brief = session.start_run().await;
+                let mut brief = start_loop(&session).await;
                 let mut done = 0u64;
                 while Instant::now() < deadline {
-                    brief = session.advance(&brief).await;
+                    brief = step(&session, &brief).await;
                     done += 1;
                 }
                 done
@@ -212,9 +215,9 @@ async fn create_runs(home: &Path, runs: usize) {
         let session = session(home).await;
         workers.push(tokio::spawn(async move {
             for i in (s..runs).step_by(4) {
-                let brief = session.start_run().await;
+                let brief = start_loop(&session).await;
                 if i % 3 == 0 {
-                    session.call("cancel_run", json!({"run_id": brief["run_id"], "reason": "bench"})).await;
+                    session.ok("cancel_run", json!({"run_id": brief["run_id"], "reason": "bench"})).await;
                 }
             }
             session.stop().await;
@@ -223,10 +226,6 @@ async fn create_runs(home: &Path, runs: usize) {
     for worker in workers {
         worker.await.unwrap();
     }
-}
-
-fn owner_pid(home: &Path) -> u32 {
-    std::fs::read_to_string(home.join("owner.lock")).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Start `baton serve`, send initialize, time until the answer; returns the time and RSS.
@@ -256,15 +255,15 @@ fn cold_start(home: &Path) -> (Duration, u64) {
 }
 
 /// A session on the baton home `home`, started beside it.
-async fn session(home: &Path) -> Session {
-    Session::start(&[("BATON_HOME".into(), home.display().to_string())], home.parent().unwrap_or(Path::new("/"))).await
+async fn session(home: &Path) -> Server {
+    bench::session(home, home.parent().unwrap_or(Path::new("/")), None, &[]).await
 }
 
 /// A run whose history holds exactly `events` events.
-async fn run_with_events(session: &Session, events: u64) -> String {
-    let mut brief = session.start_run().await;
+async fn run_with_events(session: &Server, events: u64) -> String {
+    let mut brief = start_loop(session).await;
     for _ in 1..events {
-        brief = session.advance(&brief).await;
+        brief = step(session, &brief).await;
     }
     assert_eq!(brief["version"].as_u64(), Some(events));
     brief["run_id"].as_str().unwrap().to_string()

@@ -3,21 +3,20 @@
 //! second through implement, independent review and test, and the latency of claims.
 //! Set BATON_BENCH_DIR to measure on a particular disk (default: $TMPDIR/baton-bench).
 
-use rmcp::model::{CallToolRequestParams, MetaObject, RequestMetaObject};
-use rmcp::service::RunningService;
-use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
-use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "support/mod.rs"]
+// The tests' support module: each bench uses a part of it (the test binary uses all of it,
+// and its dead code is checked there).
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
-use support::{Stats, report};
+use support::Server;
+use support::bench::{self, Stats, report};
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
 const TASKS: usize = 100;
 const SESSIONS: usize = 4;
 
@@ -31,7 +30,9 @@ fn main() {
         let home = dir.path().join("home");
         let mut agents = Vec::new();
         for i in 0..SESSIONS {
-            agents.push(Arc::new(Agent::start(&home, &format!("agent-{i}")).await));
+            // Outside any git repository: a bench must not make worktrees in the checkout.
+            let cwd = home.parent().unwrap_or(Path::new("/"));
+            agents.push(Arc::new(bench::session(&home, cwd, Some(&format!("agent-{i}")), &[]).await));
         }
         let brief = agents[0].call("start_workflow", json!({"goal": "bench", "template": "parallel"})).await.unwrap();
         let run_id = brief["run_id"].as_str().unwrap().to_string();
@@ -65,14 +66,14 @@ fn main() {
         report("  task advance latency", &Stats::of(reports));
         for agent in agents {
             if let Ok(agent) = Arc::try_unwrap(agent) {
-                agent.client.cancel().await.ok();
+                agent.stop().await;
             }
         }
     });
 }
 
 /// Claim and report until the run has joined; returns the latencies of claims and reports.
-async fn work(agent: Arc<Agent>, run_id: String) -> (Vec<Duration>, Vec<Duration>) {
+async fn work(agent: Arc<Server>, run_id: String) -> (Vec<Duration>, Vec<Duration>) {
     let (mut claims, mut reports) = (Vec::new(), Vec::new());
     loop {
         let t = Instant::now();
@@ -97,31 +98,5 @@ async fn work(agent: Arc<Agent>, run_id: String) -> (Vec<Duration>, Vec<Duration
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-    }
-}
-
-/// One session: a `baton serve` process whose calls carry a Codex-like thread id.
-struct Agent {
-    client: RunningService<RoleClient, ()>,
-    thread: String,
-}
-
-impl Agent {
-    async fn start(home: &Path, thread: &str) -> Agent {
-        let cmd = tokio::process::Command::new(BATON).configure(|c| {
-            // Outside any git repository: a bench must not make worktrees in the checkout.
-            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "error").current_dir(home.parent().unwrap_or(Path::new("/")));
-        });
-        let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
-        Agent { client, thread: thread.to_string() }
-    }
-
-    /// Structured content on success, the error object on a tool error.
-    async fn call(&self, tool: &str, args: Value) -> Result<Value, Value> {
-        let mut params = CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone());
-        params.meta = Some(RequestMetaObject(MetaObject(json!({"threadId": self.thread}).as_object().unwrap().clone())));
-        let result = self.client.call_tool(params).await.unwrap();
-        let data = result.structured_content.unwrap_or_default();
-        if result.is_error == Some(true) { Err(data["error"].clone()) } else { Ok(data) }
     }
 }

@@ -10,12 +10,14 @@
 //! with each session its own connection pool. Skips PostgreSQL with a message when no
 //! server binaries are installed. BATON_BENCH_QUICK=1 shortens every phase.
 
-#[path = "../tests/common/pg.rs"]
-mod pg;
-#[path = "support/mod.rs"]
+// The tests' support module: each bench uses a part of it (the test binary uses all of it,
+// and its dead code is checked there).
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
-use support::session::Session;
+use support::bench::{self, ms, start_loop, step};
+use support::{Server, pg};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,8 +41,7 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    let sled_env = vec![("BATON_HOME".to_string(), tmp.path().join("sled-home").to_string_lossy().into_owned())];
-    let sled = runtime.block_on(measure("sled (owner process)", &sled_env, samples, window));
+    let sled = runtime.block_on(measure("sled (owner process)", &tmp.path().join("sled-home"), None, samples, window));
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let conf = vec!["listen_addresses = '127.0.0.1'".to_string(), format!("port = {port}")];
@@ -48,17 +49,13 @@ fn main() {
     let postgres = cluster.as_ref().map(|cluster| {
         pg::admin(&cluster.url("postgres"), "CREATE DATABASE bench");
         let url = format!("postgres://baton@127.0.0.1:{port}/bench?sslmode=disable");
-        let env = vec![
-            ("BATON_HOME".to_string(), tmp.path().join("pg-home").to_string_lossy().into_owned()),
-            ("BATON_DATABASE_URL".to_string(), url),
-        ];
         let fsync = pg::query(&cluster.url("bench"), "SELECT current_setting('fsync'), current_setting('synchronous_commit')");
         println!(
             "PostgreSQL over TCP 127.0.0.1:{port} (fsync {}, synchronous_commit {})",
             fsync[0][0].as_deref().unwrap_or("?"),
             fsync[0][1].as_deref().unwrap_or("?")
         );
-        runtime.block_on(measure("PostgreSQL (loopback)", &env, samples, window))
+        runtime.block_on(measure("PostgreSQL (loopback)", &tmp.path().join("pg-home"), Some(&url), samples, window))
     });
     println!();
     println!("| backend | durable advance p50 | p99 | {SESSIONS}-session throughput |");
@@ -83,23 +80,19 @@ struct Result {
     throughput: f64,
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-async fn measure(name: &'static str, env: &[(String, String)], samples: usize, window: Duration) -> Result {
-    let mut env = env.to_vec();
-    env.push(("BATON_OWNER_IDLE".into(), "5s".into()));
+async fn measure(name: &'static str, home: &Path, database: Option<&str>, samples: usize, window: Duration) -> Result {
+    let mut env = vec![("BATON_OWNER_IDLE", "5s")];
+    env.extend(database.map(|url| ("BATON_DATABASE_URL", url)));
     let (env, cwd) = (&env[..], std::env::temp_dir());
-    let one = Session::start(env, &cwd).await;
-    let mut brief = one.start_run().await;
+    let one = bench::session(home, &cwd, None, env).await;
+    let mut brief = start_loop(&one).await;
     for _ in 0..20 {
-        brief = one.advance(&brief).await;
+        brief = step(&one, &brief).await;
     }
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
         let t = Instant::now();
-        brief = one.advance(&brief).await;
+        brief = step(&one, &brief).await;
         times.push(t.elapsed());
     }
     one.stop().await;
@@ -107,11 +100,11 @@ async fn measure(name: &'static str, env: &[(String, String)], samples: usize, w
     let (p50, p99) = (times[times.len() / 2], times[times.len() * 99 / 100]);
     println!("{name}: durable advance p50 {:.3} ms, p99 {:.3} ms ({samples} advances, one session)", ms(p50), ms(p99));
 
-    let sessions: Vec<Arc<Session>> =
-        futures::future::join_all((0..SESSIONS).map(|_| Session::start(env, &cwd))).await.into_iter().map(Arc::new).collect();
+    let sessions: Vec<Arc<Server>> =
+        futures::future::join_all((0..SESSIONS).map(|_| bench::session(home, &cwd, None, env))).await.into_iter().map(Arc::new).collect();
     let mut briefs = Vec::new();
     for session in &sessions {
-        briefs.push(session.start_run().await);
+        briefs.push(start_loop(session).await);
     }
     let stop_at = Instant::now() + window;
     let started = Instant::now();
@@ -123,7 +116,7 @@ async fn measure(name: &'static str, env: &[(String, String)], samples: usize, w
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < stop_at {
-                    brief = session.advance(&brief).await;
+                    brief = step(&session, &brief).await;
                     n += 1;
                 }
                 n

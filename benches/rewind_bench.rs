@@ -6,51 +6,21 @@
 //! refs and disk the 100 steps left in the repository.
 //! Set BATON_BENCH_DIR to measure on a particular disk (default: $TMPDIR/baton-bench).
 
-use rmcp::model::{CallToolRequestParams, MetaObject, RequestMetaObject};
-use rmcp::service::RunningService;
-use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
-use rmcp::{RoleClient, ServiceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "support/mod.rs"]
+// The tests' support module: each bench uses a part of it (the test binary uses all of it,
+// and its dead code is checked there).
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
-use support::{Stats, dir_bytes, report};
+use support::bench::{self, Stats, dir_bytes, report};
+use support::git::git;
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
 const FILES: usize = 10_000;
 const STEPS: usize = 100;
-
-struct Agent {
-    client: RunningService<RoleClient, ()>,
-}
-
-impl Agent {
-    async fn start(home: &Path, cwd: &Path) -> Agent {
-        let cmd = tokio::process::Command::new(BATON).configure(|c| {
-            c.arg("serve").env("BATON_HOME", home).env("BATON_LOG", "error").current_dir(cwd);
-        });
-        let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
-        Agent { client }
-    }
-
-    async fn call(&self, tool: &str, args: Value) -> Value {
-        let mut params = CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone());
-        params.meta = Some(RequestMetaObject(MetaObject(json!({"threadId": "bench"}).as_object().unwrap().clone())));
-        let result = self.client.call_tool(params).await.unwrap();
-        assert_ne!(result.is_error, Some(true), "{tool}: {:?}", result.structured_content);
-        result.structured_content.unwrap_or_default()
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A directory of `FILES` files in 100 subdirectories; committed when `commit`.
 fn tree(dir: &Path, commit: bool) {
@@ -68,11 +38,11 @@ fn tree(dir: &Path, commit: bool) {
 
 /// Report `STEPS` steps of a looping run started in `cwd`; each step's latency, and the run id.
 async fn steps(home: &Path, cwd: &Path) -> (Vec<Duration>, String) {
-    let agent = Agent::start(home, cwd).await;
+    let agent = bench::session(home, cwd, Some("bench"), &[]).await;
     let template = json!({"name": "loop", "start": "work", "steps": [
         {"name": "work", "role": "implementer", "outcomes": {"done": "check"}, "max_visits": 1000},
         {"name": "check", "role": "reviewer", "outcomes": {"again": "work", "ok": "done"}}]});
-    let mut brief = agent.call("start_workflow", json!({"goal": "bench", "template_definition": template})).await;
+    let mut brief = agent.ok("start_workflow", json!({"goal": "bench", "template_definition": template})).await;
     let run_id = brief["run_id"].as_str().unwrap().to_string();
     let mut samples = Vec::with_capacity(STEPS);
     for i in 0..STEPS {
@@ -82,11 +52,11 @@ async fn steps(home: &Path, cwd: &Path) -> (Vec<Duration>, String) {
         }
         let started = Instant::now();
         brief = agent
-            .call("advance", json!({"run_id": run_id, "expected_version": brief["version"], "outcome": outcome, "output": "step"}))
+            .ok("advance", json!({"run_id": run_id, "expected_version": brief["version"], "outcome": outcome, "output": "step"}))
             .await;
         samples.push(started.elapsed());
     }
-    let _ = agent.client.cancel().await;
+    agent.stop().await;
     (samples, run_id)
 }
 

@@ -4,19 +4,22 @@
 //! 100k events, and listing latency at 10k runs. Set BATON_BENCH_DIR to measure on another
 //! disk (default: target/tmp/bench); BATON_BENCH_QUICK=1 shrinks the large phases.
 
-use baton::engine::{Actor, Change, NewRun, Run, Template};
-use baton::store::{Commit, Mutation, RunQuery, RunStore, SledStore, StatusFilter, unknown_run};
+use baton::engine::NewRun;
+use baton::store::{RunQuery, RunStore, SledStore, StatusFilter};
 use baton::time::{Clock, SystemClock};
-use serde_json::{Map, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "support/mod.rs"]
+// The tests' support module: each bench uses a part of it (the test binary uses all of it,
+// and its dead code is checked there).
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
-use support::{FlushCounter, Stats, dir_bytes, fdatasync_floor, report, rss_kib};
+use support::bench::{FlushCounter, Stats, dir_bytes, fdatasync_floor, report};
+use support::rss_kib;
 
 const OUTPUT: &str = "Implemented the change in src/lib.rs; 12 tests pass.";
 /// Concurrent writers filling the 100k-event database (larger batches, shorter bench).
@@ -160,47 +163,18 @@ fn fill_phase(dir: &Path, events: usize) {
     println!("RSS at {events} events: {:.1} MiB (goal <= 32 MiB)", rss as f64 / 1024.0);
 }
 
-fn template() -> Template {
-    serde_json::from_value(json!({"name": "bench-loop", "steps": [
-        {"name": "work", "role": "implementer", "max_visits": 1000000, "outcomes": {"next": "check"}},
-        {"name": "check", "role": "reviewer", "outcomes": {"next": "work", "finish": "done"}}]}))
-    .unwrap()
-}
-
+/// A new run of [`support::store::ping_pong`] with `goal` (also its title); its id.
 async fn start(store: &SledStore, goal: &str) -> String {
     let id = uuid::Uuid::new_v4().to_string();
-    let new = NewRun {
-        id: id.clone(),
-        template: template(),
-        goal: goal.into(),
-        title: goal.into(),
-        context: Map::new(),
-        workspace: None,
-        max_agents: 4,
-    };
-    let (run, event) = Run::start(new, &Actor::default(), SystemClock.now());
-    let commit = Commit::new(run, event);
-    store.commit(&id, &id, Box::new(move |_| Ok(commit.clone()))).await.unwrap();
+    let new = NewRun { goal: goal.into(), title: goal.into(), ..support::store::new_run(&id, support::store::ping_pong()) };
+    support::store::create(store, new, SystemClock.now()).await;
     id
 }
 
+/// Advance run `id` from `version` with `output`; the new version.
 async fn advance(store: &SledStore, id: &str, version: u64, output: &'static str) -> u64 {
-    let run_id = id.to_string();
-    let now = SystemClock.now();
-    let change: Mutation = Box::new(move |current| {
-        let mut run = current.ok_or_else(|| unknown_run(&run_id))?;
-        let change = Change::Advance {
-            code: None,
-            expected_version: version,
-            outcome: "next".into(),
-            output: output.into(),
-            artifacts: Map::new(),
-            plan: None,
-        };
-        let event = run.apply(&change, &Actor::default(), now)?;
-        Ok(Commit::new(run.clone(), event))
-    });
-    store.commit(&uuid::Uuid::new_v4().to_string(), id, change).await.unwrap().version
+    let op = uuid::Uuid::new_v4().to_string();
+    support::store::advance(store, &op, id, version, "next", output.into(), SystemClock.now()).await.unwrap().version
 }
 
 /// Run `task` `count` times over `writers` concurrent tasks.

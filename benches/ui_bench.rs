@@ -3,8 +3,11 @@
 //! the default page (the 100 runs changed last) and filtered by status.
 //! Set BATON_BENCH_DIR to measure on a particular disk (default: target/tmp/bench).
 
-#[path = "../tests/web/mod.rs"]
-mod web;
+// The tests' support module: each bench uses a part of it (the test binary uses all of it,
+// and its dead code is checked there).
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
 
 use baton::api::{Caller, CancelRunParams, Envelope, Reply, Request, StartWorkflowParams};
 use baton::home::Home;
@@ -15,7 +18,8 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use web::{Login, UiServer};
+use support::bench::{Stats, report};
+use support::web::{Login, UiServer};
 
 const RUNS: usize = 10_000;
 const SAMPLES: usize = 200;
@@ -29,7 +33,7 @@ fn main() {
     let started = Instant::now();
     fill(&home);
     println!("ui: {RUNS} runs written in {:.1} s", started.elapsed().as_secs_f64());
-    report("list_runs (limit 100) in the owner, no HTTP (the floor)", list_floor(&home));
+    report("list_runs (limit 100) in the owner, no HTTP (the floor)", &Stats::of(list_floor(&home)));
 
     let ui = UiServer::start(&home.dir, Vec::new());
     let login = Login::new(&ui);
@@ -45,8 +49,8 @@ fn main() {
             bytes = size;
         }
         println!("{what} ({} KiB):", bytes / 1024);
-        report("  time to first byte", first);
-        report("  time to last byte", whole);
+        report("  time to first byte", &Stats::of(first));
+        report("  time to last byte", &Stats::of(whole));
     }
     drop(ui);
 }
@@ -124,11 +128,4 @@ fn timed_get(port: u16, path: &str, cookie: &str) -> (Duration, Duration, usize)
     stream.read_to_end(&mut rest).unwrap();
     assert!(rest.starts_with(b"TTP/1.1 200"), "{}", String::from_utf8_lossy(&rest[..rest.len().min(200)]));
     (ttfb, sent.elapsed(), rest.len() + 1)
-}
-
-fn report(what: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let n = samples.len().max(1);
-    let at = |q: f64| samples.get(((n as f64 * q).ceil() as usize).clamp(1, n) - 1).copied().unwrap_or_default();
-    println!("{what}: p50 {:.2} ms, p99 {:.2} ms (n={})", at(0.5).as_secs_f64() * 1e3, at(0.99).as_secs_f64() * 1e3, samples.len());
 }

@@ -197,10 +197,29 @@ impl Home {
     }
 }
 
+/// Where Codex keeps its config.toml: `explicit` (`--codex-home`), else `$CODEX_HOME`, else
+/// `~/.codex`, as Codex itself resolves it.
+pub fn codex_home(explicit: Option<&Path>) -> BatonResult<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os("CODEX_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or_else(|| {
+        BatonError::invalid(
+            "CODEX_HOME",
+            "neither CODEX_HOME nor HOME is set, so baton cannot find Codex's config.toml",
+            "Set CODEX_HOME to the folder that holds Codex's config.toml, or pass --codex-home.",
+        )
+    })?;
+    Ok(PathBuf::from(home).join(".codex"))
+}
+
 /// The `BATON_HOME` that `baton install` wrote into the Codex config.toml of
 /// `$CODEX_HOME` (else `~/.codex`), if any.
 pub fn registered_home() -> Option<PathBuf> {
-    let codex = crate::install::codex_home(None).ok()?;
+    let codex = codex_home(None).ok()?;
     registered_home_in(&codex)
 }
 

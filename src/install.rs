@@ -127,18 +127,6 @@ pub fn write_plugin(root: &Path, command: &Path, baton_home: Option<&Path>, data
     )])
 }
 
-/// `$CODEX_HOME`, else `~/.codex`.
-pub fn codex_home(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(dir) = explicit {
-        return Ok(dir.to_path_buf());
-    }
-    if let Some(dir) = std::env::var_os("CODEX_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    let home = std::env::var_os("HOME").context("neither CODEX_HOME nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".codex"))
-}
-
 /// Add or update `[mcp_servers.baton]` in `config_text`, keeping everything else.
 /// Keys the user added to the table (timeouts, env, ...) survive; `command` and `args` are set.
 pub fn register_server(config_text: &str, command: &str, home: Option<&str>) -> Result<String> {

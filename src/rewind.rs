@@ -134,7 +134,8 @@ pub async fn history(backend: &Backend, caller: &Caller, run_id: &str, upto: u64
     loop {
         let request =
             Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(PAGE), before_seq: Some(before), step: None });
-        let Reply::Run(details) = backend.call_as(caller.clone(), request).await? else {
+        // Through the calling pipeline, as every read of the terminal and the page.
+        let Reply::Run(details) = crate::gitops::call(backend, caller.clone(), request).await? else {
             return Err(BatonError::internal("reading a run's history did not answer with the run"));
         };
         let details = *details;
@@ -213,7 +214,7 @@ async fn code_diff(run: &Run, run_id: &str, events: &[Event], from: u64, to: u64
                     "the code of run {run_id} at version {version} (commit {}) is no longer in {repo}: its snapshots were removed",
                     short_id(commit)
                 ),
-                "Compare versions whose code is still kept, or leave the code out by comparing in a copy that still has it.",
+                "The repository lost baton's refs/baton/ snapshot refs (a fresh clone, or refs deleted by hand): compare versions whose code is still there, or fetch those refs back from a copy of the repository that has them.",
             ));
         }
     }

@@ -34,3 +34,23 @@ pub fn prefix(text: &str, max: usize) -> &str {
     }
     &text[..end]
 }
+
+/// `text` quoted for a POSIX shell when it needs to be.
+pub fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c));
+    if plain { text.to_string() } else { format!("'{}'", text.replace('\'', "'\\''")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_quoted_for_the_shell_only_when_needed() {
+        assert_eq!(shell_word("yes"), "yes");
+        assert_eq!(shell_word("fail_run"), "fail_run");
+        assert_eq!(shell_word("use Redis"), "'use Redis'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+}

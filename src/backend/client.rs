@@ -130,6 +130,16 @@ impl Backend {
         &self.home
     }
 
+    /// For a long-lived process (`serve`, `ui`, `drive`): with PostgreSQL, take part in
+    /// telling people (the notifier task, see [`super::direct::Direct::notify_people`]);
+    /// with sled the owner process does it and this returns `None`.
+    pub fn notify_people(&self) -> Option<tokio::task::JoinHandle<()>> {
+        match &self.direct {
+            Some(Ok(direct)) => Some(direct.notify_people(self.home.clone())),
+            _ => None,
+        }
+    }
+
     /// Check the home and reach an owner now (starting one if needed), so problems surface
     /// at start-up. Calls retry on their own if this fails.
     pub async fn connect(&self) -> BatonResult<()> {

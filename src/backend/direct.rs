@@ -14,12 +14,32 @@ use std::sync::Arc;
 /// A service over PostgreSQL, opened lazily.
 pub struct Direct {
     url: DatabaseUrl,
-    service: tokio::sync::OnceCell<Service>,
+    /// Shared with this process's notifier, which must use the same store.
+    service: Arc<tokio::sync::OnceCell<Service>>,
 }
 
 impl Direct {
     pub fn new(url: DatabaseUrl) -> Direct {
-        Direct { url, service: tokio::sync::OnceCell::new() }
+        Direct { url, service: Arc::new(tokio::sync::OnceCell::new()) }
+    }
+
+    /// Run the notifier of this process (see [`crate::notify`]): with PostgreSQL there is no
+    /// owner to tell people, so every long-lived process offers to, and one at a time does.
+    /// Waits for the database to be reachable, trying again every few seconds.
+    pub fn notify_people(&self, home: crate::home::Home) -> tokio::task::JoinHandle<()> {
+        let (url, cell) = (self.url.clone(), Arc::clone(&self.service));
+        tokio::spawn(async move {
+            let store = loop {
+                match open(&cell, &url).await {
+                    Ok(service) => break Arc::clone(service.store()),
+                    Err(e) => {
+                        tracing::info!("notifications wait for the database: {e}");
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    }
+                }
+            };
+            crate::notify::run(home, store).await;
+        })
     }
 
     /// Where the database is (`host:port/db`, no password).
@@ -29,12 +49,7 @@ impl Direct {
 
     /// The service, connecting (and creating or upgrading the schema) on first use.
     pub async fn service(&self) -> BatonResult<&Service> {
-        self.service
-            .get_or_try_init(|| async {
-                let store = PgStore::open(self.url.clone()).await?;
-                Ok::<_, BatonError>(Service::new(Arc::new(store)))
-            })
-            .await
+        open(&self.service, &self.url).await
     }
 
     /// Execute `request` for `caller` with a new op id. A retry after a lost connection
@@ -50,4 +65,12 @@ impl Direct {
         let envelope = Envelope { op_id: uuid::Uuid::new_v4().to_string(), caller, request, deadline_ms: None };
         self.service().await?.handle(&envelope).await
     }
+}
+
+async fn open<'a>(cell: &'a tokio::sync::OnceCell<Service>, url: &DatabaseUrl) -> BatonResult<&'a Service> {
+    cell.get_or_try_init(|| async {
+        let store = PgStore::open(url.clone()).await?;
+        Ok::<_, BatonError>(Service::new(Arc::new(store)))
+    })
+    .await
 }

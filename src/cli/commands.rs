@@ -50,7 +50,7 @@ pub async fn run(cli: Cli) -> Result<String> {
                 ));
                 return Ok(lines.join("\n"));
             }
-            let codex_home = crate::install::codex_home(codex_home.as_deref())?;
+            let codex_home = crate::home::codex_home(codex_home.as_deref())?;
             let mut lines = crate::install::install(&codex_home, &exe, Some(&baton_home.dir), !no_skill)?;
             if let Some(url) = &database_url {
                 lines.push(crate::install::register_database_url(&codex_home, url)?);
@@ -65,7 +65,7 @@ pub async fn run(cli: Cli) -> Result<String> {
             Ok(lines.join("\n"))
         }
         Command::Uninstall { codex_home } => {
-            let codex_home = crate::install::codex_home(codex_home.as_deref())?;
+            let codex_home = crate::home::codex_home(codex_home.as_deref())?;
             let lines = crate::install::uninstall(&codex_home)?;
             Ok(if lines.is_empty() {
                 format!(
@@ -93,6 +93,8 @@ pub async fn run(cli: Cli) -> Result<String> {
                     Err(e) => tracing::error!("{e}"),
                 }
             });
+            // With PostgreSQL this session also offers to tell people (one process does).
+            let _notifier = backend.notify_people();
             BatonServer::new(backend).serve_stdio().await?;
             Ok(String::new())
         }
@@ -214,7 +216,7 @@ fn install_home(explicit: Option<&Path>, codex_home: Option<&Path>) -> Result<Ho
     if explicit.is_some() || std::env::var_os("BATON_HOME").is_some_and(|v| !v.is_empty()) {
         return Ok(Home::resolve(explicit)?);
     }
-    let codex = std::path::absolute(crate::install::codex_home(codex_home)?)?;
+    let codex = std::path::absolute(crate::home::codex_home(codex_home)?)?;
     Ok(Home { dir: codex.join("baton") })
 }
 

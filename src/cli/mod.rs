@@ -1,5 +1,6 @@
 //! Command-line interface: `serve` for Codex, `install`, and terminal commands for people.
-//! The arguments are here; [`commands`] runs them, [`render`] writes their answers for a
+//! The arguments are here; [`process`] takes the process from them to its exit code,
+//! [`commands`] runs them, [`render`] writes their answers for a
 //! person, and [`errors`] turns failures into messages, JSON and exit codes by kind.
 
 use crate::api::Caller;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 pub mod commands;
 pub mod drive;
 pub mod errors;
+pub mod process;
 pub mod render;
 
 pub use render::render;

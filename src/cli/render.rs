@@ -9,6 +9,7 @@ use crate::engine::{GateKind, HumanGate};
 use crate::engine::Task;
 use crate::engine::{Run, RunStatus, TaskBrief};
 
+use crate::text::shell_word;
 use crate::time::Timestamp;
 
 /// Tasks listed in `baton show`'s table (the JSON has them all).
@@ -124,12 +125,6 @@ pub fn ago(when: Timestamp, now: Timestamp) -> String {
         _ => format!("{} days", secs / 86_400),
     };
     if past { format!("{amount} ago") } else { format!("in {amount}") }
-}
-
-/// `text` quoted for a POSIX shell when it needs to be.
-pub fn shell_word(text: &str) -> String {
-    let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c));
-    if plain { text.to_string() } else { format!("'{}'", text.replace('\'', "'\\''")) }
 }
 
 fn status_words(status: RunStatus) -> &'static str {
@@ -421,13 +416,5 @@ mod tests {
         assert_eq!(ago(before(86_400 + 5), now), "1 day ago");
         assert_eq!(ago(before(5 * 86_400), now), "5 days ago");
         assert_eq!(ago(Timestamp(now.0 + 420_000), now), "in 7 min");
-    }
-
-    #[test]
-    fn answers_are_quoted_for_the_shell_only_when_needed() {
-        assert_eq!(shell_word("yes"), "yes");
-        assert_eq!(shell_word("fail_run"), "fail_run");
-        assert_eq!(shell_word("use Redis"), "'use Redis'");
-        assert_eq!(shell_word("it's"), "'it'\\''s'");
     }
 }

@@ -134,6 +134,7 @@ struct Driver {
 /// the driver may not wait for.
 pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit> {
     backend.connect().await?;
+    let _notifier = backend.notify_people();
     let cwd = std::env::current_dir()?;
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
     let id = format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().to_string()[..8]);

@@ -16,7 +16,9 @@ pub struct Point {
 pub struct Route {
     /// From the source's border to the target's border, through any bends.
     pub points: Vec<Point>,
-    /// The edge points against the layering (it closes a loop): drawn on the right side.
+    /// The edge points against the layering (it closes a loop): drawn on the right side,
+    /// in a lane of its own: `points` are the source's right side, the two corners of the
+    /// lane, and the target's right side.
     pub back: bool,
     /// The edge leads from a node to itself.
     pub self_loop: bool,
@@ -43,6 +45,8 @@ const DUMMY_WIDTH: f64 = 16.0;
 const DUMMY_GAP: f64 = 10.0;
 /// How far loops bulge out to the right of their nodes.
 pub const BULGE: f64 = 46.0;
+/// Distance between the lanes of loops drawn side by side.
+const LANE_GAP: f64 = 22.0;
 const MARGIN: f64 = 16.0;
 /// Ordering sweeps (each one down and one up).
 const SWEEPS: usize = 8;
@@ -72,18 +76,20 @@ pub fn layout(sizes: &[(f64, f64)], edges: &[(usize, usize)]) -> Layout {
             continue;
         }
         let mut chain = vec![a];
+        if back {
+            // Loops run in lanes right of everything they pass (see `lanes`): they take no
+            // room inside the layers and do not pull the order of the nodes.
+            chain.push(b);
+            chains.push(chain);
+            continue;
+        }
         for l in layer[a] + 1..layer[b] {
             let fresh = |layer_of: &mut Vec<usize>, width_of: &mut Vec<f64>| {
                 layer_of.push(l);
                 width_of.push(DUMMY_WIDTH);
                 layer_of.len() - 1
             };
-            // Loops keep dummies of their own: each is drawn as its own bulge.
-            let dummy = if back {
-                fresh(&mut layer_of, &mut width_of)
-            } else {
-                *shared.entry((a, l)).or_insert_with(|| fresh(&mut layer_of, &mut width_of))
-            };
+            let dummy = *shared.entry((a, l)).or_insert_with(|| fresh(&mut layer_of, &mut width_of));
             chain.push(dummy);
         }
         chain.push(b);
@@ -117,13 +123,11 @@ pub fn layout(sizes: &[(f64, f64)], edges: &[(usize, usize)]) -> Layout {
             }
             let mut points: Vec<Point> = chain.iter().map(|&v| center(v)).collect();
             if back {
-                // The chain runs from `b` (above) down to `a`: draw it from `a` up to `b`,
-                // leaving and entering both nodes on their right side.
-                points.reverse();
-                let last = points.len() - 1;
-                points[0].x += sizes[a].0 / 2.0;
-                points[last].x += sizes[b].0 / 2.0;
-                right_edge = right_edge.max(points.iter().map(|p| p.x).fold(0.0, f64::max) + BULGE);
+                // From `a` (below) up to `b`, leaving and entering on their right sides; the
+                // lane's corners are set by `lanes`.
+                let (from, to) = (centers[a], centers[b]);
+                let (start, end) = (Point { x: from.x + sizes[a].0 / 2.0, y: from.y }, Point { x: to.x + sizes[b].0 / 2.0, y: to.y });
+                points = vec![start, start, end, end];
             } else {
                 let last = points.len() - 1;
                 points[0].y += half(a);
@@ -132,16 +136,53 @@ pub fn layout(sizes: &[(f64, f64)], edges: &[(usize, usize)]) -> Layout {
             Route { points, back, self_loop: false }
         })
         .collect();
-    spread_back_ends(&mut routes, &edges, sizes);
+    let lane = lanes(&routes, &edges, &layer, &layer_of, &x, &width_of);
+    spread_back_ends(&mut routes, &edges, sizes, &lane);
+    for (route, lane_x) in routes.iter_mut().zip(&lane) {
+        if let Some(lane_x) = *lane_x {
+            route.points[1] = Point { x: lane_x, y: route.points[0].y };
+            route.points[2] = Point { x: lane_x, y: route.points[3].y };
+            right_edge = right_edge.max(lane_x + LANE_GAP);
+        }
+    }
     Layout { centers, routes, width: right_edge + MARGIN, height }
 }
 
+/// The x of each loop's lane (`None` for the other edges): right of every node and passing
+/// edge on the layers the loop spans, a loop that holds another's span one lane further
+/// out, so nested loops never cross and loops side by side share a lane only when their
+/// spans do not meet.
+fn lanes(routes: &[Route], edges: &[(usize, usize)], layer: &[usize], layer_of: &[usize], x: &[f64], width: &[f64]) -> Vec<Option<f64>> {
+    let span = |i: usize| {
+        let (a, b) = edges[i];
+        (layer[a].min(layer[b]), layer[a].max(layer[b]))
+    };
+    let mut loops: Vec<usize> = (0..routes.len()).filter(|&i| routes[i].back && !routes[i].self_loop).collect();
+    // Short loops first: they take the inner lanes.
+    loops.sort_by_key(|&i| (span(i).1 - span(i).0, span(i).0, i));
+    let mut depth: Vec<Option<usize>> = vec![None; routes.len()];
+    let mut lane = vec![None; routes.len()];
+    for &i in &loops {
+        let (top, bottom) = span(i);
+        let meets = |j: usize| span(j).0 <= bottom && top <= span(j).1;
+        let d = loops.iter().filter(|&&j| meets(j)).filter_map(|&j| depth[j]).max().map_or(0, |d| d + 1);
+        depth[i] = Some(d);
+        let right =
+            (0..layer_of.len()).filter(|&v| (top..=bottom).contains(&layer_of[v])).map(|v| x[v] + width[v] / 2.0).fold(0.0, f64::max);
+        lane[i] = Some(right + BULGE / 2.0 + LANE_GAP * d as f64);
+    }
+    lane
+}
+
 /// Loops that leave or enter the same node would share one point on its right side:
-/// spread them over the middle half of that side.
-fn spread_back_ends(routes: &mut [Route], edges: &[(usize, usize)], sizes: &[(f64, f64)]) {
+/// spread them over the middle half of that side, so that none crosses another there.
+/// Loops that leave the node (going up) are above those that enter it (coming down from
+/// it, seen from below); among those that leave, outer lanes lower; among those that
+/// enter, outer lanes higher.
+fn spread_back_ends(routes: &mut [Route], edges: &[(usize, usize)], sizes: &[(f64, f64)], lane: &[Option<f64>]) {
     for (node, &(_, height)) in sizes.iter().enumerate() {
         // (route, whether the node is where it starts)
-        let ends: Vec<(usize, bool)> = routes
+        let mut ends: Vec<(usize, bool)> = routes
             .iter()
             .enumerate()
             .filter(|(_, r)| r.back && !r.self_loop)
@@ -152,6 +193,11 @@ fn spread_back_ends(routes: &mut [Route], edges: &[(usize, usize)], sizes: &[(f6
         if count < 2 {
             continue;
         }
+        let key = |&(i, starts): &(usize, bool)| {
+            let x = lane[i].unwrap_or(0.0);
+            if starts { (0, x) } else { (1, -x) }
+        };
+        ends.sort_by(|p, q| key(p).partial_cmp(&key(q)).unwrap_or(std::cmp::Ordering::Equal));
         let step = (height / 2.0) / (count as f64 - 1.0);
         for (k, (i, starts)) in ends.into_iter().enumerate() {
             let offset = -height / 4.0 + step * k as f64;

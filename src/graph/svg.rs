@@ -290,6 +290,8 @@ fn draw_edges(svg: &mut String, layout: &Layout, groups: &[&EdgeGroup], dy: f64)
         );
         if !group.label.is_empty() {
             let w = group.label.chars().count() as f64 * 6.4 + 8.0;
+            // A loop's label stands just right of its lane, so it hides no other lane.
+            let middle = if route.back && !route.self_loop { Point { x: middle.x + w / 2.0 + 3.0, ..middle } } else { middle };
             right = right.max(middle.x + w / 2.0);
             let text = if group.taken > 0 { "#1e293b" } else { "#94a3b8" };
             let _ = write!(
@@ -316,6 +318,29 @@ fn path(route: &Route, dy: f64) -> (String, Point) {
         let (a, b) = (p[0], *p.last().unwrap_or(&p[0]));
         let (c1, c2) = (Point { x: a.x + BULGE, y: a.y - 18.0 }, Point { x: b.x + BULGE, y: b.y + 18.0 });
         return (cubic(a, c1, c2, b, true), bezier_mid(a, c1, c2, b));
+    }
+    if route.back && p.len() == 4 {
+        // Out to the loop's lane, up it, and back in, with rounded corners.
+        let (a, c1, c2, b) = (p[0], p[1], p[2], p[3]);
+        let r = ((c1.x - a.x).min(c1.x - b.x) / 2.0).clamp(0.0, 10.0).min((c1.y - c2.y).abs() / 2.0);
+        let d = format!(
+            "M{:.1},{:.1} H{:.1} Q{:.1},{:.1} {:.1},{:.1} V{:.1} Q{:.1},{:.1} {:.1},{:.1} H{:.1} ",
+            a.x,
+            a.y,
+            c1.x - r,
+            c1.x,
+            c1.y,
+            c1.x,
+            c1.y - r,
+            c2.y + r,
+            c2.x,
+            c2.y,
+            c2.x - r,
+            c2.y,
+            b.x
+        );
+        // The label beside the lane, halfway up (`draw_edges` puts it right of this point).
+        return (d, Point { x: c1.x, y: (c1.y + c2.y) / 2.0 });
     }
     let mut d = String::new();
     let last = p.len() - 2;

@@ -236,3 +236,50 @@ fn spacing_is_least_squares_under_the_ordering_constraints() {
     assert_eq!(spaced(&[0.0, 0.0, 0.0], &[10.0, 10.0]), vec![-10.0, 0.0, 10.0]);
     assert_eq!(spaced(&[], &[]), Vec::<f64>::new());
 }
+
+#[test]
+fn loops_run_in_lanes_right_of_what_they_pass_and_never_cross() {
+    let (run, events) = looped_feature();
+    let graph = GraphView::of(&run, &events);
+    let sizes: Vec<(f64, f64)> = graph.nodes.iter().map(|n| (n.label.len() as f64 * 8.0 + 24.0, 40.0)).collect();
+    let index = |id: &str| graph.nodes.iter().position(|n| n.id == id).unwrap();
+    let edges: Vec<(usize, usize)> = graph.edges.iter().map(|e| (index(&e.from), index(&e.to))).collect();
+    let l = layout(&sizes, &edges);
+    let loops: Vec<(usize, &crate::graph::layout::Route)> = l.routes.iter().enumerate().filter(|(_, r)| r.back && !r.self_loop).collect();
+    assert_eq!(loops.len(), 2);
+    // (horizontal segments at y from x0 to x1, the vertical segment at x from y0 to y1)
+    let shape = |r: &crate::graph::layout::Route| {
+        let p = &r.points;
+        assert_eq!(p.len(), 4, "out, up the lane, in: {p:?}");
+        assert_eq!(p[1].x, p[2].x, "the lane is vertical");
+        assert!(p[1].y > p[2].y, "a loop goes up");
+        ([(p[0].y, p[0].x, p[1].x), (p[3].y, p[3].x, p[2].x)], (p[1].x, p[2].y, p[1].y))
+    };
+    for &(i, route) in &loops {
+        let (_, (lane, top, bottom)) = shape(route);
+        for (v, c) in l.centers.iter().enumerate() {
+            if c.y >= top - sizes[v].1 && c.y <= bottom + sizes[v].1 {
+                assert!(lane > c.x + sizes[v].0 / 2.0, "loop {i}'s lane passes right of node {v}");
+            }
+        }
+        assert!(lane < l.width, "inside the picture");
+    }
+    for &(i, a) in &loops {
+        for &(j, b) in &loops {
+            if i == j {
+                continue;
+            }
+            let (across, _) = shape(a);
+            let (_, (x, y0, y1)) = shape(b);
+            for (y, x0, x1) in across {
+                let crosses = x0 < x && x < x1 && y0 < y && y < y1;
+                assert!(!crosses, "loop {i} crosses loop {j}: {:?} {:?}", a.points, b.points);
+            }
+        }
+    }
+    let lane_of = |from: &str| {
+        let (_, route) = loops.iter().find(|(i, _)| edges[*i].0 == index(from)).unwrap();
+        route.points[1].x
+    };
+    assert!(lane_of("test") > lane_of("review"), "the longer loop holds the shorter one inside");
+}

@@ -4,9 +4,13 @@
 //! `text`), or shows a desktop notification, as `notify.toml` in the baton home says.
 //!
 //! Notifications are derived from what the store made durable, never from the commit path:
-//! the owner process watches the store's change feed, compares each changed run with what
-//! it last saw, and writes the notifications due into a durable outbox (`notify/outbox.json`
-//! in the home, written atomically and synced) *before* delivering them. Each is then
+//! the notifier watches the store's change feed, compares each changed run with what it
+//! last saw, and writes the notifications due into a durable outbox *before* delivering
+//! them. With sled the notifier is the owner process and the outbox `notify/outbox.json` in
+//! the home (written atomically and synced). With PostgreSQL every long-lived process
+//! (`baton serve`, `ui`, `drive`) whose home has a `notify.toml` runs a notifier, but only
+//! one leads at a time and the outbox is a row of the database (see
+//! `store::postgres::outbox`), so each event is told once across all processes. Each is then
 //! delivered once per channel and removed, retried with backoff while it fails, and
 //! picked up again by the next owner after a crash or an idle exit. A crash between a
 //! delivery and its removal can repeat that one delivery: every event carries an `id` for
@@ -18,7 +22,7 @@ use crate::engine::GateKind;
 use crate::engine::{Run, RunStatus, TaskStatus};
 use crate::error::{BatonError, BatonResult};
 use crate::home::Home;
-use crate::store::{RunQuery, RunStore, StatusFilter};
+use crate::store::{RunQuery, RunStore, SharedOutbox, StatusFilter};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -164,23 +168,74 @@ struct State {
     pending: Vec<Pending>,
 }
 
-struct Outbox {
-    path: PathBuf,
+/// Where the outbox is kept: a file of the home (one owner holds the store) or the store
+/// itself, shared by every process and led by one.
+enum Outbox {
+    Home(HomeOutbox),
+    Shared(Box<dyn SharedOutbox>),
 }
 
 impl Outbox {
-    fn new(home: &Home) -> Outbox {
-        Outbox { path: home.dir.join("notify").join("outbox.json") }
+    fn new(home: &Home, store: &dyn RunStore) -> Outbox {
+        match store.shared_outbox() {
+            Some(shared) => Outbox::Shared(shared),
+            None => Outbox::Home(HomeOutbox { path: home.dir.join("notify").join("outbox.json") }),
+        }
     }
 
+    /// Whether this process may notify now (always, with the outbox in the home).
+    async fn lead(&mut self) -> BatonResult<bool> {
+        match self {
+            Outbox::Home(_) => Ok(true),
+            Outbox::Shared(shared) => shared.lead().await,
+        }
+    }
+
+    /// Whether what was read must be read again after a failure: another process may
+    /// have led meanwhile.
+    fn shared(&self) -> bool {
+        matches!(self, Outbox::Shared(_))
+    }
+
+    async fn load(&mut self) -> BatonResult<Option<State>> {
+        match self {
+            Outbox::Home(file) => file.load(),
+            Outbox::Shared(shared) => match shared.load().await? {
+                Some(bytes) => decode(&bytes, "in the database").map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
+    async fn save(&mut self, state: &State) -> BatonResult<()> {
+        match self {
+            Outbox::Home(file) => file.save(state),
+            Outbox::Shared(shared) => shared.save(&encode(state)?).await,
+        }
+    }
+}
+
+fn encode(state: &State) -> BatonResult<Vec<u8>> {
+    serde_json::to_vec(state).map_err(|e| BatonError::internal(format!("cannot encode the outbox: {e}")))
+}
+
+fn decode(bytes: &[u8], place: &str) -> BatonResult<State> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        BatonError::storage(
+            format!("the notification outbox {place} cannot be read: {e}"),
+            "Move it aside; baton starts a new one (notifications not yet delivered are then lost).",
+        )
+    })
+}
+
+struct HomeOutbox {
+    path: PathBuf,
+}
+
+impl HomeOutbox {
     fn load(&self) -> BatonResult<Option<State>> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                BatonError::storage(
-                    format!("the notification outbox {} cannot be read: {e}", self.path.display()),
-                    "Move it aside; baton starts a new one (notifications not yet delivered are then lost).",
-                )
-            }),
+            Ok(bytes) => decode(&bytes, &self.path.display().to_string()).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(BatonError::storage(format!("cannot read {}: {e}", self.path.display()), "Check its permissions.")),
         }
@@ -196,7 +251,7 @@ impl Outbox {
         let dir = self.path.parent().unwrap_or(std::path::Path::new("/"));
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
         let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec(state).map_err(|e| BatonError::internal(format!("cannot encode the outbox: {e}")))?;
+        let bytes = encode(state)?;
         let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -211,21 +266,44 @@ fn now() -> Timestamp {
     Timestamp(ms)
 }
 
-/// The owner's notifier: runs until the process ends. Does nothing while there is no
+/// How often a notifier that does not lead asks again (the longest a notification waits
+/// after its leader is gone).
+const FOLLOWER_WAIT: Duration = Duration::from_secs(5);
+
+/// The notifier: runs until the process ends. Does nothing while there is no
 /// `notify.toml`; picks up changes to it without a restart.
 pub async fn run(home: Home, store: Arc<dyn RunStore>) {
-    let outbox = Outbox::new(&home);
-    let mut changes = store.changes();
+    let mut outbox = Outbox::new(&home, store.as_ref());
+    // Subscribed only once leading: with PostgreSQL the feed is a connection of its own.
+    let mut changes = None;
     let mut state: Option<State> = None;
     let mut complained = String::new();
     loop {
         let wait = match Config::load(&home) {
             Ok(None) => Duration::from_secs(5),
-            Ok(Some(config)) => match step(store.as_ref(), &outbox, &mut state, &config).await {
-                Ok(wait) => wait,
+            Ok(Some(config)) => match outbox.lead().await {
+                Ok(true) => {
+                    changes.get_or_insert_with(|| store.changes());
+                    match step(store.as_ref(), &mut outbox, &mut state, &config).await {
+                        Ok(wait) => wait,
+                        Err(e) => {
+                            tracing::error!("notifications: {e}");
+                            if outbox.shared() {
+                                state = None;
+                            }
+                            Duration::from_secs(5)
+                        }
+                    }
+                }
+                Ok(false) => {
+                    // Another process leads; what this one read is stale once it leads again.
+                    state = None;
+                    FOLLOWER_WAIT
+                }
                 Err(e) => {
-                    tracing::error!("notifications: {e}");
-                    Duration::from_secs(5)
+                    tracing::warn!("notifications: cannot tell whether this process leads: {e}");
+                    state = None;
+                    FOLLOWER_WAIT
                 }
             },
             Err(e) => {
@@ -237,19 +315,22 @@ pub async fn run(home: Home, store: Arc<dyn RunStore>) {
                 Duration::from_secs(5)
             }
         };
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(wait) => {}
+        match changes.as_mut() {
+            Some(feed) => tokio::select! {
+                changed = feed.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(wait) => {}
+            },
+            None => tokio::time::sleep(wait).await,
         }
     }
 }
 
 /// One round: note what changed, then deliver what is due. Returns how long to wait
 /// before the next round at the latest.
-async fn step(store: &dyn RunStore, outbox: &Outbox, state: &mut Option<State>, config: &Config) -> BatonResult<Duration> {
+async fn step(store: &dyn RunStore, outbox: &mut Outbox, state: &mut Option<State>, config: &Config) -> BatonResult<Duration> {
     let state = match state {
         Some(state) => state,
-        None => state.insert(outbox.load()?.unwrap_or_else(|| State { watermark: now(), ..State::default() })),
+        None => state.insert(outbox.load().await?.unwrap_or_else(|| State { watermark: now(), ..State::default() })),
     };
     let queued = scan(store, state, config).await?;
     if queued {
@@ -257,7 +338,7 @@ async fn step(store: &dyn RunStore, outbox: &Outbox, state: &mut Option<State>, 
         // is saved only with new notifications: changes that notify nobody need not be
         // remembered, as comparing with the state of the last notification finds no new
         // question or ending in them either.
-        outbox.save(state)?;
+        outbox.save(state).await?;
     }
     deliver_due(outbox, state).await
 }
@@ -362,7 +443,7 @@ fn event(run: &Run, kind: &str, task: Option<&str>, gate: Option<&crate::engine:
     let task_arg = task.map(|t| format!(" --task {t}")).unwrap_or_default();
     let (text, command) = match (kind, gate) {
         (_, Some(gate)) => {
-            let answer = gate.options.first().map(|o| crate::cli::render::shell_word(o)).unwrap_or_else(|| "'YOUR ANSWER'".into());
+            let answer = gate.options.first().map(|o| crate::text::shell_word(o)).unwrap_or_else(|| "'YOUR ANSWER'".into());
             let command = format!("baton answer {} {answer}{task_arg}", run.id);
             let why = match gate.kind {
                 GateKind::LoopLimit { .. } => " (a loop used up its rounds)",
@@ -408,7 +489,7 @@ fn reason(run: &Run) -> String {
 
 /// Attempt every delivery that is due; keep the outbox durable after each. Returns how
 /// long until the next one is due (at most 5 s).
-async fn deliver_due(outbox: &Outbox, state: &mut State) -> BatonResult<Duration> {
+async fn deliver_due(outbox: &mut Outbox, state: &mut State) -> BatonResult<Duration> {
     let mut index = 0;
     while index < state.pending.len() {
         let at = now();
@@ -446,7 +527,7 @@ async fn deliver_due(outbox: &Outbox, state: &mut State) -> BatonResult<Duration
                 }
             }
         }
-        outbox.save(state)?;
+        outbox.save(state).await?;
     }
     let next = state.pending.iter().map(|p| p.next_at).min();
     Ok(next.map_or(Duration::from_secs(5), |n| Duration::from_millis(n.0.saturating_sub(now().0)).min(Duration::from_secs(5))))

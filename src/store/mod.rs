@@ -222,6 +222,28 @@ pub trait RunStore: Send + Sync {
     /// counting its own commits, so it also wakes for other processes' changes: with
     /// PostgreSQL there is no owner process that sees every change.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Where people's notifications are queued when several processes share this store
+    /// (a database server: every long-lived process may notify, and each event must be
+    /// told once). `None`: one owner process holds the store, and it keeps the outbox in
+    /// its home.
+    fn shared_outbox(&self) -> Option<Box<dyn SharedOutbox>> {
+        None
+    }
+}
+
+/// The notifier's outbox in a store that several processes share: one of them leads at a
+/// time and only the leader reads or writes it. The state is opaque bytes (the notifier's
+/// own JSON).
+#[async_trait]
+pub trait SharedOutbox: Send {
+    /// Lead, or keep leading: `true` while this process is the one notifier. Call it
+    /// before each round; after `false` or an error, whatever was read is stale.
+    async fn lead(&mut self) -> BatonResult<bool>;
+    /// The saved state, `None` before the first save.
+    async fn load(&mut self) -> BatonResult<Option<Vec<u8>>>;
+    /// Replace the saved state, durably.
+    async fn save(&mut self, state: &[u8]) -> BatonResult<()>;
 }
 
 /// Check what a mutation produced before any store writes it: the run it was given,

@@ -52,6 +52,7 @@ pub async fn serve(home: Home, port: Option<u16>, announce: impl FnOnce(&str)) -
     let port = listener.local_addr()?.port();
     let backend = Arc::new(Backend::new(home.clone()));
     backend.connect().await?;
+    let _notifier = backend.notify_people();
     let caller = web_caller();
     let (counter, changes) = watch::channel(0);
     let follower = tokio::spawn(events::follow_changes(Backend::new(home.clone()), caller.clone(), counter));

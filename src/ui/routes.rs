@@ -5,7 +5,7 @@
 
 use super::AppState;
 use super::auth::Session;
-use super::views::{Frame, MessagePage, PrunePage, RunPage, RunsFilter, RunsPage};
+use super::views::{DiffPage, Frame, MessagePage, PrunePage, RunPage, RunsFilter, RunsPage};
 use crate::api::*;
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::graph::to_mermaid;
@@ -31,6 +31,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runs/{id}/graph.svg", get(graph_svg))
         .route("/runs/{id}/graph.mmd", get(graph_mermaid))
         .route("/runs/{id}/events/{seq}", get(event_text))
+        .route("/runs/{id}/diff", get(diff_page))
         .route("/runs/{id}/answer", post(answer))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/fork", post(fork))
@@ -216,6 +217,58 @@ async fn graph_mermaid(State(state): State<Arc<AppState>>, Path(id): Path<String
         Ok(graph) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], to_mermaid(&graph)).into_response(),
         Err(e) => error_text(&e),
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DiffQuery {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// Two versions of a run compared, by the comparison `baton diff` prints
+/// ([`crate::rewind::diff`]), its reads through the calling pipeline. A version that is not
+/// a number, or that the comparison refuses (no such version, snapshots pruned, the
+/// repository moved), shows the form again with baton's error and its fix.
+async fn diff_page(
+    State(state): State<Arc<AppState>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    query: Result<Query<DiffQuery>, QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let (from, to) = (query.from.unwrap_or_default().trim().to_string(), query.to.unwrap_or_default().trim().to_string());
+    let address = form_urlencoded::Serializer::new(String::new()).append_pair("from", &from).append_pair("to", &to).finish();
+    let mut frame = state.frame(&session, format!("/runs/{id}/diff?{address}"), None);
+    let version = |field: &str, text: &str| {
+        text.parse::<u64>().map_err(|_| {
+            BatonError::invalid(
+                field,
+                format!("`{text}` is not a version number"),
+                "Give the numbers of two events of the run (#1, #2, … on its timeline).",
+            )
+        })
+    };
+    let compared = match (version("from", &from), version("to", &to)) {
+        (Ok(a), Ok(b)) => {
+            let (backend, caller, run_id) = (Arc::clone(&state.backend), state.caller.clone(), id.clone());
+            // Its own task, as for every request (see `AppState::call`).
+            tokio::spawn(async move { crate::rewind::diff(&backend, &caller, &run_id, a, b).await })
+                .await
+                .unwrap_or_else(|e| Err(BatonError::internal(format!("comparing two versions failed: {e}"))))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let (diff, status) = match compared {
+        Ok(diff) => (Some(diff), StatusCode::OK),
+        Err(e) => {
+            let status = status_of(&e);
+            frame.error = Some(e);
+            (None, status)
+        }
+    };
+    state.render("diff.html", &DiffPage::new(frame, &id, from, to, diff), status)
 }
 
 #[derive(Debug, Default, Deserialize)]

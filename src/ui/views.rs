@@ -32,6 +32,7 @@ impl Views {
         env.add_template("run.html", include_str!("templates/run.html"))?;
         env.add_template("prune.html", include_str!("templates/prune.html"))?;
         env.add_template("message.html", include_str!("templates/message.html"))?;
+        env.add_template("diff.html", include_str!("templates/diff.html"))?;
         Ok(Views { env })
     }
 
@@ -404,6 +405,136 @@ pub struct MessagePage {
     pub title: String,
 }
 
+/// Events between the two versions listed on the compare page (`baton diff` lists all).
+const DIFF_EVENTS: usize = 500;
+/// Lines of the code diff's `--stat` shown on the compare page.
+const DIFF_STAT_LINES: usize = 400;
+
+/// Two versions of a run compared: what [`crate::rewind::diff`] found (the same
+/// comparison `baton diff` prints), laid out for the page; or only the form to pick the
+/// versions, with the error that refused them.
+#[derive(Debug, Serialize)]
+pub struct DiffPage {
+    #[serde(flatten)]
+    pub frame: Frame,
+    pub run_id: String,
+    /// The versions as asked (the form shows them again).
+    pub from: String,
+    pub to: String,
+    /// The same comparison in the terminal, whole.
+    pub command: String,
+    pub diff: Option<DiffView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DiffView {
+    pub from: SideView,
+    pub to: SideView,
+    pub events: Vec<DiffEvent>,
+    /// Events in between not listed here.
+    pub more_events: usize,
+    pub outcomes: Vec<crate::rewind::OutcomeChange>,
+    pub artifacts: crate::rewind::ArtifactChanges,
+    pub code: Option<CodeView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SideView {
+    pub version: u64,
+    pub status: &'static str,
+    pub step: Option<String>,
+    pub visit: u32,
+    pub tasks: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DiffEvent {
+    pub seq: u64,
+    pub at: String,
+    pub by: String,
+    pub kind: String,
+    pub summary: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CodeView {
+    pub repo: String,
+    pub from: String,
+    pub to: String,
+    pub unchanged: bool,
+    /// `git -C repo diff A B`: the whole diff, uncut.
+    pub git_command: String,
+    pub stat: Vec<String>,
+    pub more_stat: usize,
+    /// The patch's lines, each with its kind (`file`, `hunk`, `add`, `del`, `ctx`) for
+    /// colour; the template escapes their text.
+    pub lines: Vec<(&'static str, String)>,
+    /// Bytes shown, when the patch was cut.
+    pub cut_at: Option<usize>,
+}
+
+impl DiffPage {
+    pub fn new(frame: Frame, run_id: &str, from: String, to: String, diff: Option<crate::rewind::RunDiff>) -> DiffPage {
+        let command = format!("baton diff {run_id} --from {from} --to {to}");
+        DiffPage { frame, run_id: run_id.to_string(), from, to, command, diff: diff.map(DiffView::of) }
+    }
+}
+
+impl DiffView {
+    fn of(diff: crate::rewind::RunDiff) -> DiffView {
+        let crate::rewind::RunDiff { from, to, events, outcomes, artifacts, code, .. } = diff;
+        let more_events = events.len().saturating_sub(DIFF_EVENTS);
+        let events = events
+            .into_iter()
+            .take(DIFF_EVENTS)
+            .map(|e| DiffEvent { seq: e.seq, at: when(e.at), by: e.by, kind: e.kind.replace('_', " "), summary: e.summary })
+            .collect();
+        DiffView { from: SideView::of(from), to: SideView::of(to), events, more_events, outcomes, artifacts, code: code.map(CodeView::of) }
+    }
+}
+
+impl SideView {
+    fn of(side: crate::rewind::Side) -> SideView {
+        let visit = side.step.as_ref().and_then(|s| side.visits.get(s)).copied().unwrap_or(0);
+        SideView { version: side.version, status: side.status, step: side.step, visit, tasks: side.tasks.join(", ") }
+    }
+}
+
+impl CodeView {
+    fn of(code: crate::rewind::CodeDiff) -> CodeView {
+        let short = |c: &str| crate::engine::naming::short_id(c).to_string();
+        let stat: Vec<String> = code.stat.lines().map(str::to_string).collect();
+        let more_stat = stat.len().saturating_sub(DIFF_STAT_LINES);
+        let lines = code.patch.lines().map(|l| (patch_line_kind(l), l.to_string())).collect();
+        CodeView {
+            git_command: format!("git -C {} diff {} {}", code.repo, code.from, code.to),
+            unchanged: code.from == code.to,
+            from: short(&code.from),
+            to: short(&code.to),
+            repo: code.repo,
+            stat: stat.into_iter().take(DIFF_STAT_LINES).collect(),
+            more_stat,
+            lines,
+            cut_at: code.truncated.then_some(code.patch.len()),
+        }
+    }
+}
+
+/// What a line of `git diff` output is, for its colour.
+fn patch_line_kind(line: &str) -> &'static str {
+    if line.starts_with("diff --git") || line.starts_with("+++ ") || line.starts_with("--- ") || line.starts_with("index ") {
+        "file"
+    } else if line.starts_with("@@") {
+        "hunk"
+    } else if line.starts_with('+') {
+        "add"
+    } else if line.starts_with('-') {
+        "del"
+    } else {
+        "ctx"
+    }
+}
+
 /// A time as people read it: `2026-11-25 17:44:54 UTC`.
 pub fn when(t: Timestamp) -> String {
     let text = t.to_rfc3339();
@@ -499,6 +630,43 @@ mod tests {
         assert_eq!((drive.agents[0].thread.as_str(), drive.agents[0].working), ("thread-7", true));
         let html = Views::new().unwrap().render("run.html", &page).unwrap();
         assert!(html.contains("id=\"drive\"") && html.contains("thread-7") && html.contains("vm:42:ab"), "{html}");
+    }
+
+    #[test]
+    fn the_compare_page_escapes_the_code_colours_its_lines_and_says_when_it_is_cut() {
+        use crate::rewind::{ArtifactChanges, CodeDiff, RunDiff, Side};
+        let side = |version: u64, step: &str| Side {
+            version,
+            status: "active",
+            step: Some(step.into()),
+            visits: [(step.to_string(), 2)].into_iter().collect(),
+            tasks: vec![],
+        };
+        let patch = "diff --git a/x.html b/x.html\n@@ -1 +1 @@\n-<b>old</b>\n+<i>new</i>\n same\n".to_string();
+        let code = CodeDiff {
+            repo: "/r".into(),
+            from: "a".repeat(40),
+            to: "b".repeat(40),
+            stat: " x.html | 2 +-\n".into(),
+            patch,
+            truncated: true,
+        };
+        let diff = RunDiff {
+            run_id: "r1".into(),
+            from: side(2, "implement"),
+            to: side(5, "review"),
+            events: vec![],
+            outcomes: vec![],
+            artifacts: ArtifactChanges::default(),
+            code: Some(code),
+        };
+        let page = DiffPage::new(frame(), "r1", "2".into(), "5".into(), Some(diff));
+        let html = Views::new().unwrap().render("diff.html", &page).unwrap();
+        assert!(html.contains(r#"<span class="del">-&lt;b&gt;old&lt;&#x2f;b&gt;"#), "{html}");
+        assert!(html.contains(r#"<span class="add">+&lt;i&gt;new"#) && html.contains(r#"<span class="hunk">@@"#), "{html}");
+        assert!(html.contains(r#"<span class="ctx"> same"#) && !html.contains("<b>old"), "{html}");
+        assert!(html.contains("The diff is cut") && html.contains("baton diff r1 --from 2 --to 5"), "{html}");
+        assert!(html.contains("at step <code>review</code> (visit 2)"), "{html}");
     }
 
     #[test]

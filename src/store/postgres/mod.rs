@@ -22,6 +22,7 @@ mod conn;
 mod errors;
 mod maintenance;
 mod notify;
+mod outbox;
 mod read;
 pub mod schema;
 pub mod url;
@@ -146,6 +147,10 @@ impl RunStore for PgStore {
     /// One transaction; the events and checkpoints go with the run row (`ON DELETE CASCADE`).
     async fn delete_run(&self, run_id: &str) -> BatonResult<Option<RunSummary>> {
         maintenance::delete_run(&self.inner, run_id).await
+    }
+
+    fn shared_outbox(&self) -> Option<Box<dyn crate::store::SharedOutbox>> {
+        Some(Box::new(outbox::PgOutbox::new(self.inner.conns.url.clone(), self.inner.channel.clone())))
     }
 
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {

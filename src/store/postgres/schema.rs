@@ -19,6 +19,9 @@
 //!   template bodies snapshots refer to.
 //! - Key columns use the "C" collation, so ordering by run id is byte order, as in sled
 //!   (listings break ties the same way and exports list runs in the same order).
+//!
+//! Version 2 adds `notify_outbox`: one row, the notifier's state and undelivered
+//! notifications, written only by the process that leads the notifiers (see `outbox`).
 
 use super::conn::Connections;
 use super::errors::Failure;
@@ -28,10 +31,11 @@ use crate::error::{BatonError, BatonResult};
 const MIGRATION_LOCK: i64 = 0x0062_6174_6f6e;
 
 /// Every migration, in order; a migration is never edited once released, only added.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "runs, events, checkpoints, templates",
-    r#"
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "runs, events, checkpoints, templates",
+        r#"
 CREATE TABLE template_bodies (
     hash text COLLATE "C" PRIMARY KEY,
     body text NOT NULL
@@ -70,7 +74,18 @@ CREATE TABLE templates (
     body text NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "the notification outbox",
+        r#"
+CREATE TABLE notify_outbox (
+    id integer PRIMARY KEY CHECK (id = 1),
+    state text NOT NULL
+);
+"#,
+    ),
+];
 
 /// The schema version this baton reads and writes.
 pub fn current() -> i32 {
