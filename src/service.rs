@@ -2,11 +2,11 @@
 //! and the shape of every answer.
 
 use crate::api::*;
-use crate::engine::{EventLine, Guide, TaskBrief, codex_threads};
 use crate::engine::DEFAULT_MAX_AGENTS;
-use crate::engine::naming::fork_worktree;
 use crate::engine::naming::check_identifier;
+use crate::engine::naming::fork_worktree;
 use crate::engine::{Brief, Change, Event, EventKind, NewRun, Run, RunStatus, Template, Workspace, builtin_template, builtin_templates};
+use crate::engine::{EventLine, Guide, TaskBrief, codex_threads};
 use crate::error::{BatonError, BatonResult};
 use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, check_json_len, check_len};
 use crate::store::{Commit, Mutation, RunQuery, RunStore, RunSummary, unknown_run};

@@ -4,9 +4,9 @@
 //! Codex's model and stay in MCP; nothing here prints them.
 
 use crate::api::{Reply, RunDetails, RunList};
+use crate::engine::Task;
 use crate::engine::{Brief, EventLine};
 use crate::engine::{GateKind, HumanGate};
-use crate::engine::Task;
 use crate::engine::{Run, RunStatus, TaskBrief};
 
 use crate::text::shell_word;

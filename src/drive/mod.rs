@@ -14,8 +14,8 @@ use crate::api::{
     AwaitHumanParams, Caller, CancelRunParams, GetRunParams, Reply, Request, ResumeParams, StartWorkflowParams, SuperviseParams,
 };
 use crate::backend::Backend;
-use crate::engine::{DriveAction, DriveRecord};
 use crate::engine::{Actor, ActorKind, Run, RunStatus, TaskStatus};
+use crate::engine::{DriveAction, DriveRecord};
 use crate::error::BatonResult;
 use app_server::AppServer;
 use serde_json::{Value, json};

@@ -553,8 +553,8 @@ fn pretty(value: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{GateKind, HumanGate};
     use crate::engine::{Actor, Change, NewRun, Plan, PlanTask, Run, builtin_template};
+    use crate::engine::{GateKind, HumanGate};
     use crate::time::Timestamp;
 
     fn frame() -> Frame {

@@ -6,7 +6,9 @@
 //! text with a pointer to the whole of it, and stays within [`MAX_BRIEF_BYTES`] whatever
 //! was reported.
 
-use super::parts::{MAX_BRIEF_BYTES, OutcomeChoice, OutputExcerpt, PendingQuestion, cut, excerpt, guide_pointer, pending, role_guide, serialized_len};
+use super::parts::{
+    MAX_BRIEF_BYTES, OutcomeChoice, OutputExcerpt, PendingQuestion, cut, excerpt, guide_pointer, pending, role_guide, serialized_len,
+};
 use super::task_brief::{TasksOverview, fanout_next_action};
 use crate::engine::model::{HumanExchange, MergeState, Run, RunStatus, Workspace};
 use crate::text::first_line;
@@ -36,7 +38,6 @@ const CAPS: [Caps; 3] = [
     Caps { task_lines: 20, goal: 1024, instructions: 1024, feedback: 2048, prior_output: 384, question: 1024, answer: 256, json: 512 },
     Caps { task_lines: 8, goal: 512, instructions: 512, feedback: 1024, prior_output: 128, question: 512, answer: 128, json: 128 },
 ];
-
 
 /// Everything an agent needs to carry on a run. The fields to act on come first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -87,7 +88,6 @@ pub struct Brief {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shortened: Vec<String>,
 }
-
 
 /// Whether the brief repeats the whole role guide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +191,6 @@ impl Brief {
     }
 }
 
-
 /// The map itself if its JSON fits in `cap` bytes, else each value that fits on its own
 /// with the rest replaced by a note of their size.
 fn capped_map(map: &Map<String, Value>, cap: usize, run_id: &str, shortened: &mut Vec<String>, field: &str) -> Map<String, Value> {
@@ -217,7 +216,6 @@ fn capped_map(map: &Map<String, Value>, cap: usize, run_id: &str, shortened: &mu
     }
     kept
 }
-
 
 fn next_action(run: &Run) -> String {
     let id = &run.id;

@@ -7,9 +7,9 @@ mod history;
 mod parts;
 mod task_brief;
 
-pub use brief::{Brief, Guide};
 #[cfg(test)]
 pub(in crate::engine) use brief::merge_instructions;
+pub use brief::{Brief, Guide};
 pub use history::{EventLine, codex_threads};
 pub use parts::{MAX_BRIEF_BYTES, OutcomeChoice, OutputExcerpt, PendingQuestion, read_more, role_guide};
 pub use task_brief::{TaskBrief, TaskLine, TasksOverview, fanout_next_action};

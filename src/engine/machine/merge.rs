@@ -42,7 +42,10 @@ pub fn merge_order(fanout: &FanOutState) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Actor, ActorKind, Change, Event, EventKind, MergeConflict, MergeReport, NewRun, Plan, PlanTask, TaskMerge, Workspace, builtin_template};
+    use crate::engine::{
+        Actor, ActorKind, Change, Event, EventKind, MergeConflict, MergeReport, NewRun, Plan, PlanTask, TaskMerge, Workspace,
+        builtin_template,
+    };
     use crate::time::Timestamp;
     use serde_json::Map;
     use std::time::Duration;

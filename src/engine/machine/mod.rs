@@ -11,8 +11,8 @@ mod merge;
 pub use merge::merge_order;
 
 use crate::engine::model::{
-    Actor, Change, DEFAULT_MAX_AGENTS, Event, EventKind, ForkOrigin, GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, MergeState, NewRun, Run,
-    RunOrigin, RunStatus, SNAPSHOT_OUTPUT_BYTES, StepOutput, StepReport, TaskStatus,
+    Actor, Change, DEFAULT_MAX_AGENTS, Event, EventKind, ForkOrigin, GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, MergeState,
+    NewRun, Run, RunOrigin, RunStatus, SNAPSHOT_OUTPUT_BYTES, StepOutput, StepReport, TaskStatus,
 };
 use crate::engine::templates::{Target, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
