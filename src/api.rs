@@ -1,11 +1,11 @@
 //! The operations baton offers, as serializable requests and typed replies. The MCP
 //! tools, the terminal commands and the inter-process protocol all speak these types.
 
-use crate::engine::brief::{Brief, EventLine, TaskBrief};
-use crate::engine::code::TaskCode;
-use crate::engine::merge::MergeReport;
-use crate::engine::run::ForkOrigin;
+use crate::engine::ForkOrigin;
+use crate::engine::MergeReport;
+use crate::engine::TaskCode;
 use crate::engine::{Actor, Event, Plan, Run, Template, Workspace};
+use crate::engine::{Brief, EventLine, TaskBrief};
 use crate::error::BatonError;
 use crate::graph::GraphView;
 use crate::store::RunSummary;
@@ -286,7 +286,7 @@ pub struct RecordMergeParams {
 #[serde(deny_unknown_fields)]
 pub struct SuperviseParams {
     pub run_id: String,
-    pub record: crate::engine::drive::DriveRecord,
+    pub record: crate::engine::DriveRecord,
 }
 
 /// No arguments.

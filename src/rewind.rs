@@ -10,9 +10,9 @@
 use crate::api::{Caller, GetRunParams, Reply, Request, ResumeParams};
 use crate::backend::Backend;
 use crate::cli::{render, terminal_caller};
-use crate::engine::brief::EventLine;
-use crate::engine::code::{short_id, tree_state_at};
+use crate::engine::EventLine;
 use crate::engine::{Event, Run};
+use crate::engine::{naming::short_id, tree_state_at};
 use crate::error::{BatonError, BatonResult};
 use crate::gitops::git;
 use crate::home::Home;
@@ -224,7 +224,7 @@ async fn code_diff(run: &Run, run_id: &str, events: &[Event], from: u64, to: u64
     let mut patch = git(root, &["diff", &a, &b]).output().await.map_err(fail)?;
     let truncated = patch.len() > MAX_PATCH_BYTES;
     if truncated {
-        patch = crate::engine::run::prefix(&patch, MAX_PATCH_BYTES).to_string();
+        patch = crate::text::prefix(&patch, MAX_PATCH_BYTES).to_string();
     }
     Ok(Some(CodeDiff { repo, from: a, to: b, stat, patch, truncated }))
 }

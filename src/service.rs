@@ -2,11 +2,11 @@
 //! and the shape of every answer.
 
 use crate::api::*;
-use crate::engine::brief::{EventLine, Guide, TaskBrief, codex_threads};
-use crate::engine::run::DEFAULT_MAX_AGENTS;
-use crate::engine::task_brief::fork_worktree;
-use crate::engine::template::check_identifier;
+use crate::engine::DEFAULT_MAX_AGENTS;
+use crate::engine::naming::check_identifier;
+use crate::engine::naming::fork_worktree;
 use crate::engine::{Brief, Change, Event, EventKind, NewRun, Run, RunStatus, Template, Workspace, builtin_template, builtin_templates};
+use crate::engine::{EventLine, Guide, TaskBrief, codex_threads};
 use crate::error::{BatonError, BatonResult};
 use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, check_json_len, check_len};
 use crate::store::{Commit, Mutation, RunQuery, RunStore, RunSummary, unknown_run};
@@ -587,7 +587,7 @@ pub(crate) fn long_text(event: &mut Event) -> Option<&mut String> {
 }
 
 fn floor_char_boundary(text: &str, index: usize) -> usize {
-    crate::engine::run::prefix(text, index).len()
+    crate::text::prefix(text, index).len()
 }
 
 /// `, checkpoint `name``, when a checkpoint was saved at `version` (named checkpoints are
@@ -601,10 +601,10 @@ fn source_label(source: &Run, events: &[Event], version: u64) -> String {
 }
 
 /// The code of the run's tree as of the last of `events`: the state the latest step report
-/// recorded (see [`crate::engine::code::tree_state_at`]), on the run's workspace.
+/// recorded (see [`crate::engine::tree_state_at`]), on the run's workspace.
 fn code_at(events: &[Event], source: &Run) -> Option<Workspace> {
-    let (head, state) = crate::engine::code::tree_state_at(events)?;
-    let workspace = events.first().and_then(crate::engine::code::workspace_of).or_else(|| source.workspace.clone())?;
+    let (head, state) = crate::engine::tree_state_at(events)?;
+    let workspace = events.first().and_then(crate::engine::workspace_of).or_else(|| source.workspace.clone())?;
     Some(Workspace { git_head: Some(head), git_snapshot: Some(state), git_dirty: None, ..workspace })
 }
 

@@ -26,6 +26,15 @@ pub fn xml(text: &str) -> String {
     out
 }
 
+/// The longest prefix of `text` of at most `max` bytes that ends at a character boundary.
+pub fn prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// `text` quoted for a POSIX shell when it needs to be.
 pub fn shell_word(text: &str) -> String {
     let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c));

@@ -4,9 +4,9 @@
 //! Codex's model and stay in MCP; nothing here prints them.
 
 use crate::api::{Reply, RunDetails, RunList};
-use crate::engine::brief::{Brief, EventLine};
-use crate::engine::run::{GateKind, HumanGate};
-use crate::engine::task::Task;
+use crate::engine::Task;
+use crate::engine::{Brief, EventLine};
+use crate::engine::{GateKind, HumanGate};
 use crate::engine::{Run, RunStatus, TaskBrief};
 
 use crate::text::shell_word;
@@ -156,7 +156,7 @@ fn doing(run: &Run, now: Timestamp) -> String {
                     "Working on {} task(s) in parallel: {joined} done, {} being worked on, {} ready to claim",
                     fanout.tasks.len(),
                     count(|t| t.lease.is_some()),
-                    count(|t| t.status == crate::engine::task::TaskStatus::Ready),
+                    count(|t| t.status == crate::engine::TaskStatus::Ready),
                 );
                 if waiting > 0 {
                     text.push_str(&format!(", {waiting} waiting for you"));
@@ -264,7 +264,7 @@ fn show_text(details: &RunDetails, now: Timestamp) -> String {
     text
 }
 
-fn task_table(fanout: &crate::engine::task::FanOutState, now: Timestamp) -> String {
+fn task_table(fanout: &crate::engine::FanOutState, now: Timestamp) -> String {
     let total = fanout.tasks.len();
     let joined = fanout.tasks.iter().filter(|t| t.status.has_joined()).count();
     let mut rows: Vec<[String; 5]> = vec![["TASK", "STATUS", "STEP", "HOLDER", "LEASE"].map(String::from)];

@@ -14,8 +14,8 @@ use crate::api::{
     AwaitHumanParams, Caller, CancelRunParams, GetRunParams, Reply, Request, ResumeParams, StartWorkflowParams, SuperviseParams,
 };
 use crate::backend::Backend;
-use crate::engine::drive::{DriveAction, DriveRecord};
 use crate::engine::{Actor, ActorKind, Run, RunStatus, TaskStatus};
+use crate::engine::{DriveAction, DriveRecord};
 use crate::error::BatonResult;
 use app_server::AppServer;
 use serde_json::{Value, json};
@@ -692,7 +692,7 @@ fn progress_of(run: &Run) -> String {
 
 /// What the drivers recorded, for `baton show`: turns, tokens (per role, against the budget)
 /// and the agents working now.
-pub fn summary(drive: &crate::engine::drive::DriveState) -> String {
+pub fn summary(drive: &crate::engine::DriveState) -> String {
     let budget = drive.budget_tokens.map(|b| format!(" of a budget of {b}")).unwrap_or_default();
     let roles: Vec<String> = drive.tokens_by_role.iter().map(|(role, t)| format!("{role} {t}")).collect();
     let mut text = format!(

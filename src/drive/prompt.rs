@@ -1,7 +1,7 @@
 //! The first message of an agent's thread: what it works on, how to report it through baton's
 //! own tools (so baton's rules hold for it as for a chat session), and its role's guide.
 
-use crate::engine::brief::role_guide;
+use crate::engine::role_guide;
 
 /// What one agent is given.
 pub struct Assignment<'a> {

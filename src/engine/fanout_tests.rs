@@ -184,10 +184,10 @@ fn a_failed_task_asks_a_human_who_can_skip_it_and_the_run_joins() {
     let mut template = builtin_template("parallel").unwrap();
     template.steps[0].outcomes.insert(
         "planned".into(),
-        Target::FanOut(Box::new(template::FanOut {
+        Target::FanOut(Box::new(templates::FanOut {
             fan_out: "quick".into(),
             join: "integrate".into(),
-            on_task_failure: template::TaskFailurePolicy::Ask,
+            on_task_failure: templates::TaskFailurePolicy::Ask,
             max_tasks: None,
         })),
     );
@@ -368,17 +368,17 @@ fn a_reports_code_is_validated_kept_with_the_task_and_replayed() {
     let claim_event = run.apply(&claim(None), &agent("x"), START).unwrap();
     let (_, token) = claimed(&claim_event);
     events.push(claim_event);
-    let code = super::code::TaskCode {
+    let code = super::model::TaskCode {
         worktree: "/repo/.baton/worktrees/r1-a".into(),
         from: Some("a".repeat(40)),
         head: Some("b".repeat(40)),
         commit: Some("b".repeat(40)),
-        files: vec![super::code::FileChange { path: "a.rs".into(), added: Some(3), removed: Some(0) }],
+        files: vec![super::model::FileChange { path: "a.rs".into(), added: Some(3), removed: Some(0) }],
         files_total: 1,
         added: 3,
         ..Default::default()
     };
-    let with = |code: super::code::TaskCode| Change::TaskAdvance {
+    let with = |code: super::model::TaskCode| Change::TaskAdvance {
         task: "a".into(),
         token,
         outcome: "implemented".into(),
@@ -386,7 +386,7 @@ fn a_reports_code_is_validated_kept_with_the_task_and_replayed() {
         artifacts: Map::new(),
         code: Some(code),
     };
-    let forged = super::code::TaskCode { commit: Some("$(rm -rf /)".into()), ..code.clone() };
+    let forged = super::model::TaskCode { commit: Some("$(rm -rf /)".into()), ..code.clone() };
     let err = run.clone().apply(&with(forged), &agent("x"), START).unwrap_err();
     assert_eq!((err.code, err.field.as_deref()), (ErrorCode::InvalidArgument, Some("code")), "{err:?}");
     let event = run.apply(&with(code.clone()), &agent("x"), START).unwrap();

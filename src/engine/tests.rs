@@ -1,5 +1,5 @@
-use super::brief::{Guide, MAX_BRIEF_BYTES};
-use super::run::GateKind;
+use super::briefs::MAX_BRIEF_BYTES;
+
 use super::*;
 use crate::error::{BatonError, ErrorCode};
 use crate::time::Timestamp;
@@ -274,11 +274,11 @@ fn artifacts_merge_delete_with_null_and_stay_bounded() {
 #[test]
 fn only_the_latest_human_answers_stay_in_the_snapshot() {
     let mut run = feature_run();
-    for i in 0..run::MAX_KEPT_ANSWERS + 3 {
+    for i in 0..model::MAX_KEPT_ANSWERS + 3 {
         ask(&mut run, None, &format!("q{i}"), &[]).unwrap();
         answer(&mut run, None, &format!("a{i}"), None).unwrap();
     }
-    assert_eq!(run.human_answers.len(), run::MAX_KEPT_ANSWERS);
+    assert_eq!(run.human_answers.len(), model::MAX_KEPT_ANSWERS);
     assert_eq!(run.human_answers[0].answer, "a3");
 }
 

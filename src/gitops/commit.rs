@@ -11,7 +11,7 @@
 use super::cmd::{git, note_of};
 use super::worktree::checked_out_branch;
 use crate::engine::Actor;
-use crate::engine::code::{FileChange, MAX_CODE_FILES, TaskCode};
+use crate::engine::{FileChange, MAX_CODE_FILES, TaskCode};
 use std::path::Path;
 
 /// Who baton says committed (the author is the agent).

@@ -25,10 +25,10 @@ use super::lock::lock;
 use super::{merge, snapshot, worktree};
 use crate::api::{AdvanceParams, AnswerHumanParams, Caller, GetRunParams, Reply, Request, ResumeParams};
 use crate::backend::Backend;
-use crate::engine::code::TaskCode;
-use crate::engine::merge::MergeState;
-use crate::engine::task_brief::{checkpoint_ref, fork_worktree};
-use crate::engine::template::check_identifier;
+use crate::engine::MergeState;
+use crate::engine::TaskCode;
+use crate::engine::naming::check_identifier;
+use crate::engine::naming::{checkpoint_ref, fork_worktree};
 use crate::engine::{Brief, TaskBrief, TaskStatus, Workspace};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::workspace::{Probe, probe};
@@ -318,7 +318,7 @@ async fn check_code_at(backend: &Backend, caller: &Caller, run_id: &str, version
         if version > details.run.version {
             return Ok(());
         }
-        if let Some(found) = crate::engine::code::tree_state_at(&details.events) {
+        if let Some(found) = crate::engine::tree_state_at(&details.events) {
             break (details.run, found);
         }
         match details.next_before_seq {
@@ -381,8 +381,8 @@ async fn check_kept(root: &str, run_id: &str, what: &str, field: &str, commits: 
                 field,
                 format!(
                     "the code of run {run_id} {what} (commit {}) is no longer in {root}: its snapshots were removed (refs/baton/{}/ deleted or pruned)",
-                    crate::engine::code::short_id(commit),
-                    crate::engine::task_brief::run_short(run_id)
+                    crate::engine::naming::short_id(commit),
+                    crate::engine::naming::run_short(run_id)
                 ),
                 fix,
             ));
@@ -492,7 +492,7 @@ async fn carry_task_branches(backend: &Backend, caller: &Caller, brief: &Brief) 
     let mut failed = Vec::new();
     for task in &fanout.tasks {
         let Some(head) = task.last_code.as_ref().and_then(|(code, _)| code.head.clone()) else { continue };
-        let Some(branch) = crate::engine::task_brief::task_worktree(&root, &brief.run_id, &task.id).map(|w| w.branch) else { continue };
+        let Some(branch) = crate::engine::naming::task_worktree(&root, &brief.run_id, &task.id).map(|w| w.branch) else { continue };
         let exists = git(Path::new(&root), &["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")]).probe().await.is_some();
         if !exists && let Err(e) = git(Path::new(&root), &["branch", &branch, &head]).text().await {
             failed.push(format!("task `{}` ({})", task.id, e.stderr));
@@ -502,7 +502,7 @@ async fn carry_task_branches(backend: &Backend, caller: &Caller, brief: &Brief) 
         format!(
             "baton could not give these tasks of the fork their branch at the code they had reached: {}. Fix: create them with `git branch baton/{}/<task> <commit>`.",
             failed.join("; "),
-            crate::engine::task_brief::run_short(&brief.run_id)
+            crate::engine::naming::run_short(&brief.run_id)
         )
     })
 }

@@ -5,8 +5,8 @@
 //! only once the branch's tip is verified to be in the tree's HEAD.
 
 use super::cmd::{GitFailure, git, note_of};
-use crate::engine::merge::{MAX_CONFLICT_FILES, MAX_MERGE_FILES, MergeConflict, MergeReport, TaskMerge};
-use crate::engine::task_brief::{run_short, task_worktree};
+use crate::engine::naming::{run_short, task_worktree};
+use crate::engine::{MAX_CONFLICT_FILES, MAX_MERGE_FILES, MergeConflict, MergeReport, TaskMerge};
 use std::path::Path;
 
 /// Merge the branches of `tasks` (in that order) of run `run_id`, whose repository is

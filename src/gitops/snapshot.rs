@@ -39,7 +39,7 @@ pub async fn snapshot(root: &Path) -> BatonResult<Option<String>> {
 /// them all (`git log --first-parent` of a state is the user's history as it was).
 pub fn states_ref(run_id: &str) -> String {
     // `.` never occurs in a checkpoint name, so this never clashes with a checkpoint's ref.
-    format!("refs/baton/{}/code.states", crate::engine::task_brief::run_short(run_id))
+    format!("refs/baton/{}/code.states", crate::engine::naming::run_short(run_id))
 }
 
 /// The state of a run's tree as a step left it.
@@ -90,7 +90,7 @@ pub async fn adopt_state(repo: &Path, run_id: &str, state: &str) -> BatonResult<
 
 /// Remove every ref baton keeps for run `run_id` (its states and checkpoints); how many.
 pub async fn remove_refs(repo: &Path, run_id: &str) -> BatonResult<usize> {
-    let prefix = format!("refs/baton/{}/", crate::engine::task_brief::run_short(run_id));
+    let prefix = format!("refs/baton/{}/", crate::engine::naming::run_short(run_id));
     let listed = git(repo, &["for-each-ref", "--format=%(refname)", &prefix]).text().await.map_err(|f| {
         f.error(
             &format!("baton could not list the refs of run {run_id}"),

@@ -5,7 +5,7 @@
 
 use super::cmd::{GitFailure, git};
 use super::lock::lock;
-use crate::engine::task_brief::{fork_worktree, run_short};
+use crate::engine::naming::{fork_worktree, run_short};
 use crate::error::{BatonError, BatonResult};
 use std::path::{Path, PathBuf};
 

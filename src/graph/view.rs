@@ -7,10 +7,10 @@
 //! and JSON for anything else. It is built from the snapshot plus whatever history the
 //! caller read, so drawing never needs more than one bounded read.
 
-use crate::engine::event::{Event, EventKind};
-use crate::engine::run::{Run, RunStatus};
-use crate::engine::task::TaskStatus;
-use crate::engine::template::{DONE, FAILED, Target};
+use crate::engine::TaskStatus;
+use crate::engine::{DONE, FAILED, Target};
+use crate::engine::{Event, EventKind};
+use crate::engine::{Run, RunStatus};
 use crate::time::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

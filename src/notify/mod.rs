@@ -18,7 +18,7 @@
 
 mod deliver;
 
-use crate::engine::run::GateKind;
+use crate::engine::GateKind;
 use crate::engine::{Run, RunStatus, TaskStatus};
 use crate::error::{BatonError, BatonResult};
 use crate::home::Home;
@@ -434,7 +434,7 @@ fn observe(run: &Run, before: &Seen) -> (Seen, Vec<Value>) {
 
 /// The event as JSON: what happened, to which run or task, what a person can do, and a
 /// one-line `text` (what Slack shows).
-fn event(run: &Run, kind: &str, task: Option<&str>, gate: Option<&crate::engine::run::HumanGate>) -> Value {
+fn event(run: &Run, kind: &str, task: Option<&str>, gate: Option<&crate::engine::HumanGate>) -> Value {
     let short = run.id.get(..8).unwrap_or(&run.id);
     let subject = match task {
         Some(task) => format!("task `{task}` of run {short} \"{}\"", run.title),

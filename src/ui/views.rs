@@ -3,7 +3,7 @@
 //! Templates only lay things out; what to show is decided here.
 
 use crate::api::{Deleted, RunDetails, RunList};
-use crate::engine::task_brief::run_short;
+use crate::engine::naming::run_short;
 use crate::engine::{Event, EventKind, RunStatus};
 use crate::error::BatonError;
 use crate::graph::GraphView;
@@ -208,7 +208,7 @@ pub struct AgentRow {
 }
 
 impl DriveView {
-    fn of(drive: &crate::engine::drive::DriveState) -> DriveView {
+    fn of(drive: &crate::engine::DriveState) -> DriveView {
         let mut agents: Vec<AgentRow> = drive
             .units
             .iter()
@@ -344,18 +344,18 @@ pub fn answer_notice(details: &RunDetails, seq: u64) -> Option<String> {
     Some(format!("{recorded} {next}"))
 }
 
-fn gate(task: Option<String>, g: &crate::engine::run::HumanGate) -> GateView {
+fn gate(task: Option<String>, g: &crate::engine::HumanGate) -> GateView {
     let kind = match g.kind {
-        crate::engine::run::GateKind::Question => "question",
-        crate::engine::run::GateKind::LoopLimit { .. } => "loop limit",
-        crate::engine::run::GateKind::TaskFailed => "task failed",
+        crate::engine::GateKind::Question => "question",
+        crate::engine::GateKind::LoopLimit { .. } => "loop limit",
+        crate::engine::GateKind::TaskFailed => "task failed",
     };
     GateView { task, question: g.question.clone(), options: g.options.clone(), kind }
 }
 
 impl EventRow {
     fn of(mut event: Event) -> EventRow {
-        let line = crate::engine::brief::EventLine::of(&event);
+        let line = crate::engine::EventLine::of(&event);
         let outcome = match &event.kind {
             EventKind::Advanced { report, .. } | EventKind::TaskAdvanced { report, .. } => Some(report.outcome.clone()),
             _ => None,
@@ -366,7 +366,7 @@ impl EventRow {
         };
         let whole = crate::service::long_text(&mut event).map(std::mem::take).filter(|t| !t.is_empty());
         let more_bytes = whole.as_ref().filter(|t| t.len() > EXCERPT_BYTES).map(String::len);
-        let text = whole.map(|t| crate::engine::run::prefix(&t, EXCERPT_BYTES).to_string());
+        let text = whole.map(|t| crate::text::prefix(&t, EXCERPT_BYTES).to_string());
         EventRow {
             seq: event.seq,
             at: when(event.at),
@@ -502,7 +502,7 @@ impl SideView {
 
 impl CodeView {
     fn of(code: crate::rewind::CodeDiff) -> CodeView {
-        let short = |c: &str| crate::engine::code::short_id(c).to_string();
+        let short = |c: &str| crate::engine::naming::short_id(c).to_string();
         let stat: Vec<String> = code.stat.lines().map(str::to_string).collect();
         let more_stat = stat.len().saturating_sub(DIFF_STAT_LINES);
         let lines = code.patch.lines().map(|l| (patch_line_kind(l), l.to_string())).collect();
@@ -547,14 +547,14 @@ fn pretty(value: &serde_json::Value) -> String {
     if text.len() <= ARTIFACT_BYTES {
         return text;
     }
-    format!("{}\n… ({} bytes in all)", crate::engine::run::prefix(&text, ARTIFACT_BYTES), text.len())
+    format!("{}\n… ({} bytes in all)", crate::text::prefix(&text, ARTIFACT_BYTES), text.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::run::{GateKind, HumanGate};
     use crate::engine::{Actor, Change, NewRun, Plan, PlanTask, Run, builtin_template};
+    use crate::engine::{GateKind, HumanGate};
     use crate::time::Timestamp;
 
     fn frame() -> Frame {
@@ -616,7 +616,7 @@ mod tests {
 
     #[test]
     fn a_driven_run_shows_its_driver_and_agents() {
-        use crate::engine::drive::{DriveAction, DriveRecord};
+        use crate::engine::{DriveAction, DriveRecord};
         let (mut run, mut events) = run_with_task_gate();
         let mut record = DriveRecord::new(DriveAction::Assigned, "task:api:implement#1", "vm:42:ab");
         record.thread_id = Some("thread-7".into());

@@ -1,12 +1,11 @@
 //! Briefs for the tasks of a fan-out: the whole brief for the agent holding a task, and
 //! the overview of all tasks in the run's own brief. Bounded like run briefs.
 
-use super::brief::{
+use super::parts::{
     MAX_BRIEF_BYTES, OutcomeChoice, OutputExcerpt, PendingQuestion, cut, excerpt, guide_pointer, pending, role_guide, serialized_len,
 };
-use super::code::{TaskCode, short_id};
-use super::run::{Run, StepOutput};
-use super::task::{FanOutState, Task, TaskStatus};
+use crate::engine::model::{FanOutState, Run, StepOutput, Task, TaskCode, TaskStatus};
+use crate::engine::naming::{short_id, task_worktree};
 use crate::time::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -263,38 +262,6 @@ fn code_so_far(task: &Task, base: Option<&str>, cap: usize, shortened: &mut Vec<
         lines.push(format!("The task's whole change so far: `git -C {} diff {} {}`.", latest.worktree, short_id(base), short_id(head)));
     }
     (head, Some(cut(&lines.join(" "), cap * 2, shortened, "code")))
-}
-
-/// Where a task's own git worktree and branch are, when the run's workspace is a repository.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskWorktree {
-    pub dir: String,
-    pub branch: String,
-}
-
-/// The worktree baton keeps for `task` of `run_id` under the repository at `git_root`:
-/// named after both, so parallel tasks never share a tree and names never collide.
-pub fn task_worktree(git_root: &str, run_id: &str, task: &str) -> Option<TaskWorktree> {
-    let short = run_short(run_id);
-    Some(TaskWorktree { dir: format!("{git_root}/.baton/worktrees/{short}-{task}"), branch: format!("baton/{short}/{task}") })
-}
-
-/// The worktree a run forked from a checkpoint works in, under the repository at
-/// `git_root`: the checkpoint's code is restored there, never into the user's own tree.
-pub fn fork_worktree(git_root: &str, run_id: &str) -> TaskWorktree {
-    let short = run_short(run_id);
-    TaskWorktree { dir: format!("{git_root}/.baton/forks/{short}"), branch: format!("baton-fork/{short}") }
-}
-
-/// The ref that keeps a checkpoint's code (its snapshot commit, else its HEAD) alive, so
-/// `git gc` never drops it.
-pub fn checkpoint_ref(run_id: &str, checkpoint: &str) -> String {
-    format!("refs/baton/{}/{checkpoint}", run_short(run_id))
-}
-
-/// The first 8 characters of a run id, for branch and directory names.
-pub fn run_short(run_id: &str) -> &str {
-    &run_id[..run_id.len().min(8)]
 }
 
 fn how_to_work(run: &Run) -> String {

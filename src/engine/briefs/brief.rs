@@ -6,17 +6,16 @@
 //! text with a pointer to the whole of it, and stays within [`MAX_BRIEF_BYTES`] whatever
 //! was reported.
 
-use super::event::{Actor, ActorKind, Event, EventKind, Workspace};
-use super::merge::MergeState;
-use super::run::{HumanExchange, HumanGate, Run, RunStatus, StepOutput};
-pub use super::task_brief::{TaskBrief, TaskLine, TasksOverview};
+use super::parts::{
+    MAX_BRIEF_BYTES, OutcomeChoice, OutputExcerpt, PendingQuestion, cut, excerpt, guide_pointer, pending, role_guide, serialized_len,
+};
+use super::task_brief::{TasksOverview, fanout_next_action};
+use crate::engine::model::{HumanExchange, MergeState, Run, RunStatus, Workspace};
 use crate::text::first_line;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Upper bound of a serialized brief.
-pub const MAX_BRIEF_BYTES: usize = 16 * 1024;
 /// How many recent human answers a brief repeats.
 const RECENT_ANSWERS: usize = 3;
 
@@ -39,44 +38,6 @@ const CAPS: [Caps; 3] = [
     Caps { task_lines: 20, goal: 1024, instructions: 1024, feedback: 2048, prior_output: 384, question: 1024, answer: 256, json: 512 },
     Caps { task_lines: 8, goal: 512, instructions: 512, feedback: 1024, prior_output: 128, question: 512, answer: 128, json: 128 },
 ];
-
-/// One outcome the current role may report, and where it leads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct OutcomeChoice {
-    pub outcome: String,
-    /// Next step, `done` or `failed`.
-    pub leads_to: String,
-}
-
-/// A role's report, shortened when long.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct OutputExcerpt {
-    pub step: String,
-    pub role: String,
-    pub outcome: String,
-    /// The report (its start, when `output_bytes` says it is longer).
-    pub output: String,
-    /// Set when `output` is cut: the report's full length in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_bytes: Option<usize>,
-    /// Set when `output` is cut: how to read all of it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_more: Option<String>,
-    /// The `seq` of the event that recorded it.
-    pub seq: u64,
-    /// Who reported it.
-    pub by: String,
-}
-
-/// The pending question for a human.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct PendingQuestion {
-    pub question: String,
-    /// Allowed answers; empty means free text.
-    pub options: Vec<String>,
-    /// `question` (a person asked) or `loop_limit` (a loop used up its rounds).
-    pub kind: String,
-}
 
 /// Everything an agent needs to carry on a run. The fields to act on come first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -126,17 +87,6 @@ pub struct Brief {
     /// Names of the fields shortened to keep this brief within its size bound.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shortened: Vec<String>,
-}
-
-/// Guide text for a built-in role; custom roles follow their step instructions.
-pub fn role_guide(role: &str) -> &'static str {
-    match role {
-        "architect" => include_str!("../../skill/roles/architect.md"),
-        "implementer" => include_str!("../../skill/roles/implementer.md"),
-        "reviewer" => include_str!("../../skill/roles/reviewer.md"),
-        "tester" => include_str!("../../skill/roles/tester.md"),
-        _ => "A custom role: follow the step instructions exactly and report one of the listed outcomes.",
-    }
 }
 
 /// Whether the brief repeats the whole role guide.
@@ -241,56 +191,6 @@ impl Brief {
     }
 }
 
-/// How to read the whole text of event `seq` of a run.
-pub fn read_more(run_id: &str, seq: u64) -> String {
-    format!("inspect {{\"run_id\": \"{run_id}\", \"event\": {seq}}}")
-}
-
-pub(super) fn guide_pointer(role: &str) -> String {
-    format!("As before for the {role}: see skill/roles/{role}.md, or `resume` this run for the whole guide.")
-}
-
-pub(super) fn excerpt(run: &Run, output: &StepOutput, cap: usize, shortened: &mut Vec<String>, field: &str) -> OutputExcerpt {
-    let mut text = cut(&output.output, cap, shortened, field);
-    let is_cut = text.len() < output.full_len() || output.output_bytes.is_some();
-    if is_cut && !text.ends_with('…') {
-        text.push('…');
-        if !shortened.iter().any(|f| f == field) {
-            shortened.push(field.to_string());
-        }
-    }
-    OutputExcerpt {
-        step: output.step.clone(),
-        role: output.role.clone(),
-        outcome: output.outcome.clone(),
-        output: text,
-        output_bytes: is_cut.then_some(output.full_len()),
-        read_more: is_cut.then(|| read_more(&run.id, output.version)),
-        seq: output.version,
-        by: output.actor.label(),
-    }
-}
-
-pub(super) fn pending(gate: &HumanGate, cap: usize, shortened: &mut Vec<String>) -> PendingQuestion {
-    let kind = match gate.kind {
-        super::run::GateKind::Question => "question",
-        super::run::GateKind::LoopLimit { .. } => "loop_limit",
-        super::run::GateKind::TaskFailed => "task_failed",
-    };
-    PendingQuestion { question: cut(&gate.question, cap, shortened, "question"), options: gate.options.clone(), kind: kind.into() }
-}
-
-/// `text` cut to at most `cap` bytes at a character boundary, noting `field` when cut.
-pub fn cut(text: &str, cap: usize, shortened: &mut Vec<String>, field: &str) -> String {
-    if text.len() <= cap {
-        return text.to_string();
-    }
-    if !shortened.iter().any(|f| f == field) {
-        shortened.push(field.to_string());
-    }
-    format!("{}…", super::run::prefix(text, cap.saturating_sub(3)))
-}
-
 /// The map itself if its JSON fits in `cap` bytes, else each value that fits on its own
 /// with the rest replaced by a note of their size.
 fn capped_map(map: &Map<String, Value>, cap: usize, run_id: &str, shortened: &mut Vec<String>, field: &str) -> Map<String, Value> {
@@ -317,21 +217,17 @@ fn capped_map(map: &Map<String, Value>, cap: usize, run_id: &str, shortened: &mu
     kept
 }
 
-pub(super) fn serialized_len<T: Serialize>(value: &T) -> usize {
-    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
-}
-
 fn next_action(run: &Run) -> String {
     let id = &run.id;
     let v = run.version;
     match run.status {
-        RunStatus::Active if run.current_step.is_none() => super::task_brief::fanout_next_action(run),
+        RunStatus::Active if run.current_step.is_none() => fanout_next_action(run),
         RunStatus::Active => {
             let step = run.current_step.as_deref().unwrap_or("?");
             let def = run.template.step(step);
             let role = def.map(|d| d.role.as_str()).unwrap_or("?");
             let outcomes: Vec<&str> = def.map(|d| d.outcomes.keys().map(String::as_str).collect()).unwrap_or_default();
-            let merge = run.merge_instructions().map(|m| format!("{m} ")).unwrap_or_default();
+            let merge = merge_instructions(run).map(|m| format!("{m} ")).unwrap_or_default();
             format!(
                 "{merge}Play the {role} for step `{step}`, then call `advance` with run_id \"{id}\", expected_version {v}, outcome one of [{}] and your report as `output`.",
                 outcomes.join(", ")
@@ -354,76 +250,18 @@ fn next_action(run: &Run) -> String {
     }
 }
 
-/// One line of history: who did what, for briefings and the terminal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct EventLine {
-    pub seq: u64,
-    pub at: crate::time::Timestamp,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub by: String,
-    pub summary: String,
-}
-
-impl EventLine {
-    pub fn of(event: &Event) -> EventLine {
-        let summary = match &event.kind {
-            EventKind::Advanced { report, .. } => report.line(160),
-            EventKind::Started { template, step, goal, .. } => format!("template {template} at {step}: {}", first_line(goal, 160)),
-            EventKind::HumanAsked { question, .. } => format!("asked: {}", first_line(question, 160)),
-            EventKind::HumanAnswered { answer, task: None, .. } => format!("answered: {}", first_line(answer, 160)),
-            EventKind::HumanAnswered { answer, task: Some(task), .. } => format!("task {task}: answered: {}", first_line(answer, 160)),
-            EventKind::TaskClaimed { task, step, token, taken_over_from, .. } => format!(
-                "task {task}: claimed at {step} (token {token}){}",
-                taken_over_from.as_ref().map(|a| format!(", taken over from {}", a.label())).unwrap_or_default()
-            ),
-            EventKind::TaskAdvanced { task, report } => format!("task {task}: {}", report.line(120)),
-            EventKind::LeaseRenewed { task, token, .. } => format!("task {task}: lease {token} renewed"),
-            EventKind::TaskReleased { task, token } => format!("task {task}: lease {token} released"),
-            EventKind::CheckpointSaved { name, .. } => format!("checkpoint {name}"),
-            EventKind::Cancelled { reason } => format!("cancelled: {}", first_line(reason, 160)),
-            EventKind::Forked { from_run, checkpoint, from_version, .. } if checkpoint.is_empty() => {
-                format!("forked from {from_run} at version {from_version}")
-            }
-            EventKind::Forked { from_run, checkpoint, .. } => format!("forked from {from_run} at checkpoint {checkpoint}"),
-            EventKind::Supervised { record } => format!(
-                "drive: {:?} {}{}{}",
-                record.action,
-                record.unit,
-                record.thread_id.as_deref().map(|t| format!(" thread {t}")).unwrap_or_default(),
-                if record.tokens > 0 { format!(" ({} tokens)", record.tokens) } else { String::new() }
-            ),
-            EventKind::BranchesMerged { report } => format!(
-                "merged task branches [{}] into {}{}{}",
-                report.merged.join(", "),
-                report.tree,
-                if report.nothing_to_merge.is_empty() {
-                    String::new()
-                } else {
-                    format!("; nothing to merge for [{}]", report.nothing_to_merge.join(", "))
-                },
-                report.conflict.as_ref().map(|c| format!("; conflict merging {}", c.task)).unwrap_or_default()
-            ),
-        };
-        EventLine { seq: event.seq, at: event.at, kind: event.kind.name().to_string(), by: event.actor.label(), summary }
+/// What the join step's agent must know about the merge before playing the step, when
+/// the run is at that step.
+pub(in crate::engine) fn merge_instructions(run: &Run) -> Option<String> {
+    let fanout = run.fanout.as_ref()?;
+    if fanout.join.step().is_none() || fanout.join.step() != run.current_step.as_deref() {
+        return None;
     }
-
-    /// `#4 2026-.. advanced by codex 0199..: review (reviewer) -> implement [changes_requested]: ...`
-    pub fn render(&self) -> String {
-        format!("#{} {} {} by {}: {}", self.seq, self.at, self.kind, self.by, self.summary)
-    }
-}
-
-/// The Codex threads that worked on a run, newest first, for `codex resume <id>`.
-pub fn codex_threads<'a>(run: &'a Run, events: &'a [Event]) -> Vec<String> {
-    let mut threads: Vec<String> = Vec::new();
-    let actors: Vec<&Actor> = events.iter().rev().map(|e| &e.actor).chain([&run.last_actor, &run.started_by]).collect();
-    for actor in actors {
-        if let (ActorKind::Codex, Some(id)) = (actor.kind, &actor.id)
-            && !threads.contains(id)
-        {
-            threads.push(id.clone());
-        }
-    }
-    threads
+    Some(match run.merge_state()? {
+        MergeState::Pending { tree, .. } => format!(
+            "The task branches are not merged into {tree} yet: call `resume` with run_id \"{}\" (baton merges them) before playing this step.",
+            run.id
+        ),
+        MergeState::Done(report) => report.summary(&run.id, run.workspace.as_ref().and_then(|w| w.git_root.as_deref())),
+    })
 }

@@ -2,15 +2,14 @@
 //! what each depends on. Checked as strictly as templates, with the path of each problem.
 
 use super::graph::find_cycle;
-use super::template::{FanOut, Template, check_identifier};
+use super::template::{FanOut, MAX_TASKS, Template};
+use crate::engine::naming::check_identifier;
 use crate::error::{BatonError, BatonResult};
 use crate::limits::{MAX_TEXT_BYTES, check_len};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Most tasks one plan may have.
-pub const MAX_TASKS: usize = 100;
 /// Longest task title.
 pub const MAX_TITLE_BYTES: usize = 200;
 /// Longest base revision.

@@ -1,95 +1,17 @@
 //! The facts a run's history is made of. Every accepted change yields exactly one
 //! [`Event`] carrying everything it changed, so replaying the log rebuilds the run.
 
+use super::actor::{Actor, ActorKind, Workspace};
 use super::code::TaskCode;
+use super::drive::DriveRecord;
 use super::merge::MergeReport;
-use super::plan::Plan;
 use super::run::Run;
-use super::template::{Target, Template};
+use super::step::StepReport;
+use crate::engine::templates::{Plan, Template};
 use crate::time::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-/// Who made a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-pub struct Actor {
-    pub kind: ActorKind,
-    /// The Codex thread id (`codex resume <id>` continues it), or the user name at a terminal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// The name an agent gave itself, e.g. `reviewer-1` for a sub-agent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ActorKind {
-    /// A Codex session (or another MCP client).
-    Codex,
-    /// A person at a terminal, through the `baton` command.
-    Terminal,
-    /// A person on the local web page.
-    Web,
-    /// Not recorded (changes made before baton recorded actors).
-    #[default]
-    Unknown,
-}
-
-impl Actor {
-    pub fn terminal(user: Option<String>) -> Actor {
-        Actor { kind: ActorKind::Terminal, id: user, agent: None }
-    }
-
-    /// Whether `other` is the same agent: same kind, id and self-given name.
-    pub fn same_agent(&self, other: &Actor) -> bool {
-        self.kind == other.kind && self.id == other.id && self.agent == other.agent
-    }
-
-    /// A short label for listings, e.g. `codex 0199…` or `terminal alice`.
-    pub fn label(&self) -> String {
-        let kind = match self.kind {
-            ActorKind::Codex => "codex",
-            ActorKind::Terminal => "terminal",
-            ActorKind::Web => "web",
-            ActorKind::Unknown => "unknown",
-        };
-        let mut label = kind.to_string();
-        for part in [&self.agent, &self.id].into_iter().flatten() {
-            label.push(' ');
-            label.push_str(part);
-        }
-        label
-    }
-}
-
-/// Where the work happens: the directory a run was started from and its git state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-pub struct Workspace {
-    /// The working directory of the Codex session.
-    pub cwd: String,
-    /// The root of the git repository containing `cwd`, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub git_root: Option<String>,
-    /// The commit checked out, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub git_head: Option<String>,
-    /// Whether the working tree had uncommitted changes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub git_dirty: Option<bool>,
-    /// A commit holding the working tree's uncommitted state (tracked and untracked files,
-    /// not ignored ones) on top of `git_head`: checkpoints keep the code, not just HEAD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub git_snapshot: Option<String>,
-}
-
-impl Workspace {
-    /// The key runs are grouped by: the repository root, else the directory.
-    pub fn key(&self) -> &str {
-        self.git_root.as_deref().unwrap_or(&self.cwd)
-    }
-}
 
 /// One entry of a run's append-only history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -191,37 +113,8 @@ pub enum EventKind {
     },
     /// What `baton drive` decided (see `engine::drive`).
     Supervised {
-        record: super::drive::DriveRecord,
+        record: DriveRecord,
     },
-}
-
-/// A role's report on a step, as the run (or a task) records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct StepReport {
-    pub step: String,
-    pub role: String,
-    pub outcome: String,
-    pub output: String,
-    /// The next step, or an end: `done`/`failed` for a run, `join`/`failed` for a task.
-    pub next: Target,
-    /// Set when `next` used up its `max_visits`: a human decides whether to go on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit_reached: Option<u32>,
-    /// The artifacts this change reported (`null` deletes one).
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub artifacts: Map<String, Value>,
-    /// For a task's step in a git worktree: what the calling process found and committed
-    /// there before the report was recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<TaskCode>,
-}
-
-impl StepReport {
-    /// `review (reviewer) -> implement [changes_requested]: first line of the report`.
-    pub fn line(&self, max: usize) -> String {
-        let StepReport { step, role, outcome, output, next, .. } = self;
-        format!("{step} ({role}) -> {next} [{outcome}]: {}", crate::text::first_line(output, max))
-    }
 }
 
 /// What a run started from: everything besides its id and time.
@@ -255,5 +148,39 @@ impl EventKind {
             EventKind::BranchesMerged { .. } => "branches_merged",
             EventKind::Supervised { .. } => "supervised",
         }
+    }
+}
+
+/// The state of the run's own tree as of the last of `events` (oldest first): `(HEAD,
+/// state)`, where `state` is the commit holding the tree's files (HEAD plus what was
+/// uncommitted). It is what the latest run step's report recorded (for the run's tree a
+/// report's `code` has `from` = HEAD and `head` = the state commit, see
+/// `crate::gitops::snapshot::step_state`), else what the run started or was forked with.
+pub fn tree_state_at(events: &[Event]) -> Option<(String, String)> {
+    for event in events.iter().rev() {
+        let found = match &event.kind {
+            EventKind::Advanced { report, .. } => {
+                report.code.as_ref().filter(|c| c.error.is_none()).and_then(|c| Some((c.from.clone()?, c.head.clone()?)))
+            }
+            EventKind::Started { .. } | EventKind::Forked { .. } => {
+                let workspace = workspace_of(event)?;
+                let head = workspace.git_head?;
+                return Some((head.clone(), workspace.git_snapshot.unwrap_or(head)));
+            }
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// The workspace a run's first event names (where it started, or the fork's own tree).
+pub fn workspace_of(event: &Event) -> Option<Workspace> {
+    match &event.kind {
+        EventKind::Started { origin: Some(origin), .. } => origin.workspace.clone(),
+        EventKind::Forked { state: Some(state), .. } => state.workspace.clone(),
+        _ => None,
     }
 }

@@ -1,203 +1,17 @@
-//! Workflow templates: named steps, each played by a role, joined by outcomes.
-//! `validate` rejects templates that could never finish or could loop forever.
-//!
-//! An outcome may also fan out: the role reports a plan of tasks, each task runs a
-//! pipeline (a small template whose steps end at `join`), and when every task has joined
-//! the run goes on at the fan-out's `join` target.
+//! Checking templates: `validate` rejects templates that could never finish or could loop
+//! forever, with the path of each problem. Above the built-in pipelines it looks up.
 
+use super::builtin::builtin_pipeline;
 use super::graph::find_cycle;
+use super::template::{DEFAULT_PIPELINE, DONE, FAILED, JOIN, MAX_PIPELINES, MAX_STEPS, MAX_TASKS, StepDef, Target, Template};
+use crate::engine::naming::check_identifier;
 use crate::error::{BatonError, BatonResult};
 use crate::limits::{MAX_TEXT_BYTES, check_len};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
-
-/// Outcome target that completes the run successfully.
-pub const DONE: &str = "done";
-/// Outcome target that ends the run as failed (in a pipeline: the task fails).
-pub const FAILED: &str = "failed";
-/// Outcome target that finishes a task of a fan-out (pipelines only).
-pub const JOIN: &str = "join";
-/// Most steps a template may have.
-pub const MAX_STEPS: usize = 100;
-/// Most pipelines a template may define.
-pub const MAX_PIPELINES: usize = 10;
-/// The built-in pipeline tasks run unless a fan-out or task names another.
-pub const DEFAULT_PIPELINE: &str = "task";
-
-/// Where an outcome leads. Written as a string (a step name, `done`, `failed`, or in a
-/// pipeline `join`) or, to fan out, as a table `{ fan_out = "task", join = "integrate" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(from = "TargetText", into = "TargetText")]
-pub enum Target {
-    /// Another step of the template.
-    Step(String),
-    /// The run completes.
-    Done,
-    /// The run ends as failed (in a pipeline, the task fails).
-    Failed,
-    /// The task is finished and joins its fan-out (pipelines only).
-    Join,
-    /// Expand the plan the role reported into parallel tasks.
-    FanOut(Box<FanOut>),
-}
-
-/// A fan-out: the plan's tasks each run a pipeline; the run continues at `join` once all
-/// of them have joined.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FanOut {
-    /// The pipeline each task runs unless its plan entry names another: `task` (built in:
-    /// implement -> independent review -> test) or one of the template's `pipelines`.
-    #[serde(default = "default_pipeline")]
-    pub fan_out: String,
-    /// Where the run goes when every task has joined: a step, `done` or `failed`.
-    pub join: String,
-    /// What a task that fails for good does: `fail` the run, or `ask` a human whether to
-    /// retry it, skip it or fail the run.
-    #[serde(default)]
-    pub on_task_failure: TaskFailurePolicy,
-    /// Most tasks a plan may have (at most, and by default, 100).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tasks: Option<u32>,
-}
-
-fn default_pipeline() -> String {
-    DEFAULT_PIPELINE.to_string()
-}
-
-/// What happens when a task of a fan-out fails for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskFailurePolicy {
-    /// The whole run fails.
-    #[default]
-    Fail,
-    /// A human decides: retry the task, skip it, or fail the run.
-    Ask,
-}
-
-/// How a target is written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
-enum TargetText {
-    Name(String),
-    FanOut(Box<FanOut>),
-}
-
-impl From<TargetText> for Target {
-    fn from(text: TargetText) -> Target {
-        match text {
-            TargetText::Name(name) => Target::parse(&name),
-            TargetText::FanOut(fan_out) => Target::FanOut(fan_out),
-        }
-    }
-}
-
-impl From<Target> for TargetText {
-    fn from(target: Target) -> TargetText {
-        match target {
-            Target::FanOut(fan_out) => TargetText::FanOut(fan_out),
-            other => TargetText::Name(other.as_str().to_string()),
-        }
-    }
-}
-
-impl Target {
-    pub fn parse(text: &str) -> Target {
-        match text {
-            DONE => Target::Done,
-            FAILED => Target::Failed,
-            JOIN => Target::Join,
-            step => Target::Step(step.to_string()),
-        }
-    }
-
-    /// The target as written; a fan-out is named by where it joins.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Target::Step(step) => step,
-            Target::Done => DONE,
-            Target::Failed => FAILED,
-            Target::Join => JOIN,
-            Target::FanOut(fan_out) => &fan_out.join,
-        }
-    }
-
-    /// The step this leads to, if it is one.
-    pub fn step(&self) -> Option<&str> {
-        match self {
-            Target::Step(step) => Some(step),
-            _ => None,
-        }
-    }
-
-    /// The node this leads to in the template's graph: a step, an end, or for a fan-out
-    /// its join target (the run continues there once the tasks are done).
-    fn successor(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::FanOut(fan_out) => write!(f, "fan_out({}) -> {}", fan_out.fan_out, fan_out.join),
-            other => f.write_str(other.as_str()),
-        }
-    }
-}
-
-/// A workflow definition. Runs embed a copy, so editing a template never breaks a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Template {
-    /// Identifier, e.g. `feature`. Letters, digits, `_` and `-`.
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    /// The first step; defaults to the first one listed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start: Option<String>,
-    pub steps: Vec<StepDef>,
-    /// Pipelines the tasks of this template's fan-outs may run (besides the built-in `task`):
-    /// small templates whose steps end at `join` (task done) or `failed` (task failed).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pipelines: Vec<Template>,
-}
-
-/// One step of a workflow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StepDef {
-    /// Identifier, unique in the template; `done`, `failed` and `join` are reserved.
-    pub name: String,
-    /// Who plays it: `architect`, `implementer`, `reviewer`, `tester` or any custom role.
-    pub role: String,
-    /// What this step must achieve, shown to the agent playing the role.
-    #[serde(default)]
-    pub instructions: String,
-    /// Outcome name -> next step name, `done` / `failed` (`join` in pipelines), or a fan-out.
-    pub outcomes: BTreeMap<String, Target>,
-    /// How often the step may run before a human must allow more rounds.
-    /// Every loop in a template needs at least one step with a bound.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_visits: Option<u32>,
-    /// Steps whose player may not play this one (e.g. a review independent of `implement`):
-    /// baton refuses the same agent.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub independent_of: Vec<String>,
-    /// The Codex model `baton drive` gives this step's agents (over `--model`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// The reasoning effort `baton drive` gives this step's agents' turns (over `--effort`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub effort: Option<String>,
-}
+use std::collections::BTreeSet;
 
 /// What a template is validated as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Usage {
+enum Usage {
     /// Started as a run: ends at `done` or `failed`, may fan out.
     Run,
     /// Run by each task of a fan-out: ends at `join` or `failed`, never fans out.
@@ -214,18 +28,9 @@ impl Usage {
 }
 
 impl Template {
-    /// Name of the first step.
-    pub fn start_step(&self) -> &str {
-        self.start.as_deref().unwrap_or_else(|| self.steps.first().map(|s| s.name.as_str()).unwrap_or(""))
-    }
-
-    pub fn step(&self, name: &str) -> Option<&StepDef> {
-        self.steps.iter().find(|s| s.name == name)
-    }
-
     /// The pipeline named `name`: one of this template's own, else a built-in one.
     pub fn pipeline(&self, name: &str) -> Option<Template> {
-        self.pipelines.iter().find(|p| p.name == name).cloned().or_else(|| super::builtin::builtin_pipeline(name))
+        self.pipelines.iter().find(|p| p.name == name).cloned().or_else(|| builtin_pipeline(name))
     }
 
     /// Parse a template file's text; `.toml` files as TOML, anything else as JSON.
@@ -291,7 +96,7 @@ impl Template {
     }
 
     /// Check this template as used for `usage` (its pipelines are not looked at).
-    pub fn validate_as(&self, field: &str, usage: Usage) -> BatonResult<()> {
+    fn validate_as(&self, field: &str, usage: Usage) -> BatonResult<()> {
         check_identifier(&self.name, &format!("{field}.name"))?;
         check_len(&format!("{field}.description"), self.description.len(), MAX_TEXT_BYTES)?;
         if self.steps.len() > MAX_STEPS {
@@ -411,10 +216,10 @@ impl Template {
                 Err(BatonError::invalid(at, "a task cannot fan out again", "Plan all tasks in one fan-out of the run's template."))
             }
             (Target::FanOut(fan_out), Usage::Run) => {
-                if fan_out.max_tasks.is_some_and(|max| max == 0 || max as usize > super::plan::MAX_TASKS) {
+                if fan_out.max_tasks.is_some_and(|max| max == 0 || max as usize > MAX_TASKS) {
                     return Err(BatonError::invalid(
                         format!("{at}.max_tasks"),
-                        format!("max_tasks must be 1 to {}", super::plan::MAX_TASKS),
+                        format!("max_tasks must be 1 to {}", MAX_TASKS),
                         "Omit it for the default.",
                     ));
                 }
@@ -508,16 +313,6 @@ impl Template {
             format!("unbounded loop: {} has no step with max_visits", names.join(" -> ")),
             format!("Set max_visits on one of the steps in the loop, e.g. on `{}`.", names[0]),
         ))
-    }
-}
-
-/// Names are short identifiers so they are safe in keys, prompts, branches and file names.
-pub fn check_identifier(value: &str, field: &str) -> BatonResult<()> {
-    let ok = !value.is_empty() && value.len() <= 64 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(BatonError::invalid(field, format!("`{value}` is not a valid name"), "Use 1-64 characters from letters, digits, `_` and `-`."))
     }
 }
 

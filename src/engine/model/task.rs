@@ -1,11 +1,11 @@
 //! The tasks of a fan-out: each runs its own pipeline, is claimed by one agent at a time
 //! under a lease with a fencing token, and joins when its pipeline ends.
 
+use super::actor::Actor;
 use super::code::TaskCode;
-use super::event::Actor;
 use super::merge::MergeReport;
-use super::run::{HumanGate, StepOutput};
-use super::template::{StepDef, Target, TaskFailurePolicy, Template};
+use super::step::{HumanGate, StepOutput};
+use crate::engine::templates::{StepDef, Target, TaskFailurePolicy, Template};
 use crate::time::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

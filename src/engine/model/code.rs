@@ -5,6 +5,7 @@
 //! here. The engine takes it as data from the calling process: it validates and bounds it,
 //! stores it with the step's report, and briefs the next roles with it.
 
+use crate::engine::naming::{is_commit_id, short_id};
 use crate::error::{BatonError, BatonResult};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -51,41 +52,6 @@ pub struct TaskCode {
     /// uncommitted): the git command, its message and the fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// The state of the run's own tree as of the last of `events` (oldest first): `(HEAD,
-/// state)`, where `state` is the commit holding the tree's files (HEAD plus what was
-/// uncommitted). It is what the latest run step's report recorded (for the run's tree a
-/// report's `code` has `from` = HEAD and `head` = the state commit, see
-/// `crate::gitops::snapshot::step_state`), else what the run started or was forked with.
-pub fn tree_state_at(events: &[super::Event]) -> Option<(String, String)> {
-    use super::EventKind;
-    for event in events.iter().rev() {
-        let found = match &event.kind {
-            EventKind::Advanced { report, .. } => {
-                report.code.as_ref().filter(|c| c.error.is_none()).and_then(|c| Some((c.from.clone()?, c.head.clone()?)))
-            }
-            EventKind::Started { .. } | EventKind::Forked { .. } => {
-                let workspace = workspace_of(event)?;
-                let head = workspace.git_head?;
-                return Some((head.clone(), workspace.git_snapshot.unwrap_or(head)));
-            }
-            _ => None,
-        };
-        if found.is_some() {
-            return found;
-        }
-    }
-    None
-}
-
-/// The workspace a run's first event names (where it started, or the fork's own tree).
-pub fn workspace_of(event: &super::Event) -> Option<super::Workspace> {
-    match &event.kind {
-        super::EventKind::Started { origin: Some(origin), .. } => origin.workspace.clone(),
-        super::EventKind::Forked { state: Some(state), .. } => state.workspace.clone(),
-        _ => None,
-    }
 }
 
 /// One changed file; no line counts for a binary file.
@@ -213,16 +179,6 @@ impl FileChange {
             _ => format!("{} (binary)", self.path),
         }
     }
-}
-
-/// Whether `id` looks like a git object id (abbreviated or whole, SHA-1 or SHA-256).
-pub fn is_commit_id(id: &str) -> bool {
-    (4..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// The first 10 characters of a commit id, as briefs show it.
-pub fn short_id(id: &str) -> &str {
-    &id[..id.len().min(10)]
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
-//! The changes a run accepts, as data: [`Run::apply`](super::Run::apply) takes any of
+//! The changes a run accepts, as data: [`Run::apply`](crate::engine::Run::apply) takes any of
 //! them, so every caller (MCP, terminal, web page) changes runs the same way.
 
+use super::actor::Workspace;
 use super::code::TaskCode;
-use super::event::Workspace;
+use super::drive::DriveRecord;
 use super::merge::MergeReport;
-use super::plan::Plan;
+use crate::engine::templates::Plan;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -43,7 +44,7 @@ pub enum Change {
     /// Record what merging the joined fan-out's task branches did (once per fan-out).
     RecordMerge { report: MergeReport },
     /// Record what `baton drive` decided (an agent's assignment, its turn's end, tokens).
-    Supervise { record: super::drive::DriveRecord },
+    Supervise { record: DriveRecord },
 }
 
 impl Change {

@@ -1,12 +1,12 @@
 //! The fan-out half of the run state machine: expanding a plan into tasks, claiming
 //! them under leases, advancing each through its pipeline, and joining.
 
-use super::code::TaskCode;
-use super::event::{Actor, EventKind, StepReport};
-use super::plan::Plan;
-use super::run::{GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, Run, RunStatus, StepOutput, merge_artifacts};
-use super::task::{FanOutState, Lease, Task, TaskStatus};
-use super::template::{FanOut, Target, TaskFailurePolicy};
+use super::{merge_artifacts, recorded};
+use crate::engine::model::{
+    Actor, Event, EventKind, FanOutState, GateKind, HumanExchange, HumanGate, Lease, MAX_KEPT_ANSWERS, Run, RunStatus, StepReport, Task,
+    TaskCode, TaskStatus,
+};
+use crate::engine::templates::{FanOut, Plan, Target, TaskFailurePolicy};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::time::Timestamp;
 use serde_json::{Map, Value};
@@ -245,7 +245,7 @@ impl Run {
     }
 
     /// Apply a task event (see [`Run::evolve`]).
-    pub(super) fn evolve_task(&mut self, event: &super::event::Event) {
+    pub(super) fn evolve_task(&mut self, event: &Event) {
         let now = event.at;
         match self.evolve_task_state(event) {
             Aftermath::Nothing => {}
@@ -256,7 +256,7 @@ impl Run {
     }
 
     /// The change `event` makes to its task, and what that means for the run.
-    fn evolve_task_state(&mut self, event: &super::event::Event) -> Aftermath {
+    fn evolve_task_state(&mut self, event: &Event) -> Aftermath {
         let now = event.at;
         if let EventKind::TaskAdvanced { report, .. } = &event.kind {
             merge_artifacts(&mut self.artifacts, &report.artifacts);
@@ -308,7 +308,7 @@ impl Run {
             EventKind::TaskAdvanced { task: id, report } => {
                 let StepReport { step, next, limit_reached, .. } = report;
                 let Some(task) = find_task(tasks, id) else { return Aftermath::Nothing };
-                let recorded = StepOutput::recorded(report, event);
+                let recorded = recorded(report, event);
                 task.outputs.insert(step.clone(), recorded.clone());
                 task.last_output = Some(recorded);
                 task.players.insert(step.clone(), event.actor.clone());

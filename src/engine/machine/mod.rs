@@ -1,229 +1,26 @@
-//! A run's snapshot and the state machine that moves it. Every change goes through
-//! [`Run::apply`]: it decides whether the change is allowed and which [`Event`] records it,
-//! then [`Run::evolve`] applies that event. Evolving needs nothing but the event, so the
-//! event log alone rebuilds a run ([`Run::replay`]), and `version` always equals the number
-//! of events.
+//! The state machine that moves a run. Every change goes through [`Run::apply`]: it
+//! decides whether the change is allowed and which [`Event`] records it, then
+//! [`Run::evolve`] applies that event. Evolving needs nothing but the event, so the event
+//! log alone rebuilds a run ([`Run::replay`]), and `version` always equals the number of
+//! events. `fanout.rs` holds the transitions of a fan-out's tasks, `merge.rs` what its join
+//! leaves to merge.
 
-use super::change::Change;
-use super::code::TaskCode;
-use super::event::{Actor, Event, EventKind, RunOrigin, StepReport, Workspace};
-use super::task::FanOutState;
-use super::template::{Target, Template};
+mod fanout;
+mod merge;
+
+pub use merge::merge_order;
+
+use crate::engine::model::{
+    Actor, Change, DEFAULT_MAX_AGENTS, Event, EventKind, ForkOrigin, GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, MergeState,
+    NewRun, Run, RunOrigin, RunStatus, SNAPSHOT_OUTPUT_BYTES, StepOutput, StepReport, TaskStatus,
+};
+use crate::engine::templates::{Target, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::limits::{MAX_ARTIFACTS_BYTES, check_json_len};
+use crate::text::prefix;
 use crate::time::Timestamp;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-
-/// Human answers kept in the snapshot (all of them stay in the event history).
-pub const MAX_KEPT_ANSWERS: usize = 50;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// A role is working on the current step.
-    Active,
-    /// Paused until a human answers the pending question.
-    AwaitingHuman,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl RunStatus {
-    pub fn is_finished(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Active => "active",
-            RunStatus::AwaitingHuman => "awaiting_human",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Why a run (or a task) waits for a human.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum GateKind {
-    /// A role asked a question with `await_human`.
-    Question,
-    /// A loop hit `max_visits` of `target`; answer `continue` for another round or `fail`.
-    LoopLimit { target: String },
-    /// A task failed for good; answer `retry`, `skip` or `fail_run`.
-    TaskFailed,
-}
-
-/// A pending question to a human.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct HumanGate {
-    #[serde(flatten)]
-    pub kind: GateKind,
-    pub question: String,
-    /// Allowed answers; empty means free text.
-    pub options: Vec<String>,
-    /// The step that was current when the question was asked.
-    pub step: String,
-    pub asked_at: Timestamp,
-}
-
-impl HumanGate {
-    /// The question asked when step `target` used up its `max_visits` (`visits` so far):
-    /// allow another `max` rounds, or fail (the run, or task `task` of a fan-out).
-    pub(super) fn loop_limit(target: &str, visits: u32, max: u32, task: Option<&str>, step: String, now: Timestamp) -> HumanGate {
-        let question = match task {
-            Some(id) => format!(
-                "Task `{id}`: step `{target}` has already run {visits} times (its max_visits is {max}). Allow another {max} rounds, or fail the task?"
-            ),
-            None => format!(
-                "Step `{target}` has already run {visits} times (its max_visits is {max}). Allow another {max} rounds, or stop the run as failed?"
-            ),
-        };
-        HumanGate {
-            kind: GateKind::LoopLimit { target: target.to_string() },
-            question,
-            options: vec!["continue".into(), "fail".into()],
-            step,
-            asked_at: now,
-        }
-    }
-}
-
-/// A question and the human's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct HumanExchange {
-    pub step: String,
-    pub question: String,
-    pub answer: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
-    pub answered_at: Timestamp,
-}
-
-/// Bytes of a report the snapshot keeps; the whole report stays in its event, so the
-/// snapshot (rewritten on every change) stays small however long reports are.
-pub const SNAPSHOT_OUTPUT_BYTES: usize = 4096;
-
-/// What a role reported when it finished a step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct StepOutput {
-    pub step: String,
-    pub role: String,
-    pub outcome: String,
-    /// The report, or its first [`SNAPSHOT_OUTPUT_BYTES`] when `output_bytes` is set.
-    pub output: String,
-    /// The whole report's length, when `output` holds only its start.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_bytes: Option<usize>,
-    /// Run version at which this output was recorded (the `seq` of its event).
-    pub version: u64,
-    pub at: Timestamp,
-    #[serde(default)]
-    pub actor: Actor,
-    /// For a task's step: what became of the task's code (see [`TaskCode`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<TaskCode>,
-}
-
-/// Where a forked run came from: a run and the version it was forked at (named by the
-/// checkpoint it was forked from, if it was; empty for a fork at a version).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct ForkOrigin {
-    pub run_id: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub checkpoint: String,
-    pub version: u64,
-}
-
-impl ForkOrigin {
-    /// `3f2a… at version 7 (checkpoint `design`)`.
-    pub fn label(&self) -> String {
-        let named = if self.checkpoint.is_empty() { String::new() } else { format!(" (checkpoint `{}`)", self.checkpoint) };
-        format!("{} at version {}{named}", self.run_id, self.version)
-    }
-}
-
-/// The current state of a run (the snapshot kept beside its event log).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Run {
-    pub id: String,
-    pub title: String,
-    pub goal: String,
-    pub template: Template,
-    pub status: RunStatus,
-    /// `None` once the run has finished.
-    pub current_step: Option<String>,
-    /// Number of events so far; a change must name the version it saw.
-    pub version: u64,
-    /// How often each step has been entered.
-    pub visits: BTreeMap<String, u32>,
-    /// Caller-supplied context given at start.
-    pub context: Map<String, Value>,
-    /// Named artifacts reported by roles (latest value per name; at most 1 MiB in all).
-    pub artifacts: Map<String, Value>,
-    /// Latest output of each step.
-    pub outputs: BTreeMap<String, StepOutput>,
-    /// The output that moved the run to its current step (e.g. a review asking for changes).
-    pub last_output: Option<StepOutput>,
-    pub human_answers: Vec<HumanExchange>,
-    pub pending_gate: Option<HumanGate>,
-    pub checkpoints: Vec<String>,
-    pub forked_from: Option<ForkOrigin>,
-    /// Where `forked_from`'s run came from, and so on: the whole lineage, nearest first,
-    /// `forked_from` included (forks of forks).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lineage: Vec<ForkOrigin>,
-    /// Why the run ended, for failed and cancelled runs.
-    pub end_reason: Option<String>,
-    /// Where the run was started: the workspace its agents work in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workspace: Option<Workspace>,
-    /// Who started the run.
-    #[serde(default)]
-    pub started_by: Actor,
-    /// Who made the latest change.
-    #[serde(default)]
-    pub last_actor: Actor,
-    /// The latest fan-out: the plan's tasks, their leases and progress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fanout: Option<FanOutState>,
-    /// The last fencing token handed out with a lease; each claim takes the next.
-    #[serde(default)]
-    pub last_token: u64,
-    /// Most sub-agents the run's briefs suggest running at once.
-    #[serde(default = "default_max_agents")]
-    pub max_agents: u32,
-    /// What `baton drive` recorded: agents, threads, attempts, tokens, budget.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drive: Option<super::drive::DriveState>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-/// Sub-agents a run suggests at once unless its starter sets another limit.
-pub const DEFAULT_MAX_AGENTS: u32 = 4;
-
-fn default_max_agents() -> u32 {
-    DEFAULT_MAX_AGENTS
-}
-
-/// Everything a new run starts from.
-#[derive(Debug, Clone)]
-pub struct NewRun {
-    pub id: String,
-    pub template: Template,
-    pub goal: String,
-    pub title: String,
-    pub context: Map<String, Value>,
-    pub workspace: Option<Workspace>,
-    pub max_agents: u32,
-}
 
 impl Run {
     /// Create a run at the template's start step. The template must be valid.
@@ -315,9 +112,9 @@ impl Run {
                 // Leases held in the source run belong to its agents: the fork's tasks are
                 // claimed afresh (what a task had done by then stays).
                 if let Some(fanout) = run.fanout.as_mut() {
-                    for task in fanout.tasks.iter_mut().filter(|t| t.status == super::task::TaskStatus::Claimed) {
+                    for task in fanout.tasks.iter_mut().filter(|t| t.status == TaskStatus::Claimed) {
                         task.lease = None;
-                        task.status = super::task::TaskStatus::Ready;
+                        task.status = TaskStatus::Ready;
                     }
                 }
                 run.started_by = event.actor.clone();
@@ -465,7 +262,7 @@ impl Run {
                 Ok(EventKind::Cancelled { reason: reason.clone() })
             }
             Change::RecordMerge { report } => {
-                if !matches!(self.merge_state(), Some(super::merge::MergeState::Pending { .. })) {
+                if !matches!(self.merge_state(), Some(MergeState::Pending { .. })) {
                     return Err(BatonError::invalid_state(
                         format!("run {} has no task branches waiting to be merged", self.id),
                         "Nothing to record: `resume` the run to see what was merged.",
@@ -492,7 +289,7 @@ impl Run {
             | EventKind::TaskReleased { .. }
             | EventKind::HumanAnswered { task: Some(_), .. } => self.evolve_task(event),
             EventKind::Advanced { report, plan } => {
-                let recorded = StepOutput::recorded(report, event);
+                let recorded = recorded(report, event);
                 merge_artifacts(&mut self.artifacts, &report.artifacts);
                 self.outputs.insert(report.step.clone(), recorded.clone());
                 self.last_output = Some(recorded);
@@ -550,7 +347,7 @@ impl Run {
 
     /// Whether `artifacts` merged into the run's stay within [`MAX_ARTIFACTS_BYTES`], so
     /// every brief stays a sensible size.
-    pub(super) fn check_artifacts(&self, update: &Map<String, Value>) -> BatonResult<()> {
+    fn check_artifacts(&self, update: &Map<String, Value>) -> BatonResult<()> {
         if update.is_empty() {
             return Ok(());
         }
@@ -590,7 +387,7 @@ impl Run {
     }
 
     /// The bound of `target` if entering it again would exceed its `max_visits`.
-    pub(super) fn visit_limit(&self, target: &Target) -> Option<u32> {
+    fn visit_limit(&self, target: &Target) -> Option<u32> {
         visit_limit(&self.template, &self.visits, target)
     }
 
@@ -598,7 +395,7 @@ impl Run {
     /// pipeline whose visits are `visits`), or why it is refused. `whose` names the task,
     /// if it is one, in messages.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn report(
+    fn report(
         &self,
         steps: &Template,
         visits: &BTreeMap<String, u32>,
@@ -631,7 +428,7 @@ impl Run {
     }
 
     /// Go to `target`: a step (counting the visit), `done` or `failed`.
-    pub(super) fn move_to(&mut self, target: &Target) {
+    fn move_to(&mut self, target: &Target) {
         match target {
             Target::Done => self.finish(RunStatus::Completed, String::new()),
             Target::Failed | Target::Join => {
@@ -648,14 +445,14 @@ impl Run {
     }
 
     /// Wait for a human to allow more rounds of `target`, which used up its `max_visits`.
-    pub(super) fn pause_at_limit(&mut self, target: &Target, max: u32, now: Timestamp) {
+    fn pause_at_limit(&mut self, target: &Target, max: u32, now: Timestamp) {
         let step = target.as_str();
         let visits = self.visits.get(step).copied().unwrap_or(0);
         self.status = RunStatus::AwaitingHuman;
         self.pending_gate = Some(HumanGate::loop_limit(step, visits, max, None, self.current_step.clone().unwrap_or_default(), now));
     }
 
-    pub(super) fn finish(&mut self, status: RunStatus, reason: String) {
+    fn finish(&mut self, status: RunStatus, reason: String) {
         self.status = status;
         self.current_step = None;
         self.pending_gate = None;
@@ -671,56 +468,24 @@ fn visit_limit(steps: &Template, visits: &BTreeMap<String, u32>, target: &Target
     (visits.get(step).copied().unwrap_or(0) >= max).then_some(max)
 }
 
-impl StepOutput {
-    /// What the snapshot keeps of `report`, recorded by `event`.
-    pub fn recorded(report: &StepReport, event: &Event) -> StepOutput {
-        let kept = prefix(&report.output, SNAPSHOT_OUTPUT_BYTES);
-        StepOutput {
-            step: report.step.clone(),
-            role: report.role.clone(),
-            outcome: report.outcome.clone(),
-            output: kept.to_string(),
-            output_bytes: (kept.len() < report.output.len()).then_some(report.output.len()),
-            version: event.seq,
-            at: event.at,
-            actor: event.actor.clone(),
-            code: report.code.clone(),
-        }
-    }
-
-    /// The whole report's length.
-    pub fn full_len(&self) -> usize {
-        self.output_bytes.unwrap_or(self.output.len())
-    }
-}
-
-/// The longest prefix of `text` of at most `max` bytes that ends at a character boundary.
-pub fn prefix(text: &str, max: usize) -> &str {
-    let mut end = max.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-impl HumanGate {
-    /// The answer as recorded: the matching option (any case), or free text when the gate
-    /// offers none; an answer outside the options is refused.
-    pub fn choose(&self, answer: &str) -> BatonResult<String> {
-        match self.options.iter().find(|o| o.eq_ignore_ascii_case(answer.trim())) {
-            Some(option) => Ok(option.clone()),
-            None if self.options.is_empty() => Ok(answer.to_string()),
-            None => Err(BatonError::invalid(
-                "answer",
-                format!("`{answer}` is not one of the offered options"),
-                format!("Answer with one of: {} (add details in `comment`).", self.options.join(", ")),
-            )),
-        }
+/// What the snapshot keeps of `report`, recorded by `event`.
+fn recorded(report: &StepReport, event: &Event) -> StepOutput {
+    let kept = prefix(&report.output, SNAPSHOT_OUTPUT_BYTES);
+    StepOutput {
+        step: report.step.clone(),
+        role: report.role.clone(),
+        outcome: report.outcome.clone(),
+        output: kept.to_string(),
+        output_bytes: (kept.len() < report.output.len()).then_some(report.output.len()),
+        version: event.seq,
+        at: event.at,
+        actor: event.actor.clone(),
+        code: report.code.clone(),
     }
 }
 
 /// Merge reported artifacts into `into`: a `null` value deletes that name.
-pub(super) fn merge_artifacts(into: &mut Map<String, Value>, update: &Map<String, Value>) {
+fn merge_artifacts(into: &mut Map<String, Value>, update: &Map<String, Value>) {
     for (name, value) in update {
         if value.is_null() {
             into.remove(name);
