@@ -740,7 +740,8 @@ async fn the_page_compares_two_versions_with_their_steps_and_escaped_code() {
     assert!(cut.body.len() < 1024 * 1024, "the page is bounded: {} bytes", cut.body.len());
 
     // Refusals, in words with the fix: not a number, no such version.
-    let html = |a: &support::web::Answer| a.header("content-type") == Some("text/html; charset=utf-8") && !a.body.trim_start().starts_with('{');
+    let html =
+        |a: &support::web::Answer| a.header("content-type") == Some("text/html; charset=utf-8") && !a.body.trim_start().starts_with('{');
     let bad = login.get(&ui, &format!("/runs/{id}/diff?from=two&to=5"));
     assert!(bad.status == 400 && html(&bad) && bad.body.contains("`two` is not a version number"), "{}", bad.body);
     let missing = login.get(&ui, &format!("/runs/{id}/diff?from=2&to=99"));
