@@ -99,15 +99,6 @@ impl fmt::Display for BatonError {
 
 impl std::error::Error for BatonError {}
 
-impl From<sled::Error> for BatonError {
-    fn from(err: sled::Error) -> Self {
-        BatonError::storage(
-            format!("database error: {err}"),
-            "Check that the baton home directory is on a healthy, writable disk; the change was not applied.",
-        )
-    }
-}
-
 impl From<serde_json::Error> for BatonError {
     fn from(err: serde_json::Error) -> Self {
         BatonError::internal(format!("stored record could not be decoded: {err}"))

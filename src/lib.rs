@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cli;
 pub mod drive;
 pub mod engine;
+pub mod env;
 pub mod error;
 pub mod gitops;
 pub mod graph;

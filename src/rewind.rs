@@ -1,77 +1,26 @@
-//! Going back in a run, from the terminal: `baton fork RUN --at N` forks a new run from any
-//! version (its state replayed up to that event, its code restored into the fork's own
-//! worktree; see `crate::gitops`), and `baton diff RUN --from N --to M` shows what changed
-//! between two versions: the step the run was at, the outcomes, the artifacts, the events
-//! in between and the code diff of the two versions' tree states.
+//! Comparing two versions of a run, and where a fork came from: what `baton diff RUN --from
+//! N --to M` (see `crate::cli::rewind`) and the page's compare show: the step the run was
+//! at, the outcomes, the artifacts, the events in between and the code diff of the two
+//! versions' tree states.
 //!
 //! Everything here runs in the calling process: the history comes from the owner like any
 //! answer, and git runs where the repository is.
 
-use crate::api::{Caller, GetRunParams, Reply, Request, ResumeParams};
+use crate::api::{Caller, GetRunParams, Reply, Request};
 use crate::backend::Backend;
-use crate::cli::{render, terminal_caller};
 use crate::engine::EventLine;
 use crate::engine::{Event, Run};
 use crate::engine::{naming::short_id, tree_state_at};
 use crate::error::{BatonError, BatonResult};
 use crate::gitops::git;
-use crate::home::Home;
-use clap::Subcommand;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Bytes of the code diff a `baton diff` prints (the stat always covers it all).
-const MAX_PATCH_BYTES: usize = 256 * 1024;
+pub const MAX_PATCH_BYTES: usize = 256 * 1024;
 /// Events one history page asks for.
 const PAGE: u32 = 1000;
-
-#[derive(Debug, Subcommand)]
-pub enum RewindCommand {
-    /// Fork a new run from any version of a run (an event's number, as `baton show` lists
-    /// them): its state is the run replayed up to that event, and its code is restored
-    /// into the fork's own worktree.
-    Fork {
-        run_id: String,
-        /// The version to fork at.
-        #[arg(long, value_name = "VERSION")]
-        at: u64,
-        /// Title of the new run.
-        #[arg(long)]
-        title: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// What changed in a run between two versions: steps, outcomes, artifacts, the events
-    /// in between and the code diff.
-    Diff {
-        run_id: String,
-        #[arg(long, value_name = "VERSION")]
-        from: u64,
-        #[arg(long, value_name = "VERSION")]
-        to: u64,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// Run one of the commands; returns what to print.
-pub async fn run(home: Option<&Path>, command: RewindCommand) -> anyhow::Result<String> {
-    let backend = Backend::new(Home::resolve(home)?);
-    backend.connect().await?;
-    let caller = terminal_caller();
-    match command {
-        RewindCommand::Fork { run_id, at, title, json } => {
-            let request = Request::Resume(ResumeParams { run_id: Some(run_id), at_version: Some(at), title, ..ResumeParams::default() });
-            let reply = crate::gitops::call(&backend, caller, request).await?;
-            Ok(if json { serde_json::to_string_pretty(&reply.to_json())? } else { render(&reply) })
-        }
-        RewindCommand::Diff { run_id, from, to, json } => {
-            let diff = diff(&backend, &caller, &run_id, from, to).await?;
-            Ok(if json { serde_json::to_string_pretty(&diff)? } else { diff.render() })
-        }
-    }
-}
 
 /// What changed in a run between two versions.
 #[derive(Debug, Serialize)]
@@ -240,60 +189,14 @@ impl Side {
         }
     }
 
-    fn line(&self) -> String {
+    /// One line for a person: the version, its status, its step and tasks.
+    pub fn line(&self) -> String {
         let at = match &self.step {
             Some(step) => format!("at step `{step}` (visit {})", self.visits.get(step).copied().unwrap_or(0)),
             None => "at no step".to_string(),
         };
         let tasks = if self.tasks.is_empty() { String::new() } else { format!("; tasks {}", self.tasks.join(", ")) };
         format!("v{} {} {at}{tasks}", self.version, self.status)
-    }
-}
-
-impl RunDiff {
-    /// The diff for a person at a terminal.
-    pub fn render(&self) -> String {
-        let mut text = format!("Run {}: {}\n     -> {}", self.run_id, self.from.line(), self.to.line());
-        text.push_str(&format!("\n{} event(s) in between:", self.events.len()));
-        for line in &self.events {
-            text.push_str(&format!("\n  {}", line.render()));
-        }
-        if !self.outcomes.is_empty() {
-            text.push_str("\nOutcomes:");
-            for o in &self.outcomes {
-                let show = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".to_string());
-                text.push_str(&format!("\n  {}: {} -> {}", o.step, show(&o.from), show(&o.to)));
-            }
-        }
-        let a = &self.artifacts;
-        if !(a.added.is_empty() && a.changed.is_empty() && a.removed.is_empty()) {
-            text.push_str(&format!(
-                "\nArtifacts: added [{}], changed [{}], removed [{}]",
-                a.added.join(", "),
-                a.changed.join(", "),
-                a.removed.join(", ")
-            ));
-        }
-        match &self.code {
-            Some(code) if code.from == code.to => {
-                text.push_str(&format!("\nCode: unchanged ({} in {})", short_id(&code.from), code.repo));
-            }
-            Some(code) => {
-                text.push_str(&format!(
-                    "\nCode: git -C {} diff {} {}\n{}{}",
-                    code.repo,
-                    short_id(&code.from),
-                    short_id(&code.to),
-                    code.stat,
-                    code.patch
-                ));
-                if code.truncated {
-                    text.push_str(&format!("\n[diff cut at {MAX_PATCH_BYTES} bytes: run the command above for all of it]"));
-                }
-            }
-            None => text.push_str("\nCode: not recorded (the run is not in a git repository)"),
-        }
-        text
     }
 }
 

@@ -61,7 +61,7 @@ impl Timeouts {
     /// The defaults, with the deadline from `BATON_ANSWER_TIMEOUT` (e.g. `2s`) if set.
     pub fn from_env() -> Timeouts {
         let mut timeouts = Timeouts::default();
-        if let Some(answer) = daemon::env_duration("BATON_ANSWER_TIMEOUT") {
+        if let Some(answer) = crate::env::duration("BATON_ANSWER_TIMEOUT") {
             timeouts.answer = answer;
         }
         timeouts

@@ -154,9 +154,9 @@ pub fn run(home: Home) -> ExitCode {
     let fds = raise_fd_limit();
     let defaults = Settings::default();
     let settings = Settings {
-        max_connections: env_number("BATON_OWNER_MAX_CONNECTIONS").unwrap_or(fds.saturating_sub(FD_RESERVE).clamp(4, MAX_CONNECTIONS))
-            as usize,
-        idle: env_duration("BATON_OWNER_IDLE").unwrap_or(defaults.idle),
+        max_connections: crate::env::number("BATON_OWNER_MAX_CONNECTIONS")
+            .unwrap_or(fds.saturating_sub(FD_RESERVE).clamp(4, MAX_CONNECTIONS)) as usize,
+        idle: crate::env::duration("BATON_OWNER_IDLE").unwrap_or(defaults.idle),
         ..defaults
     };
     if let Err(e) = home.prepare() {
@@ -223,7 +223,7 @@ fn raise_fd_limit() -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return 1024;
         }
-        let wanted = env_number("BATON_OWNER_NOFILE").unwrap_or(WANTED_FDS.max(limit.rlim_cur));
+        let wanted = crate::env::number("BATON_OWNER_NOFILE").unwrap_or(WANTED_FDS.max(limit.rlim_cur));
         limit.rlim_cur = wanted.min(limit.rlim_max);
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
@@ -269,21 +269,4 @@ async fn termination() {
             std::future::pending::<()>().await;
         }
     }
-}
-
-/// A duration from the environment, in humantime form (`90s`, `500ms`, `5m`).
-pub fn env_duration(name: &str) -> Option<Duration> {
-    let value = std::env::var(name).ok()?;
-    match humantime::parse_duration(value.trim()) {
-        Ok(duration) => Some(duration),
-        Err(e) => {
-            tracing::warn!("ignoring {name}={value:?}: {e}");
-            None
-        }
-    }
-}
-
-/// A number from the environment (test and tuning knobs of the owner process).
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.trim().parse().ok()
 }

@@ -2,6 +2,7 @@
 //! binary's `main` only parses, runs this and prints; failures come back as errors that
 //! [`super::errors`] turns into messages, JSON and exit codes.
 
+use super::open::{needs_database, open_backend};
 use super::{Cli, Command};
 use crate::api::{
     AnswerHumanParams, BackupParams, CancelRunParams, ExportParams, GetRunParams, ImportParams, ListRunsParams, Request, StatusFilter,
@@ -130,7 +131,7 @@ pub async fn run(cli: Cli) -> Result<String> {
             Ok(super::render::runs_text(list, &progress, super::render::now()))
         }
         Command::Show { run_id, graph: true, svg, json, .. } => {
-            crate::ui::commands::show_graph(cli.home.as_deref(), run_id, svg, json).await
+            super::ui_commands::show_graph(cli.home.as_deref(), run_id, svg, json).await
         }
         Command::Show { run_id, history, json, .. } => {
             let request = Request::GetRun(GetRunParams { run_id, history_limit: Some(history), before_seq: None, step: None });
@@ -205,8 +206,8 @@ pub async fn run(cli: Cli) -> Result<String> {
             Ok(lines.join("\n"))
         }
         Command::Drive(_) => anyhow::bail!("`baton drive` runs on its own runtime"),
-        Command::Ui(command) => crate::ui::commands::run(cli.home.as_deref(), command).await,
-        Command::Rewind(command) => crate::rewind::run(cli.home.as_deref(), command).await,
+        Command::Ui(command) => super::ui_commands::run(cli.home.as_deref(), command).await,
+        Command::Rewind(command) => super::rewind::run(cli.home.as_deref(), command).await,
     }
 }
 
@@ -243,24 +244,6 @@ fn checked_command(path: &Path) -> Result<PathBuf> {
         Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Err(fix("it is not executable").into()),
         Ok(_) => Ok(path.to_path_buf()),
     }
-}
-
-/// Refuse to work on a sled home that has no database (see [`Home::require_database`]);
-/// with PostgreSQL the home holds no database to check.
-pub fn needs_database(home: &Home) -> Result<(), BatonError> {
-    if crate::store::postgres::DatabaseUrl::from_env().is_some() {
-        return Ok(());
-    }
-    home.require_database()
-}
-
-/// A backend for a terminal command on an existing database, connected.
-pub async fn open_backend(home: Option<&Path>) -> Result<Backend, BatonError> {
-    let home = Home::resolve(home)?;
-    needs_database(&home)?;
-    let backend = Backend::new(home);
-    backend.connect().await?;
-    Ok(backend)
 }
 
 /// `path` made absolute against this process's working directory.

@@ -12,8 +12,11 @@ use std::path::PathBuf;
 pub mod commands;
 pub mod drive;
 pub mod errors;
+mod open;
 pub mod process;
 pub mod render;
+pub mod rewind;
+mod ui_commands;
 
 pub use render::render;
 
@@ -214,7 +217,7 @@ pub enum Command {
     #[command(flatten)]
     Ui(UiCommand),
     #[command(flatten)]
-    Rewind(crate::rewind::RewindCommand),
+    Rewind(rewind::RewindCommand),
 }
 
 /// What `baton notify` does.

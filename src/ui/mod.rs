@@ -4,7 +4,6 @@
 //! actor, so it works beside Codex sessions on the same database.
 
 pub mod auth;
-pub mod commands;
 mod events;
 mod routes;
 mod views;

@@ -32,8 +32,8 @@ pub struct Connections {
 
 impl Connections {
     pub fn new(url: DatabaseUrl) -> BatonResult<Connections> {
-        let size = env_number("BATON_DATABASE_POOL").map_or(DEFAULT_POOL, |n| n.clamp(1, 64) as usize);
-        let timeout = crate::backend::daemon::env_duration("BATON_DATABASE_TIMEOUT").unwrap_or(DEFAULT_TIMEOUT);
+        let size = crate::env::number("BATON_DATABASE_POOL").map_or(DEFAULT_POOL, |n| n.clamp(1, 64) as usize);
+        let timeout = crate::env::duration("BATON_DATABASE_TIMEOUT").unwrap_or(DEFAULT_TIMEOUT);
         let manager = Manager::from_config(url.config.clone(), url.tls()?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(size)
@@ -49,10 +49,6 @@ impl Connections {
     pub async fn get(&self) -> Result<Conn, Failure> {
         Ok(Conn { client: Some(self.pool.get().await?), in_tx: AtomicBool::new(false) })
     }
-}
-
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.trim().parse().ok()
 }
 
 /// A pooled connection. While `in_tx` is set (a transaction was begun and neither

@@ -527,5 +527,16 @@ impl RunStore for SledStore {
     }
 }
 
+// sled's errors become storage errors here, in the sled store, so the ground floor
+// (`crate::error`) knows no store.
+impl From<sled::Error> for BatonError {
+    fn from(err: sled::Error) -> Self {
+        BatonError::storage(
+            format!("database error: {err}"),
+            "Check that the baton home directory is on a healthy, writable disk; the change was not applied.",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,8 @@
-//! The terminal side of this feature: `baton ui`, `baton delete`, `baton prune` and
-//! `baton show RUN --graph [--svg]`.
+//! The terminal commands of the page and the graph: `baton ui` (serves `crate::ui`),
+//! `baton delete`, `baton prune` and `baton show RUN --graph [--svg]`.
 
+use super::{UiCommand, render, terminal_caller};
 use crate::api::{DeleteRunParams, GetGraphParams, PruneParams, Reply, Request};
-use crate::cli::{UiCommand, render, terminal_caller};
 use crate::graph::to_mermaid;
 use crate::graph::to_svg;
 use crate::home::Home;
@@ -15,8 +15,8 @@ pub async fn run(home: Option<&Path>, command: UiCommand) -> Result<String> {
     match command {
         UiCommand::Ui { port } => {
             let home = Home::resolve(home)?;
-            crate::cli::commands::needs_database(&home)?;
-            super::serve(home, port, |url| {
+            super::open::needs_database(&home)?;
+            crate::ui::serve(home, port, |url| {
                 // stdout carries the address only; anything else goes to stderr.
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{url}");
@@ -57,6 +57,6 @@ async fn text(home: Option<&Path>, request: Request, json: bool) -> Result<Strin
 }
 
 async fn call(home: Option<&Path>, request: Request) -> Result<Reply> {
-    let backend = crate::cli::commands::open_backend(home).await?;
+    let backend = super::open::open_backend(home).await?;
     Ok(crate::gitops::call(&backend, terminal_caller(), request).await?)
 }
