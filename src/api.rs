@@ -10,7 +10,7 @@ use crate::error::BatonError;
 use crate::graph::GraphView;
 use crate::store::RunSummary;
 pub use crate::store::StatusFilter;
-use crate::store::sled_store::{BackupReport, VerifyReport};
+use crate::store::{BackupReport, VerifyReport};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -10,57 +10,24 @@
 use crate::engine::{Event, Run, Template};
 use crate::error::{BatonError, BatonResult};
 use crate::store::export::{Exported, read_export};
-use crate::store::postgres::url::{DatabaseUrl, is_postgres_url};
-use crate::store::{PgStore, RunStore, SledStore, record};
+use crate::store::{Location, RunStore, record};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-/// Where runs go.
-#[derive(Debug)]
-pub enum Target {
-    Postgres(Box<DatabaseUrl>),
-    Sled(PathBuf),
-}
-
-impl Target {
-    /// A `postgres://` URL, or else a directory for a sled database.
-    pub fn parse(text: &str) -> BatonResult<Target> {
-        if is_postgres_url(text) {
-            return DatabaseUrl::parse(text).map(|url| Target::Postgres(Box::new(url)));
-        }
-        if text.contains("://") {
-            return Err(BatonError::invalid(
-                "to",
-                "the target is neither a postgres:// URL nor a directory",
-                "Pass postgres://USER@HOST/DATABASE, or the path of a (new or existing) sled database directory.",
-            ));
-        }
-        Ok(Target::Sled(std::path::absolute(text).unwrap_or_else(|_| PathBuf::from(text))))
+/// Open the target of a migration: a sled directory is created first (private to this
+/// user), so a mistyped parent is reported against `--to` rather than by sled.
+pub async fn open_target(target: &Location) -> BatonResult<Arc<dyn RunStore>> {
+    if let Location::Sled(dir) = target {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| BatonError::invalid("to", format!("cannot create {}: {e}", dir.display()), "Give a directory you can write."))?;
     }
-
-    /// How the target is named in messages (no password).
-    pub fn shown(&self) -> String {
-        match self {
-            Target::Postgres(url) => format!("PostgreSQL {}", url.place),
-            Target::Sled(dir) => format!("sled {}", dir.display()),
-        }
-    }
-
-    /// Open the target store.
-    pub async fn open(&self) -> BatonResult<Arc<dyn RunStore>> {
-        match self {
-            Target::Postgres(url) => Ok(Arc::new(PgStore::open(url.as_ref().clone()).await?)),
-            Target::Sled(dir) => {
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {
-                    BatonError::invalid("to", format!("cannot create {}: {e}", dir.display()), "Give a directory you can write.")
-                })?;
-                Ok(Arc::new(SledStore::open(dir)?))
-            }
-        }
-    }
+    crate::store::open_at(target).await
 }
 
 /// What was copied (and checked).

@@ -113,7 +113,11 @@ impl Backend {
     /// database named by `BATON_DATABASE_URL`; nothing happens until the first call.
     pub fn new(home: Home) -> Backend {
         let mut backend = Backend::with(home, Launcher::Process, Timeouts::from_env());
-        backend.direct = crate::store::postgres::DatabaseUrl::from_env().map(|url| url.map(super::direct::Direct::new));
+        backend.direct = match crate::store::Location::of(&backend.home) {
+            Ok(crate::store::Location::Sled(_)) => None,
+            Ok(crate::store::Location::Postgres(url)) => Some(Ok(super::direct::Direct::new(*url))),
+            Err(e) => Some(Err(e)),
+        };
         backend
     }
 

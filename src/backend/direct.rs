@@ -7,7 +7,7 @@
 use crate::api::{Caller, Envelope, Reply, Request};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::service::Service;
-use crate::store::PgStore;
+use crate::store::Location;
 use crate::store::postgres::DatabaseUrl;
 use std::sync::Arc;
 
@@ -69,8 +69,8 @@ impl Direct {
 
 async fn open<'a>(cell: &'a tokio::sync::OnceCell<Service>, url: &DatabaseUrl) -> BatonResult<&'a Service> {
     cell.get_or_try_init(|| async {
-        let store = PgStore::open(url.clone()).await?;
-        Ok::<_, BatonError>(Service::new(Arc::new(store)))
+        let store = crate::store::open_at(&Location::Postgres(Box::new(url.clone()))).await?;
+        Ok::<_, BatonError>(Service::new(store))
     })
     .await
 }

@@ -15,7 +15,7 @@ use super::wire::FrameBudget;
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::home::{Home, SocketFile};
 use crate::service::Service;
-use crate::store::{RunStore, SledStore};
+use crate::store::RunStore;
 use std::fs::{File, TryLockError};
 use std::future::Future;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
@@ -73,9 +73,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(10),
             lock_wait: Duration::from_secs(10),
             home_check: Duration::from_secs(2),
-            open_store: Arc::new(|dir: &Path| -> BatonResult<Arc<dyn RunStore>> {
-                Ok(Arc::new(SledStore::open_with(dir, crate::store::sled_store::Options::for_dir(dir)?)?))
-            }),
+            open_store: Arc::new(crate::store::open_sled),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::backend::Backend;
 use crate::error::BatonError;
 use crate::home::Home;
 use crate::mcp::BatonServer;
+use crate::store::Location;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -255,16 +256,11 @@ fn absolute(path: &std::path::Path) -> Result<String> {
 /// `baton migrate --to TARGET`: export the current store (through the owner, or directly
 /// from PostgreSQL), import into the target, verify.
 async fn migrate(home: &Option<PathBuf>, to: &str, replace: bool) -> Result<String> {
-    let target = crate::migrate::Target::parse(to)?;
+    let target = Location::parse(to, "to")?;
     let home = Home::resolve(home.as_deref())?;
     needs_database(&home)?;
     let backend = Backend::new(home.clone());
-    let same = match (&target, backend.direct()) {
-        (crate::migrate::Target::Sled(dir), None) => dir == &home.db_dir(),
-        (crate::migrate::Target::Postgres(url), Some(Ok(direct))) => url.place == direct.place(),
-        _ => false,
-    };
-    if same {
+    if target.same_as(&Location::of(&home)?) {
         anyhow::bail!("{} is the store baton uses now; give another target", target.shown());
     }
     home.prepare()?;
@@ -272,7 +268,7 @@ async fn migrate(home: &Option<PathBuf>, to: &str, replace: bool) -> Result<Stri
     let copied = async {
         backend.connect().await?;
         crate::gitops::call(&backend, crate::api::Caller::default(), Request::Export(ExportParams { file: absolute(&tmp)? })).await?;
-        let store = target.open().await?;
+        let store = crate::migrate::open_target(&target).await?;
         Ok::<_, anyhow::Error>(crate::migrate::copy(&tmp, store.as_ref(), replace).await?)
     }
     .await;
@@ -290,13 +286,13 @@ async fn migrate(home: &Option<PathBuf>, to: &str, replace: bool) -> Result<Stri
 
 /// `baton verify --repair`: only with no other baton process using the database.
 async fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
-    if let Some(url) = crate::store::postgres::DatabaseUrl::from_env() {
+    let home = Home::resolve(home.as_deref())?;
+    if let Location::Postgres(url) = Location::of(&home)? {
         anyhow::bail!(
             "baton uses the PostgreSQL database {} (BATON_DATABASE_URL); --repair is for the embedded sled database. `baton verify` checks PostgreSQL, and the server's own tools (pg_dump, PITR) restore it",
-            url.map(|u| u.place).unwrap_or_else(|e| e.message)
+            url.place
         );
     }
-    let home = Home::resolve(home.as_deref())?;
     needs_database(&home)?;
     home.prepare()?;
     let lock = home.open_lock()?;

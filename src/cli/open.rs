@@ -9,10 +9,11 @@ use std::path::Path;
 /// Refuse to work on a sled home that has no database (see [`Home::require_database`]);
 /// with PostgreSQL the home holds no database to check.
 pub fn needs_database(home: &Home) -> Result<(), BatonError> {
-    if crate::store::postgres::DatabaseUrl::from_env().is_some() {
-        return Ok(());
+    match crate::store::Location::of(home) {
+        Ok(crate::store::Location::Sled(_)) => home.require_database(),
+        // A malformed URL is reported by the command's own connection, naming the variable.
+        Ok(crate::store::Location::Postgres(_)) | Err(_) => Ok(()),
     }
-    home.require_database()
 }
 
 /// A backend for a terminal command on an existing database, connected.

@@ -8,6 +8,7 @@ use crate::engine::Task;
 use crate::engine::{Brief, EventLine};
 use crate::engine::{GateKind, HumanGate};
 use crate::engine::{Run, RunStatus, TaskBrief};
+use crate::store::BackupCopy;
 
 use crate::text::shell_word;
 use crate::time::Timestamp;
@@ -65,17 +66,18 @@ pub fn render_at(reply: &Reply, now: Timestamp) -> String {
             }
             text
         }
-        Reply::BackedUp(report) if report.dir.join("baton-export.jsonl").exists() => format!(
-            "Backed up {} run(s) from one consistent snapshot to {}. To restore: `baton import` that file (into an empty database, or with --replace).",
-            report.records,
-            report.dir.join("baton-export.jsonl").display()
-        ),
-        Reply::BackedUp(report) => format!(
-            "Backed up {} records (write batch {}) to {}. To restore: quit the Codex sessions and baton commands using this database, wait until its owner process has exited (its pid is in owner.lock in the baton home; it exits 3 minutes after its last connection unless BATON_OWNER_IDLE says otherwise), then put that directory in place of the database directory `db/`.",
-            report.records,
-            report.batch,
-            report.dir.display()
-        ),
+        Reply::BackedUp(report) => match &report.copy {
+            BackupCopy::Export { file } => format!(
+                "Backed up {} run(s) from one consistent snapshot to {}. To restore: `baton import` that file (into an empty database, or with --replace).",
+                report.records,
+                file.display()
+            ),
+            BackupCopy::Database { batch } => format!(
+                "Backed up {} records (write batch {batch}) to {}. To restore: quit the Codex sessions and baton commands using this database, wait until its owner process has exited (its pid is in owner.lock in the baton home; it exits 3 minutes after its last connection unless BATON_OWNER_IDLE says otherwise), then put that directory in place of the database directory `db/`.",
+                report.records,
+                report.dir.display()
+            ),
+        },
         Reply::Owner(owner) => format!("The database is owned by pid {}, serving {} connection(s).", owner.pid, owner.connections),
         Reply::Exported(moved) => format!("Exported {} run(s) to {}.", moved.runs, moved.file),
         Reply::Imported(moved) => format!("Imported {} run(s) from {}.", moved.runs, moved.file),

@@ -7,8 +7,10 @@
 //! also check itself, copy itself, and move runs out and in as JSON lines.
 
 pub mod export;
+mod location;
 pub mod postgres;
 pub mod record;
+pub mod report;
 pub mod sled_store;
 
 use crate::engine::{Event, Run, RunStatus, Template};
@@ -18,8 +20,10 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use location::{Location, open, open_at, open_sled};
 pub use postgres::PgStore;
-pub use sled_store::{BackupReport, SledStore, VerifyReport};
+pub use report::{BackupCopy, BackupReport, VerifyReport};
+pub use sled_store::SledStore;
 
 /// How many change ids a run remembers for deduplicating retries. Retries follow an owner
 /// failover within seconds, long before 32 further changes; a creation is recognised by

@@ -10,7 +10,7 @@ use super::read::{decode, decode_run, retrying};
 use crate::engine::{Event, Run, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::store::export::{Exported, write_header, write_line};
-use crate::store::{BackupReport, RunSummary, VerifyReport, record};
+use crate::store::{BackupCopy, BackupReport, RunSummary, VerifyReport, record};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -374,7 +374,7 @@ pub async fn backup(inner: &Inner, dir: &Path) -> BatonResult<BackupReport> {
     let mut out = std::io::BufWriter::new(file);
     let runs = export(inner, &mut out).await?;
     out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
-    Ok(BackupReport { dir: dir.to_path_buf(), records: runs, batch: 0 })
+    Ok(BackupReport { dir: dir.to_path_buf(), records: runs, copy: BackupCopy::Export { file: path } })
 }
 
 pub async fn delete_run(inner: &Inner, run_id: &str) -> BatonResult<Option<RunSummary>> {

@@ -10,50 +10,17 @@ use super::keys::{self, T};
 use super::{Db, Options, Shared, index, integrity_conf, io_storage, open_sled};
 use crate::engine::{Event, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
-use crate::store::RunSummary;
 pub use crate::store::export::{Exported, read_export};
 use crate::store::export::{write_header, write_line};
-use serde::{Deserialize, Serialize};
+use crate::store::{BackupCopy, BackupReport, RunSummary, VerifyReport};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-
-/// What `verify` found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct VerifyReport {
-    pub runs: u64,
-    pub events: u64,
-    pub checkpoints: u64,
-    pub templates: u64,
-    /// Each problem found, naming the record; empty when the database is sound.
-    pub problems: Vec<String>,
-}
-
-impl VerifyReport {
-    pub fn is_sound(&self) -> bool {
-        self.problems.is_empty()
-    }
-
-    /// Record a problem (the list stays readable: see `report_problem`).
-    pub fn add_problem(&mut self, problem: String) {
-        report_problem(&mut self.problems, problem);
-    }
-}
-
-/// What `backup` wrote.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct BackupReport {
-    /// The new database directory: to restore, stop baton and put it in place of `db/`.
-    pub dir: PathBuf,
-    pub records: u64,
-    /// The write batch the copy holds.
-    pub batch: u64,
-}
+use std::path::Path;
 
 /// Check every record and cross-check runs, events, checkpoints, the index and counters.
 pub fn verify(shared: &Shared, db: &Db) -> BatonResult<VerifyReport> {
     let codec = &shared.codec;
     let mut report = VerifyReport::default();
-    let mut problem = |p: String| report_problem(&mut report.problems, p);
+    let mut problem = |p: String| crate::store::report::add_problem(&mut report.problems, p);
     let mut runs = BTreeMap::new();
     for entry in db.tree(T::Runs).iter() {
         let (key, bytes) = entry?;
@@ -142,15 +109,6 @@ pub fn verify(shared: &Shared, db: &Db) -> BatonResult<VerifyReport> {
     report.runs = runs.len() as u64;
     report.events = event_count;
     Ok(report)
-}
-
-/// Keep the list of problems readable: at most 100.
-fn report_problem(problems: &mut Vec<String>, problem: String) {
-    if problems.len() < 100 {
-        problems.push(problem);
-    } else if problems.len() == 100 {
-        problems.push("(more problems not shown)".into());
-    }
 }
 
 /// Accept the database in `dir` as it is, with no baton process using it: rewrite a
@@ -256,7 +214,7 @@ pub fn backup(shared: &Shared, target: &Path, db_id: [u8; 16], batch: u64) -> Ba
     drop(copy);
     Record::create(target, Witness { db_id, batch })?;
     super::durability::Syncer::open(target).map_err(|e| io_storage(target, "sync the backup", &e))?;
-    Ok(BackupReport { dir: target.to_path_buf(), records, batch })
+    Ok(BackupReport { dir: target.to_path_buf(), records, copy: BackupCopy::Database { batch } })
 }
 
 /// Write every template and run (with its events and checkpoints) as JSON lines; returns

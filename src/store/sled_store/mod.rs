@@ -31,6 +31,7 @@ mod writer;
 use super::{Mutation, RunPage, RunQuery, RunStore, RunSummary};
 use crate::engine::{Event, Run, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
+use crate::store::{BackupReport, VerifyReport};
 use async_trait::async_trait;
 use codec::Codec;
 use keys::T;
@@ -41,7 +42,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use crypto::Key;
 pub use durability::stuck_for;
-pub use maintenance::{BackupReport, VerifyReport};
 
 /// How to open a store.
 #[derive(Debug, Clone)]

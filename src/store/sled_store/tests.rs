@@ -638,7 +638,7 @@ fn backup_while_writing_and_export_import() {
     assert!(block_on(store.backup(&backup_dir)).is_err(), "an existing backup is never overwritten");
     let copy = SledStore::open(&backup_dir).unwrap();
     let copied = copy.shared.run("r1").unwrap().unwrap();
-    assert!(block_on(copy.verify()).unwrap().is_sound(), "the backup is one consistent state (batch {})", report.batch);
+    assert!(block_on(copy.verify()).unwrap().is_sound(), "the backup is one consistent state ({:?})", report.copy);
     assert_eq!(copy.shared.events("r1", 1, u64::MAX, usize::MAX).unwrap().len() as u64, copied.version);
     drop(copy);
 

@@ -476,7 +476,7 @@ impl Writer {
     }
 
     /// A consistent copy of the database into `target` (see `maintenance`).
-    pub(super) fn backup(&mut self, target: &Path) -> BatonResult<super::BackupReport> {
+    pub(super) fn backup(&mut self, target: &Path) -> BatonResult<crate::store::BackupReport> {
         self.heal()?;
         super::maintenance::backup(&self.shared, target, self.db_id, self.batch)
     }
