@@ -13,7 +13,6 @@ pub mod home;
 pub mod install;
 pub mod limits;
 pub mod logging;
-pub mod maintenance;
 pub mod mcp;
 pub mod migrate;
 pub mod notify;

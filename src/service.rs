@@ -17,6 +17,7 @@ use std::time::Duration;
 mod changes;
 mod graph;
 mod retention;
+mod upkeep;
 pub mod run_ids;
 
 const DEFAULT_TEMPLATE: &str = "feature";
@@ -115,7 +116,7 @@ impl Service {
                 self.change(op, caller, &p.run_id, Change::Supervise { record: p.record.clone() }).await
             }
             Request::Verify(_) | Request::Backup(_) | Request::Export(_) | Request::Import(_) => {
-                crate::maintenance::handle(self.store.as_ref(), &envelope.request).await
+                upkeep::handle(self.store.as_ref(), &envelope.request).await
             }
             Request::GetGraph(p) => self.get_graph(p).await,
             Request::WaitForChange(p) => self.changes.wait(|| self.store.changes(), p).await,

@@ -24,7 +24,7 @@ mod integrity;
 mod keys;
 mod leftovers;
 mod maintenance;
-mod retention;
+mod delete;
 mod upgrade;
 mod writer;
 

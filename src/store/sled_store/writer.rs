@@ -501,7 +501,7 @@ impl Writer {
         let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
         let db = guard.as_ref().ok_or_else(|| BatonError::internal("database closed"))?;
         let mut batch = Batch::default();
-        let Some(deleted) = super::retention::plan_delete(&shared, db, &mut batch, run_id)? else { return Ok(None) };
+        let Some(deleted) = super::delete::plan_delete(&shared, db, &mut batch, run_id)? else { return Ok(None) };
         let outcome = self.write(db, batch);
         drop(guard);
         self.settle(outcome)?;
