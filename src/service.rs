@@ -17,8 +17,8 @@ use std::time::Duration;
 mod changes;
 mod graph;
 mod retention;
-mod upkeep;
 pub mod run_ids;
+mod upkeep;
 
 const DEFAULT_TEMPLATE: &str = "feature";
 const DEFAULT_LIST_LIMIT: u32 = 50;

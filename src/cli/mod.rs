@@ -12,11 +12,13 @@ use std::path::PathBuf;
 pub mod commands;
 pub mod drive;
 pub mod errors;
+mod install;
 mod open;
 pub mod process;
 pub mod render;
 pub mod rewind;
 mod ui_commands;
+mod upkeep;
 
 pub use render::render;
 

@@ -2,8 +2,8 @@
 //! its outcome reaches the person (output on stdout, failures on stderr and as JSON with
 //! `--json`, exit codes by kind; see [`super::errors`]).
 
-use super::commands::ProblemsFound;
 use super::errors::{PROBLEMS_FOUND, exit_code, for_person, structured, to_json};
+use super::upkeep::ProblemsFound;
 use super::{Cli, Command, DriveArgs};
 use crate::error::{BatonError, ErrorCode};
 use crate::home::Home;

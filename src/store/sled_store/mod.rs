@@ -18,13 +18,13 @@
 mod batch;
 mod codec;
 pub mod crypto;
+mod delete;
 mod durability;
 mod index;
 mod integrity;
 mod keys;
 mod leftovers;
 mod maintenance;
-mod delete;
 mod upgrade;
 mod writer;
 
