@@ -3,16 +3,15 @@
 
 use super::*;
 use crate::error::{BatonError, ErrorCode};
-use crate::time::Timestamp;
 use serde_json::{Map, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const START: Timestamp = Timestamp(1_795_000_000_000);
+use super::fixtures::{NOW as START, plan};
 const LEASE: Duration = Duration::from_secs(60);
 
 fn agent(name: &str) -> Actor {
-    Actor { kind: ActorKind::Codex, id: Some(format!("thread-{name}")), agent: None }
+    super::fixtures::actor(&format!("thread-{name}"))
 }
 
 fn parallel_run() -> (Run, Vec<Event>) {
@@ -20,44 +19,12 @@ fn parallel_run() -> (Run, Vec<Event>) {
 }
 
 fn run_of(template: Template) -> (Run, Vec<Event>) {
-    let new = NewRun {
-        id: "r1".into(),
-        template,
-        goal: "build it".into(),
-        title: "t".into(),
-        context: Map::new(),
-        workspace: None,
-        max_agents: 4,
-    };
-    let (run, event) = Run::start(new, &agent("lead"), START);
+    let (run, event) = Run::start(super::fixtures::new_run("r1", template), &agent("lead"), START);
     (run, vec![event])
 }
 
-fn plan(tasks: &[(&str, &[&str])]) -> Plan {
-    Plan {
-        tasks: tasks
-            .iter()
-            .map(|(id, deps)| PlanTask {
-                id: id.to_string(),
-                title: format!("task {id}"),
-                description: String::new(),
-                depends_on: deps.iter().map(|d| d.to_string()).collect(),
-                pipeline: None,
-            })
-            .collect(),
-        base: None,
-    }
-}
-
 fn planned(run: &Run, plan: Plan) -> Change {
-    Change::Advance {
-        code: None,
-        expected_version: run.version,
-        outcome: "planned".into(),
-        output: "the plan".into(),
-        artifacts: Map::new(),
-        plan: Some(plan),
-    }
+    super::fixtures::planned(run.version, plan)
 }
 
 fn claim(task: Option<&str>) -> Change {
@@ -106,14 +73,7 @@ fn plans_are_validated_with_the_path_of_each_problem() {
     let many: Vec<(&str, &[&str])> = many.iter().map(|(id, d)| (id.as_str(), d.as_slice())).collect();
     assert_eq!(err_of(plan(&many)).field.as_deref(), Some("plan.tasks"));
     let mut no_plan = run.clone();
-    let change = Change::Advance {
-        code: None,
-        expected_version: 1,
-        outcome: "planned".into(),
-        output: String::new(),
-        artifacts: Map::new(),
-        plan: None,
-    };
+    let change = super::fixtures::advance(1, "planned", "");
     assert_eq!(no_plan.apply(&change, &agent("lead"), START).unwrap_err().field.as_deref(), Some("plan"));
 }
 
@@ -337,14 +297,7 @@ fn random_interleavings_complete_every_task_once_and_replay_exactly() {
         assert_eq!(fan_in, 1, "seed {seed}: the join fired once");
         assert_eq!(joins.len(), n, "seed {seed}: every task joined");
         assert!(joins.values().all(|count| *count == 1), "seed {seed}: no task joined twice");
-        let change = Change::Advance {
-            code: None,
-            expected_version: run.version,
-            outcome: "passed".into(),
-            output: "ok".into(),
-            artifacts: Map::new(),
-            plan: None,
-        };
+        let change = super::fixtures::advance(run.version, "passed", "ok");
         events.push(run.apply(&change, &agents[0], now).unwrap());
         assert_eq!(run.status, RunStatus::Completed);
         assert_eq!(Run::replay("r1", &events).as_ref(), Some(&run));

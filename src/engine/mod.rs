@@ -17,7 +17,7 @@ pub mod templates;
 #[cfg(test)]
 mod fanout_tests;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 

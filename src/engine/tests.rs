@@ -2,17 +2,12 @@ use super::briefs::MAX_BRIEF_BYTES;
 
 use super::*;
 use crate::error::{BatonError, ErrorCode};
-use crate::time::Timestamp;
-use serde_json::{Map, json};
+use serde_json::json;
 
-const NOW: Timestamp = Timestamp(1_795_000_000_000);
+use super::fixtures::{NOW, new_run};
 
 fn actor() -> Actor {
-    Actor { kind: ActorKind::Codex, id: Some("thread-1".into()), agent: None }
-}
-
-fn new_run(id: &str, template: Template) -> NewRun {
-    NewRun { id: id.into(), template, goal: "add login".into(), title: "Login".into(), context: Map::new(), workspace: None, max_agents: 4 }
+    super::fixtures::actor("thread-1")
 }
 
 fn feature_run() -> Run {
@@ -24,15 +19,7 @@ fn apply(run: &mut Run, change: Change) -> Result<Event, BatonError> {
 }
 
 fn advance(run: &mut Run, outcome: &str) -> Result<Event, BatonError> {
-    let change = Change::Advance {
-        code: None,
-        expected_version: run.version,
-        outcome: outcome.into(),
-        output: format!("did {outcome}"),
-        artifacts: Map::new(),
-        plan: None,
-    };
-    apply(run, change)
+    apply(run, super::fixtures::advance(run.version, outcome, &format!("did {outcome}")))
 }
 
 fn ask(run: &mut Run, expected_version: Option<u64>, question: &str, options: &[&str]) -> Result<Event, BatonError> {
@@ -168,14 +155,7 @@ fn feature_flow_with_review_loop_reaches_done() {
 fn stale_version_and_unknown_outcome_are_refused_without_change() {
     let mut run = feature_run();
     let before = run.clone();
-    let change = Change::Advance {
-        code: None,
-        expected_version: 0,
-        outcome: "planned".into(),
-        output: String::new(),
-        artifacts: Map::new(),
-        plan: None,
-    };
+    let change = super::fixtures::advance(0, "planned", "");
     let err = apply(&mut run, change).unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
     assert_eq!(err.field.as_deref(), Some("expected_version"));
@@ -343,32 +323,11 @@ fn a_fork_replays_from_its_own_first_event() {
 fn briefs_stay_bounded_with_key_fields_first_whatever_was_reported() {
     let mut run = feature_run();
     let huge = "word ".repeat(60_000);
-    let change = Change::Advance {
-        code: None,
-        expected_version: 1,
-        outcome: "planned".into(),
-        output: huge.clone(),
-        artifacts: Map::new(),
-        plan: None,
-    };
+    let change = super::fixtures::advance(1, "planned", &huge);
     apply(&mut run, change).unwrap();
-    let change = Change::Advance {
-        code: None,
-        expected_version: 2,
-        outcome: "implemented".into(),
-        output: huge.clone(),
-        artifacts: Map::new(),
-        plan: None,
-    };
+    let change = super::fixtures::advance(2, "implemented", &huge);
     apply(&mut run, change).unwrap();
-    let change = Change::Advance {
-        code: None,
-        expected_version: 3,
-        outcome: "changes_requested".into(),
-        output: huge,
-        artifacts: Map::new(),
-        plan: None,
-    };
+    let change = super::fixtures::advance(3, "changes_requested", &huge);
     apply(&mut run, change).unwrap();
     for guide in [Guide::FirstTime, Guide::Always] {
         let brief = Brief::of(&run, guide);

@@ -5,26 +5,13 @@ use super::mermaid::to_mermaid;
 use super::svg::to_svg;
 use super::view::{GraphView, NodeKind, NodeState, fan_out_id};
 use crate::engine::*;
-use crate::time::Timestamp;
-use serde_json::Map;
 use std::time::Duration;
 
-const NOW: Timestamp = Timestamp(1_795_000_000_000);
-
-fn actor(name: &str) -> Actor {
-    Actor { kind: ActorKind::Codex, id: Some(name.into()), agent: None }
-}
+use crate::engine::fixtures::{NOW, actor, new_run};
 
 fn start(template: &str) -> (Run, Vec<Event>) {
-    let new = NewRun {
-        id: "r1".into(),
-        template: builtin_template(template).unwrap(),
-        goal: "g".into(),
-        title: "Login <b>\"page\"</b>".into(),
-        context: Map::new(),
-        workspace: None,
-        max_agents: 4,
-    };
+    // A title that must be escaped wherever it is drawn.
+    let new = NewRun { title: "Login <b>\"page\"</b>".into(), ..new_run("r1", builtin_template(template).unwrap()) };
     let (run, event) = Run::start(new, &actor("lead"), NOW);
     (run, vec![event])
 }
@@ -36,15 +23,7 @@ fn apply(run: &mut Run, events: &mut Vec<Event>, change: Change, who: &str) -> E
 }
 
 fn advance(run: &mut Run, events: &mut Vec<Event>, outcome: &str) {
-    let change = Change::Advance {
-        code: None,
-        expected_version: run.version,
-        outcome: outcome.into(),
-        output: format!("did {outcome}"),
-        artifacts: Map::new(),
-        plan: None,
-    };
-    apply(run, events, change, "lead");
+    apply(run, events, crate::engine::fixtures::advance(run.version, outcome, &format!("did {outcome}")), "lead");
 }
 
 /// A feature run that went around the review loop once and now waits in review again.
@@ -109,29 +88,11 @@ fn a_partial_history_still_marks_each_steps_latest_outcome() {
 #[test]
 fn a_fan_out_is_a_node_and_its_tasks_a_dag_with_leases() {
     let (mut run, mut events) = start("parallel");
-    let tasks = [("api", vec![]), ("ui", vec!["api".to_string()]), ("docs", vec![])];
-    let plan = Plan {
-        tasks: tasks
-            .iter()
-            .map(|(id, deps)| PlanTask {
-                id: id.to_string(),
-                title: format!("the {id} \"part\""),
-                description: String::new(),
-                depends_on: deps.clone(),
-                pipeline: None,
-            })
-            .collect(),
-        base: None,
-    };
-    let change = Change::Advance {
-        code: None,
-        expected_version: 1,
-        outcome: "planned".into(),
-        output: "plan".into(),
-        artifacts: Map::new(),
-        plan: Some(plan),
-    };
-    apply(&mut run, &mut events, change, "lead");
+    let mut plan = crate::engine::fixtures::plan(&[("api", &[]), ("ui", &["api"]), ("docs", &[])]);
+    for task in &mut plan.tasks {
+        task.title = format!("the {} \"part\"", task.id); // escaped wherever it is drawn
+    }
+    apply(&mut run, &mut events, crate::engine::fixtures::planned(1, plan), "lead");
     apply(&mut run, &mut events, Change::Claim { task: Some("api".into()), lease: Duration::from_secs(60) }, "worker-1");
 
     let graph = GraphView::of(&run, &events);
@@ -197,14 +158,23 @@ fn svg_is_self_contained_escaped_and_paints_the_path() {
     assert_eq!(svg.matches("<g").count(), svg.matches("</g>").count(), "groups are balanced");
 }
 
-#[test]
-fn the_layout_keeps_nodes_apart_and_forward_edges_downwards() {
+/// The looped feature run's graph, its node sizes, its edges (node indexes) and its layout.
+type Edges = Vec<(usize, usize)>;
+
+fn looped_layout() -> (GraphView, Vec<(f64, f64)>, Edges, super::layout::Layout) {
     let (run, events) = looped_feature();
     let graph = GraphView::of(&run, &events);
     let sizes: Vec<(f64, f64)> = graph.nodes.iter().map(|n| (n.label.len() as f64 * 8.0 + 24.0, 40.0)).collect();
     let index = |id: &str| graph.nodes.iter().position(|n| n.id == id).unwrap();
     let edges: Vec<(usize, usize)> = graph.edges.iter().map(|e| (index(&e.from), index(&e.to))).collect();
     let l = layout(&sizes, &edges);
+    (graph, sizes, edges, l)
+}
+
+#[test]
+fn the_layout_keeps_nodes_apart_and_forward_edges_downwards() {
+    let (graph, sizes, edges, l) = looped_layout();
+    let index = |id: &str| graph.nodes.iter().position(|n| n.id == id).unwrap();
     for i in 0..sizes.len() {
         for j in i + 1..sizes.len() {
             let (a, b) = (l.centers[i], l.centers[j]);
@@ -239,12 +209,8 @@ fn spacing_is_least_squares_under_the_ordering_constraints() {
 
 #[test]
 fn loops_run_in_lanes_right_of_what_they_pass_and_never_cross() {
-    let (run, events) = looped_feature();
-    let graph = GraphView::of(&run, &events);
-    let sizes: Vec<(f64, f64)> = graph.nodes.iter().map(|n| (n.label.len() as f64 * 8.0 + 24.0, 40.0)).collect();
+    let (graph, sizes, edges, l) = looped_layout();
     let index = |id: &str| graph.nodes.iter().position(|n| n.id == id).unwrap();
-    let edges: Vec<(usize, usize)> = graph.edges.iter().map(|e| (index(&e.from), index(&e.to))).collect();
-    let l = layout(&sizes, &edges);
     let loops: Vec<(usize, &crate::graph::layout::Route)> = l.routes.iter().enumerate().filter(|(_, r)| r.back && !r.self_loop).collect();
     assert_eq!(loops.len(), 2);
     // (horizontal segments at y from x0 to x1, the vertical segment at x from y0 to y1)

@@ -42,19 +42,11 @@ pub fn merge_order(fanout: &FanOutState) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{
-        Actor, ActorKind, Change, Event, EventKind, MergeConflict, MergeReport, NewRun, Plan, PlanTask, TaskMerge, Workspace,
-        builtin_template,
-    };
-    use crate::time::Timestamp;
+    use crate::engine::{Change, Event, EventKind, MergeConflict, MergeReport, NewRun, TaskMerge, Workspace, builtin_template};
     use serde_json::Map;
     use std::time::Duration;
 
-    const NOW: Timestamp = Timestamp(1_795_000_000_000);
-
-    fn agent(name: &str) -> Actor {
-        Actor { kind: ActorKind::Codex, id: Some(name.into()), agent: None }
-    }
+    use crate::engine::fixtures::{NOW, actor as agent};
 
     /// A `parallel` run in a repository whose plan (`(id, depends_on)`, in plan order) has
     /// been worked until every task joined; with its events.
@@ -72,27 +64,7 @@ mod tests {
         };
         let (mut run, first) = Run::start(new, &agent("lead"), NOW);
         let mut events = vec![first];
-        let plan = Plan {
-            tasks: tasks
-                .iter()
-                .map(|(id, deps)| PlanTask {
-                    id: id.to_string(),
-                    title: id.to_string(),
-                    description: String::new(),
-                    depends_on: deps.iter().map(|d| d.to_string()).collect(),
-                    pipeline: None,
-                })
-                .collect(),
-            base: None,
-        };
-        let planned = Change::Advance {
-            code: None,
-            expected_version: 1,
-            outcome: "planned".into(),
-            output: "plan".into(),
-            artifacts: Map::new(),
-            plan: Some(plan),
-        };
+        let planned = crate::engine::fixtures::planned(1, crate::engine::fixtures::plan(tasks));
         events.push(run.apply(&planned, &agent("lead"), NOW).unwrap());
         // Implement (a), review (b), test (a), task after task in the order they get ready.
         for (who, outcome) in [("a", "implemented"), ("b", "approved"), ("a", "passed")].iter().cycle().take(3 * tasks.len()) {
