@@ -2,7 +2,7 @@
 //! binary's `main` only parses, runs this and prints; failures come back as errors that
 //! [`super::errors`] turns into messages, JSON and exit codes.
 
-use super::open::open_backend;
+use super::open::{open_backend, request_text};
 use super::{Cli, Command};
 use crate::api::{AnswerHumanParams, CancelRunParams, GetRunParams, ListRunsParams, Request, StatusFilter};
 use crate::backend::Backend;
@@ -10,7 +10,6 @@ use crate::error::BatonError;
 use crate::home::Home;
 use crate::mcp::BatonServer;
 use anyhow::Result;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Run the command; returns what to print on stdout.
@@ -120,15 +119,4 @@ pub async fn run(cli: Cli) -> Result<String> {
         Command::Ui(command) => super::ui_commands::run(cli.home.as_deref(), command).await,
         Command::Rewind(command) => super::rewind::run(cli.home.as_deref(), command).await,
     }
-}
-
-/// Run one request and render its answer for a human (or as JSON).
-pub(super) async fn request_text(home: &Option<PathBuf>, request: Request, json: bool) -> Result<String> {
-    let backend = open_backend(home.as_deref()).await?;
-    // Through gitops: e.g. `cancel` removes the run's worktrees, `answer` may merge a join.
-    let reply = crate::gitops::call(&backend, super::terminal_caller(), request).await?;
-    if json {
-        return Ok(serde_json::to_string_pretty(&reply.to_json())?);
-    }
-    Ok(super::render(&reply))
 }

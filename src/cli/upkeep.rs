@@ -2,8 +2,7 @@
 //! `export`, `import` and `migrate`. All but a repair go through the owner (or straight
 //! to PostgreSQL), so they work while Codex sessions are running.
 
-use super::commands::request_text;
-use super::open::{needs_database, open_backend};
+use super::open::{needs_database, open_backend, request_text};
 use crate::api::{BackupParams, ExportParams, ImportParams, Request};
 use crate::backend::Backend;
 use crate::error::BatonError;
