@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 /// the owner, so the database stays locked until the last connection still answering lets
 /// go of it, however the owner itself ends. Fields drop in order: the store closes before
 /// the lock is released, and `released` fires last.
-pub(super) struct Shared {
+pub(super) struct OwnerState {
     pub service: Service,
     /// A request frame must arrive completely within this time once it has started.
     pub frame_timeout: std::time::Duration,
@@ -35,7 +35,7 @@ pub(super) struct Shared {
     pub _released: tokio::sync::watch::Sender<()>,
 }
 
-pub(super) async fn serve(stream: UnixStream, shared: Arc<Shared>, stop: CancellationToken) {
+pub(super) async fn serve(stream: UnixStream, shared: Arc<OwnerState>, stop: CancellationToken) {
     let _counted = Counted::new(&shared.connections);
     let (read, mut write) = stream.into_split();
     let mut frames = FrameReader::new(read, shared.budget.clone(), shared.frame_timeout);
@@ -83,7 +83,7 @@ impl Drop for Counted<'_> {
 }
 
 /// Decode and execute one request. A panic while executing becomes an `internal` answer.
-async fn execute(line: &[u8], shared: &Shared) -> WireReply {
+async fn execute(line: &[u8], shared: &OwnerState) -> WireReply {
     let envelope = wire::decode_request(line)?;
     if let Some(late) = envelope.deadline_ms.and_then(deadline::overdue) {
         return Err(expired(late));

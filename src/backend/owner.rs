@@ -9,7 +9,7 @@
 //! release the lock. The lock is released only once the store is closed, so a successor
 //! never finds the database still held; dropping a serving owner does the same.
 
-use super::conn::{self, Shared};
+use super::conn::{self, OwnerState};
 use super::peer::{self, Dial};
 use super::wire::FrameBudget;
 use crate::error::{BatonError, BatonResult, ErrorCode};
@@ -89,7 +89,7 @@ pub enum Start {
 
 /// An owner that holds the lock, the open store and the bound socket.
 pub struct Owner {
-    shared: Arc<Shared>,
+    shared: Arc<OwnerState>,
     settings: Settings,
     listener: UnixListener,
     home: Home,
@@ -131,7 +131,7 @@ impl Owner {
         let meta = lock.metadata().map_err(|e| BatonError::storage(format!("cannot inspect the lock: {e}"), "Retry."))?;
         let (released_tx, released) = watch::channel(());
         let budget = FrameBudget::new(settings.frame_budget);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(OwnerState {
             service: Service::new(store),
             frame_timeout: settings.frame_timeout,
             answer_timeout: settings.answer_timeout,

@@ -4,15 +4,15 @@
 //! commits, imports and deletions plan them here, so none of those planners needs the
 //! writer itself (and the writer may call them without an import circle).
 
-use super::keys::{self, T};
-use super::{Db, Overlay, Shared};
+use super::keys::{self, TreeId};
+use super::{Db, Overlay, StoreCore};
 use crate::engine::{Run, Template};
 use crate::error::BatonResult;
 use crate::store::RunSummary;
 use std::collections::HashMap;
 
 /// One write of a batch: tree, key, new value (`None` removes).
-pub(super) type Write = (T, Vec<u8>, Option<Vec<u8>>);
+pub(super) type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
 
 /// Everything one batch writes and answers.
 #[derive(Default)]
@@ -41,7 +41,7 @@ const KEPT_HASHES: usize = 64;
 
 impl Bodies {
     /// The content hash of `template`, writing its body into `batch` if it is not stored yet.
-    pub(super) fn body_in(&mut self, shared: &Shared, db: &Db, batch: &mut Batch, template: &Template) -> BatonResult<String> {
+    pub(super) fn body_in(&mut self, shared: &StoreCore, db: &Db, batch: &mut Batch, template: &Template) -> BatonResult<String> {
         if let Some((_, hash)) = self.hashes.iter().find(|(t, _)| t == template) {
             return Ok(hash.clone());
         }
@@ -49,15 +49,15 @@ impl Bodies {
         if batch.bodies.contains(&hash) {
             return Ok(hash);
         }
-        if db.tree(T::Bodies).contains_key(&hash)? {
+        if db.tree(TreeId::Bodies).contains_key(&hash)? {
             if self.hashes.len() >= KEPT_HASHES {
                 self.hashes.remove(0);
             }
             self.hashes.push((template.clone(), hash.clone()));
             return Ok(hash);
         }
-        let record = shared.codec.encode_json(T::Bodies.name(), hash.as_bytes(), &json)?;
-        batch.writes.push((T::Bodies, hash.as_bytes().to_vec(), Some(record)));
+        let record = shared.codec.encode_json(TreeId::Bodies.name(), hash.as_bytes(), &json)?;
+        batch.writes.push((TreeId::Bodies, hash.as_bytes().to_vec(), Some(record)));
         batch.bodies.push(hash.clone());
         Ok(hash)
     }

@@ -158,7 +158,7 @@ impl Codec {
         };
         let template = self
             .template_json(&hash, body)?
-            .ok_or_else(|| self.damaged(tree, key, &format!("its template {} is missing from {}", hash, keys::T::Bodies.name())))?;
+            .ok_or_else(|| self.damaged(tree, key, &format!("its template {} is missing from {}", hash, keys::TreeId::Bodies.name())))?;
         record::splice_run(&template, rest).map_err(|e| self.damaged(tree, key, &format!("it does not decode ({e})")))
     }
 
@@ -172,9 +172,9 @@ impl Codec {
             return Ok(Some(found.clone()));
         }
         let Some(stored) = body(hash)? else { return Ok(None) };
-        let json = self.json(keys::T::Bodies.name(), hash.as_bytes(), &stored)?.into_owned();
+        let json = self.json(keys::TreeId::Bodies.name(), hash.as_bytes(), &stored)?.into_owned();
         serde_json::from_slice::<Template>(&json)
-            .map_err(|e| self.damaged(keys::T::Bodies.name(), hash.as_bytes(), &format!("it does not decode ({e})")))?;
+            .map_err(|e| self.damaged(keys::TreeId::Bodies.name(), hash.as_bytes(), &format!("it does not decode ({e})")))?;
         let json = std::sync::Arc::new(json);
         let mut cache = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= TEMPLATE_CACHE {

@@ -3,14 +3,14 @@
 //! the run, through the overlay, until that batch is durable.
 
 use super::batch::{Batch, count_into};
-use super::keys::{self, T};
-use super::{Db, Shared, index};
+use super::keys::{self, TreeId};
+use super::{Db, StoreCore, index};
 use crate::error::{BatonError, BatonResult};
 use crate::store::RunSummary;
 
 /// Add the removals of run `run_id` to `batch`; its summary, or `None` if there is no
 /// such run. A run in progress is refused and nothing is added.
-pub(super) fn plan_delete(shared: &Shared, db: &Db, batch: &mut Batch, run_id: &str) -> BatonResult<Option<RunSummary>> {
+pub(super) fn plan_delete(shared: &StoreCore, db: &Db, batch: &mut Batch, run_id: &str) -> BatonResult<Option<RunSummary>> {
     let Some(run) = shared.stored_run(db, run_id)? else { return Ok(None) };
     if !run.status.is_finished() {
         return Err(BatonError::invalid_state(
@@ -19,13 +19,13 @@ pub(super) fn plan_delete(shared: &Shared, db: &Db, batch: &mut Batch, run_id: &
         ));
     }
     let summary = RunSummary::of(&run);
-    batch.writes.push((T::Runs, run_id.as_bytes().to_vec(), None));
-    for tree in [T::Events, T::Checkpoints, T::Ops] {
+    batch.writes.push((TreeId::Runs, run_id.as_bytes().to_vec(), None));
+    for tree in [TreeId::Events, TreeId::Checkpoints, TreeId::Ops] {
         for key in db.tree(tree).scan_prefix(keys::run_prefix(run_id)).keys() {
             batch.writes.push((tree, key?.to_vec(), None));
         }
     }
-    batch.writes.push((T::Index, index::key_of(&summary), None));
+    batch.writes.push((TreeId::Index, index::key_of(&summary), None));
     count_into(&mut batch.counts, &summary, -1);
     batch.overlay.runs.insert(run_id.to_string(), Some(run));
     batch.overlay.summaries.insert(run_id.to_string(), (Some(summary.clone()), None));

@@ -9,8 +9,8 @@
 //! hex; the next page starts after it. A run changed between two pages moves to the
 //! front, so it may be missed or shown twice, as with any cursor over live data.
 
-use super::keys::{self, T};
-use super::{Db, Shared};
+use super::keys::{self, TreeId};
+use super::{Db, StoreCore};
 use crate::engine::RunStatus;
 use crate::error::{BatonError, BatonResult};
 use crate::store::{RunPage, RunQuery, RunSummary, StatusFilter};
@@ -32,7 +32,7 @@ fn matches(query: &RunQuery, summary: &RunSummary) -> bool {
 }
 
 /// One page of runs matching `query`, newest change first.
-pub fn list(shared: &Shared, query: &RunQuery) -> BatonResult<RunPage> {
+pub fn list(shared: &StoreCore, query: &RunQuery) -> BatonResult<RunPage> {
     let after = match &query.cursor {
         None => None,
         Some(cursor) => Some(keys::unhex(cursor).ok_or_else(|| {
@@ -50,8 +50,8 @@ pub fn list(shared: &Shared, query: &RunQuery) -> BatonResult<RunPage> {
     })
 }
 
-/// Runs of the batch in flight show as they were before it (see `Shared::run`).
-fn page(shared: &Shared, query: &RunQuery, after: Option<&[u8]>, mut found: Vec<(Vec<u8>, RunSummary)>, counted: u64) -> RunPage {
+/// Runs of the batch in flight show as they were before it (see `StoreCore::run`).
+fn page(shared: &StoreCore, query: &RunQuery, after: Option<&[u8]>, mut found: Vec<(Vec<u8>, RunSummary)>, counted: u64) -> RunPage {
     let overlay = shared.overlay();
     let mut total = counted as i64;
     for (before, written) in overlay.summaries.values() {
@@ -74,8 +74,8 @@ fn page(shared: &Shared, query: &RunQuery, after: Option<&[u8]>, mut found: Vec<
 }
 
 /// Up to `limit + 1` index entries matching `query` after `after`, in order.
-fn scan(shared: &Shared, db: &Db, query: &RunQuery, after: Option<&[u8]>) -> BatonResult<Vec<(Vec<u8>, RunSummary)>> {
-    let tree = db.tree(T::Index);
+fn scan(shared: &StoreCore, db: &Db, query: &RunQuery, after: Option<&[u8]>) -> BatonResult<Vec<(Vec<u8>, RunSummary)>> {
+    let tree = db.tree(TreeId::Index);
     let mut ranges: Vec<_> = statuses(query.status)
         .into_iter()
         .map(|status| {
@@ -109,7 +109,7 @@ fn scan(shared: &Shared, db: &Db, query: &RunQuery, after: Option<&[u8]>) -> Bat
         }
         let Some((i, order)) = best else { break };
         let (key, bytes) = ranges[i].next().expect("peeked")?;
-        let summary: RunSummary = shared.codec.decode(T::Index.name(), &key, &bytes)?;
+        let summary: RunSummary = shared.codec.decode(TreeId::Index.name(), &key, &bytes)?;
         if matches(query, &summary) {
             found.push((order, summary));
         }
@@ -119,19 +119,19 @@ fn scan(shared: &Shared, db: &Db, query: &RunQuery, after: Option<&[u8]>) -> Bat
 
 /// How many runs match, from the counters (counting entries when a workspace is asked
 /// for, which no counter tracks; unfinished runs, the usual case, are few).
-fn count(shared: &Shared, db: &Db, query: &RunQuery) -> BatonResult<u64> {
+fn count(shared: &StoreCore, db: &Db, query: &RunQuery) -> BatonResult<u64> {
     if query.workspace.is_some() {
         let mut total = 0;
         for status in statuses(query.status) {
-            for entry in db.tree(T::Index).scan_prefix([keys::status_byte(status)]) {
+            for entry in db.tree(TreeId::Index).scan_prefix([keys::status_byte(status)]) {
                 let (key, bytes) = entry?;
-                let summary: RunSummary = shared.codec.decode(T::Index.name(), &key, &bytes)?;
+                let summary: RunSummary = shared.codec.decode(TreeId::Index.name(), &key, &bytes)?;
                 total += u64::from(matches(query, &summary));
             }
         }
         return Ok(total);
     }
-    let meta = db.tree(T::Meta);
+    let meta = db.tree(TreeId::Meta);
     let mut total = 0;
     for status in statuses(query.status) {
         total += read_counter(meta, &keys::count_key(status, query.template.as_deref()))?;

@@ -10,7 +10,7 @@ pub const TREES: [&str; 8] = ["runs", "events", "checkpoints", "templates", "bod
 
 /// Positions of the trees in [`TREES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum T {
+pub enum TreeId {
     /// run id -> run snapshot (template by reference).
     Runs = 0,
     /// run id / seq -> event.
@@ -29,7 +29,7 @@ pub enum T {
     Meta = 7,
 }
 
-impl T {
+impl TreeId {
     pub fn name(self) -> &'static str {
         TREES[self as usize]
     }

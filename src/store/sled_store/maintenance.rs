@@ -6,8 +6,8 @@
 
 use super::batch::{Batch, Bodies, Write, count_into};
 use super::integrity::{Record, Witness};
-use super::keys::{self, T};
-use super::{Db, Options, Shared, index, integrity_conf, io_storage, open_sled};
+use super::keys::{self, TreeId};
+use super::{Db, Options, StoreCore, index, integrity_conf, io_storage, open_sled};
 use crate::engine::{Event, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 pub use crate::store::export::{Exported, read_export};
@@ -17,14 +17,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// Check every record and cross-check runs, events, checkpoints, the index and counters.
-pub fn verify(shared: &Shared, db: &Db) -> BatonResult<VerifyReport> {
+pub fn verify(shared: &StoreCore, db: &Db) -> BatonResult<VerifyReport> {
     let codec = &shared.codec;
     let mut report = VerifyReport::default();
     let mut problem = |p: String| crate::store::report::add_problem(&mut report.problems, p);
     let mut runs = BTreeMap::new();
-    for entry in db.tree(T::Runs).iter() {
+    for entry in db.tree(TreeId::Runs).iter() {
         let (key, bytes) = entry?;
-        match shared.decode_run(db, T::Runs.name(), &key, &bytes) {
+        match shared.decode_run(db, TreeId::Runs.name(), &key, &bytes) {
             Ok(run) if run.id.as_bytes() == key.as_ref() => {
                 runs.insert(run.id.clone(), run);
             }
@@ -34,7 +34,7 @@ pub fn verify(shared: &Shared, db: &Db) -> BatonResult<VerifyReport> {
     }
     let mut events: HashMap<String, Vec<Event>> = HashMap::new();
     let mut event_count = 0;
-    for entry in db.tree(T::Events).iter() {
+    for entry in db.tree(TreeId::Events).iter() {
         let (key, bytes) = entry?;
         event_count += 1;
         let Some(slash) = key.iter().position(|b| *b == b'/').filter(|s| key.len() == s + 9) else {
@@ -43,7 +43,7 @@ pub fn verify(shared: &Shared, db: &Db) -> BatonResult<VerifyReport> {
         };
         let run_id = String::from_utf8_lossy(&key[..slash]).into_owned();
         let seq = u64::from_be_bytes(key[slash + 1..].try_into().unwrap_or_default());
-        match codec.decode::<Event>(T::Events.name(), &key, &bytes) {
+        match codec.decode::<Event>(TreeId::Events.name(), &key, &bytes) {
             Ok(event) if event.seq == seq => events.entry(run_id).or_default().push(event),
             Ok(event) => problem(format!("{} holds event {}", keys::describe("events", &key), event.seq)),
             Err(e) => problem(e.message),
@@ -58,9 +58,9 @@ pub fn verify(shared: &Shared, db: &Db) -> BatonResult<VerifyReport> {
             problem(format!("run {run_id}: its last event is not its last change"));
         }
         for name in &run.checkpoints {
-            match db.tree(T::Checkpoints).get(keys::checkpoint_key(run_id, name))? {
+            match db.tree(TreeId::Checkpoints).get(keys::checkpoint_key(run_id, name))? {
                 None => problem(format!("run {run_id} lists checkpoint {name}, which is missing")),
-                Some(bytes) => match shared.decode_run(db, T::Checkpoints.name(), &keys::checkpoint_key(run_id, name), &bytes) {
+                Some(bytes) => match shared.decode_run(db, TreeId::Checkpoints.name(), &keys::checkpoint_key(run_id, name), &bytes) {
                     Ok(cp) if cp.id == *run_id => {}
                     Ok(cp) => problem(format!("checkpoint {name} of run {run_id} holds run {}", cp.id)),
                     Err(e) => problem(e.message),
@@ -74,10 +74,10 @@ pub fn verify(shared: &Shared, db: &Db) -> BatonResult<VerifyReport> {
     }
     let mut counts = HashMap::new();
     let mut indexed = 0;
-    for entry in db.tree(T::Index).iter() {
+    for entry in db.tree(TreeId::Index).iter() {
         let (key, bytes) = entry?;
         indexed += 1;
-        match codec.decode::<RunSummary>(T::Index.name(), &key, &bytes) {
+        match codec.decode::<RunSummary>(TreeId::Index.name(), &key, &bytes) {
             Ok(summary) => match runs.get(&summary.run_id) {
                 Some(run) if RunSummary::of(run) == summary && index::key_of(&summary) == key.as_ref() => {
                     count_into(&mut counts, &summary, 1)
@@ -90,7 +90,7 @@ pub fn verify(shared: &Shared, db: &Db) -> BatonResult<VerifyReport> {
     if indexed != runs.len() {
         problem(format!("the listing index has {indexed} entries for {} runs", runs.len()));
     }
-    for (key, value) in db.tree(T::Meta).scan_prefix(b"count/").chain(db.tree(T::Meta).scan_prefix(b"tcount/")).flatten() {
+    for (key, value) in db.tree(TreeId::Meta).scan_prefix(b"count/").chain(db.tree(TreeId::Meta).scan_prefix(b"tcount/")).flatten() {
         let stored = value.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
         if stored != counts.remove(key.as_ref()).unwrap_or(0) as u64 {
             problem(format!("the counter meta/{} is wrong", String::from_utf8_lossy(&key)));
@@ -99,10 +99,10 @@ pub fn verify(shared: &Shared, db: &Db) -> BatonResult<VerifyReport> {
     if counts.values().any(|c| *c != 0) {
         problem("a listing counter is missing".into());
     }
-    for entry in db.tree(T::Templates).iter() {
+    for entry in db.tree(TreeId::Templates).iter() {
         let (key, bytes) = entry?;
         report.templates += 1;
-        if let Err(e) = codec.decode::<Template>(T::Templates.name(), &key, &bytes) {
+        if let Err(e) = codec.decode::<Template>(TreeId::Templates.name(), &key, &bytes) {
             problem(e.message);
         }
     }
@@ -119,7 +119,7 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
         integrity_conf::rewrite(dir).map_err(|e| io_storage(dir, "rewrite the configuration file of", &e))?;
     }
     let db = open_sled(dir, options)?;
-    let shared = Shared {
+    let shared = StoreCore {
         dir: dir.to_path_buf(),
         codec: super::codec::Codec::new(dir, options.key.as_ref().map(super::crypto::Cipher::new)),
         options: options.clone(),
@@ -133,23 +133,23 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
     let state = super::upgrade::prepare_with(&shared, &db, true)?;
     let mut writes = Vec::new();
     let mut counts = HashMap::new();
-    for entry in db.tree(T::Index).iter() {
-        writes.push((T::Index, entry?.0.to_vec(), None));
+    for entry in db.tree(TreeId::Index).iter() {
+        writes.push((TreeId::Index, entry?.0.to_vec(), None));
     }
-    for entry in db.tree(T::Meta).scan_prefix(b"count/").chain(db.tree(T::Meta).scan_prefix(b"tcount/")) {
-        writes.push((T::Meta, entry?.0.to_vec(), None));
+    for entry in db.tree(TreeId::Meta).scan_prefix(b"count/").chain(db.tree(TreeId::Meta).scan_prefix(b"tcount/")) {
+        writes.push((TreeId::Meta, entry?.0.to_vec(), None));
     }
-    for entry in db.tree(T::Runs).iter() {
+    for entry in db.tree(TreeId::Runs).iter() {
         let (key, bytes) = entry?;
-        if let Ok(run) = shared.decode_run(&db, T::Runs.name(), &key, &bytes) {
+        if let Ok(run) = shared.decode_run(&db, TreeId::Runs.name(), &key, &bytes) {
             let summary = RunSummary::of(&run);
             let index_key = index::key_of(&summary);
-            writes.push((T::Index, index_key.clone(), Some(shared.codec.encode(T::Index.name(), &index_key, &summary)?)));
+            writes.push((TreeId::Index, index_key.clone(), Some(shared.codec.encode(TreeId::Index.name(), &index_key, &summary)?)));
             count_into(&mut counts, &summary, 1);
         }
     }
     for (key, count) in counts {
-        writes.push((T::Meta, key, Some((count.max(0) as u64).to_be_bytes().to_vec())));
+        writes.push((TreeId::Meta, key, Some((count.max(0) as u64).to_be_bytes().to_vec())));
     }
     apply(&db, &writes).map_err(|e| io_storage(dir, "repair", &e))?;
     db.sled.flush()?;
@@ -186,7 +186,7 @@ fn apply(db: &Db, writes: &[Write]) -> Result<(), String> {
 /// Copy every tree, record by record (sealed records stay sealed), into a new database
 /// in `target`, with its own integrity record. Runs on the writer thread between batches,
 /// so the copy is one consistent state.
-pub fn backup(shared: &Shared, target: &Path, db_id: [u8; 16], batch: u64) -> BatonResult<BackupReport> {
+pub fn backup(shared: &StoreCore, target: &Path, db_id: [u8; 16], batch: u64) -> BatonResult<BackupReport> {
     let taken = std::fs::read_dir(target).map(|mut d| d.next().is_some()).unwrap_or(false);
     if taken {
         return Err(BatonError::invalid(
@@ -219,14 +219,15 @@ pub fn backup(shared: &Shared, target: &Path, db_id: [u8; 16], batch: u64) -> Ba
 
 /// Write every template and run (with its events and checkpoints) as JSON lines; returns
 /// the number of runs. Each run is exported as durable, from one snapshot.
-pub fn export(shared: &Shared, out: &mut (dyn std::io::Write + Send)) -> BatonResult<u64> {
+pub fn export(shared: &StoreCore, out: &mut (dyn std::io::Write + Send)) -> BatonResult<u64> {
     let io = |e: std::io::Error| BatonError::storage(format!("cannot write the export: {e}"), "Check the output file's disk has room.");
     write_header(out).map_err(io)?;
     for template in shared.templates()? {
         write_line(out, &Exported::Template(template)).map_err(io)?;
     }
-    let ids: Vec<String> = shared
-        .with_db(|db| db.tree(T::Runs).iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect::<BatonResult<_>>())?;
+    let ids: Vec<String> = shared.with_db(|db| {
+        db.tree(TreeId::Runs).iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect::<BatonResult<_>>()
+    })?;
     let mut count = 0;
     for id in ids {
         let Some(run) = shared.run(&id)? else { continue };
@@ -247,7 +248,7 @@ pub fn export(shared: &Shared, out: &mut (dyn std::io::Write + Send)) -> BatonRe
 /// Plan the writes of an import into `batch`; refuses (writing nothing) a run id that
 /// exists unless `replace`. Returns the number of runs.
 pub(super) fn plan_import(
-    shared: &Shared,
+    shared: &StoreCore,
     bodies: &mut Bodies,
     db: &Db,
     batch: &mut Batch,
@@ -259,7 +260,7 @@ pub(super) fn plan_import(
     for record in &records {
         if let Exported::Run { run, .. } = record
             && !replace
-            && db.tree(T::Runs).contains_key(&run.id)?
+            && db.tree(TreeId::Runs).contains_key(&run.id)?
         {
             return Err(BatonError::new(
                 ErrorCode::Conflict,
@@ -272,41 +273,49 @@ pub(super) fn plan_import(
         match record {
             Exported::Template(template) => {
                 let name = template.name.clone();
-                let durable = shared.with_db_ref(db, &name)?;
+                let durable = shared.durable_template(db, &name)?;
                 batch.overlay.templates.entry(name.clone()).or_insert(durable);
                 batch.writes.push((
-                    T::Templates,
+                    TreeId::Templates,
                     name.as_bytes().to_vec(),
-                    Some(codec.encode(T::Templates.name(), name.as_bytes(), &template)?),
+                    Some(codec.encode(TreeId::Templates.name(), name.as_bytes(), &template)?),
                 ));
             }
             Exported::Run { run, events, checkpoints } => {
                 let id = run.id.clone();
                 let existing = shared.stored_run(db, &id)?;
                 if let Some(old) = &existing {
-                    for tree in [T::Events, T::Checkpoints, T::Ops] {
+                    for tree in [TreeId::Events, TreeId::Checkpoints, TreeId::Ops] {
                         for key in db.tree(tree).scan_prefix(keys::run_prefix(&id)).keys() {
                             batch.writes.push((tree, key?.to_vec(), None));
                         }
                     }
                     let summary = RunSummary::of(old);
-                    batch.writes.push((T::Index, index::key_of(&summary), None));
+                    batch.writes.push((TreeId::Index, index::key_of(&summary), None));
                     count_into(&mut batch.counts, &summary, -1);
                 }
                 let hash = bodies.body_in(shared, db, batch, &run.template)?;
-                batch.writes.push((T::Runs, id.as_bytes().to_vec(), Some(codec.encode_run(T::Runs.name(), id.as_bytes(), &run, &hash)?)));
+                batch.writes.push((
+                    TreeId::Runs,
+                    id.as_bytes().to_vec(),
+                    Some(codec.encode_run(TreeId::Runs.name(), id.as_bytes(), &run, &hash)?),
+                ));
                 for event in &events {
                     let key = keys::event_key(&id, event.seq);
-                    batch.writes.push((T::Events, key.clone(), Some(codec.encode(T::Events.name(), &key, event)?)));
+                    batch.writes.push((TreeId::Events, key.clone(), Some(codec.encode(TreeId::Events.name(), &key, event)?)));
                 }
                 for (name, cp) in &checkpoints {
                     let cp_hash = bodies.body_in(shared, db, batch, &cp.template)?;
                     let key = keys::checkpoint_key(&id, name);
-                    batch.writes.push((T::Checkpoints, key.clone(), Some(codec.encode_run(T::Checkpoints.name(), &key, cp, &cp_hash)?)));
+                    batch.writes.push((
+                        TreeId::Checkpoints,
+                        key.clone(),
+                        Some(codec.encode_run(TreeId::Checkpoints.name(), &key, cp, &cp_hash)?),
+                    ));
                 }
                 let summary = RunSummary::of(&run);
                 let key = index::key_of(&summary);
-                batch.writes.push((T::Index, key.clone(), Some(codec.encode(T::Index.name(), &key, &summary)?)));
+                batch.writes.push((TreeId::Index, key.clone(), Some(codec.encode(TreeId::Index.name(), &key, &summary)?)));
                 count_into(&mut batch.counts, &summary, 1);
                 let before = existing.as_ref().map(RunSummary::of);
                 batch.overlay.summaries.insert(id.clone(), (before, Some(summary)));

@@ -34,7 +34,7 @@ use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::store::{BackupReport, VerifyReport};
 use async_trait::async_trait;
 use codec::Codec;
-use keys::T;
+use keys::TreeId;
 use sled::Tree;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -102,7 +102,7 @@ pub(crate) struct Db {
 }
 
 impl Db {
-    fn tree(&self, t: T) -> &Tree {
+    fn tree(&self, t: TreeId) -> &Tree {
         &self.trees[t as usize]
     }
 }
@@ -112,7 +112,7 @@ impl Db {
 type SyncHook = Box<dyn FnMut() -> std::io::Result<()> + Send>;
 
 /// What readers and the writer share.
-pub(crate) struct Shared {
+pub(crate) struct StoreCore {
     dir: PathBuf,
     codec: Codec,
     options: Options,
@@ -151,7 +151,7 @@ impl Overlay {
 /// The store: cheap to share behind an `Arc`; dropping it stops the writer (which records
 /// the integrity witness) and closes sled.
 pub struct SledStore {
-    shared: Arc<Shared>,
+    shared: Arc<StoreCore>,
     writer: writer::Handle,
 }
 
@@ -170,7 +170,7 @@ impl SledStore {
         let db = open_sled(dir, &options)?;
         let cipher = options.key.as_ref().map(crypto::Cipher::new);
         let codec = Codec::new(dir, cipher);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(StoreCore {
             dir: dir.to_path_buf(),
             codec,
             options,
@@ -189,7 +189,7 @@ impl SledStore {
                 dir.display(),
                 db.set_aside.len(),
                 state.batch,
-                db.tree(T::Runs).len()
+                db.tree(TreeId::Runs).len()
             );
         }
         let syncer = durability::Syncer::open(dir).map_err(|e| io_storage(dir, "sync", &e))?;
@@ -338,7 +338,7 @@ pub(crate) fn io_storage(dir: &Path, what: &str, e: &dyn std::fmt::Display) -> B
     BatonError::storage(format!("cannot {what} the baton database at {}: {text}", dir.display()), fix)
 }
 
-impl Shared {
+impl StoreCore {
     /// Run `read` against the open database.
     /// sled panics on some inconsistencies of a damaged log ("cannot find pid"); such a
     /// read becomes a storage error instead of taking the process down.
@@ -371,15 +371,15 @@ impl Shared {
 
     /// The stored snapshot of a run as sled has it (durable or in flight).
     fn stored_run(&self, db: &Db, run_id: &str) -> BatonResult<Option<Run>> {
-        let tree = T::Runs.name();
-        match db.tree(T::Runs).get(run_id)? {
+        let tree = TreeId::Runs.name();
+        match db.tree(TreeId::Runs).get(run_id)? {
             None => Ok(None),
             Some(bytes) => self.decode_run(db, tree, run_id.as_bytes(), &bytes).map(Some),
         }
     }
 
     fn decode_run(&self, db: &Db, tree: &str, key: &[u8], bytes: &[u8]) -> BatonResult<Run> {
-        self.codec.decode_run(tree, key, bytes, |hash| Ok(db.tree(T::Bodies).get(hash)?.map(|v| v.to_vec())))
+        self.codec.decode_run(tree, key, bytes, |hash| Ok(db.tree(TreeId::Bodies).get(hash)?.map(|v| v.to_vec())))
     }
 
     /// The durable snapshot of a run. sled is read first and the overlay second: a value
@@ -409,15 +409,15 @@ impl Shared {
             let range = keys::event_key(run_id, from)..=keys::event_key(run_id, to);
             let mut events = Vec::new();
             let mut used = 0;
-            for entry in db.tree(T::Events).range(range).rev() {
+            for entry in db.tree(TreeId::Events).range(range).rev() {
                 let (key, bytes) = entry?;
-                let json = self.codec.json(T::Events.name(), &key, &bytes)?;
+                let json = self.codec.json(TreeId::Events.name(), &key, &bytes)?;
                 used += json.len();
                 if used > max_bytes && !events.is_empty() {
                     break;
                 }
                 let event: Event = serde_json::from_slice(&json)
-                    .map_err(|e| self.codec.damaged(T::Events.name(), &key, &format!("it does not decode ({e})")))?;
+                    .map_err(|e| self.codec.damaged(TreeId::Events.name(), &key, &format!("it does not decode ({e})")))?;
                 events.push(event);
             }
             events.reverse();
@@ -428,9 +428,9 @@ impl Shared {
     fn checkpoint(&self, run_id: &str, name: &str) -> BatonResult<Option<Run>> {
         let key = keys::checkpoint_key(run_id, name);
         self.with_db(|db| {
-            let stored = match db.tree(T::Checkpoints).get(&key)? {
+            let stored = match db.tree(TreeId::Checkpoints).get(&key)? {
                 None => None,
-                Some(bytes) => Some(self.decode_run(db, T::Checkpoints.name(), &key, &bytes)?),
+                Some(bytes) => Some(self.decode_run(db, TreeId::Checkpoints.name(), &key, &bytes)?),
             };
             // A checkpoint never changes once saved, so it is durable if the durable run lists it.
             Ok(match self.overlay().runs.get(run_id) {
@@ -442,7 +442,7 @@ impl Shared {
 
     fn template(&self, name: &str) -> BatonResult<Option<Template>> {
         self.with_db(|db| {
-            let stored = self.with_db_ref(db, name)?;
+            let stored = self.durable_template(db, name)?;
             Ok(match self.overlay().templates.get(name) {
                 Some(before) => before.clone(),
                 None => stored,
@@ -453,11 +453,11 @@ impl Shared {
     fn templates(&self) -> BatonResult<Vec<Template>> {
         self.with_db(|db| {
             let mut stored: Vec<Template> = db
-                .tree(T::Templates)
+                .tree(TreeId::Templates)
                 .iter()
                 .map(|entry| {
                     let (key, bytes) = entry?;
-                    self.codec.decode(T::Templates.name(), &key, &bytes)
+                    self.codec.decode(TreeId::Templates.name(), &key, &bytes)
                 })
                 .collect::<BatonResult<_>>()?;
             let overlay = self.overlay();

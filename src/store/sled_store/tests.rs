@@ -264,7 +264,7 @@ fn the_first_format_is_upgraded_on_open_and_reopens() {
     let report = block_on(store.verify()).unwrap();
     assert!(report.is_sound(), "{report:?}");
     assert_eq!(store.shared.run("50abcc98-28a8-4794-ac36-e15747a01493").unwrap().unwrap().version, 2);
-    let tags: Vec<u8> = store.shared.with_db(|db| Ok(db.tree(T::Runs).iter().values().map(|v| v.unwrap()[0]).collect())).unwrap();
+    let tags: Vec<u8> = store.shared.with_db(|db| Ok(db.tree(TreeId::Runs).iter().values().map(|v| v.unwrap()[0]).collect())).unwrap();
     assert!(tags.iter().all(|t| *t != b'{'), "run snapshots carry a format tag after the upgrade");
 }
 
@@ -286,7 +286,9 @@ fn records_are_compact() {
     advance(&store, "op", "r1", 1).unwrap();
     let (run_bytes, event_bytes) = store
         .shared
-        .with_db(|db| Ok((db.tree(T::Runs).get("r1")?.unwrap().len(), db.tree(T::Events).get(keys::event_key("r1", 2))?.unwrap().len())))
+        .with_db(|db| {
+            Ok((db.tree(TreeId::Runs).get("r1")?.unwrap().len(), db.tree(TreeId::Events).get(keys::event_key("r1", 2))?.unwrap().len()))
+        })
         .unwrap();
     let full = serde_json::to_vec(&store.shared.run("r1").unwrap().unwrap()).unwrap().len();
     assert!(run_bytes * 3 < full, "a stored snapshot ({run_bytes} B) is far smaller than the run with its template ({full} B)");
@@ -496,10 +498,10 @@ fn encryption_at_rest() {
     // Tamper with one sealed record: the read names it.
     {
         let db = open_sled(&dir, &Options::default()).unwrap();
-        let mut value = db.tree(T::Events).get(keys::event_key("r1", 2)).unwrap().unwrap().to_vec();
+        let mut value = db.tree(TreeId::Events).get(keys::event_key("r1", 2)).unwrap().unwrap().to_vec();
         let last = value.len() - 1;
         value[last] ^= 1;
-        db.tree(T::Events).insert(keys::event_key("r1", 2), value).unwrap();
+        db.tree(TreeId::Events).insert(keys::event_key("r1", 2), value).unwrap();
         db.sled.flush().unwrap();
     }
     let store = SledStore::open_with(&dir, Options { key: Some(key), ..Options::default() }).unwrap();
@@ -723,9 +725,9 @@ fn format_1_lists_runs_whose_tasks_wait_anew() {
         .with_db(|db| {
             let new = RunSummary::of(&run);
             let old = RunSummary { status: crate::engine::RunStatus::Active, tasks_waiting: Vec::new(), ..new.clone() };
-            let (index, meta) = (db.tree(T::Index), db.tree(T::Meta));
+            let (index, meta) = (db.tree(TreeId::Index), db.tree(TreeId::Meta));
             index.remove(index::key_of(&new))?;
-            index.insert(index::key_of(&old), store.shared.codec.encode(T::Index.name(), &index::key_of(&old), &old)?)?;
+            index.insert(index::key_of(&old), store.shared.codec.encode(TreeId::Index.name(), &index::key_of(&old), &old)?)?;
             let mut counts = std::collections::HashMap::new();
             super::batch::count_into(&mut counts, &new, -1);
             super::batch::count_into(&mut counts, &old, 1);
@@ -747,7 +749,7 @@ fn format_1_lists_runs_whose_tasks_wait_anew() {
     assert_eq!((active.total, active.runs.len()), (0, 0));
     let report = block_on(store.verify()).unwrap();
     assert!(report.is_sound(), "{report:?}");
-    let format = store.shared.with_db(|db| Ok(db.tree(T::Meta).get(keys::META_FORMAT)?.map(|v| v.to_vec()))).unwrap();
+    let format = store.shared.with_db(|db| Ok(db.tree(TreeId::Meta).get(keys::META_FORMAT)?.map(|v| v.to_vec()))).unwrap();
     assert_eq!(format.as_deref(), Some(super::upgrade::FORMAT));
 }
 

@@ -12,8 +12,8 @@
 use super::batch::count_into;
 use super::codec::template_hash;
 use super::integrity::{self, Record, Witness};
-use super::keys::{self, T};
-use super::{Db, Shared, index, io_storage};
+use super::keys::{self, TreeId};
+use super::{Db, StoreCore, index, io_storage};
 use crate::engine::Run;
 use crate::error::{BatonError, BatonResult};
 use crate::store::{RECENT_OPS, RunSummary};
@@ -37,15 +37,15 @@ pub struct State {
 }
 
 /// Initialise or upgrade the database if needed; check the key matches.
-pub fn prepare(shared: &Shared, db: &Db) -> BatonResult<State> {
+pub fn prepare(shared: &StoreCore, db: &Db) -> BatonResult<State> {
     prepare_with(shared, db, false)
 }
 
 /// [`prepare`]; with `accept_loss` (`baton verify --repair`), a log that recovered nothing
 /// of a database its integrity record witnessed is accepted as a new, empty database with
 /// the same identity, the old record set aside as evidence.
-pub fn prepare_with(shared: &Shared, db: &Db, accept_loss: bool) -> BatonResult<State> {
-    let meta = db.tree(T::Meta);
+pub fn prepare_with(shared: &StoreCore, db: &Db, accept_loss: bool) -> BatonResult<State> {
+    let meta = db.tree(TreeId::Meta);
     let dir = &shared.dir;
     if meta.get(keys::META_FORMAT)?.is_some_and(|f| f.as_ref() == FORMAT_1) {
         relist_open_runs(shared, db)?;
@@ -73,7 +73,7 @@ pub fn prepare_with(shared: &Shared, db: &Db, accept_loss: bool) -> BatonResult<
         )),
         None => {
             let first_format =
-                db.sled.tree_names().iter().any(|n| n.as_ref() == keys::V0_SUMMARIES.as_bytes()) || !db.tree(T::Runs).is_empty();
+                db.sled.tree_names().iter().any(|n| n.as_ref() == keys::V0_SUMMARIES.as_bytes()) || !db.tree(TreeId::Runs).is_empty();
             if first_format && shared.codec.encrypted() {
                 return Err(not_encrypted(dir));
             }
@@ -111,17 +111,17 @@ pub fn prepare_with(shared: &Shared, db: &Db, accept_loss: bool) -> BatonResult<
                     db_id
                 }
             };
-            let mut writes: Vec<(T, Vec<u8>, Vec<u8>)> = Vec::new();
+            let mut writes: Vec<(TreeId, Vec<u8>, Vec<u8>)> = Vec::new();
             if first_format {
                 upgrade_first_format(shared, db, &mut writes)?;
             }
             if shared.codec.encrypted() {
-                writes.push((T::Meta, keys::META_CRYPTO.to_vec(), shared.codec.encode_json("meta", keys::META_CRYPTO, CRYPTO_CHECK)?));
+                writes.push((TreeId::Meta, keys::META_CRYPTO.to_vec(), shared.codec.encode_json("meta", keys::META_CRYPTO, CRYPTO_CHECK)?));
             }
             let batch: u64 = 1;
-            writes.push((T::Meta, keys::META_DB_ID.to_vec(), db_id.to_vec()));
-            writes.push((T::Meta, keys::META_BATCH.to_vec(), batch.to_be_bytes().to_vec()));
-            writes.push((T::Meta, keys::META_FORMAT.to_vec(), FORMAT.to_vec()));
+            writes.push((TreeId::Meta, keys::META_DB_ID.to_vec(), db_id.to_vec()));
+            writes.push((TreeId::Meta, keys::META_BATCH.to_vec(), batch.to_be_bytes().to_vec()));
+            writes.push((TreeId::Meta, keys::META_FORMAT.to_vec(), FORMAT.to_vec()));
             db.trees
                 .as_slice()
                 .transaction(|trees| {
@@ -145,40 +145,40 @@ pub fn prepare_with(shared: &Shared, db: &Db, accept_loss: bool) -> BatonResult<
 /// Format 1 -> 2: rewrite the listing entries (and counters) of the open runs whose
 /// summary changed, and the format marker, in one transaction: a crash midway leaves
 /// format 1, and the next open starts over. Finished runs list as before.
-fn relist_open_runs(shared: &Shared, db: &Db) -> BatonResult<()> {
+fn relist_open_runs(shared: &StoreCore, db: &Db) -> BatonResult<()> {
     let codec = &shared.codec;
     let mut removes: Vec<Vec<u8>> = Vec::new();
-    let mut writes: Vec<(T, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut writes: Vec<(TreeId, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut counts = HashMap::new();
     for status in [crate::engine::RunStatus::Active, crate::engine::RunStatus::AwaitingHuman] {
-        for entry in db.tree(T::Index).scan_prefix([keys::status_byte(status)]) {
+        for entry in db.tree(TreeId::Index).scan_prefix([keys::status_byte(status)]) {
             let (key, bytes) = entry?;
-            let listed: RunSummary = codec.decode(T::Index.name(), &key, &bytes)?;
-            let Some(stored) = db.tree(T::Runs).get(listed.run_id.as_bytes())? else { continue };
-            let run = shared.decode_run(db, T::Runs.name(), listed.run_id.as_bytes(), &stored)?;
+            let listed: RunSummary = codec.decode(TreeId::Index.name(), &key, &bytes)?;
+            let Some(stored) = db.tree(TreeId::Runs).get(listed.run_id.as_bytes())? else { continue };
+            let run = shared.decode_run(db, TreeId::Runs.name(), listed.run_id.as_bytes(), &stored)?;
             let summary = RunSummary::of(&run);
             if summary == listed {
                 continue;
             }
             let new_key = index::key_of(&summary);
             removes.push(key.to_vec());
-            writes.push((T::Index, new_key.clone(), codec.encode(T::Index.name(), &new_key, &summary)?));
+            writes.push((TreeId::Index, new_key.clone(), codec.encode(TreeId::Index.name(), &new_key, &summary)?));
             count_into(&mut counts, &listed, -1);
             count_into(&mut counts, &summary, 1);
         }
     }
-    let meta = db.tree(T::Meta);
+    let meta = db.tree(TreeId::Meta);
     for (key, delta) in counts.into_iter().filter(|(_, d)| *d != 0) {
         let count = index::read_counter(meta, &key)? as i64 + delta;
-        writes.push((T::Meta, key, (count.max(0) as u64).to_be_bytes().to_vec()));
+        writes.push((TreeId::Meta, key, (count.max(0) as u64).to_be_bytes().to_vec()));
     }
-    writes.push((T::Meta, keys::META_FORMAT.to_vec(), FORMAT.to_vec()));
+    writes.push((TreeId::Meta, keys::META_FORMAT.to_vec(), FORMAT.to_vec()));
     let relisted = removes.len();
     db.trees
         .as_slice()
         .transaction(|trees| {
             for key in &removes {
-                trees[T::Index as usize].remove(key.as_slice())?;
+                trees[TreeId::Index as usize].remove(key.as_slice())?;
             }
             for (tree, key, value) in &writes {
                 trees[*tree as usize].insert(key.as_slice(), value.as_slice())?;
@@ -192,57 +192,57 @@ fn relist_open_runs(shared: &Shared, db: &Db) -> BatonResult<()> {
 }
 
 /// Rewrite the first format's runs, checkpoints and templates, and build the index.
-fn upgrade_first_format(shared: &Shared, db: &Db, writes: &mut Vec<(T, Vec<u8>, Vec<u8>)>) -> BatonResult<()> {
+fn upgrade_first_format(shared: &StoreCore, db: &Db, writes: &mut Vec<(TreeId, Vec<u8>, Vec<u8>)>) -> BatonResult<()> {
     let codec = &shared.codec;
     let mut bodies: HashMap<String, ()> = HashMap::new();
     let mut counts = HashMap::new();
-    let mut body_of = |run: &Run, writes: &mut Vec<(T, Vec<u8>, Vec<u8>)>| -> BatonResult<String> {
+    let mut body_of = |run: &Run, writes: &mut Vec<(TreeId, Vec<u8>, Vec<u8>)>| -> BatonResult<String> {
         let (hash, json) = template_hash(&run.template)?;
         if bodies.insert(hash.clone(), ()).is_none() {
-            writes.push((T::Bodies, hash.as_bytes().to_vec(), codec.encode_json(T::Bodies.name(), hash.as_bytes(), &json)?));
+            writes.push((TreeId::Bodies, hash.as_bytes().to_vec(), codec.encode_json(TreeId::Bodies.name(), hash.as_bytes(), &json)?));
         }
         Ok(hash)
     };
-    for entry in db.tree(T::Runs).iter() {
+    for entry in db.tree(TreeId::Runs).iter() {
         let (key, bytes) = entry?;
-        let run = shared.decode_run(db, T::Runs.name(), &key, &bytes)?;
+        let run = shared.decode_run(db, TreeId::Runs.name(), &key, &bytes)?;
         let hash = body_of(&run, writes)?;
-        writes.push((T::Runs, key.to_vec(), codec.encode_run(T::Runs.name(), &key, &run, &hash)?));
+        writes.push((TreeId::Runs, key.to_vec(), codec.encode_run(TreeId::Runs.name(), &key, &run, &hash)?));
         // The first format kept the ids of the last changes in the run, oldest first; the
         // last one made the current version.
-        let json = codec.json(T::Runs.name(), &key, &bytes)?;
+        let json = codec.json(TreeId::Runs.name(), &key, &bytes)?;
         let old: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
         let ops: Vec<String> = old["recent_ops"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
         for (back, op) in ops.iter().rev().take(RECENT_OPS.min(run.version as usize)).enumerate() {
-            writes.push((T::Ops, keys::op_key(&run.id, run.version - back as u64, RECENT_OPS), op.as_bytes().to_vec()));
+            writes.push((TreeId::Ops, keys::op_key(&run.id, run.version - back as u64, RECENT_OPS), op.as_bytes().to_vec()));
         }
         let summary = RunSummary::of(&run);
         let index_key = index::key_of(&summary);
-        writes.push((T::Index, index_key.clone(), codec.encode(T::Index.name(), &index_key, &summary)?));
+        writes.push((TreeId::Index, index_key.clone(), codec.encode(TreeId::Index.name(), &index_key, &summary)?));
         count_into(&mut counts, &summary, 1);
     }
-    for entry in db.tree(T::Checkpoints).iter() {
+    for entry in db.tree(TreeId::Checkpoints).iter() {
         let (key, bytes) = entry?;
-        let run = shared.decode_run(db, T::Checkpoints.name(), &key, &bytes)?;
+        let run = shared.decode_run(db, TreeId::Checkpoints.name(), &key, &bytes)?;
         let hash = body_of(&run, writes)?;
-        writes.push((T::Checkpoints, key.to_vec(), codec.encode_run(T::Checkpoints.name(), &key, &run, &hash)?));
+        writes.push((TreeId::Checkpoints, key.to_vec(), codec.encode_run(TreeId::Checkpoints.name(), &key, &run, &hash)?));
     }
-    for entry in db.tree(T::Templates).iter() {
+    for entry in db.tree(TreeId::Templates).iter() {
         let (key, bytes) = entry?;
-        let json = codec.json(T::Templates.name(), &key, &bytes)?.into_owned();
-        writes.push((T::Templates, key.to_vec(), codec.encode_json(T::Templates.name(), &key, &json)?));
+        let json = codec.json(TreeId::Templates.name(), &key, &bytes)?.into_owned();
+        writes.push((TreeId::Templates, key.to_vec(), codec.encode_json(TreeId::Templates.name(), &key, &json)?));
     }
     for (key, count) in counts {
-        writes.push((T::Meta, key, (count.max(0) as u64).to_be_bytes().to_vec()));
+        writes.push((TreeId::Meta, key, (count.max(0) as u64).to_be_bytes().to_vec()));
     }
     Ok(())
 }
 
 /// A database is encrypted (it has a sealed check record) or not, for life; refuse to
 /// open it the other way.
-fn check_encryption(shared: &Shared, db: &Db) -> BatonResult<()> {
+fn check_encryption(shared: &StoreCore, db: &Db) -> BatonResult<()> {
     let dir = &shared.dir;
-    match (db.tree(T::Meta).get(keys::META_CRYPTO)?, shared.codec.encrypted()) {
+    match (db.tree(TreeId::Meta).get(keys::META_CRYPTO)?, shared.codec.encrypted()) {
         (None, false) => Ok(()),
         (None, true) => Err(not_encrypted(dir)),
         (Some(_), false) => Err(BatonError::storage(

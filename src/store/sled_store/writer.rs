@@ -19,9 +19,9 @@
 use super::batch::{Batch, Bodies, count_into};
 use super::durability::{self, FLUSH_WAIT, FdReserve, Flusher, Syncer};
 use super::integrity::{Record, Witness};
-use super::keys::{self, T};
+use super::keys::{self, TreeId};
 use super::upgrade::State;
-use super::{Db, Overlay, Shared, index, io_storage, open_sled, sled_text};
+use super::{Db, Overlay, StoreCore, index, io_storage, open_sled, sled_text};
 use crate::engine::{Run, Template};
 use crate::error::{BatonError, BatonResult};
 use crate::store::{Commit, Mutation, RECENT_OPS, RunSummary, already_applied, check_commit};
@@ -60,7 +60,7 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub fn start(shared: Arc<Shared>, syncer: Syncer, record: Record, state: State) -> BatonResult<Handle> {
+    pub fn start(shared: Arc<StoreCore>, syncer: Syncer, record: Record, state: State) -> BatonResult<Handle> {
         let (jobs, inbox) = mpsc::channel();
         let flusher =
             Flusher::start(&shared.dir).map_err(|e| BatonError::internal(format!("cannot start the store's flush thread: {e}")))?;
@@ -117,7 +117,7 @@ impl Drop for Handle {
 
 /// The writer thread's state.
 pub struct Writer {
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<StoreCore>,
     syncer: Syncer,
     /// Runs sled's flush with a bounded wait (see [`Flusher`]).
     flusher: Flusher,
@@ -143,7 +143,7 @@ pub struct Writer {
 const RECENT_RUNS: usize = 1024;
 
 /// A value a batch replaced: tree, key, previous value.
-type Undo = (T, IVec, Option<IVec>);
+type Undo = (TreeId, IVec, Option<IVec>);
 
 impl Writer {
     fn run(&mut self, inbox: mpsc::Receiver<Job>) {
@@ -218,7 +218,7 @@ impl Writer {
         let mut batch = Batch::default();
         let mut answers = Vec::with_capacity(commits.len());
         for (op_id, run_id, change, reply) in commits {
-            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| self.plan(db, &mut batch, &op_id, &run_id, &change)))
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| self.stage(db, &mut batch, &op_id, &run_id, &change)))
                 .unwrap_or_else(|_| Err(self.shared.panicked()));
             answers.push((reply, answer));
         }
@@ -232,7 +232,7 @@ impl Writer {
         let (runs, mut rings) = (std::mem::take(&mut batch.runs), std::mem::take(&mut batch.rings));
         let outcome = self.write(db, batch);
         drop(guard);
-        match self.settle(outcome) {
+        match self.finish_batch(outcome) {
             Ok(()) => {
                 if self.recent.len() + runs.len() > RECENT_RUNS {
                     self.recent.clear();
@@ -258,7 +258,7 @@ impl Writer {
 
     /// After a batch was written: count it durable and show it to readers, or keep its
     /// undo for the next heal and return the error.
-    fn settle(&mut self, outcome: Result<(), (BatonError, Vec<Undo>)>) -> BatonResult<()> {
+    fn finish_batch(&mut self, outcome: Result<(), (BatonError, Vec<Undo>)>) -> BatonResult<()> {
         match outcome {
             Ok(()) => {
                 self.batch += 1;
@@ -276,7 +276,7 @@ impl Writer {
     }
 
     /// Add one commit to the batch; the answer it gets once the batch is durable.
-    fn plan(&mut self, db: &Db, batch: &mut Batch, op_id: &str, run_id: &str, change: &Mutation) -> BatonResult<Run> {
+    fn stage(&mut self, db: &Db, batch: &mut Batch, op_id: &str, run_id: &str, change: &Mutation) -> BatonResult<Run> {
         let current = match batch.runs.get(run_id) {
             Some(run) => run.clone(),
             None => {
@@ -305,35 +305,39 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let hash = self.bodies.body_in(&shared, db, batch, &run.template)?;
         let codec = &shared.codec;
-        batch.writes.push((T::Runs, run_id.as_bytes().to_vec(), Some(codec.encode_run(T::Runs.name(), run_id.as_bytes(), &run, &hash)?)));
+        batch.writes.push((
+            TreeId::Runs,
+            run_id.as_bytes().to_vec(),
+            Some(codec.encode_run(TreeId::Runs.name(), run_id.as_bytes(), &run, &hash)?),
+        ));
         let event_key = keys::event_key(run_id, event.seq);
-        batch.writes.push((T::Events, event_key.clone(), Some(codec.encode(T::Events.name(), &event_key, &event)?)));
+        batch.writes.push((TreeId::Events, event_key.clone(), Some(codec.encode(TreeId::Events.name(), &event_key, &event)?)));
         if let Some(name) = &checkpoint {
             let key = keys::checkpoint_key(run_id, name);
-            batch.writes.push((T::Checkpoints, key.clone(), Some(codec.encode_run(T::Checkpoints.name(), &key, &run, &hash)?)));
+            batch.writes.push((TreeId::Checkpoints, key.clone(), Some(codec.encode_run(TreeId::Checkpoints.name(), &key, &run, &hash)?)));
         }
         if let Some(template) = &template {
             let name = template.name.clone();
             if !batch.overlay.templates.contains_key(&name) {
-                let durable = self.shared.with_db_ref(db, &name)?;
+                let durable = self.shared.durable_template(db, &name)?;
                 batch.overlay.templates.insert(name.clone(), durable);
             }
             batch.writes.push((
-                T::Templates,
+                TreeId::Templates,
                 name.as_bytes().to_vec(),
-                Some(codec.encode(T::Templates.name(), name.as_bytes(), template)?),
+                Some(codec.encode(TreeId::Templates.name(), name.as_bytes(), template)?),
             ));
         }
         self.ring(db, batch, run_id)?[(run.version % RECENT_OPS as u64) as usize] = Some(op_id.to_string());
-        batch.writes.push((T::Ops, keys::op_key(run_id, run.version, RECENT_OPS), Some(op_id.as_bytes().to_vec())));
+        batch.writes.push((TreeId::Ops, keys::op_key(run_id, run.version, RECENT_OPS), Some(op_id.as_bytes().to_vec())));
         let before = current.as_ref().map(RunSummary::of);
         let after = RunSummary::of(&run);
         if let Some(before) = &before {
-            batch.writes.push((T::Index, index::key_of(before), None));
+            batch.writes.push((TreeId::Index, index::key_of(before), None));
             count_into(&mut batch.counts, before, -1);
         }
         let key = index::key_of(&after);
-        batch.writes.push((T::Index, key.clone(), Some(codec.encode(T::Index.name(), &key, &after)?)));
+        batch.writes.push((TreeId::Index, key.clone(), Some(codec.encode(TreeId::Index.name(), &key, &after)?)));
         count_into(&mut batch.counts, &after, 1);
         let durable_summary = batch.overlay.runs.get(run_id).cloned().flatten().map(|r| RunSummary::of(&r));
         batch.overlay.summaries.insert(run_id.to_string(), (durable_summary, Some(after)));
@@ -345,7 +349,7 @@ impl Writer {
     fn ring<'b>(&self, db: &Db, batch: &'b mut Batch, run_id: &str) -> BatonResult<&'b mut Vec<Option<String>>> {
         if !batch.rings.contains_key(run_id) {
             let mut ring = vec![None; RECENT_OPS];
-            for entry in db.tree(T::Ops).scan_prefix(keys::run_prefix(run_id)) {
+            for entry in db.tree(TreeId::Ops).scan_prefix(keys::run_prefix(run_id)) {
                 let (key, op) = entry?;
                 if let Some(slot) = key.last().map(|s| *s as usize).filter(|s| *s < RECENT_OPS && key.len() == run_id.len() + 2) {
                     ring[slot] = Some(String::from_utf8_lossy(&op).into_owned());
@@ -360,14 +364,14 @@ impl Writer {
     /// and the undo log.
     fn write(&mut self, db: &Db, mut batch: Batch) -> Result<(), (BatonError, Vec<Undo>)> {
         let dir = self.shared.dir.clone();
-        let meta = db.tree(T::Meta);
+        let meta = db.tree(TreeId::Meta);
         for (key, delta) in std::mem::take(&mut batch.counts) {
             if delta != 0 {
                 let now = index::read_counter(meta, &key).map_err(|e| (e, Vec::new()))? as i64;
-                batch.writes.push((T::Meta, key, Some(((now + delta).max(0) as u64).to_be_bytes().to_vec())));
+                batch.writes.push((TreeId::Meta, key, Some(((now + delta).max(0) as u64).to_be_bytes().to_vec())));
             }
         }
-        batch.writes.push((T::Meta, keys::META_BATCH.to_vec(), Some((self.batch + 1).to_be_bytes().to_vec())));
+        batch.writes.push((TreeId::Meta, keys::META_BATCH.to_vec(), Some((self.batch + 1).to_be_bytes().to_vec())));
         {
             let mut overlay = self.shared.overlay();
             let Overlay { runs, summaries, templates } = std::mem::take(&mut batch.overlay);
@@ -491,7 +495,7 @@ impl Writer {
         let count = super::maintenance::plan_import(&shared, &mut self.bodies, db, &mut batch, records, replace)?;
         let outcome = self.write(db, batch);
         drop(guard);
-        self.settle(outcome).map(|()| count)
+        self.finish_batch(outcome).map(|()| count)
     }
 
     /// Delete a finished run's records (see `retention`), as one durable batch.
@@ -504,17 +508,17 @@ impl Writer {
         let Some(deleted) = super::delete::plan_delete(&shared, db, &mut batch, run_id)? else { return Ok(None) };
         let outcome = self.write(db, batch);
         drop(guard);
-        self.settle(outcome)?;
+        self.finish_batch(outcome)?;
         Ok(Some(deleted))
     }
 }
 
-impl Shared {
+impl StoreCore {
     /// The durable named template `name`, read inside a batch.
-    pub(super) fn with_db_ref(&self, db: &Db, name: &str) -> BatonResult<Option<Template>> {
-        match db.tree(T::Templates).get(name)? {
+    pub(super) fn durable_template(&self, db: &Db, name: &str) -> BatonResult<Option<Template>> {
+        match db.tree(TreeId::Templates).get(name)? {
             None => Ok(None),
-            Some(bytes) => self.codec.decode(T::Templates.name(), name.as_bytes(), &bytes).map(Some),
+            Some(bytes) => self.codec.decode(TreeId::Templates.name(), name.as_bytes(), &bytes).map(Some),
         }
     }
 }
