@@ -34,6 +34,7 @@ mod postgres;
 mod power_cut;
 mod python_sdk;
 mod rewind;
+mod rooms;
 mod schemas;
 mod store_contract;
 mod terminal;
