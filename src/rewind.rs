@@ -84,7 +84,7 @@ pub async fn history(backend: &Backend, caller: &Caller, run_id: &str, upto: u64
         let request =
             Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(PAGE), before_seq: Some(before), step: None });
         // Through the calling pipeline, as every read of the terminal and the page.
-        let Reply::Run(details) = crate::gitops::call(backend, caller.clone(), request).await? else {
+        let Reply::Run(details) = crate::calls::call(backend, caller.clone(), request).await? else {
             return Err(BatonError::internal("reading a run's history did not answer with the run"));
         };
         let details = *details;

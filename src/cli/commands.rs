@@ -114,7 +114,7 @@ pub async fn run(cli: Cli) -> Result<String> {
             }
             let backend = open_backend(cli.home.as_deref()).await?;
             let caller = super::terminal_caller();
-            let reply = crate::gitops::call(&backend, caller.clone(), request).await?;
+            let reply = crate::calls::call(&backend, caller.clone(), request).await?;
             let crate::api::Reply::Runs(list) = &reply else { return Ok(super::render(&reply)) };
             // Task progress of the unfinished runs shown: the listing keeps no tasks, so each
             // such run is read (a handful, for a person's terminal).
@@ -122,7 +122,7 @@ pub async fn run(cli: Cli) -> Result<String> {
             for summary in list.runs.iter().filter(|s| !s.status.is_finished()) {
                 let get =
                     Request::GetRun(GetRunParams { run_id: summary.run_id.clone(), history_limit: Some(1), before_seq: None, step: None });
-                if let Ok(crate::api::Reply::Run(details)) = crate::gitops::call(&backend, caller.clone(), get).await
+                if let Ok(crate::api::Reply::Run(details)) = crate::calls::call(&backend, caller.clone(), get).await
                     && let Some(line) = super::render::task_progress(&details.run)
                 {
                     progress.insert(summary.run_id.clone(), line);
@@ -180,7 +180,7 @@ pub async fn run(cli: Cli) -> Result<String> {
             let request = Request::Import(ImportParams { file: absolute(&file)?, replace });
             let backend = Backend::new(Home::resolve(cli.home.as_deref())?);
             backend.connect().await?;
-            let reply = crate::gitops::call(&backend, super::terminal_caller(), request).await?;
+            let reply = crate::calls::call(&backend, super::terminal_caller(), request).await?;
             Ok(super::render(&reply))
         }
         Command::Migrate { to, replace } => migrate(&cli.home, &to, replace).await,
@@ -271,7 +271,7 @@ async fn migrate(home: &Option<PathBuf>, to: &str, replace: bool) -> Result<Stri
     let tmp = home.dir.join(format!(".migrate-{}.jsonl", uuid::Uuid::new_v4()));
     let copied = async {
         backend.connect().await?;
-        crate::gitops::call(&backend, crate::api::Caller::default(), Request::Export(ExportParams { file: absolute(&tmp)? })).await?;
+        crate::calls::call(&backend, crate::api::Caller::default(), Request::Export(ExportParams { file: absolute(&tmp)? })).await?;
         let store = target.open().await?;
         Ok::<_, anyhow::Error>(crate::migrate::copy(&tmp, store.as_ref(), replace).await?)
     }
@@ -333,7 +333,7 @@ impl std::error::Error for ProblemsFound {}
 /// `baton verify`: the report, as an error carrying it when problems were found.
 async fn verify(home: &Option<PathBuf>, json: bool) -> Result<String> {
     let backend = open_backend(home.as_deref()).await?;
-    let reply = crate::gitops::call(&backend, super::terminal_caller(), Request::Verify(Default::default())).await?;
+    let reply = crate::calls::call(&backend, super::terminal_caller(), Request::Verify(Default::default())).await?;
     let sound = matches!(&reply, crate::api::Reply::Verified(report) if report.is_sound());
     let text = if json { serde_json::to_string_pretty(&reply.to_json())? } else { super::render(&reply) };
     if sound { Ok(text) } else { Err(ProblemsFound(text).into()) }
@@ -348,7 +348,7 @@ async fn stop_idle_owner(home: &Home, lock: &std::fs::File) -> Result<()> {
     // connection close: ask again for a moment before blaming a session.
     let settle = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let owner = loop {
-        let owner = match crate::gitops::call(&backend, crate::api::Caller::default(), Request::OwnerStatus(Default::default())).await? {
+        let owner = match crate::calls::call(&backend, crate::api::Caller::default(), Request::OwnerStatus(Default::default())).await? {
             crate::api::Reply::Owner(owner) => owner,
             other => anyhow::bail!("unexpected answer from the baton owner: {other:?}"),
         };
@@ -383,7 +383,7 @@ async fn stop_idle_owner(home: &Home, lock: &std::fs::File) -> Result<()> {
 async fn request_text(home: &Option<PathBuf>, request: Request, json: bool) -> Result<String> {
     let backend = open_backend(home.as_deref()).await?;
     // Through gitops: e.g. `cancel` removes the run's worktrees, `answer` may merge a join.
-    let reply = crate::gitops::call(&backend, super::terminal_caller(), request).await?;
+    let reply = crate::calls::call(&backend, super::terminal_caller(), request).await?;
     if json {
         return Ok(serde_json::to_string_pretty(&reply.to_json())?);
     }

@@ -58,5 +58,5 @@ async fn text(home: Option<&Path>, request: Request, json: bool) -> Result<Strin
 
 async fn call(home: Option<&Path>, request: Request) -> Result<Reply> {
     let backend = super::open::open_backend(home).await?;
-    Ok(crate::gitops::call(&backend, terminal_caller(), request).await?)
+    Ok(crate::calls::call(&backend, terminal_caller(), request).await?)
 }

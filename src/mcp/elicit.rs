@@ -63,7 +63,7 @@ pub async fn ask_user(backend: &Backend, caller: Caller, peer: &Peer<RoleServer>
         expected_version: Some(brief.version),
         code: None,
     });
-    match crate::gitops::call(backend, caller, request).await {
+    match crate::calls::call(backend, caller, request).await {
         Ok(Reply::Brief(next)) => with_note(*next, &format!("The user answered in a form: {answer}.")),
         Ok(_) => with_note(brief, "Unexpected answer from baton; call `resume` with this run_id."),
         Err(e) => with_note(

@@ -74,7 +74,7 @@ pub async fn list(backend: &Backend, caller: Caller) -> Result<Vec<Resource>, Mc
     ];
     let request =
         Request::ListRuns(ListRunsParams { status: Some(StatusFilter::Open), template: None, limit: Some(LISTED), workspace: None });
-    if let Reply::Runs(list) = crate::gitops::call(backend, caller, request).await.map_err(mcp_error)? {
+    if let Reply::Runs(list) = crate::calls::call(backend, caller, request).await.map_err(mcp_error)? {
         for run in list.runs {
             resources.push(
                 Resource::new(format!("{RUN_PREFIX}{}", run.run_id), format!("baton-run-{}", run.run_id))
@@ -100,7 +100,7 @@ pub async fn read(backend: &Backend, caller: Caller, uri: &str) -> Result<ReadRe
         Address::Run(id) => Request::Resume(ResumeParams { run_id: Some(id.to_string()), ..ResumeParams::default() }),
         Address::Graph(id) => Request::GetGraph(GetGraphParams { run_id: id.to_string() }),
     };
-    let reply = crate::gitops::call(backend, caller, request).await.map_err(mcp_error)?;
+    let reply = crate::calls::call(backend, caller, request).await.map_err(mcp_error)?;
     let contents = match reply {
         Reply::Graph(graph) => ResourceContents::text(to_mermaid(&graph), uri).with_mime_type(MERMAID),
         other => ResourceContents::text(other.to_json().to_string(), uri).with_mime_type(JSON),

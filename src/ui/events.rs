@@ -35,7 +35,7 @@ pub async fn follow_changes(backend: Backend, caller: Caller, counter: watch::Se
     let wait = wait_ms();
     loop {
         let request = Request::WaitForChange(WaitForChangeParams { after, timeout_ms: Some(wait) });
-        match crate::gitops::call(&backend, caller.clone(), request).await {
+        match crate::calls::call(&backend, caller.clone(), request).await {
             Ok(Reply::Changes(mark)) => {
                 after = mark.counter;
                 counter.send_if_modified(|shown| std::mem::replace(shown, after) != after);

@@ -53,7 +53,7 @@ impl AppState {
     /// owner process that would leave the answer for the next request to read.
     async fn call(&self, request: Request) -> BatonResult<Reply> {
         let (backend, caller) = (Arc::clone(&self.backend), self.caller.clone());
-        tokio::spawn(async move { crate::gitops::call(&backend, caller, request).await })
+        tokio::spawn(async move { crate::calls::call(&backend, caller, request).await })
             .await
             .unwrap_or_else(|e| Err(BatonError::internal(format!("a request to baton failed: {e}"))))
     }
