@@ -1,7 +1,8 @@
 //! Before a fork at a version or from a checkpoint: refuse it when the code it would
 //! restore is gone, so the fork is never recorded without the code it promises.
 
-use crate::api::{Caller, GetRunParams, Reply, Request};
+use super::ask;
+use crate::api::{Caller, GetRunParams};
 use crate::backend::Backend;
 use crate::engine::Workspace;
 use crate::error::{BatonError, BatonResult};
@@ -14,9 +15,8 @@ use std::path::Path;
 pub(super) async fn check_code_at(backend: &Backend, caller: &Caller, run_id: &str, version: u64) -> BatonResult<()> {
     let mut before = version.saturating_add(1);
     let (run, found) = loop {
-        let request =
-            Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(1000), before_seq: Some(before), step: None });
-        let Ok(Reply::Run(details)) = backend.call_as(caller.clone(), request).await else { return Ok(()) };
+        let request = GetRunParams { run_id: run_id.to_string(), history_limit: Some(1000), before_seq: Some(before), step: None };
+        let Ok(details) = ask(backend, caller, request).await else { return Ok(()) };
         if version > details.run.version {
             return Ok(());
         }
@@ -42,9 +42,8 @@ pub(super) async fn check_checkpoint_code(backend: &Backend, caller: &Caller, ru
     let mut before: Option<u64> = None;
     // The latest save of that name is the one a fork starts from.
     let workspace = loop {
-        let request =
-            Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(1000), before_seq: before, step: None });
-        let Ok(Reply::Run(details)) = backend.call_as(caller.clone(), request).await else { return Ok(()) };
+        let request = GetRunParams { run_id: run_id.to_string(), history_limit: Some(1000), before_seq: before, step: None };
+        let Ok(details) = ask(backend, caller, request).await else { return Ok(()) };
         if !details.run.checkpoints.iter().any(|c| c == name) {
             return Ok(());
         }

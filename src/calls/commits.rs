@@ -1,8 +1,8 @@
 //! Before a report or an answer: what the code it carries is (the run's tree's state, or
 //! what baton committed in the task's worktree), and the commit a plan's tasks start from.
 
-use super::read_brief;
-use crate::api::{AdvanceParams, AnswerHumanParams, Caller, Reply, Request, ResumeParams};
+use super::{ask, read_brief};
+use crate::api::{AdvanceParams, AnswerHumanParams, Caller, ShowTask};
 use crate::backend::Backend;
 use crate::engine::{TaskCode, TaskStatus};
 use crate::error::{BatonError, BatonResult};
@@ -57,8 +57,8 @@ const MAX_SUBJECT_CHARS: usize = 100;
 /// held (the report will be refused, and nothing is touched).
 pub(super) async fn commit_report(backend: &Backend, caller: &Caller, p: &AdvanceParams) -> Option<(String, Committed)> {
     let task = p.task.as_deref()?;
-    let request = Request::Resume(ResumeParams { run_id: Some(p.run_id.clone()), task: Some(task.to_string()), ..ResumeParams::default() });
-    let Ok(Reply::Task(brief)) = backend.call_as(caller.clone(), request).await else { return None };
+    let request = ShowTask { run_id: p.run_id.clone(), task: task.to_string() };
+    let Ok(brief) = ask(backend, caller, request).await else { return None };
     let (Some(_), Some(branch)) = (&brief.repo, &brief.branch) else { return None };
     if brief.status != TaskStatus::Claimed {
         return None;
@@ -85,8 +85,8 @@ pub(super) async fn commit_report(backend: &Backend, caller: &Caller, p: &Advanc
 /// answers. Recorded only when there was something to commit.
 pub(super) async fn commit_answer(backend: &Backend, caller: &Caller, p: &AnswerHumanParams) -> Option<(String, Committed)> {
     let task = p.task.as_deref()?;
-    let request = Request::Resume(ResumeParams { run_id: Some(p.run_id.clone()), task: Some(task.to_string()), ..ResumeParams::default() });
-    let Ok(Reply::Task(brief)) = backend.call_as(caller.clone(), request).await else { return None };
+    let request = ShowTask { run_id: p.run_id.clone(), task: task.to_string() };
+    let Ok(brief) = ask(backend, caller, request).await else { return None };
     let (Some(_), Some(branch)) = (&brief.repo, &brief.branch) else { return None };
     if brief.status != TaskStatus::AwaitingHuman || !Path::new(&brief.workdir).is_dir() {
         return None;

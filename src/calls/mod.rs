@@ -29,13 +29,13 @@ mod checks;
 mod commits;
 mod reconcile;
 
-use crate::api::{Caller, Reply, Request, ResumeParams};
+use crate::api::{Call, Caller, ForkAt, ForkCheckpoint, Reply, Request, Resume, RunBriefing};
 use crate::backend::Backend;
 use crate::engine::MergeState;
 use crate::engine::naming::check_identifier;
 use crate::engine::naming::checkpoint_ref;
 use crate::engine::{Brief, TaskStatus, Workspace};
-use crate::error::{BatonError, BatonResult, ErrorCode};
+use crate::error::{BatonResult, ErrorCode};
 use crate::gitops::commit::{self, Committed};
 use crate::gitops::workspace::{Probe, probe};
 use crate::gitops::{note_of, snapshot};
@@ -75,8 +75,14 @@ enum After {
     Nothing,
 }
 
-/// Execute `request` for `caller` through `backend`, with the git work it implies.
-pub async fn call(backend: &Backend, mut caller: Caller, mut request: Request) -> BatonResult<Reply> {
+/// Send `request` for `caller` through `backend`, with the git work it implies, and hand
+/// back its own reply.
+pub async fn call<C: Call>(backend: &Backend, caller: Caller, request: C) -> BatonResult<C::Reply> {
+    C::reply(pipeline(backend, caller, request.into_request()).await?)
+}
+
+/// [`call`] on the wire's terms.
+async fn pipeline(backend: &Backend, mut caller: Caller, mut request: Request) -> BatonResult<Reply> {
     let after = before(backend, &mut caller, &mut request).await?;
     let reply = match backend.call_as(caller.clone(), request).await {
         Ok(reply) => reply,
@@ -139,18 +145,18 @@ async fn before(backend: &Backend, caller: &mut Caller, request: &mut Request) -
         // An answer without `task` may be for the one task that waits (the service picks
         // it); what its worktree holds is committed with that task's next report.
         Request::AnswerHuman(_) => After::TaskChange(None),
-        Request::Resume(ResumeParams { run_id: Some(run_id), checkpoint: None, at_version: Some(version), .. }) => {
-            check_code_at(backend, caller, run_id, *version).await?;
-            After::Fork
-        }
-        Request::Resume(ResumeParams { run_id: Some(run_id), checkpoint: Some(name), at_version: None, .. }) => {
-            check_checkpoint_code(backend, caller, run_id, name).await?;
-            After::Fork
-        }
-        Request::Resume(p) => match (&p.run_id, &p.checkpoint, &p.claim, &p.task) {
-            (Some(_), Some(_), _, _) => After::Fork,
-            (Some(_), None, Some(_), _) => After::Claim,
-            (Some(run_id), None, None, None) => After::Briefing(run_id.clone()),
+        // Arguments that ask for nothing are the service's to refuse.
+        Request::Resume(p) => match p.intent() {
+            Ok(Resume::ForkAt(ForkAt { run_id, version, .. })) => {
+                check_code_at(backend, caller, &run_id, version).await?;
+                After::Fork
+            }
+            Ok(Resume::Fork(ForkCheckpoint { run_id, checkpoint, .. })) => {
+                check_checkpoint_code(backend, caller, &run_id, &checkpoint).await?;
+                After::Fork
+            }
+            Ok(Resume::Claim(_)) => After::Claim,
+            Ok(Resume::Briefing(RunBriefing { run_id })) => After::Briefing(run_id),
             _ => After::Nothing,
         },
         Request::ForkRun(p) => {
@@ -220,9 +226,9 @@ async fn settle(backend: &Backend, caller: &Caller, after: After, reply: Reply) 
         (After::Briefing(run_id), Reply::Briefing(mut briefing)) => {
             let notes = reconcile(backend, caller, &mut briefing.brief).await;
             if notes.merged
-                && let Ok(Reply::Briefing(fresh)) = backend.call_as(caller.clone(), resume_of(&run_id)).await
+                && let Ok(fresh) = ask(backend, caller, RunBriefing { run_id }).await
             {
-                briefing = fresh;
+                *briefing = fresh;
             }
             for note in notes.lines {
                 add_note(&mut briefing.brief.note, note);
@@ -279,14 +285,13 @@ async fn settle(backend: &Backend, caller: &Caller, after: After, reply: Reply) 
 
 /// The run's current brief (as `resume` with its id shows it).
 async fn read_brief(backend: &Backend, caller: &Caller, run_id: &str) -> BatonResult<Brief> {
-    match backend.call_as(caller.clone(), resume_of(run_id)).await? {
-        Reply::Briefing(briefing) => Ok(briefing.brief),
-        _ => Err(BatonError::internal(format!("resume {run_id} did not answer with a briefing"))),
-    }
+    Ok(ask(backend, caller, RunBriefing { run_id: run_id.to_string() }).await?.brief)
 }
 
-fn resume_of(run_id: &str) -> Request {
-    Request::Resume(ResumeParams { run_id: Some(run_id.to_string()), ..ResumeParams::default() })
+/// Ask the owner directly, without the git work [`call`] adds: the pipeline's own reads
+/// and records.
+async fn ask<C: Call>(backend: &Backend, caller: &Caller, request: C) -> BatonResult<C::Reply> {
+    C::reply(backend.call_as(caller.clone(), request.into_request()).await?)
 }
 
 fn git_root(brief: &Brief) -> Option<&str> {

@@ -1,13 +1,13 @@
 //! After an answer: the git work its brief shows is due (a claimed task's worktree, a
 //! fork's restored code, a joined fan-out's merge, a finished run's worktrees removed).
 
-use super::{git_root, read_brief};
-use crate::api::{Caller, GetRunParams, Reply, Request};
+use super::{ask, git_root, read_brief};
+use crate::api::{Caller, GetRunParams, RecordMergeParams};
 use crate::backend::Backend;
 use crate::engine::MergeState;
 use crate::engine::naming::fork_worktree;
 use crate::engine::{Brief, TaskBrief};
-use crate::error::{BatonError, BatonResult};
+use crate::error::BatonResult;
 use crate::gitops::lock::lock;
 use crate::gitops::{git, merge, note_of, snapshot, worktree};
 use std::path::Path;
@@ -50,8 +50,8 @@ pub(super) async fn restore_fork(brief: &Brief) -> Option<String> {
 /// to show, if something could not be done.
 pub(super) async fn carry_task_branches(backend: &Backend, caller: &Caller, brief: &Brief) -> Option<String> {
     let root = git_root(brief)?.to_string();
-    let request = Request::GetRun(GetRunParams { run_id: brief.run_id.clone(), history_limit: Some(1), before_seq: None, step: None });
-    let Ok(Reply::Run(details)) = backend.call_as(caller.clone(), request).await else { return None };
+    let request = GetRunParams { run_id: brief.run_id.clone(), history_limit: Some(1), before_seq: None, step: None };
+    let Ok(details) = ask(backend, caller, request).await else { return None };
     let fanout = details.run.fanout.as_ref().filter(|f| !f.joined)?;
     let mut failed = Vec::new();
     for task in &fanout.tasks {
@@ -113,9 +113,6 @@ async fn merge_once(backend: &Backend, caller: &Caller, root: &Path, run_id: &st
     let fresh = read_brief(backend, caller, run_id).await?;
     let Some(MergeState::Pending { tree, tasks, base }) = &fresh.merge else { return Ok((fresh, false)) };
     let report = merge::merge_tasks(root, Path::new(tree), run_id, tasks, base.as_deref()).await;
-    let request = Request::RecordMerge(crate::api::RecordMergeParams { run_id: run_id.to_string(), report });
-    match backend.call_as(caller.clone(), request).await? {
-        Reply::Brief(brief) => Ok((*brief, true)),
-        other => Err(BatonError::internal(format!("recording a merge answered {other:?}"))),
-    }
+    let recorded = ask(backend, caller, RecordMergeParams { run_id: run_id.to_string(), report }).await?;
+    Ok((recorded, true))
 }
