@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod calls;
 pub mod cli;
 pub mod drive;
 pub mod engine;
@@ -23,4 +24,3 @@ pub mod template_file;
 pub mod text;
 pub mod time;
 pub mod ui;
-pub mod workspace;

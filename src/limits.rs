@@ -35,6 +35,23 @@ pub fn check_json_len(field: &str, value: &serde_json::Value, max: usize) -> Bat
     check_len(field, len, max)
 }
 
+/// How long a task lease lasts unless the claim asks otherwise, and the lengths one may ask for.
+pub const DEFAULT_LEASE_SECONDS: u32 = 600;
+pub const LEASE_SECONDS: std::ops::RangeInclusive<u32> = 5..=3600;
+
+/// `value` (or `default`), refused with its bounds when outside `range`.
+pub fn bounded(field: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>) -> BatonResult<u32> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    Err(BatonError::invalid(
+        field,
+        format!("`{field}` is {value}; it must be {} to {}", range.start(), range.end()),
+        format!("Omit it for the default ({default})."),
+    ))
+}
+
 /// Nesting of one tool argument (`{"a": {"b": 1}}` is 2 levels). Stored values are read back
 /// inside answers that wrap them in about ten more levels, and every JSON reader on the way
 /// (serde_json, rmcp, the Codex client) stops at 128; this keeps what is accepted readable.

@@ -6,7 +6,7 @@
 //! Everything here runs in the calling process: the history comes from the owner like any
 //! answer, and git runs where the repository is.
 
-use crate::api::{Caller, GetRunParams, Reply, Request};
+use crate::api::{Caller, GetRunParams};
 use crate::backend::Backend;
 use crate::engine::EventLine;
 use crate::engine::{Event, Run};
@@ -81,13 +81,9 @@ pub async fn history(backend: &Backend, caller: &Caller, run_id: &str, upto: u64
     let mut before = upto.saturating_add(1);
     let mut events: Vec<Event> = Vec::new();
     loop {
-        let request =
-            Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(PAGE), before_seq: Some(before), step: None });
+        let request = GetRunParams { run_id: run_id.to_string(), history_limit: Some(PAGE), before_seq: Some(before), step: None };
         // Through the calling pipeline, as every read of the terminal and the page.
-        let Reply::Run(details) = crate::gitops::call(backend, caller.clone(), request).await? else {
-            return Err(BatonError::internal("reading a run's history did not answer with the run"));
-        };
-        let details = *details;
+        let details = crate::calls::call(backend, caller.clone(), request).await?;
         let mut page = details.events;
         page.append(&mut events);
         events = page;

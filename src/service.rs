@@ -8,7 +8,10 @@ use crate::engine::naming::fork_worktree;
 use crate::engine::{Brief, Change, Event, EventKind, NewRun, Run, RunStatus, Template, Workspace, builtin_template, builtin_templates};
 use crate::engine::{EventLine, Guide, TaskBrief, codex_threads};
 use crate::error::{BatonError, BatonResult};
-use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, check_json_len, check_len};
+use crate::limits::{
+    DEFAULT_LEASE_SECONDS, LEASE_SECONDS, MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, bounded,
+    check_json_len, check_len,
+};
 use crate::store::{Commit, Mutation, RunQuery, RunStore, RunSummary, unknown_run};
 use crate::time::{Clock, SystemClock};
 use std::sync::Arc;
@@ -30,8 +33,6 @@ const MAX_OPTIONS: usize = 20;
 const MAX_OPTION_BYTES: usize = 200;
 /// Bytes of an event's long text one `inspect` answer carries.
 const EVENT_WINDOW_BYTES: usize = 16 * 1024;
-/// How long a task lease lasts unless the claim asks otherwise.
-const DEFAULT_LEASE_SECONDS: u32 = 600;
 /// Most sub-agents a run may ask for at once.
 const MAX_AGENTS: u32 = 16;
 
@@ -177,36 +178,6 @@ impl Service {
         task_reply(&run, task, token)
     }
 
-    /// Claim a task, renew or release a lease, or show a task (see [`ResumeParams`]).
-    async fn resume_task(&self, op: &str, caller: &Caller, run_id: &str, p: &ResumeParams) -> BatonResult<Reply> {
-        let lease = lease_length(p.lease_seconds)?;
-        match (&p.claim, &p.task, p.lease_token) {
-            (Some(_), Some(_), _) => Err(BatonError::invalid(
-                "claim",
-                "`claim` and `task` were both given",
-                "Use `claim` to take a task, or `task` to look at one.",
-            )),
-            (Some(claim), None, _) => {
-                let wanted = (claim != "next").then(|| claim.clone());
-                let run = self.commit_change(op, caller, run_id, Change::Claim { task: wanted, lease }, None).await?;
-                let claimed =
-                    run.fanout.iter().flat_map(|f| &f.tasks).find(|t| t.lease.as_ref().is_some_and(|l| l.token == run.last_token));
-                match claimed {
-                    Some(task) => task_reply(&run, &task.id.clone(), Some(run.last_token)),
-                    None => Err(BatonError::internal(format!("run {run_id} recorded a claim but no task holds its lease"))),
-                }
-            }
-            (None, Some(task), Some(token)) if p.release == Some(true) => {
-                self.task_change(op, caller, run_id, task, Change::Release { task: task.clone(), token }, None).await
-            }
-            (None, Some(task), Some(token)) => {
-                self.task_change(op, caller, run_id, task, Change::Renew { task: task.clone(), token, lease }, Some(token)).await
-            }
-            (None, Some(task), None) => task_reply(&self.load(run_id).await?, task, None),
-            (None, None, _) => Err(BatonError::internal("resume_task without claim or task")),
-        }
-    }
-
     /// The one path by which requests change existing runs.
     async fn commit_change(&self, op: &str, caller: &Caller, run_id: &str, change: Change, checkpoint: Option<String>) -> BatonResult<Run> {
         let (actor, now, id) = (caller.actor.clone(), self.clock.now(), run_id.to_string());
@@ -334,29 +305,29 @@ impl Service {
     }
 
     async fn resume(&self, op: &str, caller: &Caller, p: &ResumeParams) -> BatonResult<Reply> {
-        match (&p.run_id, &p.checkpoint) {
-            (None, Some(_)) => Err(BatonError::invalid(
-                "run_id",
-                "`checkpoint` needs the `run_id` it belongs to",
-                "Pass both `run_id` and `checkpoint` to fork, or neither to list runs.",
-            )),
-            (_, Some(_)) if p.at_version.is_some() => Err(BatonError::invalid(
-                "at_version",
-                "`checkpoint` and `at_version` both say where to fork from",
-                "Pass one of them: a checkpoint's name, or a version (a checkpoint is a label on a version).",
-            )),
-            (None, None) if p.at_version.is_some() => Err(BatonError::invalid(
-                "run_id",
-                "`at_version` needs the `run_id` it belongs to",
-                "Pass both `run_id` and `at_version` to fork that run at that version.",
-            )),
-            (Some(run_id), None) if p.at_version.is_some() => {
-                self.fork_at(op, caller, run_id, p.at_version.unwrap_or_default(), p.title.clone()).await
+        match p.intent()? {
+            Resume::List(ListOpen { all_workspaces }) => self.open_runs(caller, all_workspaces).await,
+            Resume::Briefing(RunBriefing { run_id }) => self.briefing(&run_id).await,
+            Resume::Fork(ForkCheckpoint { run_id, checkpoint, title }) => self.fork(op, caller, &run_id, &checkpoint, title).await,
+            Resume::ForkAt(ForkAt { run_id, version, title }) => self.fork_at(op, caller, &run_id, version, title).await,
+            Resume::Claim(Claim { run_id, target, lease_seconds }) => {
+                let change = Change::Claim { task: target.task().map(str::to_string), lease: lease_length(lease_seconds)? };
+                let run = self.commit_change(op, caller, &run_id, change, None).await?;
+                let claimed =
+                    run.fanout.iter().flat_map(|f| &f.tasks).find(|t| t.lease.as_ref().is_some_and(|l| l.token == run.last_token));
+                match claimed {
+                    Some(task) => task_reply(&run, &task.id.clone(), Some(run.last_token)),
+                    None => Err(BatonError::internal(format!("run {run_id} recorded a claim but no task holds its lease"))),
+                }
             }
-            (None, None) => self.open_runs(caller, p.all_workspaces.unwrap_or(false)).await,
-            (Some(run_id), Some(checkpoint)) => self.fork(op, caller, run_id, checkpoint, p.title.clone()).await,
-            (Some(run_id), None) if p.claim.is_some() || p.task.is_some() => self.resume_task(op, caller, run_id, p).await,
-            (Some(run_id), None) => self.briefing(run_id).await,
+            Resume::Release(Release { run_id, task, lease_token: token }) => {
+                self.task_change(op, caller, &run_id, &task, Change::Release { task: task.clone(), token }, None).await
+            }
+            Resume::Renew(Renew { run_id, task, lease_token: token, lease_seconds }) => {
+                let change = Change::Renew { task: task.clone(), token, lease: lease_length(lease_seconds)? };
+                self.task_change(op, caller, &run_id, &task, change, Some(token)).await
+            }
+            Resume::Show(ShowTask { run_id, task }) => task_reply(&self.load(&run_id).await?, &task, None),
         }
     }
 
@@ -628,20 +599,7 @@ fn task_reply(run: &Run, task: &str, token: Option<u64>) -> BatonResult<Reply> {
 
 /// The lease length asked for, within its bounds.
 fn lease_length(seconds: Option<u32>) -> BatonResult<Duration> {
-    bounded("lease_seconds", seconds, DEFAULT_LEASE_SECONDS, 5..=3600).map(|s| Duration::from_secs(u64::from(s)))
-}
-
-/// `value` (or `default`), refused with its bounds when outside `range`.
-fn bounded(field: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>) -> BatonResult<u32> {
-    let value = value.unwrap_or(default);
-    if range.contains(&value) {
-        return Ok(value);
-    }
-    Err(BatonError::invalid(
-        field,
-        format!("`{field}` is {value}; it must be {} to {}", range.start(), range.end()),
-        format!("Omit it for the default ({default})."),
-    ))
+    bounded("lease_seconds", seconds, DEFAULT_LEASE_SECONDS, LEASE_SECONDS).map(|s| Duration::from_secs(u64::from(s)))
 }
 
 fn run_list(runs: Vec<RunSummary>, total: usize, workspace: Option<String>, other_workspaces: Option<usize>) -> RunList {

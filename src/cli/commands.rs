@@ -57,21 +57,20 @@ pub async fn run(cli: Cli) -> Result<String> {
             }
             let backend = open_backend(cli.home.as_deref()).await?;
             let caller = super::terminal_caller();
-            let reply = crate::gitops::call(&backend, caller.clone(), request).await?;
-            let crate::api::Reply::Runs(list) = &reply else { return Ok(super::render(&reply)) };
+            let params = ListRunsParams { status: Some(status), template: None, limit: Some(limit), workspace: None };
+            let list = crate::calls::call(&backend, caller.clone(), params).await?;
             // Task progress of the unfinished runs shown: the listing keeps no tasks, so each
             // such run is read (a handful, for a person's terminal).
             let mut progress = std::collections::BTreeMap::new();
             for summary in list.runs.iter().filter(|s| !s.status.is_finished()) {
-                let get =
-                    Request::GetRun(GetRunParams { run_id: summary.run_id.clone(), history_limit: Some(1), before_seq: None, step: None });
-                if let Ok(crate::api::Reply::Run(details)) = crate::gitops::call(&backend, caller.clone(), get).await
+                let get = GetRunParams { run_id: summary.run_id.clone(), history_limit: Some(1), before_seq: None, step: None };
+                if let Ok(details) = crate::calls::call(&backend, caller.clone(), get).await
                     && let Some(line) = super::render::task_progress(&details.run)
                 {
                     progress.insert(summary.run_id.clone(), line);
                 }
             }
-            Ok(super::render::runs_text(list, &progress, super::render::now()))
+            Ok(super::render::runs_text(&list, &progress, super::render::now()))
         }
         Command::Show { run_id, graph: true, svg, json, .. } => {
             super::ui_commands::show_graph(cli.home.as_deref(), run_id, svg, json).await

@@ -31,7 +31,7 @@ pub async fn open_backend(home: Option<&Path>) -> Result<Backend, BatonError> {
 pub async fn request_text(home: &Option<PathBuf>, request: Request, json: bool) -> Result<String> {
     let backend = open_backend(home.as_deref()).await?;
     // Through gitops: e.g. `cancel` removes the run's worktrees, `answer` may merge a join.
-    let reply = crate::gitops::call(&backend, super::terminal_caller(), request).await?;
+    let reply = crate::calls::call(&backend, super::terminal_caller(), request).await?;
     if json {
         return Ok(serde_json::to_string_pretty(&reply.to_json())?);
     }

@@ -49,7 +49,7 @@ pub async fn run(home: Option<&Path>, command: RewindCommand) -> anyhow::Result<
     match command {
         RewindCommand::Fork { run_id, at, title, json } => {
             let request = Request::Resume(ResumeParams { run_id: Some(run_id), at_version: Some(at), title, ..ResumeParams::default() });
-            let reply = crate::gitops::call(&backend, caller, request).await?;
+            let reply = crate::calls::call(&backend, caller, request).await?;
             Ok(if json { serde_json::to_string_pretty(&reply.to_json())? } else { render(&reply) })
         }
         RewindCommand::Diff { run_id, from, to, json } => {

@@ -2,7 +2,7 @@
 //! `baton delete`, `baton prune` and `baton show RUN --graph [--svg]`.
 
 use super::{UiCommand, render, terminal_caller};
-use crate::api::{DeleteRunParams, GetGraphParams, PruneParams, Reply, Request};
+use crate::api::{Call, DeleteRunParams, GetGraphParams, PruneParams, Request};
 use crate::graph::to_mermaid;
 use crate::graph::to_svg;
 use crate::home::Home;
@@ -43,12 +43,14 @@ pub async fn run(home: Option<&Path>, command: UiCommand) -> Result<String> {
 
 /// The workflow graph of a run: Mermaid, SVG, or the graph model as JSON.
 pub async fn show_graph(home: Option<&Path>, run_id: String, svg: bool, json: bool) -> Result<String> {
-    match call(home, Request::GetGraph(GetGraphParams { run_id })).await? {
-        Reply::Graph(graph) if json => Ok(serde_json::to_string_pretty(&graph)?),
-        Reply::Graph(graph) if svg => Ok(to_svg(&graph)),
-        Reply::Graph(graph) => Ok(to_mermaid(&graph)),
-        other => Ok(render(&other)),
-    }
+    let graph = call(home, GetGraphParams { run_id }).await?;
+    Ok(if json {
+        serde_json::to_string_pretty(&graph)?
+    } else if svg {
+        to_svg(&graph)
+    } else {
+        to_mermaid(&graph)
+    })
 }
 
 async fn text(home: Option<&Path>, request: Request, json: bool) -> Result<String> {
@@ -56,7 +58,7 @@ async fn text(home: Option<&Path>, request: Request, json: bool) -> Result<Strin
     Ok(if json { serde_json::to_string_pretty(&reply.to_json())? } else { render(&reply) })
 }
 
-async fn call(home: Option<&Path>, request: Request) -> Result<Reply> {
+async fn call<C: Call>(home: Option<&Path>, request: C) -> Result<C::Reply> {
     let backend = super::open::open_backend(home).await?;
-    Ok(crate::gitops::call(&backend, terminal_caller(), request).await?)
+    Ok(crate::calls::call(&backend, terminal_caller(), request).await?)
 }

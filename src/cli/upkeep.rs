@@ -49,7 +49,7 @@ pub async fn import(home: &Option<PathBuf>, file: &Path, replace: bool) -> Resul
     let request = Request::Import(ImportParams { file: absolute(file)?, replace });
     let backend = Backend::new(Home::resolve(home.as_deref())?);
     backend.connect().await?;
-    let reply = crate::gitops::call(&backend, super::terminal_caller(), request).await?;
+    let reply = crate::calls::call(&backend, super::terminal_caller(), request).await?;
     Ok(super::render(&reply))
 }
 
@@ -73,7 +73,7 @@ pub async fn migrate(home: &Option<PathBuf>, to: &str, replace: bool) -> Result<
     let tmp = home.dir.join(format!(".migrate-{}.jsonl", uuid::Uuid::new_v4()));
     let copied = async {
         backend.connect().await?;
-        crate::gitops::call(&backend, crate::api::Caller::default(), Request::Export(ExportParams { file: absolute(&tmp)? })).await?;
+        crate::calls::call(&backend, crate::api::Caller::default(), Request::Export(ExportParams { file: absolute(&tmp)? })).await?;
         let store = crate::migrate::open_target(&target).await?;
         Ok::<_, anyhow::Error>(crate::migrate::copy(&tmp, store.as_ref(), replace).await?)
     }
@@ -135,7 +135,7 @@ impl std::error::Error for ProblemsFound {}
 /// `baton verify`: the report, as an error carrying it when problems were found.
 pub async fn verify(home: &Option<PathBuf>, json: bool) -> Result<String> {
     let backend = open_backend(home.as_deref()).await?;
-    let reply = crate::gitops::call(&backend, super::terminal_caller(), Request::Verify(Default::default())).await?;
+    let reply = crate::calls::call(&backend, super::terminal_caller(), Request::Verify(Default::default())).await?;
     let sound = matches!(&reply, crate::api::Reply::Verified(report) if report.is_sound());
     let text = if json { serde_json::to_string_pretty(&reply.to_json())? } else { super::render(&reply) };
     if sound { Ok(text) } else { Err(ProblemsFound(text).into()) }
@@ -150,10 +150,7 @@ async fn stop_idle_owner(home: &Home, lock: &std::fs::File) -> Result<()> {
     // connection close: ask again for a moment before blaming a session.
     let settle = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let owner = loop {
-        let owner = match crate::gitops::call(&backend, crate::api::Caller::default(), Request::OwnerStatus(Default::default())).await? {
-            crate::api::Reply::Owner(owner) => owner,
-            other => anyhow::bail!("unexpected answer from the baton owner: {other:?}"),
-        };
+        let owner = crate::calls::call(&backend, crate::api::Caller::default(), crate::api::AskOwner).await?;
         if owner.connections <= 1 || std::time::Instant::now() >= settle {
             break owner;
         }

@@ -152,7 +152,7 @@ pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit>
     let run_id = match (&opts.run_id, &opts.goal) {
         (Some(run), _) => run.clone(),
         (None, Some(goal)) => {
-            let workspace = Some(crate::workspace::probe(&cwd, crate::workspace::Probe::Full).await);
+            let workspace = Some(crate::gitops::workspace::probe(&cwd, crate::gitops::workspace::Probe::Full).await);
             let start = Caller { workspace, ..caller.clone() };
             let params = StartWorkflowParams {
                 goal: goal.clone(),
@@ -161,10 +161,7 @@ pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit>
                 max_agents: opts.agents,
                 ..Default::default()
             };
-            match crate::gitops::call(&backend, start, Request::StartWorkflow(params)).await? {
-                Reply::Brief(brief) => brief.run_id.clone(),
-                other => anyhow::bail!("unexpected answer to start_workflow: {other:?}"),
-            }
+            crate::calls::call(&backend, start, params).await?.run_id
         }
         (None, None) => anyhow::bail!("give a RUN to drive, or --goal \"...\" to start one"),
     };
@@ -200,11 +197,8 @@ pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit>
 }
 
 async fn get_run(backend: &Backend, run_id: &str) -> BatonResult<Run> {
-    let request = Request::GetRun(GetRunParams { run_id: run_id.to_string(), history_limit: Some(1), before_seq: None, step: None });
-    match crate::gitops::call(backend, Caller::default(), request).await? {
-        Reply::Run(details) => Ok(details.run),
-        other => Err(crate::error::BatonError::internal(format!("unexpected answer to get_run: {other:?}"))),
-    }
+    let request = GetRunParams { run_id: run_id.to_string(), history_limit: Some(1), before_seq: None, step: None };
+    Ok(crate::calls::call(backend, Caller::default(), request).await?.run)
 }
 
 impl Driver {
@@ -214,7 +208,7 @@ impl Driver {
     }
 
     async fn call(&self, request: Request) -> BatonResult<Reply> {
-        crate::gitops::call(&self.backend, self.caller.clone(), request).await
+        crate::calls::call(&self.backend, self.caller.clone(), request).await
     }
 
     async fn supervise(&self, record: DriveRecord) -> BatonResult<Reply> {

@@ -171,8 +171,8 @@ impl GraphView {
                     Target::FanOut(fan_out) => {
                         let id = fan_out_id(&step.name, outcome);
                         extra.push(end_or_fan_out(&id, &format!("fan-out: {}", fan_out.fan_out), NodeKind::FanOut));
-                        self.edges.push(edge(&id, &fan_out.join, "joined"));
-                        push_end(&mut extra, &fan_out.join);
+                        self.edges.push(edge(&id, fan_out.join.as_str(), "joined"));
+                        push_end(&mut extra, fan_out.join.as_str());
                         id
                     }
                     other => {
@@ -276,7 +276,7 @@ fn current_node(run: &Run) -> Option<String> {
 fn fan_out_node(run: &Run) -> Option<String> {
     let fanout = run.fanout.as_ref()?;
     let step = run.template.step(&fanout.from_step)?;
-    let fans_out = |t: &Target| matches!(t, Target::FanOut(f) if Target::parse(&f.join) == fanout.join);
+    let fans_out = |t: &Target| matches!(t, Target::FanOut(f) if f.join.target() == fanout.join);
     let (outcome, _) = step.outcomes.iter().find(|(_, t)| fans_out(t))?;
     Some(fan_out_id(&step.name, outcome))
 }

@@ -3,7 +3,7 @@
 
 use crate::api::Caller;
 use crate::engine::{Actor, ActorKind};
-use crate::workspace::{Probe, probe};
+use crate::gitops::workspace::{Probe, probe};
 use rmcp::model::JsonObject;
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 //! accepted form answers the question; a decline, cancel, error or time-out leaves the run
 //! durably waiting, to be answered later from any session or a terminal.
 
-use crate::api::{AnswerHumanParams, Caller, Reply, Request};
+use crate::api::{AnswerHumanParams, Briefed, Caller};
 use crate::backend::Backend;
 use crate::engine::Brief;
 use rmcp::RoleServer;
@@ -55,17 +55,19 @@ pub async fn ask_user(backend: &Backend, caller: Caller, peer: &Peer<RoleServer>
     let Some((answer, comment)) = answer.as_ref().and_then(parse_answer) else {
         return with_note(brief, "The form came back without an answer. The run waits: ask the user in chat, then call `answer_human`.");
     };
-    let request = Request::AnswerHuman(AnswerHumanParams {
+    let request = AnswerHumanParams {
         run_id: brief.run_id.clone(),
         task: None,
         answer: answer.clone(),
         comment,
         expected_version: Some(brief.version),
         code: None,
-    });
-    match crate::gitops::call(backend, caller, request).await {
-        Ok(Reply::Brief(next)) => with_note(*next, &format!("The user answered in a form: {answer}.")),
-        Ok(_) => with_note(brief, "Unexpected answer from baton; call `resume` with this run_id."),
+    };
+    match crate::calls::call(backend, caller, request).await {
+        Ok(Briefed::Run(next)) => with_note(*next, &format!("The user answered in a form: {answer}.")),
+        // Without `task` the answer is the run's own question's, unless the service found a
+        // task waiting for it (the run's question was answered meanwhile): say so.
+        Ok(Briefed::Task(_)) => with_note(brief, "The answer went to a task that waits for one; call `resume` with this run_id."),
         Err(e) => with_note(
             brief,
             &format!(

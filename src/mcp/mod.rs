@@ -128,7 +128,7 @@ impl ServerHandler for BatonServer {
 impl BatonServer {
     async fn execute(&self, request: Request, caller: Caller, context: &RequestContext<RoleServer>) -> Result<Reply, BatonError> {
         let asks_human = matches!(request, Request::AwaitHuman(_));
-        let reply = crate::gitops::call(&self.backend, caller.clone(), request).await?;
+        let reply = crate::calls::call(&self.backend, caller.clone(), request).await?;
         match reply {
             Reply::Brief(brief) if asks_human => {
                 Ok(Reply::Brief(Box::new(elicit::ask_user(&self.backend, caller, &context.peer, *brief).await)))

@@ -7,7 +7,7 @@
 //! `resources/list` names the listing and the unfinished runs; the per-run addresses are
 //! also published as resource templates.
 
-use crate::api::{Caller, GetGraphParams, ListRunsParams, Reply, Request, ResumeParams, StatusFilter};
+use crate::api::{Caller, GetGraphParams, ListRunsParams, Reply, RunBriefing, StatusFilter};
 use crate::backend::Backend;
 use crate::error::{BatonError, ErrorCode};
 use crate::graph::to_mermaid;
@@ -72,9 +72,9 @@ pub async fn list(backend: &Backend, caller: Caller) -> Result<Vec<Resource>, Mc
             .with_description("baton's workflow runs, newest change first.")
             .with_mime_type(JSON),
     ];
-    let request =
-        Request::ListRuns(ListRunsParams { status: Some(StatusFilter::Open), template: None, limit: Some(LISTED), workspace: None });
-    if let Reply::Runs(list) = crate::gitops::call(backend, caller, request).await.map_err(mcp_error)? {
+    let request = ListRunsParams { status: Some(StatusFilter::Open), template: None, limit: Some(LISTED), workspace: None };
+    {
+        let list = crate::calls::call(backend, caller, request).await.map_err(mcp_error)?;
         for run in list.runs {
             resources.push(
                 Resource::new(format!("{RUN_PREFIX}{}", run.run_id), format!("baton-run-{}", run.run_id))
@@ -95,15 +95,20 @@ pub async fn read(backend: &Backend, caller: Caller, uri: &str) -> Result<ReadRe
             Some(json!({ "uri": uri })),
         ));
     };
-    let request = match address {
-        Address::Runs => Request::ListRuns(ListRunsParams { status: None, template: None, limit: Some(LISTED), workspace: None }),
-        Address::Run(id) => Request::Resume(ResumeParams { run_id: Some(id.to_string()), ..ResumeParams::default() }),
-        Address::Graph(id) => Request::GetGraph(GetGraphParams { run_id: id.to_string() }),
-    };
-    let reply = crate::gitops::call(backend, caller, request).await.map_err(mcp_error)?;
-    let contents = match reply {
-        Reply::Graph(graph) => ResourceContents::text(to_mermaid(&graph), uri).with_mime_type(MERMAID),
-        other => ResourceContents::text(other.to_json().to_string(), uri).with_mime_type(JSON),
+    let json = |value: serde_json::Value| ResourceContents::text(value.to_string(), uri).with_mime_type(JSON);
+    let contents = match address {
+        Address::Runs => {
+            let request = ListRunsParams { status: None, template: None, limit: Some(LISTED), workspace: None };
+            json(Reply::Runs(crate::calls::call(backend, caller, request).await.map_err(mcp_error)?).to_json())
+        }
+        Address::Run(id) => {
+            let request = RunBriefing { run_id: id.to_string() };
+            json(Reply::Briefing(Box::new(crate::calls::call(backend, caller, request).await.map_err(mcp_error)?)).to_json())
+        }
+        Address::Graph(id) => {
+            let graph = crate::calls::call(backend, caller, GetGraphParams { run_id: id.to_string() }).await.map_err(mcp_error)?;
+            ResourceContents::text(to_mermaid(&graph), uri).with_mime_type(MERMAID)
+        }
     };
     Ok(ReadResourceResult::new(vec![contents]))
 }

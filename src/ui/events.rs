@@ -4,7 +4,7 @@
 //! server-sent events and re-reads itself when the counter moves.
 
 use super::AppState;
-use crate::api::{Caller, Reply, Request, WaitForChangeParams};
+use crate::api::{Caller, WaitForChangeParams};
 use crate::backend::{Backend, Timeouts};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -34,15 +34,11 @@ pub async fn follow_changes(backend: Backend, caller: Caller, counter: watch::Se
     let mut after = 0;
     let wait = wait_ms();
     loop {
-        let request = Request::WaitForChange(WaitForChangeParams { after, timeout_ms: Some(wait) });
-        match crate::gitops::call(&backend, caller.clone(), request).await {
-            Ok(Reply::Changes(mark)) => {
+        let request = WaitForChangeParams { after, timeout_ms: Some(wait) };
+        match crate::calls::call(&backend, caller.clone(), request).await {
+            Ok(mark) => {
                 after = mark.counter;
                 counter.send_if_modified(|shown| std::mem::replace(shown, after) != after);
-            }
-            Ok(other) => {
-                tracing::warn!("unexpected answer to wait_for_change: {other:?}");
-                tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(e) => {
                 tracing::debug!("waiting for changes failed: {e}");

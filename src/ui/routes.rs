@@ -51,9 +51,13 @@ impl AppState {
     /// (a navigation aborts the page's fetch, and the handler is dropped) never drops a
     /// request between sending it and reading its answer: on a connection to another
     /// owner process that would leave the answer for the next request to read.
-    async fn call(&self, request: Request) -> BatonResult<Reply> {
+    async fn call<C>(&self, request: C) -> BatonResult<C::Reply>
+    where
+        C: Call + Send + 'static,
+        C::Reply: Send + 'static,
+    {
         let (backend, caller) = (Arc::clone(&self.backend), self.caller.clone());
-        tokio::spawn(async move { crate::gitops::call(&backend, caller, request).await })
+        tokio::spawn(async move { crate::calls::call(&backend, caller, request).await })
             .await
             .unwrap_or_else(|e| Err(BatonError::internal(format!("a request to baton failed: {e}"))))
     }
@@ -104,10 +108,7 @@ async fn runs_response(state: &AppState, session: &Session, filter: RunsFilter, 
             limit: Some(filter.limit.unwrap_or(LIST_LIMIT)),
             workspace: filter.workspace.clone().filter(|w| !w.is_empty()),
         };
-        match state.call(Request::ListRuns(params)).await? {
-            Reply::Runs(list) => Ok(list),
-            other => Err(unexpected(&other)),
-        }
+        state.call(params).await
     };
     let list = match listing.await {
         Ok(list) => Some(list),
@@ -116,9 +117,9 @@ async fn runs_response(state: &AppState, session: &Session, filter: RunsFilter, 
             None
         }
     };
-    let templates = match state.call(Request::ListTemplates(NoParams {})).await {
-        Ok(Reply::Templates(t)) => t.templates.into_iter().map(|t| t.name).collect(),
-        _ => Vec::new(),
+    let templates = match state.call(ListTemplates).await {
+        Ok(t) => t.templates.into_iter().map(|t| t.name).collect(),
+        Err(_) => Vec::new(),
     };
     let status = frame.error.as_ref().map_or(StatusCode::OK, status_of);
     state.render("runs.html", &RunsPage::new(frame, filter, list, templates), status)
@@ -172,13 +173,7 @@ async fn run_response(state: &AppState, session: &Session, id: &str, query: &His
     };
     let mut frame = state.frame(session, page, error);
     let loaded = async {
-        let details = match state
-            .call(Request::GetRun(GetRunParams { run_id: id.into(), history_limit: Some(HISTORY), before_seq: before, step: None }))
-            .await?
-        {
-            Reply::Run(details) => *details,
-            other => return Err(unexpected(&other)),
-        };
+        let details = state.call(GetRunParams { run_id: id.into(), history_limit: Some(HISTORY), before_seq: before, step: None }).await?;
         let graph = graph_of(state, id).await?;
         Ok((details, graph))
     };
@@ -199,10 +194,7 @@ async fn run_response(state: &AppState, session: &Session, id: &str, query: &His
 }
 
 async fn graph_of(state: &AppState, id: &str) -> BatonResult<crate::graph::GraphView> {
-    match state.call(Request::GetGraph(GetGraphParams { run_id: id.into() })).await? {
-        Reply::Graph(graph) => Ok(*graph),
-        other => Err(unexpected(&other)),
-    }
+    state.call(GetGraphParams { run_id: id.into() }).await
 }
 
 async fn graph_svg(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
@@ -284,8 +276,8 @@ async fn event_text(
     query: Result<Query<OffsetQuery>, QueryRejection>,
 ) -> Response {
     let offset = query.map(|Query(q)| q.offset).unwrap_or_default();
-    match state.call(Request::GetEvent(GetEventParams { run_id: id, seq, offset })).await {
-        Ok(reply) => Json(reply.to_json()).into_response(),
+    match state.call(GetEventParams { run_id: id, seq, offset }).await {
+        Ok(detail) => Json(detail).into_response(),
         Err(e) => (status_of(&e), Json(serde_json::json!({ "error": e }))).into_response(),
     }
 }
@@ -382,20 +374,11 @@ async fn fork(
     let outcome = match form {
         Ok(Form(f)) => {
             let title = Some(f.title).filter(|t| !t.trim().is_empty());
-            let request = match f.at_version {
-                Some(version) => Request::Resume(crate::api::ResumeParams {
-                    run_id: Some(id.clone()),
-                    at_version: Some(version),
-                    title,
-                    ..Default::default()
-                }),
-                None => Request::ForkRun(ForkRunParams { run_id: id.clone(), checkpoint: f.checkpoint, title }),
+            let forked = match f.at_version {
+                Some(version) => state.call(ForkAt { run_id: id.clone(), version, title }).await,
+                None => state.call(ForkRunParams { run_id: id.clone(), checkpoint: f.checkpoint, title }).await,
             };
-            match state.call(request).await {
-                Ok(Reply::Brief(brief)) => Ok(brief.run_id),
-                Ok(other) => Err(unexpected(&other)),
-                Err(e) => Err(e),
-            }
+            forked.map(|brief| brief.run_id)
         }
         Err(e) => Err(bad_form(&e)),
     };
@@ -431,9 +414,8 @@ async fn prune(
     };
     let frame = state.frame(&session, "/".into(), None);
     let params = PruneParams { older_than: form.older_than.clone(), dry_run: Some(form.dry_run.is_some()), workspace: None };
-    match state.call(Request::Prune(params)).await {
-        Ok(Reply::Deleted(deleted)) => state.render("prune.html", &PrunePage::new(frame, form.older_than, deleted), StatusCode::OK),
-        Ok(other) => runs_response(&state, &session, RunsFilter::default(), Some(unexpected(&other))).await,
+    match state.call(params).await {
+        Ok(deleted) => state.render("prune.html", &PrunePage::new(frame, form.older_than, deleted), StatusCode::OK),
         Err(e) => runs_response(&state, &session, RunsFilter::default(), Some(e)).await,
     }
 }
@@ -485,8 +467,4 @@ fn error_text(error: &BatonError) -> Response {
 
 fn bad_form(rejection: &FormRejection) -> BatonError {
     BatonError::invalid("form", format!("the form could not be read: {}", rejection.body_text()), "Reload the page and use its forms.")
-}
-
-fn unexpected(reply: &Reply) -> BatonError {
-    BatonError::internal(format!("unexpected answer from baton: {}", reply.to_json()))
 }

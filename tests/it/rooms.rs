@@ -19,7 +19,7 @@ const FLOORS: &[&[&str]] = &[
     &["notify", "install", "migrate"],
     &["service"],
     &["backend"],
-    &["gitops", "workspace"],
+    &["gitops"],
     &["calls"],
     &["rewind"],
     &["mcp", "drive"],

@@ -3,8 +3,8 @@
 
 use super::{merge_artifacts, recorded};
 use crate::engine::model::{
-    Actor, Event, EventKind, FanOutState, GateKind, HumanExchange, HumanGate, Lease, MAX_KEPT_ANSWERS, Run, RunStatus, StepReport, Task,
-    TaskCode, TaskStatus,
+    Actor, Event, EventKind, FanOutState, GateAnswer, GateKind, HumanExchange, HumanGate, Lease, MAX_KEPT_ANSWERS, Run, RunStatus,
+    StepReport, Task, TaskCode, TaskStatus,
 };
 use crate::engine::templates::{FanOut, Plan, Target, TaskFailurePolicy};
 use crate::error::{BatonError, BatonResult, ErrorCode};
@@ -12,11 +12,6 @@ use crate::time::Timestamp;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// Answers to a failed task's question.
-const RETRY: &str = "retry";
-const SKIP: &str = "skip";
-const FAIL_RUN: &str = "fail_run";
 
 impl Run {
     /// The tasks of the open fan-out that wait for a human's answer, in plan order.
@@ -87,7 +82,7 @@ impl Run {
         self.current_step = None;
         self.fanout = Some(FanOutState {
             from_step: from_step.to_string(),
-            join: Target::parse(&fan_out.join),
+            join: fan_out.join.target(),
             on_task_failure: fan_out.on_task_failure,
             tasks,
             pipelines,
@@ -154,8 +149,11 @@ impl Run {
                 let task = self.task(id)?;
                 if !held_by_caller(task) {
                     task.claimable_by(fanout.pipeline_of(task), actor, now).map_err(|why| {
-                        BatonError::invalid_state(why, "Claim another task (`claim: \"next\"`), or wait for this one's lease to end.")
-                            .with_field("claim")
+                        BatonError::invalid_state(
+                            why.to_string(),
+                            "Claim another task (`claim: \"next\"`), or wait for this one's lease to end.",
+                        )
+                        .with_field("claim")
                     })?;
                 }
                 task
@@ -201,7 +199,8 @@ impl Run {
         let pipeline = self.fanout.as_ref().map(|f| f.pipeline_of(task)).ok_or_else(|| BatonError::internal("a task without a fan-out"))?;
         let step = task.step.clone().unwrap_or_default();
         task.check_independent(pipeline, actor).map_err(|why| {
-            BatonError::invalid_state(why, "Have another agent (a sub-agent) claim and play this step.").with_field("lease_token")
+            BatonError::invalid_state(why.to_string(), "Have another agent (a sub-agent) claim and play this step.")
+                .with_field("lease_token")
         })?;
         let mut report = self.report(pipeline, &task.visits, &step, &format!(" of task `{id}`"), outcome, output, artifacts)?;
         report.code = code.cloned();
@@ -343,19 +342,19 @@ impl Run {
                 }
                 let Some(gate) = task.gate.take() else { return Aftermath::Nothing };
                 task.version += 1;
-                match (&gate.kind, answer.as_str()) {
-                    (GateKind::LoopLimit { target }, "continue") => {
+                match (&gate.kind, GateAnswer::parse(answer)) {
+                    (GateKind::LoopLimit { target }, Some(GateAnswer::Continue)) => {
                         task.visits.insert(target.clone(), 0);
                         enter_step(task, target);
                         Aftermath::Nothing
                     }
-                    (GateKind::TaskFailed, RETRY) => {
+                    (GateKind::TaskFailed, Some(GateAnswer::Retry)) => {
                         let start = pipelines.get(&task.pipeline).map(|p| p.start_step().to_string()).unwrap_or_default();
                         task.visits.clear();
                         enter_step(task, &start);
                         Aftermath::Nothing
                     }
-                    (GateKind::TaskFailed, SKIP) => {
+                    (GateKind::TaskFailed, Some(GateAnswer::Skip)) => {
                         task.status = TaskStatus::Skipped;
                         task.step = None;
                         Aftermath::Nothing
@@ -387,7 +386,7 @@ impl Run {
                     question: format!(
                         "Task `{id}` failed ({why}). Retry it from the start, skip it (the run goes on without it), or fail the run?"
                     ),
-                    options: vec![RETRY.into(), SKIP.into(), FAIL_RUN.into()],
+                    options: GateAnswer::options(&GateAnswer::FOR_FAILED_TASK),
                     step: task.last_output.as_ref().map(|o| o.step.clone()).unwrap_or_default(),
                     asked_at: now,
                 });

@@ -11,8 +11,8 @@ mod merge;
 pub use merge::merge_order;
 
 use crate::engine::model::{
-    Actor, Change, DEFAULT_MAX_AGENTS, Event, EventKind, ForkOrigin, GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, MergeState,
-    NewRun, Run, RunOrigin, RunStatus, SNAPSHOT_OUTPUT_BYTES, StepOutput, StepReport, TaskStatus,
+    Actor, Change, DEFAULT_MAX_AGENTS, Event, EventKind, ForkOrigin, GateAnswer, GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS,
+    MergeState, NewRun, Run, RunOrigin, RunStatus, SNAPSHOT_OUTPUT_BYTES, StepOutput, StepReport, TaskStatus,
 };
 use crate::engine::templates::{Target, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
@@ -323,7 +323,7 @@ impl Run {
                 });
                 self.status = RunStatus::Active;
                 if let GateKind::LoopLimit { target } = &gate.kind {
-                    if answer == "continue" {
+                    if GateAnswer::parse(answer) == Some(GateAnswer::Continue) {
                         self.visits.insert(target.clone(), 0);
                         self.move_to(&Target::Step(target.clone()));
                     } else {
@@ -440,7 +440,7 @@ impl Run {
                 self.current_step = Some(step.clone());
             }
             // A fan-out is entered through `fan_out` with its plan, never moved to directly.
-            Target::FanOut(fan_out) => self.move_to(&Target::parse(&fan_out.join)),
+            Target::FanOut(fan_out) => self.move_to(&fan_out.join.target()),
         }
     }
 

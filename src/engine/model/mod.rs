@@ -22,5 +22,5 @@ pub use drive::{DriveAction, DriveRecord, DriveState, DriveUnit};
 pub use event::{Event, EventKind, RunOrigin, tree_state_at, workspace_of};
 pub use merge::{MAX_CONFLICT_FILES, MAX_MERGE_FILES, MergeConflict, MergeReport, MergeState, TaskMerge};
 pub use run::{DEFAULT_MAX_AGENTS, ForkOrigin, NewRun, Run, RunStatus};
-pub use step::{GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, SNAPSHOT_OUTPUT_BYTES, StepOutput, StepReport};
-pub use task::{FanOutState, Lease, Task, TaskStatus};
+pub use step::{GateAnswer, GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS, SNAPSHOT_OUTPUT_BYTES, StepOutput, StepReport};
+pub use task::{FanOutState, Lease, Refusal, Task, TaskStatus};

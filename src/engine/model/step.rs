@@ -39,6 +39,51 @@ pub struct HumanGate {
     pub asked_at: Timestamp,
 }
 
+/// An answer to a question baton itself asks (a loop at its limit, a failed task), with
+/// the meaning the machine gives it. A role's own question's answers mean what the role
+/// says, so they stay text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateAnswer {
+    /// A loop at its limit: allow another round of visits.
+    Continue,
+    /// A loop at its limit: stop (the run, or the task, fails).
+    Fail,
+    /// A failed task: start it again from its pipeline's first step.
+    Retry,
+    /// A failed task: go on without it.
+    Skip,
+    /// A failed task: fail the whole run.
+    FailRun,
+}
+
+impl GateAnswer {
+    /// The options of a loop's question, as offered.
+    pub const AT_LOOP_LIMIT: [GateAnswer; 2] = [GateAnswer::Continue, GateAnswer::Fail];
+    /// The options of a failed task's question, as offered.
+    pub const FOR_FAILED_TASK: [GateAnswer; 3] = [GateAnswer::Retry, GateAnswer::Skip, GateAnswer::FailRun];
+
+    /// The answer as a human gives it (and as the event history keeps it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateAnswer::Continue => "continue",
+            GateAnswer::Fail => "fail",
+            GateAnswer::Retry => "retry",
+            GateAnswer::Skip => "skip",
+            GateAnswer::FailRun => "fail_run",
+        }
+    }
+
+    /// The meaning of `text`, if it is one of baton's answers.
+    pub fn parse(text: &str) -> Option<GateAnswer> {
+        [GateAnswer::AT_LOOP_LIMIT.as_slice(), GateAnswer::FOR_FAILED_TASK.as_slice()].concat().into_iter().find(|a| a.as_str() == text)
+    }
+
+    /// `answers` as a question's options.
+    pub fn options(answers: &[GateAnswer]) -> Vec<String> {
+        answers.iter().map(|a| a.as_str().to_string()).collect()
+    }
+}
+
 impl HumanGate {
     /// The question asked when step `target` used up its `max_visits` (`visits` so far):
     /// allow another `max` rounds, or fail (the run, or task `task` of a fan-out).
@@ -54,7 +99,7 @@ impl HumanGate {
         HumanGate {
             kind: GateKind::LoopLimit { target: target.to_string() },
             question,
-            options: vec!["continue".into(), "fail".into()],
+            options: GateAnswer::options(&GateAnswer::AT_LOOP_LIMIT),
             step,
             asked_at: now,
         }

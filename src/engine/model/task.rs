@@ -107,49 +107,75 @@ pub struct Task {
 impl Task {
     /// Whether `actor` may claim the task at `now`: it waits for nobody, no live lease
     /// is held on it, and the actor did not play a step the current one is independent of.
-    pub fn claimable_by(&self, pipeline: &Template, actor: &Actor, now: Timestamp) -> Result<(), String> {
+    pub fn claimable_by(&self, pipeline: &Template, actor: &Actor, now: Timestamp) -> Result<(), Refusal> {
         match self.status {
             TaskStatus::Ready => {}
             TaskStatus::Claimed if self.lease.as_ref().is_some_and(|l| l.is_expired(now)) => {}
             TaskStatus::Claimed => {
                 let lease = self.lease.as_ref();
-                return Err(format!(
-                    "task `{}` is claimed by {} until {}",
-                    self.id,
-                    lease.map(|l| l.holder.label()).unwrap_or_default(),
-                    lease.map(|l| l.expires_at.to_string()).unwrap_or_default()
-                ));
+                return Err(Refusal::Held {
+                    task: self.id.clone(),
+                    holder: lease.map(|l| l.holder.label()).unwrap_or_default(),
+                    until: lease.map(|l| l.expires_at.to_string()).unwrap_or_default(),
+                });
             }
-            status => return Err(format!("task `{}` is {}", self.id, status.as_str())),
+            status => return Err(Refusal::NotReady { task: self.id.clone(), status }),
         }
         self.check_independent(pipeline, actor)
     }
 
     /// Refuse `actor` for the current step if it played a step this one is independent of.
-    pub fn check_independent(&self, pipeline: &Template, actor: &Actor) -> Result<(), String> {
+    pub fn check_independent(&self, pipeline: &Template, actor: &Actor) -> Result<(), Refusal> {
         let Some(def) = self.step.as_deref().and_then(|s| pipeline.step(s)) else { return Ok(()) };
         if def.independent_of.is_empty() {
             return Ok(());
         }
         if actor.id.is_none() && actor.agent.is_none() {
-            return Err(format!(
-                "step `{}` of task `{}` must be played by an agent independent of {}, and this caller does not say who it is",
-                def.name,
-                self.id,
-                def.independent_of.join(", ")
-            ));
+            return Err(Refusal::Anonymous { step: def.name.clone(), task: self.id.clone(), of: def.independent_of.clone() });
         }
         for other in &def.independent_of {
             if self.players.get(other).is_some_and(|player| player.same_agent(actor)) {
-                return Err(format!(
-                    "step `{}` of task `{}` must be played by someone other than the agent who played `{other}` ({})",
-                    def.name,
-                    self.id,
-                    actor.label()
-                ));
+                return Err(Refusal::SameAgent {
+                    step: def.name.clone(),
+                    task: self.id.clone(),
+                    other: other.clone(),
+                    agent: actor.label(),
+                });
             }
         }
         Ok(())
+    }
+}
+
+/// Why an agent may not claim a task, or play its current step. The machine turns it into
+/// the request's error (with the fix that fits where it was asked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another agent's live lease holds the task.
+    Held { task: String, holder: String, until: String },
+    /// The task is not at a step anyone may claim (it waits, or has ended).
+    NotReady { task: String, status: TaskStatus },
+    /// The step must be played by an agent independent of the steps `of`, and the caller
+    /// does not say who it is.
+    Anonymous { step: String, task: String, of: Vec<String> },
+    /// The caller played `other`, a step this one must be independent of.
+    SameAgent { step: String, task: String, other: String, agent: String },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Held { task, holder, until } => write!(f, "task `{task}` is claimed by {holder} until {until}"),
+            Refusal::NotReady { task, status } => write!(f, "task `{task}` is {}", status.as_str()),
+            Refusal::Anonymous { step, task, of } => write!(
+                f,
+                "step `{step}` of task `{task}` must be played by an agent independent of {}, and this caller does not say who it is",
+                of.join(", ")
+            ),
+            Refusal::SameAgent { step, task, other, agent } => {
+                write!(f, "step `{step}` of task `{task}` must be played by someone other than the agent who played `{other}` ({agent})")
+            }
+        }
     }
 }
 

@@ -51,7 +51,8 @@ pub struct FanOut {
     #[serde(default = "default_pipeline")]
     pub fan_out: String,
     /// Where the run goes when every task has joined: a step, `done` or `failed`.
-    pub join: String,
+    #[schemars(with = "String")]
+    pub join: JoinTarget,
     /// What a task that fails for good does: `fail` the run, or `ask` a human whether to
     /// retry it, skip it or fail the run.
     #[serde(default)]
@@ -63,6 +64,65 @@ pub struct FanOut {
 
 fn default_pipeline() -> String {
     DEFAULT_PIPELINE.to_string()
+}
+
+/// Where a fan-out's run goes once every task has joined. Written as a string: a step's
+/// name, `done` or `failed`; read once, when the template is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum JoinTarget {
+    /// A step of the template. `join` is a name too here (a run has no fan-out to join),
+    /// which validation refuses.
+    Step(String),
+    Done,
+    Failed,
+}
+
+impl JoinTarget {
+    pub fn as_str(&self) -> &str {
+        match self {
+            JoinTarget::Step(step) => step,
+            JoinTarget::Done => DONE,
+            JoinTarget::Failed => FAILED,
+        }
+    }
+
+    /// Where the run moves when the tasks have joined.
+    pub fn target(&self) -> Target {
+        match self {
+            JoinTarget::Step(step) => Target::Step(step.clone()),
+            JoinTarget::Done => Target::Done,
+            JoinTarget::Failed => Target::Failed,
+        }
+    }
+}
+
+impl From<&str> for JoinTarget {
+    fn from(text: &str) -> JoinTarget {
+        match text {
+            DONE => JoinTarget::Done,
+            FAILED => JoinTarget::Failed,
+            step => JoinTarget::Step(step.to_string()),
+        }
+    }
+}
+
+impl From<String> for JoinTarget {
+    fn from(text: String) -> JoinTarget {
+        JoinTarget::from(text.as_str())
+    }
+}
+
+impl From<JoinTarget> for String {
+    fn from(join: JoinTarget) -> String {
+        join.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for JoinTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What happens when a task of a fan-out fails for good.
@@ -119,7 +179,7 @@ impl Target {
             Target::Done => DONE,
             Target::Failed => FAILED,
             Target::Join => JOIN,
-            Target::FanOut(fan_out) => &fan_out.join,
+            Target::FanOut(fan_out) => fan_out.join.as_str(),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::builtin::builtin_pipeline;
 use super::graph::find_cycle;
-use super::template::{DEFAULT_PIPELINE, DONE, FAILED, JOIN, MAX_PIPELINES, MAX_STEPS, MAX_TASKS, StepDef, Target, Template};
+use super::template::{DEFAULT_PIPELINE, DONE, FAILED, JOIN, JoinTarget, MAX_PIPELINES, MAX_STEPS, MAX_TASKS, StepDef, Target, Template};
 use crate::engine::naming::check_identifier;
 use crate::error::{BatonError, BatonResult};
 use crate::limits::{MAX_TEXT_BYTES, check_len};
@@ -223,16 +223,16 @@ impl Template {
                         "Omit it for the default.",
                     ));
                 }
-                match Target::parse(&fan_out.join) {
-                    Target::Step(name) if !names.contains(name.as_str()) => Err(BatonError::invalid(
-                        format!("{at}.join"),
-                        format!("fan-out of `{step}` joins at unknown step `{name}`"),
-                        format!("Use `done`, `failed` or one of: {}.", join(names)),
-                    )),
-                    Target::Join => Err(BatonError::invalid(
+                match &fan_out.join {
+                    JoinTarget::Step(name) if name == JOIN => Err(BatonError::invalid(
                         format!("{at}.join"),
                         "a fan-out joins at a step, `done` or `failed`",
                         "Name the step that runs after the tasks.",
+                    )),
+                    JoinTarget::Step(name) if !names.contains(name.as_str()) => Err(BatonError::invalid(
+                        format!("{at}.join"),
+                        format!("fan-out of `{step}` joins at unknown step `{name}`"),
+                        format!("Use `done`, `failed` or one of: {}.", join(names)),
                     )),
                     _ => Ok(()),
                 }

@@ -12,6 +12,12 @@ use crate::store::RunSummary;
 pub use crate::store::StatusFilter;
 use crate::store::{BackupReport, VerifyReport};
 use schemars::JsonSchema;
+
+mod call;
+mod resume;
+
+pub use call::{AskOwner, Briefed, Call, ListTemplates, Verify};
+pub use resume::{Claim, ClaimTarget, ForkAt, ForkCheckpoint, ListOpen, Release, Renew, Resume, RunBriefing, ShowTask};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -112,7 +118,8 @@ pub struct ResumeParams {
     /// With `run_id`: claim a task of the run's fan-out, `"next"` for the first one you may
     /// take, or a task id. Answers with the task's brief and your `lease_token`.
     #[serde(default)]
-    pub claim: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub claim: Option<ClaimTarget>,
     /// With `run_id`: the brief of this task (renewing your lease if you pass `lease_token`).
     #[serde(default)]
     pub task: Option<String>,
