@@ -40,22 +40,12 @@ fn unexpected(op: &str, reply: &Reply) -> BatonError {
 /// on the wire with `boxed`, handed out unboxed).
 macro_rules! answered_by {
     ($params:ty, $op:ident => $variant:ident($out:ty)) => {
-        impl Call for $params {
-            type Reply = $out;
-
-            fn into_request(self) -> Request {
-                Request::$op(self)
-            }
-
-            fn reply(reply: Reply) -> BatonResult<$out> {
-                match reply {
-                    Reply::$variant(answer) => Ok(answer),
-                    other => Err(unexpected(stringify!($op), &other)),
-                }
-            }
-        }
+        answered_by!(@impl $params, $op, $variant, $out, |answer: $out| answer);
     };
     ($params:ty, $op:ident => boxed $variant:ident($out:ty)) => {
+        answered_by!(@impl $params, $op, $variant, $out, |answer: Box<$out>| *answer);
+    };
+    (@impl $params:ty, $op:ident, $variant:ident, $out:ty, $take:expr) => {
         impl Call for $params {
             type Reply = $out;
 
@@ -65,7 +55,7 @@ macro_rules! answered_by {
 
             fn reply(reply: Reply) -> BatonResult<$out> {
                 match reply {
-                    Reply::$variant(answer) => Ok(*answer),
+                    Reply::$variant(answer) => Ok(($take)(answer)),
                     other => Err(unexpected(stringify!($op), &other)),
                 }
             }
