@@ -32,7 +32,9 @@ use crate::engine::naming::{checkpoint_ref, fork_worktree};
 use crate::engine::{Brief, TaskBrief, TaskStatus, Workspace};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::workspace::{Probe, probe};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{LazyLock, Mutex};
 
 /// What to do once the request is answered.
 enum After {
@@ -67,9 +69,20 @@ enum After {
 
 /// Execute `request` for `caller` through `backend`, with the git work it implies.
 pub async fn call(backend: &Backend, mut caller: Caller, mut request: Request) -> BatonResult<Reply> {
+    if matches!(request, Request::Import(_)) {
+        // An import may replace a run, workspace and all.
+        known_workspaces().clear();
+    }
     let after = before(backend, &mut caller, &mut request).await?;
     let reply = match backend.call_as(caller.clone(), request).await {
-        Ok(reply) => reply,
+        Ok(reply) => {
+            match &reply {
+                Reply::Brief(brief) => remember_workspace(&brief.run_id, &brief.workspace),
+                Reply::Briefing(briefing) => remember_workspace(&briefing.brief.run_id, &briefing.brief.workspace),
+                _ => {}
+            }
+            reply
+        }
         Err(error) => {
             // The report was refused (not lost): its commit must not outlive it.
             let refused = matches!(
@@ -291,8 +304,16 @@ async fn resolve_base(backend: &Backend, caller: &Caller, run_id: &str, base: Op
 /// [`snapshot::step_state`]), as a report's code record; `None` outside git. A failure
 /// records nothing and says why in the note.
 async fn tree_code(backend: &Backend, caller: &Caller, run_id: &str) -> (Option<TaskCode>, Option<String>) {
-    let Ok(brief) = read_brief(backend, caller, run_id).await else { return (None, None) };
-    let Some(tree) = brief.workspace.as_ref().filter(|w| w.git_root.is_some()).map(|w| w.cwd.clone()) else { return (None, None) };
+    let known = known_workspaces().get(run_id).cloned();
+    let workspace = match known {
+        Some(workspace) => workspace,
+        None => {
+            let Ok(brief) = read_brief(backend, caller, run_id).await else { return (None, None) };
+            remember_workspace(run_id, &brief.workspace);
+            brief.workspace
+        }
+    };
+    let Some(tree) = workspace.as_ref().filter(|w| w.git_root.is_some()).map(|w| w.cwd.clone()) else { return (None, None) };
     if !Path::new(&tree).is_dir() {
         return (None, Some(format!("The run's tree {tree} is gone, so this step's code is not kept.")));
     }
@@ -554,6 +575,28 @@ async fn merge_once(backend: &Backend, caller: &Caller, root: &Path, run_id: &st
         Reply::Brief(brief) => Ok((*brief, true)),
         other => Err(BatonError::internal(format!("recording a merge answered {other:?}"))),
     }
+}
+
+/// Most runs whose workspace a process remembers (an agent works on a few).
+const KNOWN_WORKSPACES: usize = 1024;
+
+/// The workspaces of runs this process has seen in answers. A run's workspace is fixed
+/// when the run is created, so a step's report looks it up here instead of asking the
+/// owner for the whole briefing first (a round trip and ~8 KB decoded per advance).
+fn known_workspaces() -> std::sync::MutexGuard<'static, HashMap<String, Option<Workspace>>> {
+    static KNOWN: LazyLock<Mutex<HashMap<String, Option<Workspace>>>> = LazyLock::new(Mutex::default);
+    KNOWN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn remember_workspace(run_id: &str, workspace: &Option<Workspace>) {
+    let mut known = known_workspaces();
+    if known.get(run_id) == Some(workspace) {
+        return;
+    }
+    if known.len() >= KNOWN_WORKSPACES {
+        known.clear();
+    }
+    known.insert(run_id.to_string(), workspace.clone());
 }
 
 /// The run's current brief (as `resume` with its id shows it).
