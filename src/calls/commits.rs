@@ -34,8 +34,15 @@ pub(super) async fn resolve_base(backend: &Backend, caller: &Caller, run_id: &st
 /// [`snapshot::step_state`]), as a report's code record; `None` outside git. A failure
 /// records nothing and says why in the note.
 pub(super) async fn tree_code(backend: &Backend, caller: &Caller, run_id: &str) -> (Option<TaskCode>, Option<String>) {
-    let Ok(brief) = read_brief(backend, caller, run_id).await else { return (None, None) };
-    let Some(tree) = brief.workspace.as_ref().filter(|w| w.git_root.is_some()).map(|w| w.cwd.clone()) else { return (None, None) };
+    let workspace = match super::known::workspace_of(run_id) {
+        Some(workspace) => workspace,
+        None => {
+            let Ok(brief) = read_brief(backend, caller, run_id).await else { return (None, None) };
+            super::known::remember(run_id, &brief.workspace);
+            brief.workspace
+        }
+    };
+    let Some(tree) = workspace.as_ref().filter(|w| w.git_root.is_some()).map(|w| w.cwd.clone()) else { return (None, None) };
     if !Path::new(&tree).is_dir() {
         return (None, Some(format!("The run's tree {tree} is gone, so this step's code is not kept.")));
     }

@@ -27,6 +27,7 @@
 
 mod checks;
 mod commits;
+mod known;
 mod reconcile;
 
 use crate::api::{Call, Caller, ForkAt, ForkCheckpoint, Reply, Request, Resume, RunBriefing};
@@ -83,9 +84,15 @@ pub async fn call<C: Call>(backend: &Backend, caller: Caller, request: C) -> Bat
 
 /// [`call`] on the wire's terms.
 async fn pipeline(backend: &Backend, mut caller: Caller, mut request: Request) -> BatonResult<Reply> {
+    if matches!(request, Request::Import(_)) {
+        known::forget_all();
+    }
     let after = before(backend, &mut caller, &mut request).await?;
     let reply = match backend.call_as(caller.clone(), request).await {
-        Ok(reply) => reply,
+        Ok(reply) => {
+            known::learn_from(&reply);
+            reply
+        }
         Err(error) => {
             // The report was refused (not lost): its commit must not outlive it.
             let refused = matches!(

@@ -4,7 +4,10 @@
 
 use crate::engine::Workspace;
 use crate::gitops::git;
-use std::path::Path;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// How much of the git state to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,13 +21,59 @@ pub enum Probe {
 /// The workspace at `cwd`. Without git (or outside a repository) only `cwd` is set.
 pub async fn probe(cwd: &Path, depth: Probe) -> Workspace {
     let mut workspace = Workspace { cwd: cwd.to_string_lossy().into_owned(), ..Workspace::default() };
-    let Some(root) = git(cwd, &["rev-parse", "--show-toplevel"]).probe().await else { return workspace };
+    // Spawning git costs about 1.5 ms, most of a `resume`: without a `.git` up the tree
+    // there is no repository for it to find, and a root it found stays the root while the
+    // same `.git` is there.
+    let marker = git_marker(cwd);
+    if marker.is_none() && std::env::var_os("GIT_DIR").is_none() && std::env::var_os("GIT_WORK_TREE").is_none() {
+        return workspace;
+    }
+    let cached = marker.as_ref().and_then(|m| roots().get(cwd).filter(|(seen, _)| seen == m).map(|(_, root)| Some(root.clone())));
+    let root = match cached {
+        Some(root) => root,
+        None => {
+            let root = git(cwd, &["rev-parse", "--show-toplevel"]).probe().await;
+            // Only a root found is kept: a `.git` that is no repository yet may become one.
+            if let (Some(marker), Some(found)) = (marker, &root) {
+                let mut roots = roots();
+                if roots.len() >= MAX_CACHED_ROOTS {
+                    roots.clear();
+                }
+                roots.insert(cwd.to_path_buf(), (marker, found.clone()));
+            }
+            root
+        }
+    };
+    let Some(root) = root else { return workspace };
     workspace.git_root = Some(root);
     if depth == Probe::Full {
         workspace.git_head = git(cwd, &["rev-parse", "--verify", "-q", "HEAD"]).probe().await;
         workspace.git_dirty = git(cwd, &["status", "--porcelain"]).output().await.ok().map(|status| !status.trim().is_empty());
     }
     workspace
+}
+
+/// Most directories whose repository root is remembered (one session sees a few).
+const MAX_CACHED_ROOTS: usize = 64;
+
+/// The nearest `.git` (directory or file) at or above a directory, as (path, device, inode).
+type Marker = (PathBuf, u64, u64);
+
+/// Roots git reported, by directory, with the `.git` seen then.
+type Roots = HashMap<PathBuf, (Marker, String)>;
+
+fn roots() -> std::sync::MutexGuard<'static, Roots> {
+    static ROOTS: std::sync::LazyLock<Mutex<Roots>> = std::sync::LazyLock::new(Mutex::default);
+    ROOTS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where git would start looking for the repository of `dir`: the nearest `.git` entry
+/// at or above it (git's own discovery, before `GIT_DIR` and ceilings).
+fn git_marker(dir: &Path) -> Option<Marker> {
+    dir.ancestors().find_map(|d| {
+        let path = d.join(".git");
+        std::fs::symlink_metadata(&path).ok().map(|m| (path, m.dev(), m.ino()))
+    })
 }
 
 #[cfg(test)]

@@ -39,13 +39,23 @@ pub fn ratio(a: Duration, b: Duration) -> f64 {
 /// database log does, so ext4 also commits its journal) or overwritten in place (only the
 /// data and a device flush).
 pub fn fdatasync_floor(dir: &Path, n: usize, in_place: bool) -> Stats {
+    Stats::of(fdatasync_runs(dir, n, in_place))
+}
+
+/// `n` appends of the floor (see [`fdatasync_floor`]), each timed, to interleave with
+/// other measurements.
+pub fn fdatasync_samples(dir: &Path, n: usize) -> Vec<Duration> {
+    fdatasync_runs(dir, n, false)
+}
+
+fn fdatasync_runs(dir: &Path, n: usize, in_place: bool) -> Vec<Duration> {
     let path = dir.join(if in_place { "floor-overwrite.bin" } else { "floor-append.bin" });
     let file = std::fs::OpenOptions::new().create(true).read(true).write(true).truncate(true).open(path).unwrap();
     let payload = [7u8; 256];
     file.write_all_at(&payload, 0).unwrap();
     file.sync_all().unwrap();
     let mut offset = 0;
-    let samples = (0..n)
+    (0..n)
         .map(|_| {
             if !in_place {
                 offset += payload.len() as u64;
@@ -55,8 +65,7 @@ pub fn fdatasync_floor(dir: &Path, n: usize, in_place: bool) -> Stats {
             file.sync_data().unwrap();
             t.elapsed()
         })
-        .collect();
-    Stats::of(samples)
+        .collect()
 }
 
 /// The device flush counter (flush requests completed, /sys/block/<dev>/stat field 16) of
