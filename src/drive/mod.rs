@@ -14,6 +14,7 @@ use crate::api::{
     AwaitHumanParams, Caller, CancelRunParams, GetRunParams, Reply, Request, ResumeParams, StartWorkflowParams, SuperviseParams,
 };
 use crate::backend::Backend;
+use crate::engine::templates::AgentFailurePolicy;
 use crate::engine::{Actor, ActorKind, Run, RunStatus, TaskStatus};
 use crate::engine::{DriveAction, DriveRecord};
 use crate::error::BatonResult;
@@ -60,6 +61,8 @@ pub struct DriveOptions {
     pub run_id: Option<String>,
     pub goal: Option<String>,
     pub template: Option<String>,
+    /// A template file (read here, relative to the current directory).
+    pub template_file: Option<String>,
     pub title: Option<String>,
     /// At most this many turns at once (default: the run's `max_agents`).
     pub agents: Option<u32>,
@@ -92,6 +95,10 @@ struct Unit {
     /// The step's own model and effort (its template's), over the command line's.
     model: Option<String>,
     effort: Option<String>,
+    /// What its template says to do when its agents use up their attempts.
+    on_failure: AgentFailurePolicy,
+    /// Its template's attempt limit, over `--max-attempts`.
+    max_attempts: Option<u32>,
 }
 
 /// What an agent's turn came to.
@@ -154,10 +161,15 @@ pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit>
         (None, Some(goal)) => {
             let workspace = Some(crate::workspace::probe(&cwd, crate::workspace::Probe::Full).await);
             let start = Caller { workspace, ..caller.clone() };
+            let template_definition = match &opts.template_file {
+                Some(path) => Some(crate::template_file::read(path, &cwd)?),
+                None => None,
+            };
             let params = StartWorkflowParams {
                 goal: goal.clone(),
                 title: opts.title.clone(),
                 template: opts.template.clone(),
+                template_definition,
                 max_agents: opts.agents,
                 ..Default::default()
             };
@@ -357,6 +369,8 @@ impl Driver {
                 instructions: def.instructions.clone(),
                 model: def.model.clone(),
                 effort: def.effort.clone(),
+                on_failure: def.on_agent_failure.or(run.template.on_agent_failure).unwrap_or_default(),
+                max_attempts: def.max_agent_attempts.or(run.template.max_agent_attempts),
             });
         }
         if let Some(fanout) = run.fanout.as_ref().filter(|f| !f.joined && run.current_step.is_none()) {
@@ -372,6 +386,10 @@ impl Driver {
                 let key = format!("task:{}:{step}#{visit}", task.id);
                 // A claimed task whose lease is live may be ours to resume after a crash.
                 if claimable || self.working.contains_key(&key) || run.drive.as_ref().is_some_and(|d| d.units.contains_key(&key)) {
+                    // A task's step: its own word, else its pipeline's, else the run's template's.
+                    let pipeline = fanout.pipeline_of(task);
+                    let on_failure = def.on_agent_failure.or(pipeline.on_agent_failure).or(run.template.on_agent_failure);
+                    let max_attempts = def.max_agent_attempts.or(pipeline.max_agent_attempts).or(run.template.max_agent_attempts);
                     units.push(Unit {
                         key,
                         step: step.clone(),
@@ -380,6 +398,8 @@ impl Driver {
                         instructions: def.instructions.clone(),
                         model: def.model.clone(),
                         effort: def.effort.clone(),
+                        on_failure: on_failure.unwrap_or_default(),
+                        max_attempts,
                     });
                 }
             }
@@ -409,8 +429,11 @@ impl Driver {
                 }
             }
             let attempts = recorded.map_or(0, |r| r.attempts);
-            if attempts >= self.opts.max_attempts {
-                self.escalate(run, &unit, attempts).await?;
+            if attempts >= unit.max_attempts.unwrap_or(self.opts.max_attempts) {
+                match unit.on_failure {
+                    AgentFailurePolicy::Ask => self.escalate(run, &unit, attempts).await?,
+                    AgentFailurePolicy::Fail => self.give_up(run, &unit, attempts).await?,
+                }
                 return Ok(());
             }
             // A task whose lease some other (live) agent holds is not ours to start.
@@ -464,6 +487,28 @@ impl Driver {
                 self.supervise(record).await?;
                 self.event("escalated", json!({"unit": unit.key, "attempts": attempts}));
             }
+            Err(e) if e.code == crate::error::ErrorCode::Conflict => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// The template says a step whose agents used up their attempts fails: record it (the run
+    /// fails, or the task does and its fan-out's policy decides).
+    async fn give_up(&mut self, run: &Run, unit: &Unit, attempts: u32) -> anyhow::Result<()> {
+        if self.working.contains_key(&unit.key) || run.status != RunStatus::Active {
+            return Ok(());
+        }
+        let mut record = DriveRecord::new(DriveAction::GaveUp, &unit.key, &self.id);
+        record.attempt = attempts;
+        record.role = Some(unit.role.clone());
+        record.note = Some(format!(
+            "`{}` ({}) ended {attempts} agent turns without being reported; its template says to fail it (on_agent_failure = \"fail\")",
+            unit.key, unit.role
+        ));
+        match self.supervise(record).await {
+            Ok(_) => self.event("gave_up", json!({"unit": unit.key, "attempts": attempts, "task": unit.task})),
+            // Reported meanwhile, or another driver gave up first.
             Err(e) if e.code == crate::error::ErrorCode::Conflict => {}
             Err(e) => return Err(e.into()),
         }

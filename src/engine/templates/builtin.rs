@@ -29,6 +29,8 @@ fn step(name: &str, role: &str, instructions: &str, max_visits: Option<u32>, out
         independent_of: Vec::new(),
         model: None,
         effort: None,
+        on_agent_failure: None,
+        max_agent_attempts: None,
     }
 }
 
@@ -71,6 +73,8 @@ fn parallel() -> Template {
             ),
         ],
         pipelines: Vec::new(),
+        on_agent_failure: None,
+        max_agent_attempts: None,
     }
 }
 
@@ -107,12 +111,16 @@ fn task() -> Template {
             ),
         ],
         pipelines: Vec::new(),
+        on_agent_failure: None,
+        max_agent_attempts: None,
     }
 }
 
 fn feature() -> Template {
     Template {
         pipelines: Vec::new(),
+        on_agent_failure: None,
+        max_agent_attempts: None,
         name: "feature".into(),
         description: "Design, implement, review (changes loop back) and test (failures loop back) a feature.".into(),
         start: Some("design".into()),
@@ -152,6 +160,8 @@ fn feature() -> Template {
 fn bugfix() -> Template {
     Template {
         pipelines: Vec::new(),
+        on_agent_failure: None,
+        max_agent_attempts: None,
         name: "bugfix".into(),
         description: "Reproduce a bug, fix it, review the fix, verify it.".into(),
         start: Some("reproduce".into()),
