@@ -97,7 +97,7 @@ struct Unit {
     effort: Option<String>,
     /// What its template says to do when its agents use up their attempts.
     on_failure: AgentFailurePolicy,
-    /// Its template's attempt limit, over `--max-attempts`.
+    /// Its step's attempt limit, over `--max-attempts`.
     max_attempts: Option<u32>,
 }
 
@@ -369,8 +369,8 @@ impl Driver {
                 instructions: def.instructions.clone(),
                 model: def.model.clone(),
                 effort: def.effort.clone(),
-                on_failure: def.on_agent_failure.or(run.template.on_agent_failure).unwrap_or_default(),
-                max_attempts: def.max_agent_attempts.or(run.template.max_agent_attempts),
+                on_failure: def.on_agent_failure.unwrap_or_default(),
+                max_attempts: def.max_agent_attempts,
             });
         }
         if let Some(fanout) = run.fanout.as_ref().filter(|f| !f.joined && run.current_step.is_none()) {
@@ -386,10 +386,6 @@ impl Driver {
                 let key = format!("task:{}:{step}#{visit}", task.id);
                 // A claimed task whose lease is live may be ours to resume after a crash.
                 if claimable || self.working.contains_key(&key) || run.drive.as_ref().is_some_and(|d| d.units.contains_key(&key)) {
-                    // A task's step: its own word, else its pipeline's, else the run's template's.
-                    let pipeline = fanout.pipeline_of(task);
-                    let on_failure = def.on_agent_failure.or(pipeline.on_agent_failure).or(run.template.on_agent_failure);
-                    let max_attempts = def.max_agent_attempts.or(pipeline.max_agent_attempts).or(run.template.max_agent_attempts);
                     units.push(Unit {
                         key,
                         step: step.clone(),
@@ -398,8 +394,8 @@ impl Driver {
                         instructions: def.instructions.clone(),
                         model: def.model.clone(),
                         effort: def.effort.clone(),
-                        on_failure: on_failure.unwrap_or_default(),
-                        max_attempts,
+                        on_failure: def.on_agent_failure.unwrap_or_default(),
+                        max_attempts: def.max_agent_attempts,
                     });
                 }
             }

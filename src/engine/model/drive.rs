@@ -299,15 +299,18 @@ mod tests {
     fn a_template_says_what_to_do_when_agents_use_up_their_attempts_and_bad_limits_are_refused() {
         use crate::engine::Template;
         use crate::engine::templates::AgentFailurePolicy;
-        let toml = "name = \"t\"\non_agent_failure = \"ask\"\n[[steps]]\nname = \"a\"\nrole = \"implementer\"\non_agent_failure = \"fail\"\nmax_agent_attempts = 2\noutcomes = { ok = \"done\" }\n";
+        let toml = "name = \"t\"\n[[steps]]\nname = \"a\"\nrole = \"implementer\"\non_agent_failure = \"fail\"\nmax_agent_attempts = 2\noutcomes = { ok = \"done\" }\n";
         let template = Template::parse(toml, true, "template").unwrap();
-        assert_eq!(template.on_agent_failure, Some(AgentFailurePolicy::Ask));
         assert_eq!((template.steps[0].on_agent_failure, template.steps[0].max_agent_attempts), (Some(AgentFailurePolicy::Fail), Some(2)));
         let error = Template::parse(&toml.replace("max_agent_attempts = 2", "max_agent_attempts = 0"), true, "template").unwrap_err();
         assert_eq!(error.field.as_deref(), Some("template.steps[0].max_agent_attempts"), "{error:?}");
         assert!(error.message.contains("1 to 20") && !error.fix.is_empty(), "{error:?}");
-        let error = Template::parse(&toml.replace("\"t\"\n", "\"t\"\nmax_agent_attempts = 21\n"), true, "template").unwrap_err();
-        assert_eq!(error.field.as_deref(), Some("template.max_agent_attempts"), "{error:?}");
+        let error = Template::parse(&toml.replace("max_agent_attempts = 2", "max_agent_attempts = 21"), true, "template").unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("template.steps[0].max_agent_attempts"), "{error:?}");
+        // Unset, the driver's defaults hold: ask, after --max-attempts turns.
+        let plain = Template::parse(&toml.replace("on_agent_failure = \"fail\"\nmax_agent_attempts = 2\n", ""), true, "template").unwrap();
+        assert_eq!((plain.steps[0].on_agent_failure, plain.steps[0].max_agent_attempts), (None, None));
+        assert_eq!(AgentFailurePolicy::default(), AgentFailurePolicy::Ask);
         let error = Template::parse(&toml.replace("\"fail\"", "\"maybe\""), true, "template").unwrap_err();
         assert!(error.message.contains("maybe") && error.fix.contains("on_agent_failure"), "{error:?}");
     }

@@ -12,15 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Stands in for a missing pipeline so lookups never panic (it has no steps).
-static EMPTY_PIPELINE: Template = Template {
-    name: String::new(),
-    description: String::new(),
-    start: None,
-    steps: Vec::new(),
-    pipelines: Vec::new(),
-    on_agent_failure: None,
-    max_agent_attempts: None,
-};
+static EMPTY_PIPELINE: Template =
+    Template { name: String::new(), description: String::new(), start: None, steps: Vec::new(), pipelines: Vec::new() };
 
 /// Where a task stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

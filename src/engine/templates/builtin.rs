@@ -73,8 +73,6 @@ fn parallel() -> Template {
             ),
         ],
         pipelines: Vec::new(),
-        on_agent_failure: None,
-        max_agent_attempts: None,
     }
 }
 
@@ -111,16 +109,12 @@ fn task() -> Template {
             ),
         ],
         pipelines: Vec::new(),
-        on_agent_failure: None,
-        max_agent_attempts: None,
     }
 }
 
 fn feature() -> Template {
     Template {
         pipelines: Vec::new(),
-        on_agent_failure: None,
-        max_agent_attempts: None,
         name: "feature".into(),
         description: "Design, implement, review (changes loop back) and test (failures loop back) a feature.".into(),
         start: Some("design".into()),
@@ -160,8 +154,6 @@ fn feature() -> Template {
 fn bugfix() -> Template {
     Template {
         pipelines: Vec::new(),
-        on_agent_failure: None,
-        max_agent_attempts: None,
         name: "bugfix".into(),
         description: "Reproduce a bug, fix it, review the fix, verify it.".into(),
         start: Some("reproduce".into()),

@@ -76,16 +76,17 @@ pub enum TaskFailurePolicy {
     Ask,
 }
 
-/// What `baton drive` does with a step whose agents used up their attempts (turns that
-/// failed, timed out or ended without the step being reported).
+/// What `baton drive` does when a step's agents use up their attempts.
+// (Attempts are turns that failed, timed out or ended without the step being reported. The
+// doc lines here are short on purpose: they are published in start_workflow's input schema,
+// which models load with the tool list.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentFailurePolicy {
-    /// The run asks a human: retry the step with new agents, or fail the run.
+    /// Ask a human: retry or fail.
     #[default]
     Ask,
-    /// The step fails: the run fails, or for a task's step the task fails (and its fan-out's
-    /// `on_task_failure` decides).
+    /// Fail the step (for a task's step, the task; then `on_task_failure` decides).
     Fail,
 }
 
@@ -176,14 +177,6 @@ pub struct Template {
     /// small templates whose steps end at `join` (task done) or `failed` (task failed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pipelines: Vec<Template>,
-    /// What `baton drive` does when a step's agents use up their attempts, for the steps that
-    /// do not say (default `ask`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_agent_failure: Option<AgentFailurePolicy>,
-    /// Agent turns `baton drive` gives a step before `on_agent_failure` applies, for the
-    /// steps that do not say (default: `--max-attempts`, 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_agent_attempts: Option<u32>,
 }
 
 /// One step of a workflow.
@@ -213,12 +206,10 @@ pub struct StepDef {
     /// The reasoning effort `baton drive` gives this step's agents' turns (over `--effort`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effort: Option<String>,
-    /// What `baton drive` does when this step's agents use up their attempts: `ask` a human
-    /// (retry or fail) or `fail` the step. Default: the template's, else `ask`.
+    /// When `baton drive`'s agents use up their attempts here (default `ask`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_agent_failure: Option<AgentFailurePolicy>,
-    /// Agent turns `baton drive` gives this step (1 to 20) before `on_agent_failure`
-    /// applies. Default: the template's, else `--max-attempts`.
+    /// Agent turns `baton drive` gives this step, 1-20 (default `--max-attempts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_agent_attempts: Option<u32>,
 }

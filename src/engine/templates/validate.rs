@@ -30,7 +30,7 @@ impl Usage {
 /// Most agent turns `baton drive` may give one step before its failure policy applies.
 pub const MAX_AGENT_ATTEMPTS: u32 = 20;
 
-/// A step's (or template's) `max_agent_attempts`: 1 to [`MAX_AGENT_ATTEMPTS`].
+/// A step's `max_agent_attempts`: 1 to [`MAX_AGENT_ATTEMPTS`].
 fn check_agent_attempts(value: Option<u32>, field: &str) -> BatonResult<()> {
     match value {
         Some(n) if n == 0 || n > MAX_AGENT_ATTEMPTS => Err(BatonError::invalid(
@@ -113,7 +113,6 @@ impl Template {
     /// Check this template as used for `usage` (its pipelines are not looked at).
     fn validate_as(&self, field: &str, usage: Usage) -> BatonResult<()> {
         check_identifier(&self.name, &format!("{field}.name"))?;
-        check_agent_attempts(self.max_agent_attempts, &format!("{field}.max_agent_attempts"))?;
         check_len(&format!("{field}.description"), self.description.len(), MAX_TEXT_BYTES)?;
         if self.steps.len() > MAX_STEPS {
             return Err(BatonError::invalid(
