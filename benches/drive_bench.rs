@@ -70,6 +70,7 @@ struct Seen {
     first_ticks: u64,
     hwm_kb: u64,
     rss_kb: u64,
+    comm: String,
 }
 
 #[derive(Default)]
@@ -136,7 +137,8 @@ fn sample(driver: u32, home: &str, samples: &mut Samples) {
         // The owner first: the driver starts it (detached), so it may sit in the driver's tree.
         let kind = if pid == driver {
             Kind::Driver
-        } else if comm == "baton" && cmdline(pid).contains(" owner ") && cmdline(pid).contains(home) {
+        // (It runs /proc/self/exe, so its comm is `exe`; its arg0 says `baton`.)
+        } else if cmdline(pid).starts_with("baton owner ") && cmdline(pid).contains(home) {
             Kind::Owner
         } else if under_driver(pid) {
             if comm == "baton" {
@@ -154,6 +156,7 @@ fn sample(driver: u32, home: &str, samples: &mut Samples) {
         seen.cpu_ticks = seen.cpu_ticks.max(*ticks);
         seen.hwm_kb = seen.hwm_kb.max(hwm);
         seen.rss_kb = now_rss;
+        seen.comm.clone_from(comm);
         *rss.entry(kind).or_default() += now_rss;
         *count.entry(kind).or_default() += 1;
     }
@@ -167,15 +170,6 @@ fn sample(driver: u32, home: &str, samples: &mut Samples) {
     }
 }
 
-/// CPU time (ms) the bench's reaped descendants used, from getrusage.
-fn children_cpu_ms() -> u64 {
-    // SAFETY: getrusage fills the zeroed struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let ms = |t: libc::timeval| (t.tv_sec as u64) * 1000 + (t.tv_usec as u64) / 1000;
-    ms(usage.ru_utime) + ms(usage.ru_stime)
-}
-
 fn main() {
     let Some(codex) = find_codex() else {
         println!("drive bench skipped: no Codex CLI (see tests/it/support/codex.rs)");
@@ -186,7 +180,6 @@ fn main() {
     support::git::init(harness.work(), "README", "base\n");
     trust(&harness);
     let home = harness.baton_home().to_string_lossy().into_owned();
-    let children_before = children_cpu_ms();
     let started = Instant::now();
     let mut child = Command::new(BATON)
         .arg("--home")
@@ -253,7 +246,6 @@ fn main() {
     while let Ok(event) = lines.recv_timeout(Duration::from_millis(200)) {
         events.push(event);
     }
-    let children_cpu = children_cpu_ms().saturating_sub(children_before);
     assert!(status.success(), "baton drive ended with {status}; events: {events:#?}");
     let finished = events.iter().find(|e| e["event"] == "finished").cloned().unwrap_or_default();
     assert_eq!(finished["status"], "completed", "{events:#?}");
@@ -287,6 +279,9 @@ fn main() {
     };
     let hwm_of = |kind: Kind| samples.procs.iter().filter(|((k, _), _)| *k == kind).map(|(_, s)| s.hwm_kb).max().unwrap_or(0);
     let processes_of = |kind: Kind| samples.procs.keys().filter(|(k, _)| *k == kind).count();
+    let biggest_of = |kind: Kind| {
+        samples.procs.iter().filter(|((k, _), _)| *k == kind).max_by_key(|(_, s)| s.hwm_kb).map(|(_, s)| s.comm.clone()).unwrap_or_default()
+    };
 
     println!(
         "drive: a parallel run of {} tasks driven with --agents {AGENTS} through codex app-server {} and a scripted model (answers at once)",
@@ -313,16 +308,16 @@ fn main() {
             continue;
         }
         println!(
-            "    {:<40} {:>8.0} ms CPU ({:>5.1} ms/step)  peak {:>7} KiB in one, {:>7} KiB together ({} processes, at most {} at once)",
+            "    {:<40} {:>8.0} ms CPU ({:>5.1} ms/step)  peak {:>7} KiB in one ({}), {:>7} KiB together ({} processes, at most {} at once)",
             kind.label(),
             cpu_of(kind),
             cpu_of(kind) / steps as f64,
             hwm_of(kind),
+            biggest_of(kind),
             samples.peak_rss_kb.get(&kind).copied().unwrap_or(0),
             n,
             samples.peak_count.get(&kind).copied().unwrap_or(0)
         );
     }
-    println!("  every reaped descendant of the bench (getrusage RUSAGE_CHILDREN): {children_cpu} ms CPU");
     println!("  tokens Codex reported (thread/tokenUsage/updated, 100 per scripted response): {}", finished["tokens"]);
 }

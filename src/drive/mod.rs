@@ -413,6 +413,8 @@ impl Driver {
             }
             let recorded = run.drive.as_ref().and_then(|d| d.units.get(&unit.key));
             let mut take_over = false;
+            // The Codex thread a gone driver's agent was working the unit on.
+            let mut gone_thread: Option<String> = None;
             if let Some(rec) = recorded {
                 if rec.escalated && run.status == RunStatus::Active && rec.attempts == 0 {
                     // A human answered `retry`: start counting again.
@@ -421,11 +423,14 @@ impl Driver {
                         continue; // Another live driver works it.
                     }
                     take_over = true;
-                    self.release_lease(run, &unit, rec.thread_id.as_deref()).await?;
+                    gone_thread = rec.thread_id.clone();
                 }
             }
             let attempts = recorded.map_or(0, |r| r.attempts);
             if attempts >= unit.max_attempts.unwrap_or(self.opts.max_attempts) {
+                if take_over {
+                    self.release_lease(run, &unit, gone_thread.as_deref()).await?;
+                }
                 match unit.on_failure {
                     AgentFailurePolicy::Ask => self.escalate(run, &unit, attempts).await?,
                     AgentFailurePolicy::Fail => self.give_up(run, &unit, attempts).await?,
@@ -439,12 +444,35 @@ impl Driver {
                     continue;
                 }
             }
-            self.start_agent(run, unit, attempts + 1, take_over).await?;
+            // Carry the gone driver's thread on where Codex can resume it: the agent keeps what
+            // it did and knew (its claim and lease too), and the crash costs the step no attempt.
+            // Else the step starts again on a new thread, and the old thread's lease goes back.
+            let resumed = match gone_thread.as_deref() {
+                Some(thread) => self.resume_thread(&unit, thread).await,
+                None => false,
+            };
+            if take_over && !resumed {
+                self.release_lease(run, &unit, gone_thread.as_deref()).await?;
+            }
+            let attempt = if resumed { attempts.max(1) } else { attempts + 1 };
+            self.start_agent(run, unit, attempt, take_over, gone_thread.filter(|_| resumed)).await?;
         }
         Ok(())
     }
 
-    /// Give back the task lease a gone driver's agent held, so a new agent can claim it now.
+    /// `thread/resume` of a thread a gone driver started (Codex reloads it from its rollout).
+    async fn resume_thread(&self, unit: &Unit, thread: &str) -> bool {
+        match self.app.request("thread/resume", json!({"threadId": thread, "cwd": self.cwd})).await {
+            Ok(_) => true,
+            Err(e) => {
+                self.event("resume_failed", json!({"unit": unit.key, "thread": thread, "error": e.to_string()}));
+                false
+            }
+        }
+    }
+
+    /// Give back the task lease `thread` holds (its driver is gone, or its turn ended without
+    /// the step reported), so a new agent can claim the task now.
     async fn release_lease(&self, run: &Run, unit: &Unit, thread: Option<&str>) -> anyhow::Result<()> {
         let Some(task) = unit.task.as_deref() else { return Ok(()) };
         let lease = run.fanout.as_ref().and_then(|f| f.task(task)).and_then(|t| t.lease.clone());
@@ -457,7 +485,7 @@ impl Driver {
                 ..Default::default()
             };
             self.call(Request::Resume(release)).await?;
-            self.event("lease_released", json!({"task": task, "token": lease.token, "why": "its driver is gone"}));
+            self.event("lease_released", json!({"task": task, "token": lease.token, "holder": thread}));
         }
         Ok(())
     }
@@ -511,36 +539,49 @@ impl Driver {
         Ok(())
     }
 
-    async fn start_agent(&mut self, run: &Run, unit: Unit, attempt: u32, take_over: bool) -> anyhow::Result<()> {
+    /// Give `unit` to an agent: a new thread, or `resumed`, one already resumed.
+    async fn start_agent(&mut self, run: &Run, unit: Unit, attempt: u32, take_over: bool, resumed: Option<String>) -> anyhow::Result<()> {
         let model = unit.model.clone().or_else(|| self.opts.role_models.get(&unit.role).cloned()).or_else(|| self.opts.model.clone());
         let effort = unit.effort.clone().or_else(|| self.opts.role_efforts.get(&unit.role).cloned()).or_else(|| self.opts.effort.clone());
-        let mut params = json!({"cwd": self.cwd});
-        if let Some(model) = &model {
-            params["model"] = json!(model);
-        }
-        let started = self.app.request("thread/start", params).await?;
-        let Some(thread) = started["thread"]["id"].as_str().map(str::to_string) else {
-            anyhow::bail!("codex app-server's thread/start gave no thread id: {started}")
+        let is_resumed = resumed.is_some();
+        let thread = match resumed {
+            Some(thread) => thread,
+            None => {
+                let mut params = json!({"cwd": self.cwd});
+                if let Some(model) = &model {
+                    params["model"] = json!(model);
+                }
+                let started = self.app.request("thread/start", params).await?;
+                let Some(thread) = started["thread"]["id"].as_str().map(str::to_string) else {
+                    anyhow::bail!("codex app-server's thread/start gave no thread id: {started}")
+                };
+                thread
+            }
         };
         let mut record = DriveRecord::new(DriveAction::Assigned, &unit.key, &self.id);
         record.thread_id = Some(thread.clone());
         record.role = Some(unit.role.clone());
         record.attempt = attempt;
         record.take_over = take_over;
+        record.note = is_resumed.then(|| "resumed the Codex thread of a driver that is gone".to_string());
         match self.supervise(record).await {
             Ok(_) => {}
             Err(e) if e.code == crate::error::ErrorCode::Conflict => return Ok(()), // Another driver took it first.
             Err(e) => return Err(e.into()),
         }
-        let text = prompt::prompt(&prompt::Assignment {
+        let assignment = prompt::Assignment {
             run_id: &self.run_id,
             step: &unit.step,
             role: &unit.role,
             task: unit.task.as_deref(),
             goal: &run.goal,
             instructions: &unit.instructions,
-        });
-        self.event("agent_started", json!({"unit": unit.key, "role": unit.role, "thread": thread, "attempt": attempt}));
+        };
+        let text = if is_resumed { prompt::resumed(&assignment) } else { prompt::prompt(&assignment) };
+        self.event(
+            "agent_started",
+            json!({"unit": unit.key, "role": unit.role, "thread": thread, "attempt": attempt, "resumed": is_resumed}),
+        );
         let live = progress::Agent { role: unit.role.clone(), started: Instant::now(), tokens: 0 };
         progress::lock(&self.progress.agents).insert(unit.key.clone(), live);
         let agents = Arc::clone(&self.progress.agents);
@@ -577,6 +618,11 @@ impl Driver {
             json!({"unit": done.key, "thread": done.thread, "status": done.status, "tokens": done.tokens, "reported": !still, "error": done.error}),
         );
         if still {
+            // The thread's turn is over and nobody works the task now: a lease it took goes back,
+            // or the retry would wait for the lease to expire.
+            if let Some(unit) = self.units(&run).into_iter().find(|u| u.key == done.key) {
+                self.release_lease(&run, &unit, Some(&done.thread)).await?;
+            }
             let attempts = run.drive.as_ref().and_then(|d| d.units.get(&done.key)).map_or(1, |u| u.attempts.max(1));
             let limited = done.error.as_deref().is_some_and(|e| e.contains("rateLimitExceeded") || e.contains("usageLimitExceeded"));
             let wait = if limited {

@@ -85,6 +85,15 @@ impl Driver {
         }
     }
 
+    /// Take every line printed so far (all of them once the process is gone).
+    fn drain(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            if let Ok(event) = serde_json::from_str(&line) {
+                self.seen.push(event);
+            }
+        }
+    }
+
     /// Wait for the process to exit; its exit code.
     fn exit_code(&mut self) -> i32 {
         let _ = self.wait_for("finished");
@@ -503,7 +512,19 @@ fn assert_each_task_joined_once(history: &[Value], tasks: &[&str]) {
 }
 
 #[test]
-fn a_driver_killed_mid_run_is_replaced_by_a_new_one_that_completes_the_run() {
+fn a_driver_killed_mid_run_is_replaced_by_a_new_one_that_resumes_its_threads_and_completes_the_run() {
+    killed_driver(true);
+}
+
+#[test]
+fn a_driver_killed_mid_run_whose_threads_cannot_be_resumed_is_replaced_by_one_that_restarts_the_steps() {
+    killed_driver(false);
+}
+
+/// kill -9 of a driver while an agent holds a task's lease, then a new `baton drive RUN`.
+/// With `resumable` the new driver resumes the dead one's Codex threads (`thread/resume`);
+/// without (Codex's saved sessions are gone), it gives the leases back and starts anew.
+fn killed_driver(resumable: bool) {
     let Some(codex) = find_codex() else { return };
     // The first implementer to have claimed its task stalls (its model answers slowly, and
     // without reporting) until the driver is killed.
@@ -534,10 +555,24 @@ fn a_driver_killed_mid_run_is_replaced_by_a_new_one_that_completes_the_run() {
     let pid = first.child.id();
     assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
     let _ = first.child.wait();
+    first.drain();
     let held = run_of(&harness, &run);
     let leased: Vec<&Value> = held["fanout"]["tasks"].as_array().unwrap().iter().filter(|t| t["lease"].is_object()).collect();
     assert!(!leased.is_empty(), "a lease was held when the driver died: {held:#}");
 
+    // The threads the dead driver's agents were on, by unit.
+    let dead: Vec<(String, String)> = first
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "agent_started")
+        .filter(|e| !first.seen.iter().any(|f| f["event"] == "agent_ended" && f["unit"] == e["unit"] && f["thread"] == e["thread"]))
+        .map(|e| (e["unit"].as_str().unwrap().to_string(), e["thread"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(!dead.is_empty(), "agents were working when the driver died: {:#?}", first.seen);
+    if !resumable {
+        // Codex keeps each thread's rollout under CODEX_HOME/sessions: without it no thread resumes.
+        std::fs::remove_dir_all(harness.codex_home().join("sessions")).unwrap();
+    }
     let mut second = Driver::start(&harness, &codex, &[&run]);
     assert_eq!(second.exit_code(), 0, "{:#?}", second.seen);
     let history = events(&harness, &run);
@@ -549,10 +584,31 @@ fn a_driver_killed_mid_run_is_replaced_by_a_new_one_that_completes_the_run() {
     for task in state["fanout"]["tasks"].as_array().unwrap() {
         assert!(task.get("lease").is_none_or(Value::is_null), "lease left: {task:#}");
     }
-    let took_over = history.iter().filter(|e| e["type"] == "supervised" && e["record"]["take_over"] == true).count();
-    assert!(took_over >= 1, "the new driver took the dead driver's unit over");
-    assert!(second.seen.iter().any(|e| e["event"] == "lease_released"), "{:#?}", second.seen);
-    assert!(history.iter().any(|e| e["type"] == "task_released"), "the dead agent's lease was given back");
+    let took_over: Vec<&Value> = history.iter().filter(|e| e["type"] == "supervised" && e["record"]["take_over"] == true).collect();
+    assert_eq!(took_over.len(), dead.len(), "the new driver took each of the dead driver's units over: {took_over:#?}");
+    let restarted: Vec<&Value> = second.seen.iter().filter(|e| e["event"] == "agent_started").collect();
+    for (unit, thread) in &dead {
+        let again = restarted.iter().find(|e| e["unit"] == unit.as_str()).unwrap_or_else(|| panic!("{unit} was not taken over"));
+        if resumable {
+            // The same Codex thread carried on, with its claim and lease, and reported the step.
+            assert_eq!((again["thread"].as_str(), again["resumed"].as_bool()), (Some(thread.as_str()), Some(true)), "{again:#}");
+            let (task, step) = unit.trim_start_matches("task:").split_once('#').unwrap().0.split_once(':').unwrap();
+            let reporter = reporters(&history).into_iter().find(|(s, _)| s == &format!("{task}:{step}")).map(|(_, t)| t);
+            assert_eq!(reporter.as_deref(), Some(thread.as_str()), "{unit} reported by its resumed thread");
+        } else {
+            assert_ne!(again["thread"].as_str(), Some(thread.as_str()), "{again:#}");
+            assert_eq!(again["resumed"], false, "{again:#}");
+            assert!(second.seen.iter().any(|e| e["event"] == "resume_failed" && e["unit"] == unit.as_str()), "{:#?}", second.seen);
+        }
+    }
+    if resumable {
+        assert!(!second.seen.iter().any(|e| e["event"] == "lease_released"), "a resumed agent keeps its lease: {:#?}", second.seen);
+        let notes = took_over.iter().filter(|e| e["record"]["note"].as_str().is_some_and(|n| n.contains("resumed"))).count();
+        assert_eq!(notes, dead.len(), "each take-over is recorded as a resume");
+    } else {
+        assert!(second.seen.iter().any(|e| e["event"] == "lease_released"), "{:#?}", second.seen);
+        assert!(history.iter().any(|e| e["type"] == "task_released"), "the dead agent's lease was given back");
+    }
 }
 
 #[test]

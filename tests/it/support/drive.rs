@@ -3,7 +3,7 @@
 //! following that prompt does. The drive tests and the drive bench share it.
 
 use super::exec::ExecHarness;
-use super::model_server::{ModelRequest, Output, Script};
+use super::model_server::{ModelRequest, Output, Script, output_text};
 use serde_json::{Value, json};
 
 /// What the unit line of the driver's prompt says: run, step, role, task.
@@ -40,15 +40,22 @@ pub fn role_player(quirk: Quirk, tasks: Vec<&'static str>) -> Script {
         if request.output_for("search").is_none() {
             return Some(vec![Output::tool_search("search", "baton", None)]);
         }
-        if request.output_for("brief").is_none() {
+        // A call cut off when its driver died (a resumed thread shows it as aborted) is made
+        // again, as a model would.
+        let answered = |id: &str| request.output_for(id).is_some_and(|o| output_text(o).contains("Output:"));
+        let Some(brief_id) = ["brief", "brief-again"].into_iter().find(|id| answered(id)) else {
+            let id = if request.output_for("brief").is_none() { "brief" } else { "brief-again" };
+            if request.output_for(id).is_some() {
+                return Some(vec![Output::text("baton's brief could not be read twice; stopping.")]);
+            }
             let args = match &unit.task {
                 Some(task) => json!({"run_id": unit.run, "claim": task}),
                 None => json!({"run_id": unit.run}),
             };
-            return Some(vec![Output::mcp_call("brief", "baton", "resume", args)]);
-        }
+            return Some(vec![Output::mcp_call(id, "baton", "resume", args)]);
+        };
         if request.output_for("report").is_none() {
-            let got = request.result_of("brief");
+            let got = request.result_of(brief_id);
             let brief = if got["brief"].is_object() { got["brief"].clone() } else { got.clone() };
             let outcomes: Vec<String> =
                 brief["outcomes"].as_array().into_iter().flatten().filter_map(|o| o["outcome"].as_str().map(String::from)).collect();
