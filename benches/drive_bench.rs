@@ -151,7 +151,10 @@ fn sample(driver: u32, home: &str, samples: &mut Samples) {
         } else {
             continue;
         };
-        let (hwm, now_rss) = memory(pid);
+        // A child Codex forked and has not yet exec'd still carries Codex's name for the
+        // thread and a copy-on-write view of Codex's memory: count its CPU, not that memory.
+        let forked = kind == Kind::Other && comm.starts_with("tokio-");
+        let (hwm, now_rss) = if forked { (0, 0) } else { memory(pid) };
         let seen = samples.procs.entry((kind, pid)).or_insert_with(|| Seen { first_ticks: *ticks, ..Seen::default() });
         seen.cpu_ticks = seen.cpu_ticks.max(*ticks);
         seen.hwm_kb = seen.hwm_kb.max(hwm);
