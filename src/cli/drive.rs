@@ -11,8 +11,11 @@ pub struct DriveArgs {
     /// Start a run of this goal in the current directory and drive it.
     #[arg(long)]
     pub goal: Option<String>,
-    #[arg(long, requires = "goal")]
+    #[arg(long, requires = "goal", conflicts_with = "template_file")]
     pub template: Option<String>,
+    /// Start the run from this template file (TOML or JSON) instead of a named template.
+    #[arg(long, value_name = "PATH", requires = "goal")]
+    pub template_file: Option<String>,
     #[arg(long, requires = "goal")]
     pub title: Option<String>,
     /// At most N agent turns at once (default: the run's max_agents).
@@ -56,6 +59,7 @@ impl DriveArgs {
             run_id: self.run_id,
             goal: self.goal,
             template: self.template,
+            template_file: self.template_file,
             title: self.title,
             agents: self.agents,
             budget_tokens: self.budget_tokens,

@@ -14,6 +14,7 @@ use crate::api::{
     AwaitHumanParams, Caller, CancelRunParams, GetRunParams, Reply, Request, ResumeParams, StartWorkflowParams, SuperviseParams,
 };
 use crate::backend::Backend;
+use crate::engine::templates::AgentFailurePolicy;
 use crate::engine::{Actor, ActorKind, Run, RunStatus, TaskStatus};
 use crate::engine::{DriveAction, DriveRecord};
 use crate::error::BatonResult;
@@ -60,6 +61,8 @@ pub struct DriveOptions {
     pub run_id: Option<String>,
     pub goal: Option<String>,
     pub template: Option<String>,
+    /// A template file (read here, relative to the current directory).
+    pub template_file: Option<String>,
     pub title: Option<String>,
     /// At most this many turns at once (default: the run's `max_agents`).
     pub agents: Option<u32>,
@@ -92,6 +95,10 @@ struct Unit {
     /// The step's own model and effort (its template's), over the command line's.
     model: Option<String>,
     effort: Option<String>,
+    /// What its template says to do when its agents use up their attempts.
+    on_failure: AgentFailurePolicy,
+    /// Its step's attempt limit, over `--max-attempts`.
+    max_attempts: Option<u32>,
 }
 
 /// What an agent's turn came to.
@@ -154,10 +161,15 @@ pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit>
         (None, Some(goal)) => {
             let workspace = Some(crate::gitops::workspace::probe(&cwd, crate::gitops::workspace::Probe::Full).await);
             let start = Caller { workspace, ..caller.clone() };
+            let template_definition = match &opts.template_file {
+                Some(path) => Some(crate::template_file::read(path, &cwd)?),
+                None => None,
+            };
             let params = StartWorkflowParams {
                 goal: goal.clone(),
                 title: opts.title.clone(),
                 template: opts.template.clone(),
+                template_definition,
                 max_agents: opts.agents,
                 ..Default::default()
             };
@@ -351,6 +363,8 @@ impl Driver {
                 instructions: def.instructions.clone(),
                 model: def.model.clone(),
                 effort: def.effort.clone(),
+                on_failure: def.on_agent_failure.unwrap_or_default(),
+                max_attempts: def.max_agent_attempts,
             });
         }
         if let Some(fanout) = run.fanout.as_ref().filter(|f| !f.joined && run.current_step.is_none()) {
@@ -374,6 +388,8 @@ impl Driver {
                         instructions: def.instructions.clone(),
                         model: def.model.clone(),
                         effort: def.effort.clone(),
+                        on_failure: def.on_agent_failure.unwrap_or_default(),
+                        max_attempts: def.max_agent_attempts,
                     });
                 }
             }
@@ -391,6 +407,8 @@ impl Driver {
             }
             let recorded = run.drive.as_ref().and_then(|d| d.units.get(&unit.key));
             let mut take_over = false;
+            // The Codex thread a gone driver's agent was working the unit on.
+            let mut gone_thread: Option<String> = None;
             if let Some(rec) = recorded {
                 if rec.escalated && run.status == RunStatus::Active && rec.attempts == 0 {
                     // A human answered `retry`: start counting again.
@@ -399,12 +417,18 @@ impl Driver {
                         continue; // Another live driver works it.
                     }
                     take_over = true;
-                    self.release_lease(run, &unit, rec.thread_id.as_deref()).await?;
+                    gone_thread = rec.thread_id.clone();
                 }
             }
             let attempts = recorded.map_or(0, |r| r.attempts);
-            if attempts >= self.opts.max_attempts {
-                self.escalate(run, &unit, attempts).await?;
+            if attempts >= unit.max_attempts.unwrap_or(self.opts.max_attempts) {
+                if take_over {
+                    self.release_lease(run, &unit, gone_thread.as_deref()).await?;
+                }
+                match unit.on_failure {
+                    AgentFailurePolicy::Ask => self.escalate(run, &unit, attempts).await?,
+                    AgentFailurePolicy::Fail => self.give_up(run, &unit, attempts).await?,
+                }
                 return Ok(());
             }
             // A task whose lease some other (live) agent holds is not ours to start.
@@ -414,12 +438,35 @@ impl Driver {
                     continue;
                 }
             }
-            self.start_agent(run, unit, attempts + 1, take_over).await?;
+            // Carry the gone driver's thread on where Codex can resume it: the agent keeps what
+            // it did and knew (its claim and lease too), and the crash costs the step no attempt.
+            // Else the step starts again on a new thread, and the old thread's lease goes back.
+            let resumed = match gone_thread.as_deref() {
+                Some(thread) => self.resume_thread(&unit, thread).await,
+                None => false,
+            };
+            if take_over && !resumed {
+                self.release_lease(run, &unit, gone_thread.as_deref()).await?;
+            }
+            let attempt = if resumed { attempts.max(1) } else { attempts + 1 };
+            self.start_agent(run, unit, attempt, take_over, gone_thread.filter(|_| resumed)).await?;
         }
         Ok(())
     }
 
-    /// Give back the task lease a gone driver's agent held, so a new agent can claim it now.
+    /// `thread/resume` of a thread a gone driver started (Codex reloads it from its rollout).
+    async fn resume_thread(&self, unit: &Unit, thread: &str) -> bool {
+        match self.app.request("thread/resume", json!({"threadId": thread, "cwd": self.cwd})).await {
+            Ok(_) => true,
+            Err(e) => {
+                self.event("resume_failed", json!({"unit": unit.key, "thread": thread, "error": e.to_string()}));
+                false
+            }
+        }
+    }
+
+    /// Give back the task lease `thread` holds (its driver is gone, or its turn ended without
+    /// the step reported), so a new agent can claim the task now.
     async fn release_lease(&self, run: &Run, unit: &Unit, thread: Option<&str>) -> anyhow::Result<()> {
         let Some(task) = unit.task.as_deref() else { return Ok(()) };
         let lease = run.fanout.as_ref().and_then(|f| f.task(task)).and_then(|t| t.lease.clone());
@@ -432,7 +479,7 @@ impl Driver {
                 ..Default::default()
             };
             self.call(Request::Resume(release)).await?;
-            self.event("lease_released", json!({"task": task, "token": lease.token, "why": "its driver is gone"}));
+            self.event("lease_released", json!({"task": task, "token": lease.token, "holder": thread}));
         }
         Ok(())
     }
@@ -464,36 +511,71 @@ impl Driver {
         Ok(())
     }
 
-    async fn start_agent(&mut self, run: &Run, unit: Unit, attempt: u32, take_over: bool) -> anyhow::Result<()> {
+    /// The template says a step whose agents used up their attempts fails: record it (the run
+    /// fails, or the task does and its fan-out's policy decides).
+    async fn give_up(&mut self, run: &Run, unit: &Unit, attempts: u32) -> anyhow::Result<()> {
+        if self.working.contains_key(&unit.key) || run.status != RunStatus::Active {
+            return Ok(());
+        }
+        let mut record = DriveRecord::new(DriveAction::GaveUp, &unit.key, &self.id);
+        record.attempt = attempts;
+        record.role = Some(unit.role.clone());
+        record.note = Some(format!(
+            "`{}` ({}) ended {attempts} agent turns without being reported; its template says to fail it (on_agent_failure = \"fail\")",
+            unit.key, unit.role
+        ));
+        match self.supervise(record).await {
+            Ok(_) => self.event("gave_up", json!({"unit": unit.key, "attempts": attempts, "task": unit.task})),
+            // Reported meanwhile, or another driver gave up first.
+            Err(e) if e.code == crate::error::ErrorCode::Conflict => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// Give `unit` to an agent: a new thread, or `resumed`, one already resumed.
+    async fn start_agent(&mut self, run: &Run, unit: Unit, attempt: u32, take_over: bool, resumed: Option<String>) -> anyhow::Result<()> {
         let model = unit.model.clone().or_else(|| self.opts.role_models.get(&unit.role).cloned()).or_else(|| self.opts.model.clone());
         let effort = unit.effort.clone().or_else(|| self.opts.role_efforts.get(&unit.role).cloned()).or_else(|| self.opts.effort.clone());
-        let mut params = json!({"cwd": self.cwd});
-        if let Some(model) = &model {
-            params["model"] = json!(model);
-        }
-        let started = self.app.request("thread/start", params).await?;
-        let Some(thread) = started["thread"]["id"].as_str().map(str::to_string) else {
-            anyhow::bail!("codex app-server's thread/start gave no thread id: {started}")
+        let is_resumed = resumed.is_some();
+        let thread = match resumed {
+            Some(thread) => thread,
+            None => {
+                let mut params = json!({"cwd": self.cwd});
+                if let Some(model) = &model {
+                    params["model"] = json!(model);
+                }
+                let started = self.app.request("thread/start", params).await?;
+                let Some(thread) = started["thread"]["id"].as_str().map(str::to_string) else {
+                    anyhow::bail!("codex app-server's thread/start gave no thread id: {started}")
+                };
+                thread
+            }
         };
         let mut record = DriveRecord::new(DriveAction::Assigned, &unit.key, &self.id);
         record.thread_id = Some(thread.clone());
         record.role = Some(unit.role.clone());
         record.attempt = attempt;
         record.take_over = take_over;
+        record.note = is_resumed.then(|| "resumed the Codex thread of a driver that is gone".to_string());
         match self.supervise(record).await {
             Ok(_) => {}
             Err(e) if e.code == crate::error::ErrorCode::Conflict => return Ok(()), // Another driver took it first.
             Err(e) => return Err(e.into()),
         }
-        let text = prompt::prompt(&prompt::Assignment {
+        let assignment = prompt::Assignment {
             run_id: &self.run_id,
             step: &unit.step,
             role: &unit.role,
             task: unit.task.as_deref(),
             goal: &run.goal,
             instructions: &unit.instructions,
-        });
-        self.event("agent_started", json!({"unit": unit.key, "role": unit.role, "thread": thread, "attempt": attempt}));
+        };
+        let text = if is_resumed { prompt::resumed(&assignment) } else { prompt::prompt(&assignment) };
+        self.event(
+            "agent_started",
+            json!({"unit": unit.key, "role": unit.role, "thread": thread, "attempt": attempt, "resumed": is_resumed}),
+        );
         let live = progress::Agent { role: unit.role.clone(), started: Instant::now(), tokens: 0 };
         progress::lock(&self.progress.agents).insert(unit.key.clone(), live);
         let agents = Arc::clone(&self.progress.agents);
@@ -530,6 +612,11 @@ impl Driver {
             json!({"unit": done.key, "thread": done.thread, "status": done.status, "tokens": done.tokens, "reported": !still, "error": done.error}),
         );
         if still {
+            // The thread's turn is over and nobody works the task now: a lease it took goes back,
+            // or the retry would wait for the lease to expire.
+            if let Some(unit) = self.units(&run).into_iter().find(|u| u.key == done.key) {
+                self.release_lease(&run, &unit, Some(&done.thread)).await?;
+            }
             let attempts = run.drive.as_ref().and_then(|d| d.units.get(&done.key)).map_or(1, |u| u.attempts.max(1));
             let limited = done.error.as_deref().is_some_and(|e| e.contains("rateLimitExceeded") || e.contains("usageLimitExceeded"));
             let wait = if limited {

@@ -14,6 +14,26 @@ pub struct Assignment<'a> {
     pub instructions: &'a str,
 }
 
+/// The message that carries on a thread resumed after its driver was gone mid-turn: the same
+/// unit line, and what is still the agent's.
+pub fn resumed(a: &Assignment) -> String {
+    let kept = match a.task {
+        Some(task) => format!(
+            "Your claim of task `{task}` and its `lease_token` are still yours (if baton says the lease expired, claim the task again with `resume`). "
+        ),
+        None => String::new(),
+    };
+    format!(
+        "BATON-DRIVE run={} step={} role={} task={}\n\nYour last turn on step `{}` of baton run {} was cut off: the `baton drive` that started it stopped. Carry on from where you were. {kept}Report the step with `advance` as your first message says; if baton refuses the version, read your brief again with `resume` first.\n",
+        a.run_id,
+        a.step,
+        a.role,
+        a.task.unwrap_or("-"),
+        a.step,
+        a.run_id
+    )
+}
+
 /// The prompt. The `BATON-DRIVE` line is machine-readable on purpose (it names the unit).
 pub fn prompt(a: &Assignment) -> String {
     let mut text = format!(

@@ -24,8 +24,9 @@ mod tests;
 pub use briefs::{Brief, EventLine, Guide, TaskBrief, TaskLine, TasksOverview, codex_threads, role_guide};
 pub use machine::merge_order;
 pub use model::{
-    Actor, ActorKind, Change, DEFAULT_MAX_AGENTS, DriveAction, DriveRecord, DriveState, Event, EventKind, FanOutState, FileChange,
-    ForkOrigin, GateKind, HumanExchange, HumanGate, Lease, MAX_CODE_FILES, MAX_CONFLICT_FILES, MAX_MERGE_FILES, MergeConflict, MergeReport,
-    MergeState, NewRun, Run, RunStatus, StepOutput, Task, TaskCode, TaskMerge, TaskStatus, Workspace, tree_state_at, workspace_of,
+    Actor, ActorKind, Change, DEFAULT_MAX_AGENTS, DriveAction, DriveRecord, DriveState, DriveUnit, Event, EventKind, FanOutState,
+    FileChange, ForkOrigin, GateKind, HumanExchange, HumanGate, Lease, MAX_CODE_FILES, MAX_CONFLICT_FILES, MAX_MERGE_FILES, MergeConflict,
+    MergeReport, MergeState, NewRun, Run, RunStatus, StepOutput, Task, TaskCode, TaskMerge, TaskStatus, Workspace, tree_state_at,
+    workspace_of,
 };
 pub use templates::{DONE, FAILED, Plan, PlanTask, Target, Template, builtin_template, builtin_templates};

@@ -78,6 +78,7 @@ mod tests {
             question: None,
             tasks_waiting: Vec::new(),
             workspace: None,
+            driven: None,
             created_at: Timestamp(0),
             updated_at: Timestamp(now.millis() - updated_days_ago * DAY.as_millis() as u64),
         }

@@ -134,8 +134,37 @@ pub struct RunSummary {
     /// The workspace key the run belongs to (a git repository root, or a directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// Who drives the run with `baton drive`, and its agents working now (as recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driven: Option<Driven>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A driven run, as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Driven {
+    /// The drivers (`host:pid:id`) whose agents work the run now; when none works, the one
+    /// that recorded last.
+    pub drivers: Vec<String>,
+    /// Agent turns in flight, as the drivers recorded them (a killed driver's stay counted
+    /// until another driver takes its units over).
+    pub agents: u32,
+    pub turns: u64,
+    pub tokens: u64,
+}
+
+impl Driven {
+    fn of(drive: &crate::engine::DriveState) -> Driven {
+        let working: Vec<&crate::engine::DriveUnit> = drive.units.values().filter(|u| u.working).collect();
+        let mut drivers: Vec<String> = working.iter().map(|u| u.driver.clone()).collect();
+        drivers.sort();
+        drivers.dedup();
+        if drivers.is_empty() && !drive.last_driver.is_empty() {
+            drivers.push(drive.last_driver.clone());
+        }
+        Driven { drivers, agents: working.len() as u32, turns: drive.turns, tokens: drive.tokens }
+    }
 }
 
 impl RunSummary {
@@ -162,6 +191,7 @@ impl RunSummary {
             question,
             tasks_waiting: waiting.iter().map(|t| t.id.clone()).collect(),
             workspace: run.workspace.as_ref().map(|w| w.key().to_string()),
+            driven: run.drive.as_ref().map(Driven::of),
             created_at: run.created_at,
             updated_at: run.updated_at,
         }

@@ -96,6 +96,36 @@ pub struct RunRow {
     pub version: u64,
     pub updated: String,
     pub question: Option<String>,
+    /// Set when `baton drive` drives (or drove) the run.
+    pub driven: Option<DrivenRow>,
+}
+
+/// The list's drive column: by whom, and how many agents work now.
+#[derive(Debug, Serialize)]
+pub struct DrivenRow {
+    /// The drivers, as people read them (`host pid 4242`), comma-separated.
+    pub by: String,
+    /// Their full ids (`host:pid:id`), for the cell's title.
+    pub ids: String,
+    pub agents: u32,
+    pub turns: u64,
+    pub tokens: u64,
+}
+
+impl DrivenRow {
+    fn of(d: &crate::store::Driven) -> DrivenRow {
+        let by: Vec<String> = d.drivers.iter().map(|id| driver_label(id)).collect();
+        DrivenRow { by: by.join(", "), ids: d.drivers.join(", "), agents: d.agents, turns: d.turns, tokens: d.tokens }
+    }
+}
+
+/// A driver id `host:pid:uuid` as a person reads it: `host pid 4242`.
+fn driver_label(id: &str) -> String {
+    let mut parts = id.split(':');
+    match (parts.next(), parts.next()) {
+        (Some(host), Some(pid)) if !pid.is_empty() => format!("{host} pid {pid}"),
+        _ => id.to_string(),
+    }
 }
 
 impl RunsPage {
@@ -121,6 +151,7 @@ impl RunRow {
             version: s.version,
             updated: when(s.updated_at),
             question: s.question.clone(),
+            driven: s.driven.as_ref().map(DrivenRow::of),
         }
     }
 }
@@ -630,6 +661,33 @@ mod tests {
         assert_eq!((drive.agents[0].thread.as_str(), drive.agents[0].working), ("thread-7", true));
         let html = Views::new().unwrap().render("run.html", &page).unwrap();
         assert!(html.contains("id=\"drive\"") && html.contains("thread-7") && html.contains("vm:42:ab"), "{html}");
+    }
+
+    #[test]
+    fn the_runs_list_marks_a_driven_run_with_its_driver_and_live_agents() {
+        use crate::engine::{DriveAction, DriveRecord};
+        let (mut run, _) = run_with_task_gate();
+        let (undriven, _) = run_with_task_gate();
+        for (unit, thread) in [("task:api:implement#1", "thread-7"), ("task:ui:implement#1", "thread-8")] {
+            let mut record = DriveRecord::new(DriveAction::Assigned, unit, "vm:4242:ab12");
+            record.thread_id = Some(thread.into());
+            record.attempt = 1;
+            run.apply(&Change::Supervise { record }, &Actor::default(), Timestamp(4)).unwrap();
+        }
+        let mut ended = DriveRecord::new(DriveAction::TurnEnded, "task:ui:implement#1", "vm:4242:ab12");
+        ended.tokens = 300;
+        run.apply(&Change::Supervise { record: ended }, &Actor::default(), Timestamp(5)).unwrap();
+        let summaries = vec![RunSummary::of(&run), RunSummary { run_id: "r2".into(), ..RunSummary::of(&undriven) }];
+        let list = RunList { runs: summaries, total: 2, workspace: None, other_workspaces: None, next_action: String::new() };
+        let page = RunsPage::new(frame(), RunsFilter::default(), Some(list), vec![]);
+        let driven = page.runs[0].driven.as_ref().expect("the driven run is marked");
+        assert_eq!((driven.by.as_str(), driven.agents, driven.turns, driven.tokens), ("vm pid 4242", 1, 2, 300));
+        assert!(page.runs[1].driven.is_none(), "an undriven run is not marked");
+        let html = Views::new().unwrap().render("runs.html", &page).unwrap();
+        assert!(html.contains("<th>Driven</th>"), "{html}");
+        assert!(html.contains(r#"<span title="vm:4242:ab12">by vm pid 4242</span>"#), "{html}");
+        assert!(html.contains("1 agent working · 2 turns, 300 tokens"), "{html}");
+        assert_eq!(html.matches("class=\"driven\"></td>").count(), 1, "the undriven run's cell is empty: {html}");
     }
 
     #[test]

@@ -6,8 +6,9 @@
 use crate::support;
 use crate::support::BATON;
 use crate::support::codex::find_codex;
+use crate::support::drive::{Quirk, no_quirk, role_player, trust};
 use crate::support::exec::ExecHarness;
-use crate::support::model_server::{ModelRequest, Output, Script};
+use crate::support::model_server::{ModelRequest, Output};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -18,82 +19,6 @@ use std::time::{Duration, Instant};
 
 /// How long a whole driven run may take (a few dozen scripted turns).
 const DRIVE_LIMIT: Duration = Duration::from_secs(240);
-
-/// What the unit line of the driver's prompt says: run, step, role, task.
-#[derive(Clone, Debug)]
-struct Unit {
-    run: String,
-    step: String,
-    role: String,
-    task: Option<String>,
-}
-
-fn unit_of(request: &ModelRequest) -> Option<Unit> {
-    let text = request.message_text();
-    let line = text.lines().find(|l| l.starts_with("BATON-DRIVE "))?;
-    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).map(str::to_string);
-    let task = field("task").filter(|t| t != "-");
-    Some(Unit { run: field("run")?, step: field("step")?, role: field("role")?, task })
-}
-
-/// How the scripted agents behave, per unit: `Some(outputs)` overrides the normal play.
-type Quirk = Box<dyn Fn(&Unit, &ModelRequest) -> Option<Vec<Output>> + Send>;
-
-/// A role player: tool_search, then `resume` (claim for a task), then `advance` with the
-/// forward outcome of its brief (a plan of `tasks` for a fan-out), then a closing message.
-fn role_player(quirk: Quirk, tasks: Vec<&'static str>) -> Script {
-    Box::new(move |request: &ModelRequest| {
-        if !request.is_turn() {
-            return None;
-        }
-        let unit = unit_of(request)?;
-        if let Some(outputs) = quirk(&unit, request) {
-            return Some(outputs);
-        }
-        if request.output_for("search").is_none() {
-            return Some(vec![Output::tool_search("search", "baton", None)]);
-        }
-        if request.output_for("brief").is_none() {
-            let args = match &unit.task {
-                Some(task) => json!({"run_id": unit.run, "claim": task}),
-                None => json!({"run_id": unit.run}),
-            };
-            return Some(vec![Output::mcp_call("brief", "baton", "resume", args)]);
-        }
-        if request.output_for("report").is_none() {
-            let got = request.result_of("brief");
-            let brief = if got["brief"].is_object() { got["brief"].clone() } else { got.clone() };
-            let outcomes: Vec<String> =
-                brief["outcomes"].as_array().into_iter().flatten().filter_map(|o| o["outcome"].as_str().map(String::from)).collect();
-            let preferred = ["approved", "passed", "planned", "implemented", "designed", "done"];
-            let outcome = preferred
-                .iter()
-                .find(|p| outcomes.iter().any(|o| o == *p))
-                .map(|p| p.to_string())
-                .or_else(|| outcomes.first().cloned())
-                .unwrap_or_default();
-            let mut args = json!({"run_id": unit.run, "outcome": outcome, "output": format!("{} ({}) done by the scripted agent", unit.step, unit.role)});
-            match &unit.task {
-                Some(task) => {
-                    args["task"] = json!(task);
-                    args["lease_token"] = brief["lease_token"].clone();
-                }
-                None => args["expected_version"] = brief["version"].clone(),
-            }
-            if outcome == "planned" && !tasks.is_empty() {
-                let plan: Vec<Value> =
-                    tasks.iter().map(|t| json!({"id": t, "title": format!("Task {t}"), "description": "work", "depends_on": []})).collect();
-                args["plan"] = json!({"tasks": plan});
-            }
-            return Some(vec![Output::mcp_call("report", "baton", "advance", args)]);
-        }
-        Some(vec![Output::text("Reported to baton.")])
-    })
-}
-
-fn no_quirk() -> Quirk {
-    Box::new(|_, _| None)
-}
 
 /// `baton drive` running in the background, its stdout lines (JSON events) collected.
 struct Driver {
@@ -156,6 +81,15 @@ impl Driver {
             self.seen.push(event.clone());
             if event["event"] == kind {
                 return event;
+            }
+        }
+    }
+
+    /// Take every line printed so far (all of them once the process is gone).
+    fn drain(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            if let Ok(event) = serde_json::from_str(&line) {
+                self.seen.push(event);
             }
         }
     }
@@ -350,6 +284,45 @@ fn a_turn_that_ends_without_reporting_is_retried_then_escalated_and_retry_contin
     assert_eq!(lazy.load(Ordering::SeqCst), 3, "three implementer threads started");
 }
 
+#[test]
+fn a_step_whose_template_says_fail_fails_the_run_once_its_agents_use_up_their_attempts() {
+    let Some(codex) = find_codex() else { return };
+    // Every implementer ends its turn without reporting.
+    let lazy = Arc::new(AtomicUsize::new(0));
+    let lazy_threads = Arc::clone(&lazy);
+    let quirk: Quirk = Box::new(move |unit, request| {
+        if unit.role != "implementer" || request.output_for("search").is_some() {
+            return None;
+        }
+        lazy_threads.fetch_add(1, Ordering::SeqCst);
+        Some(vec![Output::text("I looked around and stopped.")])
+    });
+    let harness = ExecHarness::new(&codex, role_player(quirk, vec![]));
+    // The template's word (2 attempts, then fail) wins over --max-attempts 5.
+    let template = "name = \"strict\"\n\
+                    [[steps]]\nname = \"implement\"\nrole = \"implementer\"\n\
+                    on_agent_failure = \"fail\"\nmax_agent_attempts = 2\n\
+                    outcomes = { implemented = \"done\" }\n";
+    std::fs::write(harness.work().join("strict.toml"), template).unwrap();
+    let args = ["--goal", "Fix the flaky test", "--template-file", "strict.toml", "--max-attempts", "5", "--backoff-ms", "100"];
+    let mut driver = Driver::start(&harness, &codex, &args);
+    let run = driver.wait_for("started")["run_id"].as_str().unwrap().to_string();
+    let gave_up = driver.wait_for("gave_up");
+    assert_eq!((gave_up["unit"].as_str(), gave_up["attempts"].as_u64()), (Some("step:implement#1"), Some(2)), "{gave_up:#}");
+    assert_eq!(driver.exit_code(), 3, "a failed run exits with 3: {:#?}", driver.seen);
+    assert!(!driver.seen.iter().any(|e| e["event"] == "waiting_for_human" || e["event"] == "escalated"), "{:#?}", driver.seen);
+    let state = run_of(&harness, &run);
+    assert_eq!(state["status"], "failed", "{state:#}");
+    assert!(state["end_reason"].as_str().unwrap().contains("ended 2 agent turns without being reported"), "{state:#}");
+    let history = events(&harness, &run);
+    assert!(!history.iter().any(|e| e["type"] == "human_asked"), "nobody was asked");
+    let last = history.iter().rev().find(|e| e["type"] == "supervised").unwrap();
+    assert_eq!(last["record"]["action"], "gave_up", "{last:#}");
+    let implement = &state["drive"]["units"]["step:implement#1"];
+    assert_eq!(implement["threads"].as_array().unwrap().len(), 2, "{implement:#}");
+    assert_eq!(lazy.load(Ordering::SeqCst), 2, "two implementer threads, no third");
+}
+
 /// The shell call Codex offers this model, writing `file` in `workdir` and committing it.
 fn write_and_commit(request: &ModelRequest, workdir: &str, file: &str) -> Output {
     // Codex's workspace-write sandbox keeps `.git` read-only, so the commit may be refused;
@@ -364,17 +337,6 @@ fn write_and_commit(request: &ModelRequest, workdir: &str, file: &str) -> Output
         ("shell", json!({"command": ["bash", "-lc", script], "workdir": workdir}))
     };
     Output::FunctionCall { call_id: "code".into(), namespace: None, name: name.into(), arguments }
-}
-
-/// Mark the work directory trusted in the Codex home, as a user who answered Codex's "trust
-/// this folder?" has it: Codex then gives threads there its default `workspace-write` sandbox
-/// (an untrusted folder gets `read-only`). Approvals stay Codex's default.
-fn trust(harness: &ExecHarness) {
-    let config = harness.codex_home().join("config.toml");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    let dir = support::codex::canonical(harness.work());
-    text.push_str(&format!("\n[projects.\"{}\"]\ntrust_level = \"trusted\"\n", dir.display()));
-    std::fs::write(&config, text).unwrap();
 }
 
 /// Most `assigned` records of the history not yet followed by their turn's end.
@@ -550,7 +512,19 @@ fn assert_each_task_joined_once(history: &[Value], tasks: &[&str]) {
 }
 
 #[test]
-fn a_driver_killed_mid_run_is_replaced_by_a_new_one_that_completes_the_run() {
+fn a_driver_killed_mid_run_is_replaced_by_a_new_one_that_resumes_its_threads_and_completes_the_run() {
+    killed_driver(true);
+}
+
+#[test]
+fn a_driver_killed_mid_run_whose_threads_cannot_be_resumed_is_replaced_by_one_that_restarts_the_steps() {
+    killed_driver(false);
+}
+
+/// kill -9 of a driver while an agent holds a task's lease, then a new `baton drive RUN`.
+/// With `resumable` the new driver resumes the dead one's Codex threads (`thread/resume`);
+/// without (Codex's saved sessions are gone), it gives the leases back and starts anew.
+fn killed_driver(resumable: bool) {
     let Some(codex) = find_codex() else { return };
     // The first implementer to have claimed its task stalls (its model answers slowly, and
     // without reporting) until the driver is killed.
@@ -581,10 +555,24 @@ fn a_driver_killed_mid_run_is_replaced_by_a_new_one_that_completes_the_run() {
     let pid = first.child.id();
     assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
     let _ = first.child.wait();
+    first.drain();
     let held = run_of(&harness, &run);
     let leased: Vec<&Value> = held["fanout"]["tasks"].as_array().unwrap().iter().filter(|t| t["lease"].is_object()).collect();
     assert!(!leased.is_empty(), "a lease was held when the driver died: {held:#}");
 
+    // The threads the dead driver's agents were on, by unit.
+    let dead: Vec<(String, String)> = first
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "agent_started")
+        .filter(|e| !first.seen.iter().any(|f| f["event"] == "agent_ended" && f["unit"] == e["unit"] && f["thread"] == e["thread"]))
+        .map(|e| (e["unit"].as_str().unwrap().to_string(), e["thread"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(!dead.is_empty(), "agents were working when the driver died: {:#?}", first.seen);
+    if !resumable {
+        // Codex keeps each thread's rollout under CODEX_HOME/sessions: without it no thread resumes.
+        std::fs::remove_dir_all(harness.codex_home().join("sessions")).unwrap();
+    }
     let mut second = Driver::start(&harness, &codex, &[&run]);
     assert_eq!(second.exit_code(), 0, "{:#?}", second.seen);
     let history = events(&harness, &run);
@@ -596,10 +584,31 @@ fn a_driver_killed_mid_run_is_replaced_by_a_new_one_that_completes_the_run() {
     for task in state["fanout"]["tasks"].as_array().unwrap() {
         assert!(task.get("lease").is_none_or(Value::is_null), "lease left: {task:#}");
     }
-    let took_over = history.iter().filter(|e| e["type"] == "supervised" && e["record"]["take_over"] == true).count();
-    assert!(took_over >= 1, "the new driver took the dead driver's unit over");
-    assert!(second.seen.iter().any(|e| e["event"] == "lease_released"), "{:#?}", second.seen);
-    assert!(history.iter().any(|e| e["type"] == "task_released"), "the dead agent's lease was given back");
+    let took_over: Vec<&Value> = history.iter().filter(|e| e["type"] == "supervised" && e["record"]["take_over"] == true).collect();
+    assert_eq!(took_over.len(), dead.len(), "the new driver took each of the dead driver's units over: {took_over:#?}");
+    let restarted: Vec<&Value> = second.seen.iter().filter(|e| e["event"] == "agent_started").collect();
+    for (unit, thread) in &dead {
+        let again = restarted.iter().find(|e| e["unit"] == unit.as_str()).unwrap_or_else(|| panic!("{unit} was not taken over"));
+        if resumable {
+            // The same Codex thread carried on, with its claim and lease, and reported the step.
+            assert_eq!((again["thread"].as_str(), again["resumed"].as_bool()), (Some(thread.as_str()), Some(true)), "{again:#}");
+            let (task, step) = unit.trim_start_matches("task:").split_once('#').unwrap().0.split_once(':').unwrap();
+            let reporter = reporters(&history).into_iter().find(|(s, _)| s == &format!("{task}:{step}")).map(|(_, t)| t);
+            assert_eq!(reporter.as_deref(), Some(thread.as_str()), "{unit} reported by its resumed thread");
+        } else {
+            assert_ne!(again["thread"].as_str(), Some(thread.as_str()), "{again:#}");
+            assert_eq!(again["resumed"], false, "{again:#}");
+            assert!(second.seen.iter().any(|e| e["event"] == "resume_failed" && e["unit"] == unit.as_str()), "{:#?}", second.seen);
+        }
+    }
+    if resumable {
+        assert!(!second.seen.iter().any(|e| e["event"] == "lease_released"), "a resumed agent keeps its lease: {:#?}", second.seen);
+        let notes = took_over.iter().filter(|e| e["record"]["note"].as_str().is_some_and(|n| n.contains("resumed"))).count();
+        assert_eq!(notes, dead.len(), "each take-over is recorded as a resume");
+    } else {
+        assert!(second.seen.iter().any(|e| e["event"] == "lease_released"), "{:#?}", second.seen);
+        assert!(history.iter().any(|e| e["type"] == "task_released"), "the dead agent's lease was given back");
+    }
 }
 
 #[test]

@@ -369,10 +369,16 @@ impl Run {
 
     /// A task reached `failed`: the fan-out's policy decides.
     fn fail_task(&mut self, id: &str, now: Timestamp) {
+        self.fail_task_because(id, None, now);
+    }
+
+    /// A task failed for `why` (by default its last report): the fan-out's policy decides.
+    pub(super) fn fail_task_because(&mut self, id: &str, why: Option<String>, now: Timestamp) {
         let Some(fanout) = self.fanout.as_mut() else { return };
         let policy = fanout.on_task_failure;
         let Some(task) = fanout.task_mut(id) else { return };
-        let why = task.last_output.as_ref().map(|o| crate::text::first_line(&o.output, 200)).unwrap_or_default();
+        let why = why.unwrap_or_else(|| task.last_output.as_ref().map(|o| o.output.clone()).unwrap_or_default());
+        let why = crate::text::first_line(&why, 200);
         task.step = None;
         match policy {
             TaskFailurePolicy::Fail => {

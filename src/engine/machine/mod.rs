@@ -11,8 +11,9 @@ mod merge;
 pub use merge::merge_order;
 
 use crate::engine::model::{
-    Actor, Change, DEFAULT_MAX_AGENTS, Event, EventKind, ForkOrigin, GateAnswer, GateKind, HumanExchange, HumanGate, MAX_KEPT_ANSWERS,
-    MergeState, NewRun, Run, RunOrigin, RunStatus, SNAPSHOT_OUTPUT_BYTES, StepOutput, StepReport, TaskStatus,
+    Actor, Change, DEFAULT_MAX_AGENTS, DriveAction, DriveRecord, Event, EventKind, ForkOrigin, GateAnswer, GateKind, HumanExchange,
+    HumanGate, MAX_KEPT_ANSWERS, MergeState, NewRun, Run, RunOrigin, RunStatus, SNAPSHOT_OUTPUT_BYTES, StepOutput, StepReport, TaskStatus,
+    UnitRef,
 };
 use crate::engine::templates::{Target, Template};
 use crate::error::{BatonError, BatonResult, ErrorCode};
@@ -272,6 +273,9 @@ impl Run {
             }
             Change::Supervise { record } => {
                 self.drive.as_ref().map_or(Ok(()), |d| d.check(record))?;
+                if record.action == DriveAction::GaveUp {
+                    self.check_give_up(record)?;
+                }
                 Ok(EventKind::Supervised { record: record.clone() })
             }
         }
@@ -338,7 +342,12 @@ impl Run {
                     fanout.merge = Some(report.clone());
                 }
             }
-            EventKind::Supervised { record } => self.drive.get_or_insert_with(Default::default).evolve(record, now),
+            EventKind::Supervised { record } => {
+                self.drive.get_or_insert_with(Default::default).evolve(record, now);
+                if record.action == DriveAction::GaveUp {
+                    self.give_up(record, now);
+                }
+            }
         }
         self.version = event.seq;
         self.last_actor = event.actor.clone();
@@ -450,6 +459,51 @@ impl Run {
         let visits = self.visits.get(step).copied().unwrap_or(0);
         self.status = RunStatus::AwaitingHuman;
         self.pending_gate = Some(HumanGate::loop_limit(step, visits, max, None, self.current_step.clone().unwrap_or_default(), now));
+    }
+
+    /// A driver may give up only on a unit the run is at now: the run's current step (at its
+    /// current visit), or a task's step that is not finished.
+    fn check_give_up(&self, record: &DriveRecord) -> BatonResult<()> {
+        let current = match UnitRef::parse(&record.unit) {
+            Some(UnitRef::Step { step, visit }) => {
+                self.status == RunStatus::Active
+                    && self.current_step.as_deref() == Some(step)
+                    && self.visits.get(step).copied().unwrap_or(0) == visit
+            }
+            Some(UnitRef::Task { task, step, visit }) => self.fanout.as_ref().and_then(|f| f.task(task)).is_some_and(|t| {
+                self.status == RunStatus::Active
+                    && t.step.as_deref() == Some(step)
+                    && t.visits.get(step).copied().unwrap_or(0) == visit
+                    && matches!(t.status, TaskStatus::Ready | TaskStatus::Claimed)
+            }),
+            None => false,
+        };
+        if current {
+            return Ok(());
+        }
+        Err(BatonError::new(
+            ErrorCode::Conflict,
+            format!("run {} is no longer at `{}`, so it cannot be failed", self.id, record.unit),
+            "Read the run again; the step was reported or the run moved on.",
+        )
+        .with_field("unit"))
+    }
+
+    /// Apply a driver's give-up (see [`DriveAction::GaveUp`]).
+    fn give_up(&mut self, record: &DriveRecord, now: Timestamp) {
+        let why = record.note.clone().unwrap_or_else(|| format!("its agents did not report `{}`", record.unit));
+        match UnitRef::parse(&record.unit) {
+            Some(UnitRef::Step { .. }) => self.finish(RunStatus::Failed, why),
+            Some(UnitRef::Task { task, .. }) => {
+                let task = task.to_string();
+                if let Some(t) = self.fanout.as_mut().and_then(|f| f.task_mut(&task)) {
+                    // The lease of the last agent goes with the step: nobody works it now.
+                    t.lease = None;
+                }
+                self.fail_task_because(&task, Some(why), now);
+            }
+            None => {}
+        }
     }
 
     fn finish(&mut self, status: RunStatus, reason: String) {

@@ -26,6 +26,10 @@ pub enum DriveAction {
     Released,
     /// The token budget of the run was set or raised (`budget_tokens`).
     Budget,
+    /// Out of attempts, and the step's template says `on_agent_failure = "fail"`: the step
+    /// fails (`note` says why). A run's step fails the run; a task's step fails the task, and
+    /// its fan-out's `on_task_failure` decides what follows.
+    GaveUp,
 }
 
 /// One supervision record (the payload of a `supervised` event).
@@ -55,6 +59,27 @@ pub struct DriveRecord {
     pub take_over: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// What a unit key names: the run's step, or a task's step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitRef<'a> {
+    Step { step: &'a str, visit: u32 },
+    Task { task: &'a str, step: &'a str, visit: u32 },
+}
+
+impl<'a> UnitRef<'a> {
+    /// `step:<name>#<visit>` or `task:<id>:<step>#<visit>` (names and ids are identifiers,
+    /// so they hold neither `:` nor `#`).
+    pub fn parse(key: &'a str) -> Option<UnitRef<'a>> {
+        let (head, visit) = key.rsplit_once('#')?;
+        let visit = visit.parse().ok()?;
+        if let Some(step) = head.strip_prefix("step:") {
+            return Some(UnitRef::Step { step, visit });
+        }
+        let (task, step) = head.strip_prefix("task:")?.split_once(':')?;
+        Some(UnitRef::Task { task, step, visit })
+    }
 }
 
 impl DriveRecord {
@@ -186,7 +211,7 @@ impl DriveState {
                     unit.attempts = unit.attempts.saturating_sub(1);
                 }
             }
-            DriveAction::TurnEnded | DriveAction::Released => unit.working = false,
+            DriveAction::TurnEnded | DriveAction::Released | DriveAction::GaveUp => unit.working = false,
             DriveAction::Escalated => {
                 unit.working = false;
                 unit.escalated = true;
@@ -268,5 +293,75 @@ mod tests {
         // Parsing validates: a blank effort is refused with its path.
         let error = Template::parse(&toml.replace("\"high\"", "\" \""), true, "template").unwrap_err();
         assert_eq!(error.field.as_deref(), Some("template.steps[0].effort"), "{error:?}");
+    }
+
+    #[test]
+    fn a_template_says_what_to_do_when_agents_use_up_their_attempts_and_bad_limits_are_refused() {
+        use crate::engine::Template;
+        use crate::engine::templates::AgentFailurePolicy;
+        let toml = "name = \"t\"\n[[steps]]\nname = \"a\"\nrole = \"implementer\"\non_agent_failure = \"fail\"\nmax_agent_attempts = 2\noutcomes = { ok = \"done\" }\n";
+        let template = Template::parse(toml, true, "template").unwrap();
+        assert_eq!((template.steps[0].on_agent_failure, template.steps[0].max_agent_attempts), (Some(AgentFailurePolicy::Fail), Some(2)));
+        let error = Template::parse(&toml.replace("max_agent_attempts = 2", "max_agent_attempts = 0"), true, "template").unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("template.steps[0].max_agent_attempts"), "{error:?}");
+        assert!(error.message.contains("1 to 20") && !error.fix.is_empty(), "{error:?}");
+        let error = Template::parse(&toml.replace("max_agent_attempts = 2", "max_agent_attempts = 21"), true, "template").unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("template.steps[0].max_agent_attempts"), "{error:?}");
+        // Unset, the driver's defaults hold: ask, after --max-attempts turns.
+        let plain = Template::parse(&toml.replace("on_agent_failure = \"fail\"\nmax_agent_attempts = 2\n", ""), true, "template").unwrap();
+        assert_eq!((plain.steps[0].on_agent_failure, plain.steps[0].max_agent_attempts), (None, None));
+        assert_eq!(AgentFailurePolicy::default(), AgentFailurePolicy::Ask);
+        let error = Template::parse(&toml.replace("\"fail\"", "\"maybe\""), true, "template").unwrap_err();
+        assert!(error.message.contains("maybe") && error.fix.contains("on_agent_failure"), "{error:?}");
+    }
+
+    #[test]
+    fn giving_up_fails_the_run_at_its_step_or_the_task_at_its_step_and_a_stale_give_up_is_refused() {
+        use crate::engine::{Actor, Change, NewRun, Plan, PlanTask, Run, RunStatus, TaskStatus, builtin_template};
+        let start = |template: &str| {
+            let new = NewRun {
+                id: "r1".into(),
+                template: builtin_template(template).unwrap(),
+                goal: "g".into(),
+                title: "t".into(),
+                context: Default::default(),
+                workspace: None,
+                max_agents: 4,
+            };
+            Run::start(new, &Actor::default(), Timestamp(1)).0
+        };
+        let give_up = |unit: &str| {
+            let mut record = DriveRecord::new(DriveAction::GaveUp, unit, "d");
+            record.note = Some("its agents never reported".into());
+            Change::Supervise { record }
+        };
+        // The run's step: the run fails, with the driver's reason.
+        let mut run = start("feature");
+        let stale = run.apply(&give_up("step:design#2"), &Actor::default(), Timestamp(2)).unwrap_err();
+        assert_eq!((stale.code, stale.field.as_deref()), (crate::error::ErrorCode::Conflict, Some("unit")), "{stale:?}");
+        run.apply(&give_up("step:design#1"), &Actor::default(), Timestamp(3)).unwrap();
+        assert_eq!((run.status, run.end_reason.as_deref()), (RunStatus::Failed, Some("its agents never reported")));
+        // A task's step: the task fails and the fan-out's policy (the built-in `ask`) asks.
+        let mut run = start("parallel");
+        let task = |id: &str| PlanTask { id: id.into(), title: id.into(), description: String::new(), depends_on: vec![], pipeline: None };
+        let plan = Plan { tasks: vec![task("api"), task("ui")], base: None };
+        let advance = Change::Advance {
+            code: None,
+            expected_version: 1,
+            outcome: "planned".into(),
+            output: "o".into(),
+            artifacts: Default::default(),
+            plan: Some(plan),
+        };
+        run.apply(&advance, &Actor::default(), Timestamp(2)).unwrap();
+        run.apply(&give_up("task:api:implement#1"), &Actor::default(), Timestamp(3)).unwrap();
+        let api = run.fanout.as_ref().and_then(|f| f.task("api")).unwrap();
+        assert_eq!(api.status, TaskStatus::AwaitingHuman);
+        assert!(api.lease.is_none() && api.gate.as_ref().is_some_and(|g| g.question.contains("its agents never reported")), "{api:?}");
+        assert_eq!(run.status, RunStatus::Active, "the other task goes on");
+        let again = run.apply(&give_up("task:api:implement#1"), &Actor::default(), Timestamp(4)).unwrap_err();
+        assert_eq!(again.code, crate::error::ErrorCode::Conflict);
+        assert_eq!(UnitRef::parse("task:ui:review#2"), Some(UnitRef::Task { task: "ui", step: "review", visit: 2 }));
+        assert_eq!(UnitRef::parse("step:x"), None);
     }
 }

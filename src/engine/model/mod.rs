@@ -18,7 +18,7 @@ mod task;
 pub use actor::{Actor, ActorKind, Workspace};
 pub use change::Change;
 pub use code::{FileChange, MAX_CODE_FILES, TaskCode};
-pub use drive::{DriveAction, DriveRecord, DriveState, DriveUnit};
+pub use drive::{DriveAction, DriveRecord, DriveState, DriveUnit, UnitRef};
 pub use event::{Event, EventKind, RunOrigin, tree_state_at, workspace_of};
 pub use merge::{MAX_CONFLICT_FILES, MAX_MERGE_FILES, MergeConflict, MergeReport, MergeState, TaskMerge};
 pub use run::{DEFAULT_MAX_AGENTS, ForkOrigin, NewRun, Run, RunStatus};

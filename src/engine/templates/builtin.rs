@@ -29,6 +29,8 @@ fn step(name: &str, role: &str, instructions: &str, max_visits: Option<u32>, out
         independent_of: Vec::new(),
         model: None,
         effort: None,
+        on_agent_failure: None,
+        max_agent_attempts: None,
     }
 }
 

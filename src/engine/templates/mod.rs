@@ -10,4 +10,6 @@ mod validate;
 
 pub use builtin::{builtin_pipeline, builtin_template, builtin_templates};
 pub use plan::{Plan, PlanTask};
-pub use template::{DEFAULT_PIPELINE, DONE, FAILED, FanOut, JOIN, JoinTarget, MAX_TASKS, StepDef, Target, TaskFailurePolicy, Template};
+pub use template::{
+    AgentFailurePolicy, DEFAULT_PIPELINE, DONE, FAILED, FanOut, JOIN, JoinTarget, MAX_TASKS, StepDef, Target, TaskFailurePolicy, Template,
+};

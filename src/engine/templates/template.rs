@@ -136,6 +136,20 @@ pub enum TaskFailurePolicy {
     Ask,
 }
 
+/// What `baton drive` does when a step's agents use up their attempts.
+// (Attempts are turns that failed, timed out or ended without the step being reported. The
+// doc lines here are short on purpose: they are published in start_workflow's input schema,
+// which models load with the tool list.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentFailurePolicy {
+    /// Ask a human: retry or fail.
+    #[default]
+    Ask,
+    /// Fail the step (for a task's step, the task; then `on_task_failure` decides).
+    Fail,
+}
+
 /// How a target is written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -252,6 +266,12 @@ pub struct StepDef {
     /// The reasoning effort `baton drive` gives this step's agents' turns (over `--effort`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effort: Option<String>,
+    /// When `baton drive`'s agents use up their attempts here (default `ask`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_agent_failure: Option<AgentFailurePolicy>,
+    /// Agent turns `baton drive` gives this step, 1-20 (default `--max-attempts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_agent_attempts: Option<u32>,
 }
 
 impl Template {

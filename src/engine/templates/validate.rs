@@ -27,6 +27,21 @@ impl Usage {
     }
 }
 
+/// Most agent turns `baton drive` may give one step before its failure policy applies.
+pub const MAX_AGENT_ATTEMPTS: u32 = 20;
+
+/// A step's `max_agent_attempts`: 1 to [`MAX_AGENT_ATTEMPTS`].
+fn check_agent_attempts(value: Option<u32>, field: &str) -> BatonResult<()> {
+    match value {
+        Some(n) if n == 0 || n > MAX_AGENT_ATTEMPTS => Err(BatonError::invalid(
+            field,
+            format!("max_agent_attempts must be 1 to {MAX_AGENT_ATTEMPTS}; it is {n}"),
+            "Give the number of agent turns a step may take before `on_agent_failure` applies (e.g. 3), or omit it.",
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Template {
     /// The pipeline named `name`: one of this template's own, else a built-in one.
     pub fn pipeline(&self, name: &str) -> Option<Template> {
@@ -49,7 +64,7 @@ impl Template {
             BatonError::invalid(
                 field,
                 format!("template could not be parsed: {e}"),
-                "Give `name`, `steps` (each with `name`, `role`, `outcomes`), and optionally `description`, `start`, `instructions`, `max_visits`, `independent_of`, `model`, `effort`, `pipelines`.",
+                "Give `name`, `steps` (each with `name`, `role`, `outcomes`), and optionally `description`, `start`, `instructions`, `max_visits`, `independent_of`, `model`, `effort`, `on_agent_failure` (`ask` or `fail`), `max_agent_attempts`, `pipelines`.",
             )
         })?;
         template.validate(field)?;
@@ -161,6 +176,7 @@ impl Template {
                     "Use a positive bound, or omit it for steps outside loops.",
                 ));
             }
+            check_agent_attempts(step.max_agent_attempts, &format!("{at}.max_agent_attempts"))?;
             for (key, value) in [("model", &step.model), ("effort", &step.effort)] {
                 if value.as_ref().is_some_and(|v| v.trim().is_empty() || v.len() > 100 || v.chars().any(char::is_control)) {
                     return Err(BatonError::invalid(

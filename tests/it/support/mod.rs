@@ -15,6 +15,7 @@ pub mod app_server;
 #[allow(dead_code)]
 pub mod bench;
 pub mod codex;
+pub mod drive;
 pub mod exec;
 pub mod git;
 pub mod loopfs;
