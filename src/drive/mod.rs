@@ -407,7 +407,8 @@ impl Driver {
             }
             let recorded = run.drive.as_ref().and_then(|d| d.units.get(&unit.key));
             let mut take_over = false;
-            // The Codex thread a gone driver's agent was working the unit on.
+            // The gone driver, and the Codex thread its agent was working the unit on.
+            let mut gone_driver: Option<String> = None;
             let mut gone_thread: Option<String> = None;
             if let Some(rec) = recorded {
                 if rec.escalated && run.status == RunStatus::Active && rec.attempts == 0 {
@@ -417,6 +418,7 @@ impl Driver {
                         continue; // Another live driver works it.
                     }
                     take_over = true;
+                    gone_driver = Some(rec.driver.clone());
                     gone_thread = rec.thread_id.clone();
                 }
             }
@@ -449,7 +451,7 @@ impl Driver {
                 self.release_lease(run, &unit, gone_thread.as_deref()).await?;
             }
             let attempt = if resumed { attempts.max(1) } else { attempts + 1 };
-            self.start_agent(run, unit, attempt, take_over, gone_thread.filter(|_| resumed)).await?;
+            self.start_agent(run, unit, attempt, gone_driver, gone_thread.filter(|_| resumed)).await?;
         }
         Ok(())
     }
@@ -534,7 +536,15 @@ impl Driver {
     }
 
     /// Give `unit` to an agent: a new thread, or `resumed`, one already resumed.
-    async fn start_agent(&mut self, run: &Run, unit: Unit, attempt: u32, take_over: bool, resumed: Option<String>) -> anyhow::Result<()> {
+    /// `from_driver`: the gone driver whose unit this takes over.
+    async fn start_agent(
+        &mut self,
+        run: &Run,
+        unit: Unit,
+        attempt: u32,
+        from_driver: Option<String>,
+        resumed: Option<String>,
+    ) -> anyhow::Result<()> {
         let model = unit.model.clone().or_else(|| self.opts.role_models.get(&unit.role).cloned()).or_else(|| self.opts.model.clone());
         let effort = unit.effort.clone().or_else(|| self.opts.role_efforts.get(&unit.role).cloned()).or_else(|| self.opts.effort.clone());
         let is_resumed = resumed.is_some();
@@ -556,7 +566,8 @@ impl Driver {
         record.thread_id = Some(thread.clone());
         record.role = Some(unit.role.clone());
         record.attempt = attempt;
-        record.take_over = take_over;
+        record.take_over = from_driver.is_some();
+        record.from_driver = from_driver;
         record.note = is_resumed.then(|| "resumed the Codex thread of a driver that is gone".to_string());
         match self.supervise(record).await {
             Ok(_) => {}
@@ -722,9 +733,10 @@ async fn play_turn(
     }
 }
 
-/// Whether the driver `host:pid:...` is known to be gone: only a driver of this host whose
-/// process no longer exists (another host's driver is never taken over while it may live).
-fn driver_is_gone(driver: &str) -> bool {
+/// Whether the driver `host:pid:id` is known to have stopped: a process of this machine
+/// that no longer runs. A driver on another machine is never known to be gone here (it is
+/// never taken over while it may live).
+pub fn driver_is_gone(driver: &str) -> bool {
     let mut parts = driver.split(':');
     let (Some(host), Some(pid)) = (parts.next(), parts.next().and_then(|p| p.parse::<i32>().ok())) else { return false };
     let here = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());

@@ -110,12 +110,23 @@ pub struct DrivenRow {
     pub agents: u32,
     pub turns: u64,
     pub tokens: u64,
+    /// Every driver with agents recorded as working has stopped (a process of this machine
+    /// that no longer runs): its agents work no more until a new `baton drive` carries on.
+    pub gone: bool,
 }
 
 impl DrivenRow {
     fn of(d: &crate::store::Driven) -> DrivenRow {
         let by: Vec<String> = d.drivers.iter().map(|id| driver_label(id)).collect();
-        DrivenRow { by: by.join(", "), ids: d.drivers.join(", "), agents: d.agents, turns: d.turns, tokens: d.tokens }
+        let gone = d.agents > 0 && !d.drivers.is_empty() && d.drivers.iter().all(|id| crate::drive::driver_is_gone(id));
+        DrivenRow {
+            by: by.join(", "),
+            ids: d.drivers.join(", "),
+            agents: if gone { 0 } else { d.agents },
+            turns: d.turns,
+            tokens: d.tokens,
+            gone,
+        }
     }
 }
 
@@ -664,28 +675,50 @@ mod tests {
     }
 
     #[test]
+    fn the_runs_list_says_when_the_driver_of_working_agents_stopped() {
+        use crate::engine::{DriveAction, DriveRecord};
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+        // A process of this machine that has exited: its pid names no process now.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let (mut run, _) = run_with_task_gate();
+        let mut record = DriveRecord::new(DriveAction::Assigned, "task:api:implement#1", &format!("{host}:{pid}:ab12"));
+        record.thread_id = Some("thread-7".into());
+        run.apply(&Change::Supervise { record }, &Actor::default(), Timestamp(4)).unwrap();
+        let list =
+            RunList { runs: vec![RunSummary::of(&run)], total: 1, workspace: None, other_workspaces: None, next_action: String::new() };
+        let page = RunsPage::new(frame(), RunsFilter::default(), Some(list), vec![]);
+        let driven = page.runs[0].driven.as_ref().expect("the driven run is marked");
+        assert!(driven.gone && driven.agents == 0, "{driven:?}");
+        let html = Views::new().unwrap().render("runs.html", &page).unwrap();
+        assert!(html.contains(&format!("the driver stopped: <code>baton drive {}</code>", run.id)), "{html}");
+    }
+
+    #[test]
     fn the_runs_list_marks_a_driven_run_with_its_driver_and_live_agents() {
         use crate::engine::{DriveAction, DriveRecord};
+        // A driver of another machine: never known to be gone from here.
         let (mut run, _) = run_with_task_gate();
         let (undriven, _) = run_with_task_gate();
         for (unit, thread) in [("task:api:implement#1", "thread-7"), ("task:ui:implement#1", "thread-8")] {
-            let mut record = DriveRecord::new(DriveAction::Assigned, unit, "vm:4242:ab12");
+            let mut record = DriveRecord::new(DriveAction::Assigned, unit, "elsewhere:4242:ab12");
             record.thread_id = Some(thread.into());
             record.attempt = 1;
             run.apply(&Change::Supervise { record }, &Actor::default(), Timestamp(4)).unwrap();
         }
-        let mut ended = DriveRecord::new(DriveAction::TurnEnded, "task:ui:implement#1", "vm:4242:ab12");
+        let mut ended = DriveRecord::new(DriveAction::TurnEnded, "task:ui:implement#1", "elsewhere:4242:ab12");
         ended.tokens = 300;
         run.apply(&Change::Supervise { record: ended }, &Actor::default(), Timestamp(5)).unwrap();
         let summaries = vec![RunSummary::of(&run), RunSummary { run_id: "r2".into(), ..RunSummary::of(&undriven) }];
         let list = RunList { runs: summaries, total: 2, workspace: None, other_workspaces: None, next_action: String::new() };
         let page = RunsPage::new(frame(), RunsFilter::default(), Some(list), vec![]);
         let driven = page.runs[0].driven.as_ref().expect("the driven run is marked");
-        assert_eq!((driven.by.as_str(), driven.agents, driven.turns, driven.tokens), ("vm pid 4242", 1, 2, 300));
+        assert_eq!((driven.by.as_str(), driven.agents, driven.turns, driven.tokens), ("elsewhere pid 4242", 1, 2, 300));
         assert!(page.runs[1].driven.is_none(), "an undriven run is not marked");
         let html = Views::new().unwrap().render("runs.html", &page).unwrap();
         assert!(html.contains("<th>Driven</th>"), "{html}");
-        assert!(html.contains(r#"<span title="vm:4242:ab12">by vm pid 4242</span>"#), "{html}");
+        assert!(html.contains(r#"<span title="elsewhere:4242:ab12">by elsewhere pid 4242</span>"#), "{html}");
         assert!(html.contains("1 agent working · 2 turns, 300 tokens"), "{html}");
         assert_eq!(html.matches("class=\"driven\"></td>").count(), 1, "the undriven run's cell is empty: {html}");
     }

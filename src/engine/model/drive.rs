@@ -57,6 +57,10 @@ pub struct DriveRecord {
     /// Take the unit over from another driver that is known to be gone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub take_over: bool,
+    /// With `take_over`: the gone driver. Refused when the unit has passed to yet another
+    /// driver since, so two drivers that find the same one gone never both take its unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_driver: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -95,6 +99,7 @@ impl DriveRecord {
             turn_status: None,
             budget_tokens: None,
             take_over: false,
+            from_driver: None,
             note: None,
         }
     }
@@ -139,13 +144,17 @@ pub struct DriveState {
 
 impl DriveState {
     /// Whether `record` may be recorded: an assignment of a unit another driver is working is
-    /// refused (so two drivers never play one step at once) unless it takes a gone driver's over.
+    /// refused (so two drivers never play one step at once) unless it takes over from the
+    /// gone driver that still holds it.
     pub fn check(&self, record: &DriveRecord) -> BatonResult<()> {
-        if record.action != DriveAction::Assigned || record.take_over {
+        if record.action != DriveAction::Assigned {
             return Ok(());
         }
+        // Records written before `from_driver` existed name no gone driver: they took over
+        // from whoever held the unit, as they did then.
+        let takes_from = |holder: &str| record.take_over && record.from_driver.as_deref().is_none_or(|gone| gone == holder);
         match self.units.get(&record.unit) {
-            Some(unit) if unit.working && unit.driver != record.driver => Err(BatonError::new(
+            Some(unit) if unit.working && unit.driver != record.driver && !takes_from(&unit.driver) => Err(BatonError::new(
                 crate::error::ErrorCode::Conflict,
                 format!(
                     "`{}` is being worked by driver {} (thread {})",
@@ -245,7 +254,16 @@ mod tests {
         assert_eq!(state.check(&second).unwrap_err().code, crate::error::ErrorCode::Conflict);
         let mut take_over = second.clone();
         take_over.take_over = true;
+        take_over.from_driver = Some("a".into());
         state.check(&take_over).unwrap();
+        // A second driver that also found `a` gone is refused once `b` has its unit.
+        let mut late = assigned("step:implement#1", "c", "t9");
+        late.take_over = true;
+        late.from_driver = Some("a".into());
+        state.check(&late).unwrap();
+        let mut taken = state.clone();
+        taken.evolve(&take_over, Timestamp(2));
+        assert_eq!(taken.check(&late).unwrap_err().code, crate::error::ErrorCode::Conflict);
         let mut ended = DriveRecord::new(DriveAction::TurnEnded, "step:implement#1", "a");
         ended.tokens = 40;
         ended.role = Some("implementer".into());
