@@ -414,7 +414,9 @@ impl Driver {
                 if rec.escalated && run.status == RunStatus::Active && rec.attempts == 0 {
                     // A human answered `retry`: start counting again.
                 } else if rec.working && rec.driver != self.id {
-                    if !driver_is_gone(&rec.driver) {
+                    // Gone: a stopped process of this machine, or (any machine) a driver
+                    // overdue to record its turn's end.
+                    if !driver_is_gone(&rec.driver) && !rec.overdue(now()) {
                         continue; // Another live driver works it.
                     }
                     take_over = true;
@@ -568,6 +570,9 @@ impl Driver {
         record.attempt = attempt;
         record.take_over = from_driver.is_some();
         record.from_driver = from_driver;
+        // A live driver records every turn's end within its turn timeout; the grace covers
+        // the recording itself (owner failover, a slow database).
+        record.until = Some(now().after(self.opts.turn_timeout + OVERDUE_GRACE));
         record.note = is_resumed.then(|| "resumed the Codex thread of a driver that is gone".to_string());
         match self.supervise(record).await {
             Ok(_) => {}
@@ -609,6 +614,13 @@ impl Driver {
     async fn turn_done(&mut self, done: TurnDone) -> anyhow::Result<()> {
         self.working.remove(&done.key);
         progress::lock(&self.progress.agents).remove(&done.key);
+        let before = get_run(&self.backend, &self.run_id).await?;
+        if before.drive.as_ref().and_then(|d| d.units.get(&done.key)).is_some_and(|u| u.driver != self.id) {
+            // Another driver took the unit over while this turn overran: it is theirs now, and
+            // its end is not ours to record.
+            self.event("agent_ended", json!({"unit": done.key, "thread": done.thread, "status": "taken_over", "tokens": done.tokens}));
+            return Ok(());
+        }
         let mut record = DriveRecord::new(DriveAction::TurnEnded, &done.key, &self.id);
         record.thread_id = Some(done.thread.clone());
         record.role = Some(done.role.clone());
@@ -750,6 +762,10 @@ pub fn driver_is_gone(driver: &str) -> bool {
     let alive = unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     !alive
 }
+
+/// How long past its turn timeout a driver may take to record a turn's end before other
+/// drivers take it to be gone.
+const OVERDUE_GRACE: Duration = Duration::from_secs(120);
 
 /// SIGINT and SIGTERM as one stream.
 struct Interrupt {

@@ -61,6 +61,10 @@ pub struct DriveRecord {
     /// driver since, so two drivers that find the same one gone never both take its unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_driver: Option<String>,
+    /// With `assigned`: the driver records the turn's end before this; past it, any driver
+    /// (on any machine) may take the unit over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -100,6 +104,7 @@ impl DriveRecord {
             budget_tokens: None,
             take_over: false,
             from_driver: None,
+            until: None,
             note: None,
         }
     }
@@ -120,8 +125,19 @@ pub struct DriveUnit {
     pub tokens: u64,
     /// A thread's turn is in flight (assigned and not yet ended or released).
     pub working: bool,
+    /// While working: when its driver is overdue (see [`DriveRecord::until`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
     pub escalated: bool,
     pub updated_at: Timestamp,
+}
+
+impl DriveUnit {
+    /// Worked by a driver that is past the time it promised to record the turn's end by:
+    /// taken to be gone, wherever it runs.
+    pub fn overdue(&self, now: Timestamp) -> bool {
+        self.working && self.until.is_some_and(|until| until < now)
+    }
 }
 
 /// Everything the drivers recorded in a run.
@@ -192,6 +208,7 @@ impl DriveState {
             attempts: 0,
             tokens: 0,
             working: false,
+            until: None,
             escalated: false,
             updated_at: now,
         });
@@ -206,6 +223,7 @@ impl DriveState {
                 unit.driver = record.driver.clone();
                 unit.attempts = unit.attempts.max(record.attempt);
                 unit.working = true;
+                unit.until = record.until;
                 if let Some(thread) = &record.thread_id {
                     unit.thread_id = Some(thread.clone());
                     if !unit.threads.contains(thread) {
@@ -274,6 +292,21 @@ mod tests {
         assert_eq!((unit.attempts, unit.tokens, unit.working), (1, 40, true));
         assert_eq!(unit.threads, ["t1", "t2"]);
         assert_eq!((state.tokens, state.turns, state.tokens_by_role["implementer"]), (40, 2, 40));
+    }
+
+    #[test]
+    fn a_unit_whose_driver_is_past_its_promise_is_overdue_until_its_turn_ends() {
+        let mut state = DriveState::default();
+        let mut first = assigned("step:implement#1", "far-host:7:a", "t1");
+        first.until = Some(Timestamp(1_000));
+        state.evolve(&first, Timestamp(10));
+        let unit = &state.units["step:implement#1"];
+        assert!(!unit.overdue(Timestamp(999)) && unit.overdue(Timestamp(1_001)));
+        state.evolve(&DriveRecord::new(DriveAction::TurnEnded, "step:implement#1", "far-host:7:a"), Timestamp(20));
+        assert!(!state.units["step:implement#1"].overdue(Timestamp(5_000)), "an ended turn is nobody's to take over");
+        let unpromised = assigned("step:review#1", "far-host:7:a", "t2");
+        state.evolve(&unpromised, Timestamp(30));
+        assert!(!state.units["step:review#1"].overdue(Timestamp(u64::MAX)), "a record without `until` never goes overdue");
     }
 
     #[test]
