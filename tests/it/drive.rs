@@ -399,7 +399,11 @@ fn a_parallel_run_of_four_tasks_is_driven_by_two_agents_at_a_time_with_independe
     assert_eq!(by_driver, 2, "{:#?}", driver.seen);
     let finished = driver.seen.iter().find(|e| e["event"] == "finished").unwrap();
     let turns = finished["turns"].as_u64().unwrap();
-    assert_eq!(turns, 14, "design, 4 x (implement, review, test), integrate: {finished:#}");
+    // One turn per step, plus one per retry: two agents racing for a task can leave a turn
+    // that ends unreported (its claim refused), which the driver retries and records.
+    let retries = driver.seen.iter().filter(|e| e["event"] == "retrying").count() as u64;
+    assert!(retries <= 2, "a retry is the exception here: {:#?}", driver.seen);
+    assert_eq!(turns, 14 + retries, "design, 4 x (implement, review, test), integrate, and {retries} retries: {finished:#}");
     let (cpu, rss) = (finished["driver_cpu_ms"].as_u64().unwrap(), finished["driver_max_rss_kb"].as_u64().unwrap());
     assert!(cpu > 0 && rss > 0, "{finished:#}");
     eprintln!("driver cost: {cpu} ms CPU for {turns} turns ({:.1} ms per step), peak RSS {rss} KiB", cpu as f64 / turns as f64);
