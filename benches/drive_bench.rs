@@ -13,7 +13,6 @@
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -24,7 +23,6 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod support;
 
-use support::BATON;
 use support::codex::find_codex;
 use support::drive::{no_quirk, role_player, trust};
 use support::exec::ExecHarness;
@@ -184,24 +182,9 @@ fn main() {
     trust(&harness);
     let home = harness.baton_home().to_string_lossy().into_owned();
     let started = Instant::now();
-    let mut child = Command::new(BATON)
-        .arg("--home")
-        .arg(harness.baton_home())
-        .arg("drive")
-        .args(["--json", "--codex"])
-        .arg(&codex)
-        .args(["--goal", "Eight independent files", "--template", "parallel", "--agents", &AGENTS.to_string(), "--backoff-ms", "100"])
-        .env("CODEX_HOME", harness.codex_home())
-        .env("BATON_LOG", "warn")
-        .env_remove("BATON_HOME")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("CODEX_API_KEY")
-        .current_dir(harness.work())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start baton drive");
+    let agents = AGENTS.to_string();
+    let args = ["--goal", "Eight independent files", "--template", "parallel", "--agents", &agents, "--backoff-ms", "100"];
+    let mut child = support::drive::drive_command(&harness, &codex, &args).env("BATON_LOG", "warn").spawn().expect("start baton drive");
     let driver = child.id();
     let stdout = child.stdout.take().expect("stdout");
     let (tx, lines) = mpsc::channel::<Value>();

@@ -595,7 +595,7 @@ fn pretty(value: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Actor, Change, NewRun, Plan, PlanTask, Run, builtin_template};
+    use crate::engine::{Actor, Change, NewRun, Run, builtin_template};
     use crate::engine::{GateKind, HumanGate};
     use crate::time::Timestamp;
 
@@ -615,16 +615,7 @@ mod tests {
             max_agents: 4,
         };
         let (mut run, first) = Run::start(new, &Actor::default(), Timestamp(1));
-        let task = |id: &str| PlanTask { id: id.into(), title: id.into(), description: String::new(), depends_on: vec![], pipeline: None };
-        let plan = Plan { tasks: vec![task("api"), task("ui")], base: None };
-        let change = Change::Advance {
-            code: None,
-            expected_version: 1,
-            outcome: "planned".into(),
-            output: "o".into(),
-            artifacts: Default::default(),
-            plan: Some(plan),
-        };
+        let change = crate::engine::fixtures::planned(1, crate::engine::fixtures::plan(&[("api", &[]), ("ui", &[])]));
         let second = run.apply(&change, &Actor::default(), Timestamp(2)).unwrap();
         let gate = HumanGate {
             kind: GateKind::TaskFailed,

@@ -12,7 +12,7 @@ use crate::support::model_server::{ModelRequest, Output};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -34,27 +34,11 @@ impl Driver {
 
     /// With `database_url`: against that PostgreSQL database instead of the sled home.
     fn start_on(harness: &ExecHarness, codex: &Path, args: &[&str], database_url: Option<&str>) -> Driver {
-        let mut command = Command::new(BATON);
+        let mut command = support::drive::drive_command(harness, codex, args);
         if let Some(url) = database_url {
             command.env("BATON_DATABASE_URL", url);
         }
-        let mut child = command
-            .arg("--home")
-            .arg(harness.baton_home())
-            .arg("drive")
-            .args(["--json", "--codex"])
-            .arg(codex)
-            .args(args)
-            .env("CODEX_HOME", harness.codex_home())
-            .env_remove("BATON_HOME")
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("CODEX_API_KEY")
-            .current_dir(harness.work())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start baton drive");
+        let mut child = command.spawn().expect("start baton drive");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -247,19 +231,26 @@ fn a_feature_run_is_driven_to_completion_through_a_human_gate_answered_with_bato
     assert!(text.contains("Driven by `baton drive`") && text.contains(&line), "baton show tells the drive: {text}");
 }
 
-#[test]
-fn a_turn_that_ends_without_reporting_is_retried_then_escalated_and_retry_continues() {
-    let Some(codex) = find_codex() else { return };
-    // The implementer's first two agents end their turn without reporting.
-    let lazy = Arc::new(AtomicUsize::new(0));
-    let lazy_threads = Arc::clone(&lazy);
+/// The first `lazy` implementer threads end their turn without reporting; the counter
+/// counts every implementer thread started.
+fn lazy_implementers(lazy: usize) -> (Arc<AtomicUsize>, Quirk) {
+    let started = Arc::new(AtomicUsize::new(0));
+    let threads = Arc::clone(&started);
     let quirk: Quirk = Box::new(move |unit, request| {
         // A thread's first request has no tool output yet: that is where a lazy agent stops.
         if unit.role != "implementer" || request.output_for("search").is_some() {
             return None;
         }
-        (lazy_threads.fetch_add(1, Ordering::SeqCst) < 2).then(|| vec![Output::text("I looked around and stopped.")])
+        (threads.fetch_add(1, Ordering::SeqCst) < lazy).then(|| vec![Output::text("I looked around and stopped.")])
     });
+    (started, quirk)
+}
+
+#[test]
+fn a_turn_that_ends_without_reporting_is_retried_then_escalated_and_retry_continues() {
+    let Some(codex) = find_codex() else { return };
+    // The implementer's first two agents end their turn without reporting.
+    let (lazy, quirk) = lazy_implementers(2);
     let harness = ExecHarness::new(&codex, role_player(quirk, vec![]));
     let mut driver = Driver::start(&harness, &codex, &["--goal", "Fix the flaky test", "--max-attempts", "2", "--backoff-ms", "100"]);
     let run = driver.wait_for("started")["run_id"].as_str().unwrap().to_string();
@@ -288,15 +279,7 @@ fn a_turn_that_ends_without_reporting_is_retried_then_escalated_and_retry_contin
 fn a_step_whose_template_says_fail_fails_the_run_once_its_agents_use_up_their_attempts() {
     let Some(codex) = find_codex() else { return };
     // Every implementer ends its turn without reporting.
-    let lazy = Arc::new(AtomicUsize::new(0));
-    let lazy_threads = Arc::clone(&lazy);
-    let quirk: Quirk = Box::new(move |unit, request| {
-        if unit.role != "implementer" || request.output_for("search").is_some() {
-            return None;
-        }
-        lazy_threads.fetch_add(1, Ordering::SeqCst);
-        Some(vec![Output::text("I looked around and stopped.")])
-    });
+    let (lazy, quirk) = lazy_implementers(usize::MAX);
     let harness = ExecHarness::new(&codex, role_player(quirk, vec![]));
     // The template's word (2 attempts, then fail) wins over --max-attempts 5.
     let template = "name = \"strict\"\n\

@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn giving_up_fails_the_run_at_its_step_or_the_task_at_its_step_and_a_stale_give_up_is_refused() {
-        use crate::engine::{Actor, Change, NewRun, Plan, PlanTask, Run, RunStatus, TaskStatus, builtin_template};
+        use crate::engine::{Actor, Change, NewRun, Run, RunStatus, TaskStatus, builtin_template};
         let start = |template: &str| {
             let new = NewRun {
                 id: "r1".into(),
@@ -394,16 +394,7 @@ mod tests {
         assert_eq!((run.status, run.end_reason.as_deref()), (RunStatus::Failed, Some("its agents never reported")));
         // A task's step: the task fails and the fan-out's policy (the built-in `ask`) asks.
         let mut run = start("parallel");
-        let task = |id: &str| PlanTask { id: id.into(), title: id.into(), description: String::new(), depends_on: vec![], pipeline: None };
-        let plan = Plan { tasks: vec![task("api"), task("ui")], base: None };
-        let advance = Change::Advance {
-            code: None,
-            expected_version: 1,
-            outcome: "planned".into(),
-            output: "o".into(),
-            artifacts: Default::default(),
-            plan: Some(plan),
-        };
+        let advance = crate::engine::fixtures::planned(1, crate::engine::fixtures::plan(&[("api", &[]), ("ui", &[])]));
         run.apply(&advance, &Actor::default(), Timestamp(2)).unwrap();
         run.apply(&give_up("task:api:implement#1"), &Actor::default(), Timestamp(3)).unwrap();
         let api = run.fanout.as_ref().and_then(|f| f.task("api")).unwrap();

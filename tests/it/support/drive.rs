@@ -99,3 +99,25 @@ pub fn trust(harness: &ExecHarness) {
     text.push_str(&format!("\n[projects.\"{}\"]\ntrust_level = \"trusted\"\n", dir.display()));
     std::fs::write(&config, text).unwrap();
 }
+
+/// `baton drive --json --codex CODEX ARGS` in the harness's repository, for its home and
+/// Codex home, with stdout piped (one JSON event per line) and no API keys passed on.
+pub fn drive_command(harness: &ExecHarness, codex: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(super::BATON);
+    command
+        .arg("--home")
+        .arg(harness.baton_home())
+        .arg("drive")
+        .args(["--json", "--codex"])
+        .arg(codex)
+        .args(args)
+        .env("CODEX_HOME", harness.codex_home())
+        .env_remove("BATON_HOME")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("CODEX_API_KEY")
+        .current_dir(harness.work())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    command
+}
