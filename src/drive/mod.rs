@@ -143,7 +143,7 @@ pub async fn drive(backend: Backend, opts: DriveOptions) -> anyhow::Result<Exit>
     backend.connect().await?;
     let _notifier = backend.notify_people();
     let cwd = std::env::current_dir()?;
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    let host = this_host();
     let id = format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().to_string()[..8]);
     let caller = Caller { actor: Actor { kind: ActorKind::Terminal, id: Some(format!("baton-drive:{id}")), agent: None }, workspace: None };
     // The run's tree (an existing run's, else here), and Codex started there before a new run
@@ -614,20 +614,21 @@ impl Driver {
     async fn turn_done(&mut self, done: TurnDone) -> anyhow::Result<()> {
         self.working.remove(&done.key);
         progress::lock(&self.progress.agents).remove(&done.key);
-        let before = get_run(&self.backend, &self.run_id).await?;
-        if before.drive.as_ref().and_then(|d| d.units.get(&done.key)).is_some_and(|u| u.driver != self.id) {
-            // Another driver took the unit over while this turn overran: it is theirs now, and
-            // its end is not ours to record.
-            self.event("agent_ended", json!({"unit": done.key, "thread": done.thread, "status": "taken_over", "tokens": done.tokens}));
-            return Ok(());
-        }
         let mut record = DriveRecord::new(DriveAction::TurnEnded, &done.key, &self.id);
         record.thread_id = Some(done.thread.clone());
         record.role = Some(done.role.clone());
         record.tokens = done.tokens;
         record.turn_status = Some(done.status.clone());
         record.note = done.error.clone();
-        self.supervise(record).await?;
+        match self.supervise(record).await {
+            Ok(_) => {}
+            Err(e) if e.code == crate::error::ErrorCode::Conflict => {
+                // Another driver took the unit over while this turn overran: it is theirs now.
+                self.event("agent_ended", json!({"unit": done.key, "thread": done.thread, "status": "taken_over", "tokens": done.tokens}));
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
         let run = get_run(&self.backend, &self.run_id).await?;
         let still = self.units(&run).iter().any(|u| u.key == done.key) && run.status == RunStatus::Active;
         self.event(
@@ -751,7 +752,7 @@ async fn play_turn(
 pub fn driver_is_gone(driver: &str) -> bool {
     let mut parts = driver.split(':');
     let (Some(host), Some(pid)) = (parts.next(), parts.next().and_then(|p| p.parse::<i32>().ok())) else { return false };
-    let here = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    let here = this_host();
     if host != here || pid <= 0 {
         return false;
     }
@@ -761,6 +762,11 @@ pub fn driver_is_gone(driver: &str) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let alive = unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     !alive
+}
+
+/// This machine's name, as driver ids carry it.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
 }
 
 /// How long past its turn timeout a driver may take to record a turn's end before other

@@ -668,7 +668,7 @@ mod tests {
     #[test]
     fn the_runs_list_says_when_the_driver_of_working_agents_stopped() {
         use crate::engine::{DriveAction, DriveRecord};
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+        let host = crate::drive::this_host();
         // A process of this machine that has exited: its pid names no process now.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();

@@ -161,8 +161,20 @@ pub struct DriveState {
 impl DriveState {
     /// Whether `record` may be recorded: an assignment of a unit another driver is working is
     /// refused (so two drivers never play one step at once) unless it takes over from the
-    /// gone driver that still holds it.
+    /// gone driver that still holds it; a turn's end is refused from a driver whose unit
+    /// another driver took over meanwhile (that turn is no longer the unit's).
     pub fn check(&self, record: &DriveRecord) -> BatonResult<()> {
+        if record.action == DriveAction::TurnEnded {
+            return match self.units.get(&record.unit) {
+                Some(unit) if unit.driver != record.driver => Err(BatonError::new(
+                    crate::error::ErrorCode::Conflict,
+                    format!("`{}` was taken over by driver {}", record.unit, unit.driver),
+                    "Nothing to record: the unit's turn is that driver's now.",
+                )
+                .with_field("unit")),
+                _ => Ok(()),
+            };
+        }
         if record.action != DriveAction::Assigned {
             return Ok(());
         }
@@ -282,6 +294,9 @@ mod tests {
         let mut taken = state.clone();
         taken.evolve(&take_over, Timestamp(2));
         assert_eq!(taken.check(&late).unwrap_err().code, crate::error::ErrorCode::Conflict);
+        // The overrun turn of `a` ends after `b` took its unit: not `a`'s to record.
+        let overran = DriveRecord::new(DriveAction::TurnEnded, "step:implement#1", "a");
+        assert_eq!(taken.check(&overran).unwrap_err().code, crate::error::ErrorCode::Conflict);
         let mut ended = DriveRecord::new(DriveAction::TurnEnded, "step:implement#1", "a");
         ended.tokens = 40;
         ended.role = Some("implementer".into());
