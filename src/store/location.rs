@@ -72,11 +72,6 @@ pub async fn open_at(location: &Location) -> BatonResult<Arc<dyn RunStore>> {
     }
 }
 
-/// Open the store `home` uses (see [`Location::of`]).
-pub async fn open(home: &Home) -> BatonResult<Arc<dyn RunStore>> {
-    open_at(&Location::of(home)?).await
-}
-
 /// Open the sled database in `dir` as every baton process does: encrypted when its key
 /// file exists. The owner calls this directly, since it serves sled only.
 pub fn open_sled(dir: &Path) -> BatonResult<Arc<dyn RunStore>> {

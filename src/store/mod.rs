@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use location::{Location, open, open_at, open_sled};
+pub use location::{Location, open_at, open_sled};
 pub use postgres::PgStore;
 pub use report::{BackupCopy, BackupReport, VerifyReport};
 pub use sled_store::SledStore;
