@@ -8,10 +8,7 @@ use crate::engine::naming::fork_worktree;
 use crate::engine::{Brief, Change, Event, EventKind, NewRun, Run, RunStatus, Template, Workspace, builtin_template, builtin_templates};
 use crate::engine::{EventLine, Guide, TaskBrief, codex_threads};
 use crate::error::{BatonError, BatonResult};
-use crate::limits::{
-    DEFAULT_LEASE_SECONDS, LEASE_SECONDS, MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, bounded,
-    check_json_len, check_len,
-};
+use crate::limits::{MAX_ARTIFACTS_BYTES, MAX_HISTORY_BYTES, MAX_OUTPUT_BYTES, MAX_TEXT_BYTES, bounded, check_json_len, check_len};
 use crate::store::{Commit, Mutation, RunQuery, RunStore, RunSummary, unknown_run};
 use crate::time::{Clock, SystemClock};
 use std::sync::Arc;
@@ -311,7 +308,8 @@ impl Service {
             Resume::Fork(ForkCheckpoint { run_id, checkpoint, title }) => self.fork(op, caller, &run_id, &checkpoint, title).await,
             Resume::ForkAt(ForkAt { run_id, version, title }) => self.fork_at(op, caller, &run_id, version, title).await,
             Resume::Claim(Claim { run_id, target, lease_seconds }) => {
-                let change = Change::Claim { task: target.task().map(str::to_string), lease: lease_length(lease_seconds)? };
+                let change =
+                    Change::Claim { task: target.task().map(str::to_string), lease: Duration::from_secs(u64::from(lease_seconds)) };
                 let run = self.commit_change(op, caller, &run_id, change, None).await?;
                 let claimed =
                     run.fanout.iter().flat_map(|f| &f.tasks).find(|t| t.lease.as_ref().is_some_and(|l| l.token == run.last_token));
@@ -324,7 +322,7 @@ impl Service {
                 self.task_change(op, caller, &run_id, &task, Change::Release { task: task.clone(), token }, None).await
             }
             Resume::Renew(Renew { run_id, task, lease_token: token, lease_seconds }) => {
-                let change = Change::Renew { task: task.clone(), token, lease: lease_length(lease_seconds)? };
+                let change = Change::Renew { task: task.clone(), token, lease: Duration::from_secs(u64::from(lease_seconds)) };
                 self.task_change(op, caller, &run_id, &task, change, Some(token)).await
             }
             Resume::Show(ShowTask { run_id, task }) => task_reply(&self.load(&run_id).await?, &task, None),
@@ -595,11 +593,6 @@ fn task_reply(run: &Run, task: &str, token: Option<u64>) -> BatonResult<Reply> {
         BatonError::not_found("task", format!("run {} has no task `{task}`", run.id), "Use a task id from the run's brief (`tasks`).")
     })?;
     Ok(Reply::Task(Box::new(TaskBrief::of(run, found, token))))
-}
-
-/// The lease length asked for, within its bounds.
-fn lease_length(seconds: Option<u32>) -> BatonResult<Duration> {
-    bounded("lease_seconds", seconds, DEFAULT_LEASE_SECONDS, LEASE_SECONDS).map(|s| Duration::from_secs(u64::from(s)))
 }
 
 fn run_list(runs: Vec<RunSummary>, total: usize, workspace: Option<String>, other_workspaces: Option<usize>) -> RunList {

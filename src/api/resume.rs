@@ -79,7 +79,8 @@ pub struct ForkAt {
 pub struct Claim {
     pub run_id: String,
     pub target: ClaimTarget,
-    pub lease_seconds: Option<u32>,
+    /// The lease asked for, within its bounds (the default when none was asked for).
+    pub lease_seconds: u32,
 }
 
 /// Renew the lease on a task the caller holds.
@@ -88,7 +89,8 @@ pub struct Renew {
     pub run_id: String,
     pub task: String,
     pub lease_token: u64,
-    pub lease_seconds: Option<u32>,
+    /// The lease asked for, within its bounds (the default when none was asked for).
+    pub lease_seconds: u32,
 }
 
 /// Give a held task back unfinished.
@@ -154,8 +156,7 @@ impl ResumeParams {
             return Ok(Resume::Briefing(RunBriefing { run_id }));
         }
         // Every task request is refused a lease length out of bounds, even one that uses none.
-        bounded("lease_seconds", self.lease_seconds, DEFAULT_LEASE_SECONDS, LEASE_SECONDS)?;
-        let lease_seconds = self.lease_seconds;
+        let lease_seconds = bounded("lease_seconds", self.lease_seconds, DEFAULT_LEASE_SECONDS, LEASE_SECONDS)?;
         Ok(match (&self.claim, &self.task, self.lease_token) {
             (Some(_), Some(_), _) => {
                 return Err(BatonError::invalid(
@@ -188,11 +189,15 @@ impl From<Resume> for ResumeParams {
                 ResumeParams { run_id: Some(run_id), at_version: Some(version), title, ..empty }
             }
             Resume::Claim(Claim { run_id, target, lease_seconds }) => {
-                ResumeParams { run_id: Some(run_id), claim: Some(target), lease_seconds, ..empty }
+                ResumeParams { run_id: Some(run_id), claim: Some(target), lease_seconds: Some(lease_seconds), ..empty }
             }
-            Resume::Renew(Renew { run_id, task, lease_token, lease_seconds }) => {
-                ResumeParams { run_id: Some(run_id), task: Some(task), lease_token: Some(lease_token), lease_seconds, ..empty }
-            }
+            Resume::Renew(Renew { run_id, task, lease_token, lease_seconds }) => ResumeParams {
+                run_id: Some(run_id),
+                task: Some(task),
+                lease_token: Some(lease_token),
+                lease_seconds: Some(lease_seconds),
+                ..empty
+            },
             Resume::Release(Release { run_id, task, lease_token }) => {
                 ResumeParams { run_id: Some(run_id), task: Some(task), lease_token: Some(lease_token), release: Some(true), ..empty }
             }
@@ -223,8 +228,8 @@ mod tests {
             Resume::Briefing(RunBriefing { run_id: run() }),
             Resume::Fork(ForkCheckpoint { run_id: run(), checkpoint: "c".into(), title: Some("t".into()) }),
             Resume::ForkAt(ForkAt { run_id: run(), version: 3, title: None }),
-            Resume::Claim(Claim { run_id: run(), target: ClaimTarget::Next, lease_seconds: Some(60) }),
-            Resume::Renew(Renew { run_id: run(), task: "a".into(), lease_token: 2, lease_seconds: None }),
+            Resume::Claim(Claim { run_id: run(), target: ClaimTarget::Next, lease_seconds: 60 }),
+            Resume::Renew(Renew { run_id: run(), task: "a".into(), lease_token: 2, lease_seconds: DEFAULT_LEASE_SECONDS }),
             Resume::Release(Release { run_id: run(), task: "a".into(), lease_token: 2 }),
             Resume::Show(ShowTask { run_id: run(), task: "a".into() }),
         ];
