@@ -36,30 +36,49 @@ fn unexpected(op: &str, reply: &Reply) -> BatonError {
     BatonError::internal(format!("baton answered `{op}` with a `{}` reply", reply.kind()))
 }
 
-/// `Call` for a request type sent as `Request::$op`, answered by `Reply::$variant` (boxed
-/// on the wire with `boxed`, handed out unboxed).
-macro_rules! answered_by {
-    ($params:ty, $op:ident => $variant:ident($out:ty)) => {
-        answered_by!(@impl $params, $op, $variant, $out, |answer: $out| answer);
-    };
-    ($params:ty, $op:ident => boxed $variant:ident($out:ty)) => {
-        answered_by!(@impl $params, $op, $variant, $out, |answer: Box<$out>| *answer);
-    };
-    (@impl $params:ty, $op:ident, $variant:ident, $out:ty, $take:expr) => {
+/// `impl Call for $params`: sent as `$request` (built from `$this`), answered by `$answer`
+/// (made from `$reply`). Every request type's impl is written through this one.
+macro_rules! call {
+    ($params:ty => $out:ty, |$this:ident| $request:expr, |$reply:ident| $answer:expr) => {
         impl Call for $params {
             type Reply = $out;
 
             fn into_request(self) -> Request {
-                Request::$op(self)
+                let $this = self;
+                $request
             }
 
-            fn reply(reply: Reply) -> BatonResult<$out> {
-                match reply {
-                    Reply::$variant(answer) => Ok(($take)(answer)),
-                    other => Err(unexpected(stringify!($op), &other)),
-                }
+            fn reply($reply: Reply) -> BatonResult<$out> {
+                $answer
             }
         }
+    };
+}
+
+/// `reply`'s `$variant`, unboxed with `boxed`, or the error for answering `$op` with it.
+macro_rules! take {
+    ($reply:ident, $op:expr, boxed $variant:ident) => {
+        match $reply {
+            Reply::$variant(answer) => Ok(*answer),
+            other => Err(unexpected($op, &other)),
+        }
+    };
+    ($reply:ident, $op:expr, $variant:ident) => {
+        match $reply {
+            Reply::$variant(answer) => Ok(answer),
+            other => Err(unexpected($op, &other)),
+        }
+    };
+}
+
+/// `Call` for a request type sent as `Request::$op`, answered by `Reply::$variant` (boxed
+/// on the wire with `boxed`, handed out unboxed).
+macro_rules! answered_by {
+    ($params:ty, $op:ident => boxed $variant:ident($out:ty)) => {
+        call!($params => $out, |this| Request::$op(this), |reply| take!(reply, stringify!($op), boxed $variant));
+    };
+    ($params:ty, $op:ident => $variant:ident($out:ty)) => {
+        call!($params => $out, |this| Request::$op(this), |reply| take!(reply, stringify!($op), $variant));
     };
 }
 
@@ -106,29 +125,8 @@ fn briefed(op: &str, reply: Reply) -> BatonResult<Briefed> {
     }
 }
 
-impl Call for AdvanceParams {
-    type Reply = Briefed;
-
-    fn into_request(self) -> Request {
-        Request::Advance(self)
-    }
-
-    fn reply(reply: Reply) -> BatonResult<Briefed> {
-        briefed("Advance", reply)
-    }
-}
-
-impl Call for AnswerHumanParams {
-    type Reply = Briefed;
-
-    fn into_request(self) -> Request {
-        Request::AnswerHuman(self)
-    }
-
-    fn reply(reply: Reply) -> BatonResult<Briefed> {
-        briefed("AnswerHuman", reply)
-    }
-}
+call!(AdvanceParams => Briefed, |this| Request::Advance(this), |reply| briefed("Advance", reply));
+call!(AnswerHumanParams => Briefed, |this| Request::AnswerHuman(this), |reply| briefed("AnswerHuman", reply));
 
 /// The requests that take no arguments, by name.
 macro_rules! without_arguments {
@@ -137,20 +135,7 @@ macro_rules! without_arguments {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
         pub struct $name;
 
-        impl Call for $name {
-            type Reply = $out;
-
-            fn into_request(self) -> Request {
-                Request::$op(NoParams {})
-            }
-
-            fn reply(reply: Reply) -> BatonResult<$out> {
-                match reply {
-                    Reply::$variant(answer) => Ok(answer),
-                    other => Err(unexpected(stringify!($op), &other)),
-                }
-            }
-        }
+        call!($name => $out, |_this| Request::$op(NoParams {}), |reply| take!(reply, stringify!($op), $variant));
     };
 }
 
@@ -169,46 +154,26 @@ without_arguments!(
 
 /// `Call` for an intent of `resume`, answered by `Reply::$variant`.
 macro_rules! resume_answered_by {
+    ($intent:ident as $kind:ident => boxed $variant:ident($out:ty)) => {
+        call!($intent => $out, |this| Request::Resume(Resume::$kind(this).into()), |reply| {
+            take!(reply, concat!("Resume (", stringify!($kind), ")"), boxed $variant)
+        });
+    };
     ($intent:ident as $kind:ident => $variant:ident($out:ty)) => {
-        impl Call for $intent {
-            type Reply = $out;
-
-            fn into_request(self) -> Request {
-                Request::Resume(Resume::$kind(self).into())
-            }
-
-            fn reply(reply: Reply) -> BatonResult<$out> {
-                match reply {
-                    Reply::$variant(answer) => Ok(*answer),
-                    other => Err(unexpected(concat!("Resume (", stringify!($kind), ")"), &other)),
-                }
-            }
-        }
+        call!($intent => $out, |this| Request::Resume(Resume::$kind(this).into()), |reply| {
+            take!(reply, concat!("Resume (", stringify!($kind), ")"), $variant)
+        });
     };
 }
 
-resume_answered_by!(RunBriefing as Briefing => Briefing(Briefing));
-resume_answered_by!(ForkCheckpoint as Fork => Brief(Brief));
-resume_answered_by!(ForkAt as ForkAt => Brief(Brief));
-resume_answered_by!(Claim as Claim => Task(TaskBrief));
-resume_answered_by!(Renew as Renew => Task(TaskBrief));
-resume_answered_by!(Release as Release => Task(TaskBrief));
-resume_answered_by!(ShowTask as Show => Task(TaskBrief));
-
-impl Call for ListOpen {
-    type Reply = RunList;
-
-    fn into_request(self) -> Request {
-        Request::Resume(Resume::List(self).into())
-    }
-
-    fn reply(reply: Reply) -> BatonResult<RunList> {
-        match reply {
-            Reply::Runs(list) => Ok(list),
-            other => Err(unexpected("Resume (List)", &other)),
-        }
-    }
-}
+resume_answered_by!(RunBriefing as Briefing => boxed Briefing(Briefing));
+resume_answered_by!(ForkCheckpoint as Fork => boxed Brief(Brief));
+resume_answered_by!(ForkAt as ForkAt => boxed Brief(Brief));
+resume_answered_by!(Claim as Claim => boxed Task(TaskBrief));
+resume_answered_by!(Renew as Renew => boxed Task(TaskBrief));
+resume_answered_by!(Release as Release => boxed Task(TaskBrief));
+resume_answered_by!(ShowTask as Show => boxed Task(TaskBrief));
+resume_answered_by!(ListOpen as List => Runs(RunList));
 
 impl Reply {
     /// The name of the kind of answer (for errors and logs).
