@@ -28,9 +28,9 @@ pub async fn probe(cwd: &Path, depth: Probe) -> Workspace {
     if marker.is_none() && std::env::var_os("GIT_DIR").is_none() && std::env::var_os("GIT_WORK_TREE").is_none() {
         return workspace;
     }
-    let cached = marker.as_ref().and_then(|m| roots().get(cwd).filter(|(seen, _)| seen == m).map(|(_, root)| Some(root.clone())));
+    let cached = marker.as_ref().and_then(|m| roots().get(cwd).filter(|(seen, _)| seen == m).map(|(_, root)| root.clone()));
     let root = match cached {
-        Some(root) => root,
+        Some(root) => Some(root),
         None => {
             let root = git(cwd, &["rev-parse", "--show-toplevel"]).probe().await;
             // Only a root found is kept: a `.git` that is no repository yet may become one.
