@@ -2,7 +2,8 @@
 //! process, outside the disk's wait: the `baton serve` session (MCP over stdio, the client
 //! side of the owner's socket) and the owner (its tokio threads apart from sled's own). One
 //! session advances one run `BATON_BENCH_ADVANCES` times (default 3,000); the CPU each
-//! process used meanwhile (utime + stime from /proc, per thread for the owner) is divided
+//! process used meanwhile (run time from /proc schedstat per live thread, utime + stime for
+//! the whole process) is divided
 //! by the advances. Exited threads count in the process's total, not in any named thread.
 //! Set BATON_BENCH_DIR to measure on another disk (default: $TMPDIR/baton-bench).
 
@@ -52,7 +53,10 @@ fn usage(pid: u32) -> (Use, Vec<(String, Use)>) {
     let mut all_switches = 0.0;
     for entry in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
         let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim().to_string();
-        let used = (cpu_seconds(&entry.path().join("stat")), switches(&entry.path().join("status")));
+        // schedstat's run time is in nanoseconds (stat's in clock ticks of 10 ms).
+        let ran = std::fs::read_to_string(entry.path().join("schedstat")).ok().and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+        let cpu = ran.map_or_else(|| cpu_seconds(&entry.path().join("stat")), |ns| ns / 1e9);
+        let used = (cpu, switches(&entry.path().join("status")));
         all_switches += used.1;
         match threads.iter_mut().find(|(n, _)| *n == name) {
             Some((_, sum)) => *sum = (sum.0 + used.0, sum.1 + used.1),
