@@ -3,8 +3,7 @@
 //! side of the owner's socket) and the owner (its tokio threads apart from sled's own). One
 //! session advances one run `BATON_BENCH_ADVANCES` times (default 3,000); the CPU each
 //! process used meanwhile (run time from /proc schedstat per live thread, utime + stime for
-//! the whole process) is divided
-//! by the advances. Exited threads count in the process's total, not in any named thread.
+//! the whole process) is divided by the advances. Exited threads count in the process's total, not in any named thread.
 //! Set BATON_BENCH_DIR to measure on another disk (default: $TMPDIR/baton-bench).
 
 use std::path::{Path, PathBuf};
@@ -34,11 +33,12 @@ fn clock_ticks() -> f64 {
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
-/// Context switches so far (voluntary + involuntary) of a process or thread.
+/// Voluntary context switches so far (waits: each costs a sleep and a wake-up) of a
+/// thread; involuntary ones (preemption) depend on the machine's other load.
 fn switches(status: &Path) -> f64 {
     let text = std::fs::read_to_string(status).unwrap_or_default();
     text.lines()
-        .filter(|l| l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches"))
+        .filter(|l| l.starts_with("voluntary_ctxt_switches"))
         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .sum()
 }
@@ -70,7 +70,7 @@ fn print_delta(who: &str, before: &(Use, Vec<(String, Use)>), after: &(Use, Vec<
     let per = |s: f64| s * 1e6 / n as f64;
     let switches = |s: f64| s / n as f64;
     println!(
-        "{who}: {:.1} us CPU per advance, {:.2} context switches (live threads)",
+        "{who}: {:.1} us CPU per advance, {:.2} voluntary context switches (live threads)",
         per(after.0.0 - before.0.0),
         switches(after.0.1 - before.0.1)
     );
