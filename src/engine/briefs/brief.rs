@@ -102,13 +102,17 @@ impl Brief {
     /// The brief for whoever acts next on `run`, within [`MAX_BRIEF_BYTES`].
     pub fn of(run: &Run, guide: Guide) -> Brief {
         let mut brief = Brief::with_caps(run, guide, CAPS[0]);
+        // Measured once per candidate: measuring is serializing the whole brief, and the
+        // answer serializes it again anyway.
+        let mut fits = serialized_len(&brief) <= MAX_BRIEF_BYTES;
         for caps in &CAPS[1..] {
-            if serialized_len(&brief) <= MAX_BRIEF_BYTES {
+            if fits {
                 break;
             }
             brief = Brief::with_caps(run, guide, *caps);
+            fits = serialized_len(&brief) <= MAX_BRIEF_BYTES;
         }
-        if serialized_len(&brief) > MAX_BRIEF_BYTES {
+        if !fits {
             // Only a huge number of steps or options can get here: keep the fields to act on.
             brief.prior_outputs.clear();
             brief.recent_human_answers.clear();

@@ -109,6 +109,23 @@ pub fn cut(text: &str, cap: usize, shortened: &mut Vec<String>, field: &str) -> 
     format!("{}…", prefix(text, cap.saturating_sub(3)))
 }
 
+/// The length of `value` as JSON, counted as it is written rather than written into a
+/// buffer: every answer measures its brief this way, and the buffer (a few KB, grown by
+/// doubling) was thrown away at once.
 pub fn serialized_len<T: Serialize>(value: &T) -> usize {
-    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
