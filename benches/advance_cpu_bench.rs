@@ -37,10 +37,7 @@ fn clock_ticks() -> f64 {
 /// thread; involuntary ones (preemption) depend on the machine's other load.
 fn switches(status: &Path) -> f64 {
     let text = std::fs::read_to_string(status).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("voluntary_ctxt_switches"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with("voluntary_ctxt_switches")).filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).sum()
 }
 
 /// A process's (or one thread name's) CPU seconds and context switches.
@@ -54,7 +51,8 @@ fn usage(pid: u32) -> (Use, Vec<(String, Use)>) {
     for entry in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
         let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim().to_string();
         // schedstat's run time is in nanoseconds (stat's in clock ticks of 10 ms).
-        let ran = std::fs::read_to_string(entry.path().join("schedstat")).ok().and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+        let ran =
+            std::fs::read_to_string(entry.path().join("schedstat")).ok().and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
         let cpu = ran.map_or_else(|| cpu_seconds(&entry.path().join("stat")), |ns| ns / 1e9);
         let used = (cpu, switches(&entry.path().join("status")));
         all_switches += used.1;
