@@ -141,7 +141,13 @@ impl Browser {
             match self.socket.read() {
                 Ok(Message::Text(text)) => return serde_json::from_str(text.as_str()).ok(),
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                // A signal (SIGCHLD from the owner and browser children) interrupts the
+                // read; tungstenite keeps what it had read of the frame, so reading again is safe.
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => panic!("DevTools connection failed: {e}"),
             }
         }
