@@ -49,7 +49,7 @@ impl Bodies {
         if batch.bodies.contains(&hash) {
             return Ok(hash);
         }
-        if db.tree(TreeId::Bodies).contains_key(&hash)? {
+        if db.contains_key(TreeId::Bodies, hash.as_bytes())? {
             if self.hashes.len() >= KEPT_HASHES {
                 self.hashes.remove(0);
             }
@@ -68,4 +68,21 @@ pub(super) fn count_into(counts: &mut HashMap<Vec<u8>, i64>, summary: &RunSummar
     for template in [None, Some(summary.template.as_str())] {
         *counts.entry(keys::count_key(summary.status, template)).or_default() += delta;
     }
+}
+
+/// Apply writes in one transaction, keeping no undo (a repair, a journal replay).
+pub(super) fn apply(db: &Db, writes: &[Write]) -> Result<(), String> {
+    use sled::Transactional;
+    db.trees
+        .as_slice()
+        .transaction(|trees| {
+            for (tree, key, value) in writes {
+                match value {
+                    Some(v) => trees[*tree as usize].insert(key.as_slice(), v.as_slice())?,
+                    None => trees[*tree as usize].remove(key.as_slice())?,
+                };
+            }
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| format!("{e:?}"))
 }

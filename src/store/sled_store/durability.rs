@@ -98,13 +98,34 @@ pub fn can_reopen(dir: &Path) -> bool {
     if spare.len() < REOPEN_FDS {
         return false;
     }
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return true };
+    free_bytes(dir).is_none_or(|free| free >= REOPEN_BYTES)
+}
+
+/// Free bytes (for unprivileged users) on the disk holding `dir`, if it can be asked.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: a valid C string and a pointer to a statvfs to fill.
     if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return true;
+        return None;
     }
-    stat.f_bavail as u64 * stat.f_frsize as u64 >= REOPEN_BYTES
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// Room kept free beyond what a batch needs: sled may start a new log segment (512 KiB)
+/// while it writes, and reopening needs [`REOPEN_BYTES`].
+const SPARE_BYTES: u64 = 2 * 512 * 1024;
+
+/// `ENOSPC` unless the disk holding `dir` has room for sled to take `bytes` more (written
+/// up to four times: its log buffer, a value's own blob file, and their rewrites) and
+/// [`SPARE_BYTES`]. sled 0.34 must never meet a full disk inside a write: when writing a
+/// large value's blob file fails, it leaves a log buffer with a writer that never
+/// finishes, and every later flush (even the one on drop) waits forever (gdb, issue 22).
+pub fn room_for(dir: &Path, bytes: u64) -> io::Result<()> {
+    match free_bytes(dir) {
+        Some(free) if free < bytes.saturating_mul(4).saturating_add(SPARE_BYTES) => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+        _ => Ok(()),
+    }
 }
 
 /// Descriptors kept in reserve for a batch: sled opens one file at a time (a large value),
@@ -166,6 +187,30 @@ fn names(dir: &Path) -> io::Result<HashSet<OsString>> {
     std::fs::read_dir(dir)?.map(|entry| entry.map(|e| e.file_name())).collect()
 }
 
+/// Closing sled: when dropped, waits (at most [`UNLOCK_WAIT`]) until no open file holds the
+/// `flock` sled takes on its log file, so the database can be opened again at once (by
+/// this process, or by the next owner). sled's own drop writes what its log buffer holds
+/// on its I/O threads, which let go of the file a moment after the drop returned.
+pub struct Unlocked(pub PathBuf);
+
+const UNLOCK_WAIT: Duration = Duration::from_secs(2);
+
+impl Drop for Unlocked {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        let Ok(probe) = File::open(&self.0) else { return };
+        let deadline = std::time::Instant::now() + UNLOCK_WAIT;
+        // SAFETY: flock on a descriptor this function owns; closing it releases the lock.
+        while unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!("sled still holds {} {UNLOCK_WAIT:?} after it was closed", self.0.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 /// How long the writer waits for sled's flush. A flush is a few `pwrite`s and a
 /// `sync_file_range`, milliseconds even on a busy disk; this bound stays below a caller's
 /// deadline (4 s), so a caller hears `storage` from the store instead of `unavailable`.
@@ -197,6 +242,8 @@ pub struct Flusher {
     done: mpsc::Receiver<std::thread::Result<sled::Result<usize>>>,
     /// A flush has not returned yet: the thread is still inside sled.
     stuck: bool,
+    /// A closed instance whose drop (which flushes) has not returned yet.
+    closing: Option<mpsc::Receiver<()>>,
 }
 
 /// Tests: the next flush of the database in this directory first sleeps this long.
@@ -229,21 +276,52 @@ impl Flusher {
                 }
             }
         })?;
-        Ok(Flusher { requests, done, stuck: false })
+        Ok(Flusher { requests, done, stuck: false, closing: None })
     }
 
     /// Whether a flush is still stuck inside sled (checking whether it returned meanwhile).
     pub fn is_stuck(&mut self) -> bool {
         if self.stuck && self.done.try_recv().is_ok() {
+            self.stuck = false;
             self.unstick();
         }
-        self.stuck
+        if let Some(closing) = &self.closing
+            && !matches!(closing.try_recv(), Err(mpsc::TryRecvError::Empty))
+        {
+            self.closing = None;
+            self.unstick();
+        }
+        self.stuck || self.closing.is_some()
     }
 
     fn unstick(&mut self) {
-        self.stuck = false;
-        STUCK_SINCE_MS.store(0, Ordering::Relaxed);
-        tracing::info!("sled's flush returned after being stuck; the store can reopen the database");
+        if !self.stuck && self.closing.is_none() {
+            STUCK_SINCE_MS.store(0, Ordering::Relaxed);
+            tracing::info!("sled's flush returned after being stuck; the store can reopen the database");
+        }
+    }
+
+    /// Drop a sled instance (sled flushes on drop) on a thread of its own, waiting at most
+    /// `wait`: the flush on drop can wait forever just like any other (see [`room_for`]).
+    pub fn close<T: Send + 'static>(&mut self, db: T, wait: Duration) -> Result<(), String> {
+        let (closed, finished) = mpsc::channel();
+        let spawned = std::thread::Builder::new().name("baton-close".into()).spawn(move || {
+            // sled syncs on drop unless it saw an error; a failing sync there panics.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+            let _ = closed.send(());
+        });
+        if let Err(e) = spawned {
+            return Err(format!("cannot start a thread to close the database: {e}"));
+        }
+        match finished.recv_timeout(wait) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.closing = Some(finished);
+                let _ = STUCK_SINCE_MS.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+                tracing::error!("sled did not finish closing the database within {wait:?} (its flush on close is stuck)");
+                Err(format!("sled did not finish writing its log within {wait:?} while closing the database"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Flush `db`, waiting at most `wait`. The error text names what happened.

@@ -11,6 +11,7 @@
 
 use super::keys::{self, TreeId};
 use super::{Db, StoreCore};
+use std::ops::Bound;
 use crate::engine::RunStatus;
 use crate::error::{BatonError, BatonResult};
 use crate::store::{RunPage, RunQuery, RunSummary, StatusFilter};
@@ -75,7 +76,6 @@ fn page(shared: &StoreCore, query: &RunQuery, after: Option<&[u8]>, mut found: V
 
 /// Up to `limit + 1` index entries matching `query` after `after`, in order.
 fn scan(shared: &StoreCore, db: &Db, query: &RunQuery, after: Option<&[u8]>) -> BatonResult<Vec<(Vec<u8>, RunSummary)>> {
-    let tree = db.tree(TreeId::Index);
     let mut ranges: Vec<_> = statuses(query.status)
         .into_iter()
         .map(|status| {
@@ -86,7 +86,7 @@ fn scan(shared: &StoreCore, db: &Db, query: &RunQuery, after: Option<&[u8]>) -> 
                 Some(after) => [prefix.as_slice(), after, &[0]].concat(),
                 None => prefix,
             };
-            tree.range(start..end).peekable()
+            db.range(TreeId::Index, Bound::Included(&start), Bound::Excluded(&end)).peekable()
         })
         .collect();
     let mut found = Vec::new();
@@ -123,7 +123,7 @@ fn count(shared: &StoreCore, db: &Db, query: &RunQuery) -> BatonResult<u64> {
     if query.workspace.is_some() {
         let mut total = 0;
         for status in statuses(query.status) {
-            for entry in db.tree(TreeId::Index).scan_prefix([keys::status_byte(status)]) {
+            for entry in db.scan_prefix(TreeId::Index, &[keys::status_byte(status)]) {
                 let (key, bytes) = entry?;
                 let summary: RunSummary = shared.codec.decode(TreeId::Index.name(), &key, &bytes)?;
                 total += u64::from(matches(query, &summary));
@@ -131,14 +131,13 @@ fn count(shared: &StoreCore, db: &Db, query: &RunQuery) -> BatonResult<u64> {
         }
         return Ok(total);
     }
-    let meta = db.tree(TreeId::Meta);
     let mut total = 0;
     for status in statuses(query.status) {
-        total += read_counter(meta, &keys::count_key(status, query.template.as_deref()))?;
+        total += read_counter(db, &keys::count_key(status, query.template.as_deref()))?;
     }
     Ok(total)
 }
 
-pub fn read_counter(meta: &sled::Tree, key: &[u8]) -> BatonResult<u64> {
-    Ok(meta.get(key)?.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0))
+pub fn read_counter(db: &Db, key: &[u8]) -> BatonResult<u64> {
+    Ok(db.get(TreeId::Meta, key)?.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0))
 }

@@ -4,7 +4,7 @@
 //! consistent copy made between two batches while readers go on), and `export`/`import`
 //! of runs as JSON lines.
 
-use super::batch::{Batch, Bodies, Write, count_into};
+use super::batch::{Batch, Bodies, count_into};
 use super::integrity::{Record, Witness};
 use super::keys::{self, TreeId};
 use super::{Db, Options, StoreCore, index, integrity_conf, io_storage, open_sled};
@@ -22,7 +22,7 @@ pub fn verify(shared: &StoreCore, db: &Db) -> BatonResult<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut problem = |p: String| crate::store::report::add_problem(&mut report.problems, p);
     let mut runs = BTreeMap::new();
-    for entry in db.tree(TreeId::Runs).iter() {
+    for entry in db.iter(TreeId::Runs) {
         let (key, bytes) = entry?;
         match shared.decode_run(db, TreeId::Runs.name(), &key, &bytes) {
             Ok(run) if run.id.as_bytes() == key.as_ref() => {
@@ -34,7 +34,7 @@ pub fn verify(shared: &StoreCore, db: &Db) -> BatonResult<VerifyReport> {
     }
     let mut events: HashMap<String, Vec<Event>> = HashMap::new();
     let mut event_count = 0;
-    for entry in db.tree(TreeId::Events).iter() {
+    for entry in db.iter(TreeId::Events) {
         let (key, bytes) = entry?;
         event_count += 1;
         let Some(slash) = key.iter().position(|b| *b == b'/').filter(|s| key.len() == s + 9) else {
@@ -58,7 +58,7 @@ pub fn verify(shared: &StoreCore, db: &Db) -> BatonResult<VerifyReport> {
             problem(format!("run {run_id}: its last event is not its last change"));
         }
         for name in &run.checkpoints {
-            match db.tree(TreeId::Checkpoints).get(keys::checkpoint_key(run_id, name))? {
+            match db.get(TreeId::Checkpoints, &keys::checkpoint_key(run_id, name))? {
                 None => problem(format!("run {run_id} lists checkpoint {name}, which is missing")),
                 Some(bytes) => match shared.decode_run(db, TreeId::Checkpoints.name(), &keys::checkpoint_key(run_id, name), &bytes) {
                     Ok(cp) if cp.id == *run_id => {}
@@ -74,7 +74,7 @@ pub fn verify(shared: &StoreCore, db: &Db) -> BatonResult<VerifyReport> {
     }
     let mut counts = HashMap::new();
     let mut indexed = 0;
-    for entry in db.tree(TreeId::Index).iter() {
+    for entry in db.iter(TreeId::Index) {
         let (key, bytes) = entry?;
         indexed += 1;
         match codec.decode::<RunSummary>(TreeId::Index.name(), &key, &bytes) {
@@ -90,7 +90,7 @@ pub fn verify(shared: &StoreCore, db: &Db) -> BatonResult<VerifyReport> {
     if indexed != runs.len() {
         problem(format!("the listing index has {indexed} entries for {} runs", runs.len()));
     }
-    for (key, value) in db.tree(TreeId::Meta).scan_prefix(b"count/").chain(db.tree(TreeId::Meta).scan_prefix(b"tcount/")).flatten() {
+    for (key, value) in db.scan_prefix(TreeId::Meta, b"count/").chain(db.scan_prefix(TreeId::Meta, b"tcount/")).flatten() {
         let stored = value.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
         if stored != counts.remove(key.as_ref()).unwrap_or(0) as u64 {
             problem(format!("the counter meta/{} is wrong", String::from_utf8_lossy(&key)));
@@ -99,7 +99,7 @@ pub fn verify(shared: &StoreCore, db: &Db) -> BatonResult<VerifyReport> {
     if counts.values().any(|c| *c != 0) {
         problem("a listing counter is missing".into());
     }
-    for entry in db.tree(TreeId::Templates).iter() {
+    for entry in db.iter(TreeId::Templates) {
         let (key, bytes) = entry?;
         report.templates += 1;
         if let Err(e) = codec.decode::<Template>(TreeId::Templates.name(), &key, &bytes) {
@@ -151,7 +151,7 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
     for (key, count) in counts {
         writes.push((TreeId::Meta, key, Some((count.max(0) as u64).to_be_bytes().to_vec())));
     }
-    apply(&db, &writes).map_err(|e| io_storage(dir, "repair", &e))?;
+    super::batch::apply(&db, &writes).map_err(|e| io_storage(dir, "repair", &e))?;
     db.sled.flush()?;
     super::durability::Syncer::open(dir).map_err(|e| io_storage(dir, "sync", &e))?;
     // The old record is evidence of what was acknowledged: kept aside, never overwritten.
@@ -164,23 +164,6 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
     Record::create(dir, accepted)?;
     let report = verify(&shared, &db)?;
     Ok(report)
-}
-
-/// Apply writes in one transaction (no undo needed: used offline).
-fn apply(db: &Db, writes: &[Write]) -> Result<(), String> {
-    use sled::Transactional;
-    db.trees
-        .as_slice()
-        .transaction(|trees| {
-            for (tree, key, value) in writes {
-                match value {
-                    Some(v) => trees[*tree as usize].insert(key.as_slice(), v.as_slice())?,
-                    None => trees[*tree as usize].remove(key.as_slice())?,
-                };
-            }
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        })
-        .map_err(|e| format!("{e:?}"))
 }
 
 /// Copy every tree, record by record (sealed records stay sealed), into a new database
@@ -199,9 +182,9 @@ pub fn backup(shared: &StoreCore, target: &Path, db_id: [u8; 16], batch: u64) ->
     let copy = open_sled(target, &shared.options)?;
     let mut records = 0;
     shared.with_db(|db| {
-        for (from, to) in db.trees.iter().zip(&copy.trees) {
+        for (from, to) in keys::TreeId::ALL.iter().zip(&copy.trees) {
             let mut batch = sled::Batch::default();
-            for entry in from.iter() {
+            for entry in db.iter(*from) {
                 let (key, value) = entry?;
                 batch.insert(key, value);
                 records += 1;
@@ -226,7 +209,7 @@ pub fn export(shared: &StoreCore, out: &mut (dyn std::io::Write + Send)) -> Bato
         write_line(out, &Exported::Template(template)).map_err(io)?;
     }
     let ids: Vec<String> = shared.with_db(|db| {
-        db.tree(TreeId::Runs).iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect::<BatonResult<_>>()
+        db.iter(TreeId::Runs).map(|e| Ok(String::from_utf8_lossy(&e?.0).into_owned())).collect::<BatonResult<_>>()
     })?;
     let mut count = 0;
     for id in ids {
@@ -260,7 +243,7 @@ pub(super) fn plan_import(
     for record in &records {
         if let Exported::Run { run, .. } = record
             && !replace
-            && db.tree(TreeId::Runs).contains_key(&run.id)?
+            && db.contains_key(TreeId::Runs, run.id.as_bytes())?
         {
             return Err(BatonError::new(
                 ErrorCode::Conflict,

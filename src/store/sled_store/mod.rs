@@ -1,8 +1,9 @@
 //! The embedded store: runs in sled.
 //!
 //! - Writes: one writer thread owns the write path ([`writer`]). Commits arriving together
-//!   form a batch: one sled transaction, one flush and one `fdatasync` ([`durability`]);
-//!   each commit is answered only once its batch is durable.
+//!   form a batch: one journal append and one `fdatasync` ([`journal`]), then one sled
+//!   transaction; each commit is answered only once its batch is durable. sled's own
+//!   flush and sync ([`durability`]) happen at checkpoints, when the journal is full.
 //! - Reads go straight to sled and never wait for the writer. A reader sees only durable
 //!   state: while a batch is applied but not yet durable, the runs it touches are read
 //!   from the batch's *overlay* (their state before the batch), so a change is never shown
@@ -22,9 +23,11 @@ mod delete;
 mod durability;
 mod index;
 mod integrity;
+mod journal;
 mod keys;
 mod leftovers;
 mod maintenance;
+mod pending;
 mod upgrade;
 mod writer;
 
@@ -37,6 +40,7 @@ use codec::Codec;
 use keys::TreeId;
 use sled::Tree;
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -99,6 +103,10 @@ pub(crate) struct Db {
     trees: Vec<Tree>,
     /// What was set aside before sled opened (see [`leftovers`]), one line per file.
     set_aside: Vec<String>,
+    /// Journaled changes not yet in sled; every read looks here first ([`pending`]).
+    pending: pending::Pending,
+    /// Dropped last (fields drop in order): waits until sled's file lock is free.
+    _closed: durability::Unlocked,
 }
 
 impl Db {
@@ -192,6 +200,11 @@ impl SledStore {
                 db.tree(TreeId::Runs).len()
             );
         }
+        // What opening wrote (sled's recovery, new trees, the format's records, a replayed
+        // journal) is made durable before the journal starts afresh: sled 0.34 cannot
+        // recover a log that lost the pages its trees were created in ("tried to serialize
+        // Uninitialized" on the next open, seen in the power-cut test).
+        db.sled.flush()?;
         let syncer = durability::Syncer::open(dir).map_err(|e| io_storage(dir, "sync", &e))?;
         *shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
         let writer = writer::Handle::start(Arc::clone(&shared), syncer, record, state)?;
@@ -266,9 +279,9 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || -> sled::Result<Db> {
         let sled = config.open()?;
         let trees = keys::TREES.iter().map(|name| sled.open_tree(name)).collect::<sled::Result<Vec<_>>>()?;
-        Ok(Db { sled, trees, set_aside })
+        Ok(Db { sled, trees, set_aside, pending: Default::default(), _closed: durability::Unlocked(dir.join("db")) })
     }));
-    match opened {
+    let db = match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(sled::Error::Io(io)))
             if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
@@ -308,7 +321,15 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
             format!("the baton database at {} is damaged: sled could not recover its log {}", dir.display(), dir.join("db").display()),
             "Restore the database directory from a backup.",
         )),
-    }
+    }?;
+    // What was acknowledged since sled was last flushed is in the journal.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| journal::replay(dir, &db))).unwrap_or_else(|_| {
+        Err(BatonError::storage(
+            format!("the baton database at {} is damaged: sled could not take back its journal {}", dir.display(), journal::path(dir).display()),
+            "Restore the database directory from a backup.",
+        ))
+    })?;
+    Ok(db)
 }
 
 /// The text of a sled error. sled passes I/O errors from its I/O threads on in their Debug
@@ -372,14 +393,14 @@ impl StoreCore {
     /// The stored snapshot of a run as sled has it (durable or in flight).
     fn stored_run(&self, db: &Db, run_id: &str) -> BatonResult<Option<Run>> {
         let tree = TreeId::Runs.name();
-        match db.tree(TreeId::Runs).get(run_id)? {
+        match db.get(TreeId::Runs, run_id.as_bytes())? {
             None => Ok(None),
             Some(bytes) => self.decode_run(db, tree, run_id.as_bytes(), &bytes).map(Some),
         }
     }
 
     fn decode_run(&self, db: &Db, tree: &str, key: &[u8], bytes: &[u8]) -> BatonResult<Run> {
-        self.codec.decode_run(tree, key, bytes, |hash| Ok(db.tree(TreeId::Bodies).get(hash)?.map(|v| v.to_vec())))
+        self.codec.decode_run(tree, key, bytes, |hash| Ok(db.get(TreeId::Bodies, hash.as_bytes())?.map(|v| v.to_vec())))
     }
 
     /// The durable snapshot of a run. sled is read first and the overlay second: a value
@@ -406,10 +427,10 @@ impl StoreCore {
             if from > to {
                 return Ok(Vec::new());
             }
-            let range = keys::event_key(run_id, from)..=keys::event_key(run_id, to);
+            let (first, last) = (keys::event_key(run_id, from), keys::event_key(run_id, to));
             let mut events = Vec::new();
             let mut used = 0;
-            for entry in db.tree(TreeId::Events).range(range).rev() {
+            for entry in db.range(TreeId::Events, Bound::Included(&first), Bound::Included(&last)).rev() {
                 let (key, bytes) = entry?;
                 let json = self.codec.json(TreeId::Events.name(), &key, &bytes)?;
                 used += json.len();
@@ -428,7 +449,7 @@ impl StoreCore {
     fn checkpoint(&self, run_id: &str, name: &str) -> BatonResult<Option<Run>> {
         let key = keys::checkpoint_key(run_id, name);
         self.with_db(|db| {
-            let stored = match db.tree(TreeId::Checkpoints).get(&key)? {
+            let stored = match db.get(TreeId::Checkpoints, &key)? {
                 None => None,
                 Some(bytes) => Some(self.decode_run(db, TreeId::Checkpoints.name(), &key, &bytes)?),
             };
@@ -453,8 +474,7 @@ impl StoreCore {
     fn templates(&self) -> BatonResult<Vec<Template>> {
         self.with_db(|db| {
             let mut stored: Vec<Template> = db
-                .tree(TreeId::Templates)
-                .iter()
+                .iter(TreeId::Templates)
                 .map(|entry| {
                     let (key, bytes) = entry?;
                     self.codec.decode(TreeId::Templates.name(), &key, &bytes)

@@ -78,6 +78,28 @@ fn advance(store: &SledStore, op: &str, id: &str, expected_version: u64) -> Bato
     })
 }
 
+/// An advance that leaves the run with 700 KiB of artifacts: a checkpoint of it (two
+/// snapshots) is too large for the journal, so sled's flush makes it durable.
+fn advance_large(store: &SledStore, op: &str, id: &str, expected_version: u64) -> BatonResult<Run> {
+    update(store, op, id, move |run| {
+        let mut artifacts = Map::new();
+        // Random text: LZ4 (see `codec`) leaves it as large as it is.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let blob: String = (0..700 * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(state % 64) as usize])
+            })
+            .collect();
+        artifacts.insert("blob".into(), blob.into());
+        let change = Change::Advance { code: None, expected_version, outcome: "planned".into(), output: "plan".into(), artifacts, plan: None };
+        let event = apply(run, change, NOW)?;
+        Ok(Commit::new(run.clone(), event))
+    })
+}
+
 fn checkpoint(store: &SledStore, op: &str, name: &str) -> BatonResult<Run> {
     let name = name.to_string();
     update(store, op, "r1", move |run| {
@@ -264,19 +286,22 @@ fn the_first_format_is_upgraded_on_open_and_reopens() {
     let report = block_on(store.verify()).unwrap();
     assert!(report.is_sound(), "{report:?}");
     assert_eq!(store.shared.run("50abcc98-28a8-4794-ac36-e15747a01493").unwrap().unwrap().version, 2);
-    let tags: Vec<u8> = store.shared.with_db(|db| Ok(db.tree(TreeId::Runs).iter().values().map(|v| v.unwrap()[0]).collect())).unwrap();
+    let tags: Vec<u8> = store.shared.with_db(|db| Ok(db.iter(TreeId::Runs).map(|e| e.unwrap().1[0]).collect())).unwrap();
     assert!(tags.iter().all(|t| *t != b'{'), "run snapshots carry a format tag after the upgrade");
 }
 
 /// A checkpoint change on any run in progress.
 fn advance_any_in(store: &SledStore, id: &str) {
-    let op = uuid::Uuid::new_v4().to_string();
-    update(store, &op, id, move |run| {
+    checkpoint_in(store, &uuid::Uuid::new_v4().to_string(), id).unwrap();
+}
+
+/// Save a checkpoint of run `id` (a change any run takes).
+fn checkpoint_in(store: &SledStore, op: &str, id: &str) -> BatonResult<Run> {
+    update(store, op, id, move |run| {
         let name = format!("c{}", run.version);
         let event = apply(run, checkpoint_change(None, &name), NOW)?;
         Ok(Commit { checkpoint: Some(name), ..Commit::new(run.clone(), event) })
     })
-    .unwrap();
 }
 
 #[test]
@@ -287,7 +312,7 @@ fn records_are_compact() {
     let (run_bytes, event_bytes) = store
         .shared
         .with_db(|db| {
-            Ok((db.tree(TreeId::Runs).get("r1")?.unwrap().len(), db.tree(TreeId::Events).get(keys::event_key("r1", 2))?.unwrap().len()))
+            Ok((db.get(TreeId::Runs, b"r1")?.unwrap().len(), db.get(TreeId::Events, &keys::event_key("r1", 2))?.unwrap().len()))
         })
         .unwrap();
     let full = serde_json::to_vec(&store.shared.run("r1").unwrap().unwrap()).unwrap().len();
@@ -564,19 +589,29 @@ fn damage_is_detected_never_served_silently() {
     let len = std::fs::metadata(pristine.join("db")).unwrap().len();
     let mut outcomes = Vec::new();
     for (name, damage) in [("flip 10%", 0.1), ("flip 50%", 0.5), ("flip 90%", 0.9), ("truncate tail", -1.0)] {
-        let dir = tmp.path().join(name.replace([' ', '%'], "_"));
-        copy_dir(&pristine, &dir);
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("db")).unwrap();
-        if damage < 0.0 {
-            file.set_len(len * 3 / 4).unwrap();
-        } else {
-            use std::os::unix::fs::FileExt;
-            let at = (len as f64 * damage) as u64;
-            let mut byte = [0u8];
-            file.read_exact_at(&mut byte, at).unwrap();
-            file.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+        for journal in [true, false] {
+            let dir = tmp.path().join(format!("{}-{journal}", name.replace([' ', '%'], "_")));
+            copy_dir(&pristine, &dir);
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("db")).unwrap();
+            if damage < 0.0 {
+                file.set_len(len * 3 / 4).unwrap();
+            } else {
+                use std::os::unix::fs::FileExt;
+                let at = (len as f64 * damage) as u64;
+                let mut byte = [0u8];
+                file.read_exact_at(&mut byte, at).unwrap();
+                file.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+            }
+            if journal {
+                // The journal still holds every batch since sled's last checkpoint: what
+                // sled loses of those it takes back, and anything else is refused.
+                detected_or_intact(&dir, &runs, name);
+            } else {
+                // As once the journal moved on past what sled lost.
+                std::fs::remove_file(journal::path(&dir)).unwrap();
+                outcomes.push((name, detected_or_intact(&dir, &runs, name)));
+            }
         }
-        outcomes.push((name, detected_or_intact(&dir, &runs, name)));
     }
     assert!(outcomes.iter().all(|(_, o)| *o == "refused"), "each damage is detected: {outcomes:?}");
     let conf = tmp.path().join("conf");
@@ -609,8 +644,9 @@ fn a_log_shorter_than_acknowledged_is_refused_until_repaired() {
         advance(&store, "op", "r1", 1).unwrap();
     }
     // Put the older log in place but keep the newer integrity record: a log that lost
-    // acknowledged batches, as a damaged tail would.
+    // acknowledged batches, as a damaged tail would, once the journal moved on.
     std::fs::copy(early.join("db"), dir.join("db")).unwrap();
+    std::fs::remove_file(journal::path(&dir)).unwrap();
     let err = SledStore::open(&dir).err().unwrap();
     assert_eq!(err.code, crate::error::ErrorCode::Storage);
     assert!(err.message.contains("damaged") && err.message.contains(&dir.join("db").display().to_string()), "{err}");
@@ -720,6 +756,7 @@ fn format_1_lists_runs_whose_tasks_wait_anew() {
     assert_eq!((waiting(&store).total, waiting(&store).runs[0].tasks_waiting.clone()), (1, vec!["x".to_string()]));
 
     // Put the database back as format 1 wrote it: the entry under `active`, no waiting tasks.
+    block_on(store.writer.exclusive(|w| w.checkpoint_now())).unwrap();
     store
         .shared
         .with_db(|db| {
@@ -732,7 +769,7 @@ fn format_1_lists_runs_whose_tasks_wait_anew() {
             super::batch::count_into(&mut counts, &new, -1);
             super::batch::count_into(&mut counts, &old, 1);
             for (key, delta) in counts {
-                let count = index::read_counter(meta, &key)? as i64 + delta;
+                let count = index::read_counter(db, &key)? as i64 + delta;
                 meta.insert(key, (count as u64).to_be_bytes().to_vec())?;
             }
             meta.insert(keys::META_FORMAT, b"1".to_vec())?;
@@ -749,7 +786,7 @@ fn format_1_lists_runs_whose_tasks_wait_anew() {
     assert_eq!((active.total, active.runs.len()), (0, 0));
     let report = block_on(store.verify()).unwrap();
     assert!(report.is_sound(), "{report:?}");
-    let format = store.shared.with_db(|db| Ok(db.tree(TreeId::Meta).get(keys::META_FORMAT)?.map(|v| v.to_vec()))).unwrap();
+    let format = store.shared.with_db(|db| Ok(db.get(TreeId::Meta, keys::META_FORMAT)?.map(|v| v.to_vec()))).unwrap();
     assert_eq!(format.as_deref(), Some(super::upgrade::FORMAT));
 }
 
@@ -802,6 +839,7 @@ fn an_emptied_log_is_refused_and_its_integrity_record_kept_until_repaired() {
     }
     let record = std::fs::read(dir.join("integrity")).unwrap();
     std::fs::OpenOptions::new().write(true).open(dir.join("db")).unwrap().set_len(0).unwrap();
+    std::fs::remove_file(journal::path(&dir)).unwrap();
     for _ in 0..2 {
         let err = SledStore::open(&dir).err().expect("an emptied log is refused");
         assert_eq!(err.code, crate::error::ErrorCode::Storage);
@@ -842,28 +880,79 @@ fn a_first_open_stopped_before_its_format_marker_keeps_its_identity() {
 fn a_flush_that_does_not_return_fails_its_batch_in_bounded_time_and_the_store_heals() {
     let (tmp, store) = store();
     create(&store, "r1");
+    advance_large(&store, "op0", "r1", 1).unwrap();
     let dir = tmp.path().join("db");
     // sled's flush hangs for longer than the writer waits (as it did when its I/O thread died).
     let hang = durability::FLUSH_WAIT + std::time::Duration::from_secs(2);
     *durability::TEST_SLOW_FLUSH.lock().unwrap() = Some((dir.clone(), hang));
     let started = std::time::Instant::now();
-    let err = advance(&store, "op1", "r1", 1).unwrap_err();
+    let err = checkpoint_in(&store, "op1", "r1").unwrap_err();
     let waited = started.elapsed();
     assert_eq!(err.code, crate::error::ErrorCode::Storage, "{err}");
     assert!(err.message.contains("did not finish writing"), "{err}");
     assert!(waited < durability::FLUSH_WAIT + std::time::Duration::from_millis(500), "bounded: {waited:?}");
-    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 1, "the failed change is not visible");
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 2, "the failed change is not visible");
     assert!(stuck_for().is_some());
     // While the flush is still inside sled, writes fail at once instead of queueing behind it.
     let started = std::time::Instant::now();
-    assert_eq!(advance(&store, "op2", "r1", 1).unwrap_err().code, crate::error::ErrorCode::Storage);
+    assert_eq!(advance(&store, "op2", "r1", 2).unwrap_err().code, crate::error::ErrorCode::Storage);
     assert!(started.elapsed() < std::time::Duration::from_millis(500));
     // Once it returns, the store heals in the same process: the failed batch is undone.
     std::thread::sleep(hang - waited + std::time::Duration::from_millis(200));
-    assert_eq!(advance(&store, "op3", "r1", 1).unwrap().version, 2);
+    assert_eq!(checkpoint_in(&store, "op3", "r1").unwrap().version, 3);
     assert!(stuck_for().is_none());
     assert!(block_on(store.verify()).unwrap().is_sound());
     drop(store);
     let store = SledStore::open(&dir).unwrap();
-    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 2);
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().version, 3);
+    assert_eq!(store.shared.run("r1").unwrap().unwrap().checkpoints, vec!["c2".to_string()], "op1 left no trace");
+}
+
+#[test]
+fn batches_sled_never_flushed_come_back_from_the_journal() {
+    let (tmp, store) = store();
+    create(&store, "r1");
+    for v in 1..=20 {
+        checkpoint_in(&store, &format!("op{v}"), "r1").unwrap();
+    }
+    // A copy of the open database holds what a power cut would leave of sled's log: none
+    // of these batches was flushed by sled, only journaled.
+    let (with, without) = (tmp.path().join("with"), tmp.path().join("without"));
+    copy_dir(&tmp.path().join("db"), &with);
+    copy_dir(&tmp.path().join("db"), &without);
+    std::fs::remove_file(journal::path(&without)).unwrap();
+    let err = SledStore::open(&without).err().expect("sled alone recovered less than was acknowledged");
+    assert_eq!(err.code, crate::error::ErrorCode::Storage, "{err}");
+    let copy = SledStore::open(&with).unwrap();
+    assert_eq!(copy.shared.run("r1").unwrap().unwrap().version, 21, "every acknowledged advance");
+    assert_eq!(copy.shared.events("r1", 1, 21, usize::MAX).unwrap().len(), 21);
+    assert!(block_on(copy.verify()).unwrap().is_sound());
+    // The copy goes on writing, and its own journal takes over.
+    assert_eq!(checkpoint_in(&copy, "op21", "r1").unwrap().version, 22);
+}
+
+#[test]
+fn checkpoints_move_the_journaled_changes_into_sled_and_no_read_misses_one() {
+    let (tmp, store) = store();
+    create(&store, "r1");
+    // About 2.5 KB a batch: the 1 MiB journal fills, and checkpoints happen, a few times.
+    for v in 1..=1000u64 {
+        assert_eq!(checkpoint_in(&store, &format!("op{v}"), "r1").unwrap().version, v + 1);
+        assert_eq!(store.shared.run("r1").unwrap().unwrap().version, v + 1, "read back at once");
+    }
+    let in_sled = store
+        .shared
+        .with_db(|db| {
+            let bytes = db.tree(TreeId::Runs).get("r1")?.unwrap();
+            store.shared.decode_run(db, TreeId::Runs.name(), b"r1", &bytes)
+        })
+        .unwrap();
+    assert!(in_sled.version > 300 && in_sled.version < 1001, "sled took the batches up to a checkpoint: {}", in_sled.version);
+    assert_eq!(store.shared.events("r1", 1, 2000, usize::MAX).unwrap().len(), 1001);
+    assert!(block_on(store.verify()).unwrap().is_sound());
+    let copy = tmp.path().join("copy");
+    copy_dir(&tmp.path().join("db"), &copy);
+    let copy = SledStore::open(&copy).unwrap();
+    assert_eq!(copy.shared.run("r1").unwrap().unwrap().version, 1001);
+    assert!(block_on(copy.verify()).unwrap().is_sound());
 }

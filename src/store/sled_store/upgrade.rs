@@ -61,7 +61,7 @@ pub fn prepare_with(shared: &StoreCore, db: &Db, accept_loss: bool) -> BatonResu
                     "Restore the database directory from a backup.",
                 )
             })?;
-            Ok(State { db_id, batch: index::read_counter(meta, keys::META_BATCH)? })
+            Ok(State { db_id, batch: index::read_counter(db, keys::META_BATCH)? })
         }
         Some(other) => Err(BatonError::storage(
             format!(
@@ -167,9 +167,8 @@ fn relist_open_runs(shared: &StoreCore, db: &Db) -> BatonResult<()> {
             count_into(&mut counts, &summary, 1);
         }
     }
-    let meta = db.tree(TreeId::Meta);
     for (key, delta) in counts.into_iter().filter(|(_, d)| *d != 0) {
-        let count = index::read_counter(meta, &key)? as i64 + delta;
+        let count = index::read_counter(db, &key)? as i64 + delta;
         writes.push((TreeId::Meta, key, (count.max(0) as u64).to_be_bytes().to_vec()));
     }
     writes.push((TreeId::Meta, keys::META_FORMAT.to_vec(), FORMAT.to_vec()));

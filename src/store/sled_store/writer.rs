@@ -6,19 +6,29 @@
 //!    the same run sees the earlier one), retries recognised by op id;
 //! 2. the runs and templates it touches entered in the overlay with their durable state,
 //!    so readers keep seeing that;
-//! 3. all its records written in ONE sled transaction (atomic in recovery), with the batch
-//!    number in `meta`; the values it replaced are kept as an undo log;
-//! 4. sled's flush, the integrity witness staged, one `fdatasync` ([`Syncer::sync`]);
+//! 3. its records, with the batch number in `meta`, appended to the journal, the
+//!    integrity witness staged, one `fdatasync` ([`journal`]: on this thread, no hand-off);
+//! 4. its writes added to the pending changes ([`pending`]), which every read consults
+//!    before sled;
 //! 5. the overlay cleared and every commit answered.
 //!
-//! If 3 or 4 fails, every commit of the batch gets the storage error and the undo log is
-//! kept; before the next write the writer reopens sled (which keeps an I/O error for the
-//! life of an open database), writes the undo log back and syncs, and only then clears
-//! the overlay. Until that succeeds readers keep seeing the state before the failed batch.
+//! sled's files change only at a checkpoint: when the journal is full (and before an
+//! import, and before a batch too large for the journal), the pending changes go into sled
+//! in ONE transaction (atomic in recovery), then sled's flush and [`Syncer::sync`]. A batch
+//! too large for the journal then takes that path itself: its transaction, flush and sync.
+//!
+//! If 3 fails, every commit of the batch gets the storage error, and a record that may be
+//! on disk is overwritten with zeros before the next write. If a checkpoint or a write
+//! through sled fails, the values it replaced are kept as an undo log; before the next
+//! write the writer reopens sled (which keeps an I/O error for the life of an open
+//! database; reopening replays the journal), writes the undo log back and syncs, and only
+//! then clears the overlay. Until that succeeds readers keep seeing the state before the
+//! failed batch.
 
-use super::batch::{Batch, Bodies, count_into};
+use super::batch::{Batch, Bodies, Write, count_into};
 use super::durability::{self, FLUSH_WAIT, FdReserve, Flusher, Syncer};
 use super::integrity::{Record, Witness};
+use super::journal::Journal;
 use super::keys::{self, TreeId};
 use super::upgrade::State;
 use super::{Db, Overlay, StoreCore, index, io_storage, open_sled, sled_text};
@@ -65,10 +75,13 @@ impl Handle {
         let flusher =
             Flusher::start(&shared.dir).map_err(|e| BatonError::internal(format!("cannot start the store's flush thread: {e}")))?;
         shared.durable_batch.store(state.batch, std::sync::atomic::Ordering::Relaxed);
+        // Opening replayed the journal into sled and synced it: the journal starts afresh.
+        let journal = Journal::open(&shared.dir).map_err(|e| io_storage(&shared.dir, "open the journal of", &e))?;
         let mut writer = Writer {
             shared,
             syncer,
             flusher,
+            journal,
             record,
             db_id: state.db_id,
             batch: state.batch,
@@ -121,6 +134,8 @@ pub struct Writer {
     syncer: Syncer,
     /// Runs sled's flush with a bounded wait (see [`Flusher`]).
     flusher: Flusher,
+    /// Where batches become durable between checkpoints.
+    journal: Journal,
     record: Record,
     db_id: [u8; 16],
     /// Number of the last durable batch.
@@ -144,6 +159,21 @@ const RECENT_RUNS: usize = 1024;
 
 /// A value a batch replaced: tree, key, previous value.
 type Undo = (TreeId, IVec, Option<IVec>);
+
+/// Why a batch failed, and what undoing it takes.
+struct Failed {
+    error: BatonError,
+    /// `None`: sled never saw the batch. Otherwise sled must be reopened (it may hold an
+    /// I/O error) and these values written back (empty: nothing to write back).
+    undo: Option<Vec<Undo>>,
+}
+
+impl Failed {
+    /// A failure before sled saw the batch.
+    fn before_sled(error: BatonError) -> Failed {
+        Failed { error, undo: None }
+    }
+}
 
 impl Writer {
     fn run(&mut self, inbox: mpsc::Receiver<Job>) {
@@ -190,7 +220,7 @@ impl Writer {
 
     /// Write the exact batch number to the integrity record, durably.
     fn witness_now(&mut self) {
-        if self.witnessed == self.batch || self.undo.is_some() {
+        if self.witnessed == self.batch || self.undo.is_some() || self.journal.is_dirty() {
             return;
         }
         match self.record.write_synced(Witness { db_id: self.db_id, batch: self.batch }) {
@@ -256,9 +286,9 @@ impl Writer {
         }
     }
 
-    /// After a batch was written: count it durable and show it to readers, or keep its
-    /// undo for the next heal and return the error.
-    fn finish_batch(&mut self, outcome: Result<(), (BatonError, Vec<Undo>)>) -> BatonResult<()> {
+    /// After a batch was written: count it durable and show it to readers, or keep what
+    /// the next heal needs and return the error.
+    fn finish_batch(&mut self, outcome: Result<(), Failed>) -> BatonResult<()> {
         match outcome {
             Ok(()) => {
                 self.batch += 1;
@@ -267,8 +297,13 @@ impl Writer {
                 self.shared.changes.send_modify(|c| *c += 1);
                 Ok(())
             }
-            Err((error, undo)) => {
-                self.undo = Some((undo, error.clone()));
+            Err(Failed { error, undo }) => {
+                match undo {
+                    Some(undo) => self.undo = Some((undo, error.clone())),
+                    // Neither sled nor the pending changes took the batch: the overlay
+                    // only repeats what they hold.
+                    None => self.shared.overlay().clear(),
+                }
                 self.recent.clear();
                 Err(error)
             }
@@ -349,7 +384,7 @@ impl Writer {
     fn ring<'b>(&self, db: &Db, batch: &'b mut Batch, run_id: &str) -> BatonResult<&'b mut Vec<Option<String>>> {
         if !batch.rings.contains_key(run_id) {
             let mut ring = vec![None; RECENT_OPS];
-            for entry in db.tree(TreeId::Ops).scan_prefix(keys::run_prefix(run_id)) {
+            for entry in db.scan_prefix(TreeId::Ops, &keys::run_prefix(run_id)) {
                 let (key, op) = entry?;
                 if let Some(slot) = key.last().map(|s| *s as usize).filter(|s| *s < RECENT_OPS && key.len() == run_id.len() + 2) {
                     ring[slot] = Some(String::from_utf8_lossy(&op).into_owned());
@@ -360,18 +395,17 @@ impl Writer {
         Ok(batch.rings.get_mut(run_id).expect("inserted"))
     }
 
-    /// Steps 2-4 of a batch: overlay, transaction, flush and sync. On failure, the error
-    /// and the undo log.
-    fn write(&mut self, db: &Db, mut batch: Batch) -> Result<(), (BatonError, Vec<Undo>)> {
-        let dir = self.shared.dir.clone();
-        let meta = db.tree(TreeId::Meta);
+    /// Steps 2-4 of a batch: overlay, journal and sync, transaction.
+    fn write(&mut self, db: &Db, mut batch: Batch) -> Result<(), Failed> {
         for (key, delta) in std::mem::take(&mut batch.counts) {
             if delta != 0 {
-                let now = index::read_counter(meta, &key).map_err(|e| (e, Vec::new()))? as i64;
+                let now = index::read_counter(db, &key).map_err(Failed::before_sled)? as i64;
                 batch.writes.push((TreeId::Meta, key, Some(((now + delta).max(0) as u64).to_be_bytes().to_vec())));
             }
         }
         batch.writes.push((TreeId::Meta, keys::META_BATCH.to_vec(), Some((self.batch + 1).to_be_bytes().to_vec())));
+        let len = self.journal.encode(self.batch + 1, &batch.writes);
+        durability::room_for(&self.shared.dir, len).map_err(|e| Failed::before_sled(io_storage(&self.shared.dir, "write to", &e)))?;
         {
             let mut overlay = self.shared.overlay();
             let Overlay { runs, summaries, templates } = std::mem::take(&mut batch.overlay);
@@ -379,8 +413,69 @@ impl Writer {
             overlay.summaries.extend(summaries);
             overlay.templates.extend(templates);
         }
+        if !Journal::fits(len) {
+            return self.write_through(db, &batch.writes);
+        }
+        if !self.journal.has_room(len) {
+            // sled holds every journaled batch: once it is durable the journal is free.
+            self.checkpoint(db).map_err(|error| Failed { error, undo: Some(Vec::new()) })?;
+        }
+        self.journaled().map_err(Failed::before_sled)?;
+        // Durable: readers see it through the pending changes until the next checkpoint.
+        db.pending.apply(&batch.writes);
+        Ok(())
+    }
+
+    /// Append the encoded batch to the journal and make it durable, with the witness of
+    /// the previous batch staged before the sync.
+    fn journaled(&mut self) -> BatonResult<()> {
+        let dir = &self.shared.dir;
+        self.journal.append().map_err(|e| io_storage(dir, "write to", &e))?;
+        self.before_sync().map_err(|e| io_storage(dir, "sync", &e))?;
+        // The witness of the previous batch rides on this batch's device flush.
+        self.record
+            .stage(Witness { db_id: self.db_id, batch: self.batch })
+            .map_err(|e| io_storage(dir, "stage the integrity record of", &e))?;
+        self.journal.sync().map_err(|e| io_storage(dir, "sync", &e))?;
+        self.witnessed = self.witnessed.max(self.batch);
+        Ok(())
+    }
+
+    /// A batch too large for the journal: sled's transaction, flush and sync, after a
+    /// checkpoint (the pending changes are older, so they go into sled first).
+    fn write_through(&mut self, db: &Db, writes: &[Write]) -> Result<(), Failed> {
+        if !db.pending.is_empty() {
+            self.checkpoint(db).map_err(|error| Failed { error, undo: Some(Vec::new()) })?;
+        }
+        let undo = self.transaction(db, writes)?;
+        let synced = self.before_sync().map_err(|e| io_storage(&self.shared.dir, "sync", &e)).and_then(|_| self.checkpoint(db));
+        let staged = synced.and_then(|_| {
+            self.record
+                .stage(Witness { db_id: self.db_id, batch: self.batch })
+                .map_err(|e| io_storage(&self.shared.dir, "stage the integrity record of", &e))
+        });
+        match staged {
+            Ok(()) => {
+                self.witnessed = self.witnessed.max(self.batch);
+                Ok(())
+            }
+            Err(error) => Err(Failed { error, undo: Some(undo) }),
+        }
+    }
+
+    /// Tests: the hook run between a batch's write and its sync.
+    fn before_sync(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(hook) = self.shared.before_sync.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            return hook();
+        }
+        Ok(())
+    }
+
+    /// Write `writes` in one sled transaction; the values they replaced.
+    fn transaction(&self, db: &Db, writes: &[Write]) -> Result<Vec<Undo>, Failed> {
+        let dir = &self.shared.dir;
         let undo = std::cell::RefCell::new(Vec::new());
-        let writes = &batch.writes;
         let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
             db.trees.as_slice().transaction(|trees| {
                 let mut replaced = undo.borrow_mut();
@@ -397,43 +492,40 @@ impl Writer {
             })
         }));
         let undo = undo.into_inner();
-        match applied {
-            Ok(Ok(())) => {}
-            Ok(Err(TransactionError::Storage(e))) => return Err((io_storage(&dir, "write to", &sled_text(&e)), undo)),
-            Ok(Err(TransactionError::Abort(()))) => return Err((BatonError::internal("a write transaction aborted"), undo)),
-            Err(_) => return Err((self.shared.panicked(), undo)),
-        }
-        #[cfg(test)]
-        let hooked = match self.shared.before_sync.lock().unwrap().as_mut() {
-            Some(hook) => hook(),
-            None => Ok(()),
+        let error = match applied {
+            Ok(Ok(())) => return Ok(undo),
+            Ok(Err(TransactionError::Storage(e))) => io_storage(dir, "write to", &sled_text(&e)),
+            Ok(Err(TransactionError::Abort(()))) => BatonError::internal("a write transaction aborted"),
+            Err(_) => self.shared.panicked(),
         };
-        #[cfg(not(test))]
-        let hooked: std::io::Result<()> = Ok(());
-        let result = hooked
-            .map_err(|e| io_storage(&dir, "sync", &e))
-            .and_then(|_| self.flusher.flush(&db.sled, FLUSH_WAIT).map_err(|e| io_storage(&dir, "flush", &e)))
-            .and_then(|_| {
-                // The witness of the previous batch rides on this batch's device flush.
-                self.record
-                    .stage(Witness { db_id: self.db_id, batch: self.batch })
-                    .map_err(|e| io_storage(&dir, "stage the integrity record of", &e))
-            })
-            .and_then(|_| self.syncer.sync().map_err(|e| io_storage(&dir, "sync", &e)));
-        match result {
-            Ok(()) => {
-                self.witnessed = self.witnessed.max(self.batch);
-                Ok(())
-            }
-            Err(e) => Err((e, undo)),
+        Err(Failed { error, undo: Some(undo) })
+    }
+
+    /// Write the pending changes into sled in one transaction and make sled durable (its
+    /// flush, then [`Syncer::sync`]); then they, and the journal, can start afresh. On
+    /// failure both stay as they are: the heal reopens sled, which replays the journal.
+    fn checkpoint(&mut self, db: &Db) -> BatonResult<()> {
+        let dir = &self.shared.dir;
+        durability::room_for(dir, self.journal.used()).map_err(|e| io_storage(dir, "flush", &e))?;
+        if !db.pending.is_empty() {
+            self.transaction(db, &db.pending.writes()).map_err(|f| f.error)?;
         }
+        self.flusher.flush(&db.sled, FLUSH_WAIT).map_err(|e| io_storage(dir, "flush", &e))?;
+        self.syncer.sync().map_err(|e| io_storage(dir, "sync", &e))?;
+        db.pending.clear();
+        self.journal.restart();
+        Ok(())
     }
 
     /// Undo a failed batch: reopen sled, write back what the batch replaced, sync. A
     /// no-op when no batch failed.
     pub(super) fn heal(&mut self) -> BatonResult<()> {
-        let Some((undo, cause)) = &self.undo else { return Ok(()) };
         let dir = self.shared.dir.clone();
+        if self.journal.is_dirty() {
+            // First, so that reopening sled below cannot replay the failed batch.
+            self.journal.invalidate().map_err(|e| io_storage(&dir, "erase a failed change from the journal of", &e))?;
+        }
+        let Some((undo, cause)) = &self.undo else { return Ok(()) };
         // A flush stuck inside sled keeps the old instance (and its file lock) alive:
         // dropping it would wait forever too, and reopening would find the lock taken.
         if self.flusher.is_stuck() {
@@ -446,8 +538,8 @@ impl Writer {
         }
         let mut slot = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.take() {
-            // sled syncs on drop unless it saw an error; a failing sync there panics.
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(old)));
+            // Reads fail until a database is back (`with_db` says why).
+            self.flusher.close(old, FLUSH_WAIT).map_err(|e| io_storage(&dir, "close", &e))?;
         }
         let deadline = Instant::now() + REOPEN_TIMEOUT;
         let db = loop {
@@ -470,6 +562,8 @@ impl Writer {
         restored.map_err(|e| io_storage(&dir, "undo a failed change in", &format!("{e:?}")))?;
         self.flusher.flush(&db.sled, FLUSH_WAIT).map_err(|e| io_storage(&dir, "flush", &e))?;
         self.syncer.sync_everything().map_err(|e| io_storage(&dir, "sync", &e))?;
+        // Reopening replayed the journal into sled, and that is durable now.
+        self.journal.restart();
         *slot = Some(db);
         // Cleared under the write guard: no reader is between its read and its overlay check.
         self.shared.overlay().clear();
@@ -477,6 +571,15 @@ impl Writer {
         self.undo = None;
         tracing::info!("the baton database at {} recovered from a failed write", dir.display());
         Ok(())
+    }
+
+    /// Tests: write the pending changes into sled now, so that sled alone holds the state.
+    #[cfg(test)]
+    pub(super) fn checkpoint_now(&mut self) -> BatonResult<()> {
+        let shared = Arc::clone(&self.shared);
+        let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = guard.as_ref().ok_or_else(|| BatonError::internal("database closed"))?;
+        self.checkpoint(db)
     }
 
     /// A consistent copy of the database into `target` (see `maintenance`).
@@ -491,6 +594,12 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
         let db = guard.as_ref().ok_or_else(|| BatonError::internal("database closed"))?;
+        // An import can be large: it starts from an empty journal, and a stuck or failing
+        // sled shows here, before anything is planned.
+        if let Err(e) = self.checkpoint(db) {
+            self.undo.get_or_insert_with(|| (Vec::new(), e.clone()));
+            return Err(e);
+        }
         let mut batch = Batch::default();
         let count = super::maintenance::plan_import(&shared, &mut self.bodies, db, &mut batch, records, replace)?;
         let outcome = self.write(db, batch);
@@ -516,7 +625,7 @@ impl Writer {
 impl StoreCore {
     /// The durable named template `name`, read inside a batch.
     pub(super) fn durable_template(&self, db: &Db, name: &str) -> BatonResult<Option<Template>> {
-        match db.tree(TreeId::Templates).get(name)? {
+        match db.get(TreeId::Templates, name.as_bytes())? {
             None => Ok(None),
             Some(bytes) => self.codec.decode(TreeId::Templates.name(), name.as_bytes(), &bytes).map(Some),
         }
