@@ -90,6 +90,7 @@ impl Handle {
             bodies: Bodies::default(),
             reserve: FdReserve::new(),
             recent: HashMap::new(),
+            failures: 0,
         };
         let thread = std::thread::Builder::new()
             .name("baton-writer".into())
@@ -152,6 +153,8 @@ pub struct Writer {
     /// the only writer, so the next change to a busy run starts from here instead of
     /// decoding the run again; anything but a successful commit batch empties it.
     recent: HashMap<String, (Run, Vec<Option<String>>)>,
+    /// Batches that failed since the last one that did not (for the log).
+    failures: u64,
 }
 
 /// Most runs kept in [`Writer::recent`] (it is emptied when full).
@@ -291,6 +294,10 @@ impl Writer {
     fn finish_batch(&mut self, outcome: Result<(), Failed>) -> BatonResult<()> {
         match outcome {
             Ok(()) => {
+                if self.failures > 0 {
+                    tracing::info!("writes to the baton database at {} work again, after {} failed write(s)", self.shared.dir.display(), self.failures);
+                    self.failures = 0;
+                }
                 self.batch += 1;
                 self.shared.durable_batch.store(self.batch, std::sync::atomic::Ordering::Relaxed);
                 self.shared.overlay().clear();
@@ -298,6 +305,7 @@ impl Writer {
                 Ok(())
             }
             Err(Failed { error, undo }) => {
+                self.failures += 1;
                 match undo {
                     Some(undo) => self.undo = Some((undo, error.clone())),
                     // Neither sled nor the pending changes took the batch: the overlay
