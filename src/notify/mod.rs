@@ -146,6 +146,22 @@ struct Seen {
     tasks: BTreeMap<String, (TaskStatus, Option<Timestamp>)>,
     finished: bool,
     updated_at: Timestamp,
+    /// What the run's question and each task's asked ([`fingerprint`]): two questions can
+    /// be asked in the same millisecond (one answer can raise the next at once). Absent
+    /// in what an older baton saved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    asked: BTreeMap<String, u32>,
+}
+
+/// A question's identity beyond its time: CRC-32 of its JSON (stable across builds, as
+/// the notifier's saved state needs).
+fn fingerprint(gate: &crate::engine::HumanGate) -> u32 {
+    crc32fast::hash(serde_json::to_string(gate).unwrap_or_default().as_bytes())
+}
+
+/// Whether `gate`, asked at `asked`, is another question than the one seen under `key`.
+fn new_question(before: &Seen, key: &str, seen_at: Option<Timestamp>, gate: &crate::engine::HumanGate) -> bool {
+    Some(gate.asked_at) != seen_at || before.asked.get(key).is_some_and(|f| *f != fingerprint(gate))
 }
 
 /// One notification to one channel, until delivered.
@@ -390,10 +406,12 @@ async fn scan(store: &dyn RunStore, state: &mut State, config: &Config) -> Baton
 fn observe(run: &Run, before: &Seen) -> (Seen, Vec<Value>) {
     let mut events = Vec::new();
     let gate = run.pending_gate.as_ref().map(|g| g.asked_at);
-    if let Some(g) = &run.pending_gate
-        && gate != before.gate
-    {
-        events.push(event(run, "run.awaiting_human", None, Some(g)));
+    let mut asked = BTreeMap::new();
+    if let Some(g) = &run.pending_gate {
+        if new_question(before, "", before.gate, g) {
+            events.push(event(run, "run.awaiting_human", None, Some(g)));
+        }
+        asked.insert(String::new(), fingerprint(g));
     }
     if run.status.is_finished() && before.status != Some(run.status) {
         let kind = match run.status {
@@ -405,12 +423,13 @@ fn observe(run: &Run, before: &Seen) -> (Seen, Vec<Value>) {
     }
     let mut tasks = BTreeMap::new();
     for task in run.fanout.iter().flat_map(|f| &f.tasks) {
-        let asked = task.gate.as_ref().map(|g| g.asked_at);
+        let asked_at = task.gate.as_ref().map(|g| g.asked_at);
         let (was, was_asked) = before.tasks.get(&task.id).cloned().map_or((None, None), |(s, a)| (Some(s), a));
-        if let Some(g) = &task.gate
-            && asked != was_asked
-        {
-            events.push(event(run, "task.awaiting_human", Some(&task.id), Some(g)));
+        if let Some(g) = &task.gate {
+            if new_question(before, &task.id, was_asked, g) {
+                events.push(event(run, "task.awaiting_human", Some(&task.id), Some(g)));
+            }
+            asked.insert(task.id.clone(), fingerprint(g));
         }
         if was != Some(task.status) {
             match task.status {
@@ -419,7 +438,7 @@ fn observe(run: &Run, before: &Seen) -> (Seen, Vec<Value>) {
                 _ => {}
             }
         }
-        tasks.insert(task.id.clone(), (task.status, asked));
+        tasks.insert(task.id.clone(), (task.status, asked_at));
     }
     let seen = Seen {
         version: run.version,
@@ -428,6 +447,7 @@ fn observe(run: &Run, before: &Seen) -> (Seen, Vec<Value>) {
         tasks,
         finished: run.status.is_finished(),
         updated_at: run.updated_at,
+        asked,
     };
     (seen, events)
 }

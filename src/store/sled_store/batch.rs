@@ -70,6 +70,16 @@ pub(super) fn count_into(counts: &mut HashMap<Vec<u8>, i64>, summary: &RunSummar
     }
 }
 
+/// Add to `batch` the removal of every event, checkpoint and op id kept for `run_id`.
+pub(super) fn remove_history(db: &Db, batch: &mut Batch, run_id: &str) -> BatonResult<()> {
+    for tree in [TreeId::Events, TreeId::Checkpoints, TreeId::Ops] {
+        for entry in db.scan_prefix(tree, &keys::run_prefix(run_id)) {
+            batch.writes.push((tree, entry?.0.to_vec(), None));
+        }
+    }
+    Ok(())
+}
+
 /// Apply writes in one transaction, keeping no undo (a repair, a journal replay).
 pub(super) fn apply(db: &Db, writes: &[Write]) -> Result<(), String> {
     use sled::Transactional;

@@ -3,7 +3,7 @@
 //! the run, through the overlay, until that batch is durable.
 
 use super::batch::{Batch, count_into};
-use super::keys::{self, TreeId};
+use super::keys::TreeId;
 use super::{Db, StoreCore, index};
 use crate::error::{BatonError, BatonResult};
 use crate::store::RunSummary;
@@ -20,11 +20,7 @@ pub(super) fn plan_delete(shared: &StoreCore, db: &Db, batch: &mut Batch, run_id
     }
     let summary = RunSummary::of(&run);
     batch.writes.push((TreeId::Runs, run_id.as_bytes().to_vec(), None));
-    for tree in [TreeId::Events, TreeId::Checkpoints, TreeId::Ops] {
-        for key in db.tree(tree).scan_prefix(keys::run_prefix(run_id)).keys() {
-            batch.writes.push((tree, key?.to_vec(), None));
-        }
-    }
+    super::batch::remove_history(db, batch, run_id)?;
     batch.writes.push((TreeId::Index, index::key_of(&summary), None));
     count_into(&mut batch.counts, &summary, -1);
     batch.overlay.runs.insert(run_id.to_string(), Some(run));

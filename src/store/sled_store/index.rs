@@ -11,10 +11,10 @@
 
 use super::keys::{self, TreeId};
 use super::{Db, StoreCore};
-use std::ops::Bound;
 use crate::engine::RunStatus;
 use crate::error::{BatonError, BatonResult};
 use crate::store::{RunPage, RunQuery, RunSummary, StatusFilter};
+use std::ops::Bound;
 
 const ALL: [RunStatus; 5] = [RunStatus::Active, RunStatus::AwaitingHuman, RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled];
 

@@ -31,16 +31,8 @@ pub enum TreeId {
 
 impl TreeId {
     /// Every tree, in the order of [`TREES`].
-    pub const ALL: [TreeId; 8] = [
-        TreeId::Runs,
-        TreeId::Events,
-        TreeId::Checkpoints,
-        TreeId::Templates,
-        TreeId::Bodies,
-        TreeId::Ops,
-        TreeId::Index,
-        TreeId::Meta,
-    ];
+    pub const ALL: [TreeId; 8] =
+        [TreeId::Runs, TreeId::Events, TreeId::Checkpoints, TreeId::Templates, TreeId::Bodies, TreeId::Ops, TreeId::Index, TreeId::Meta];
 
     pub fn name(self) -> &'static str {
         TREES[self as usize]

@@ -133,13 +133,13 @@ pub fn repair(dir: &Path, options: &Options) -> BatonResult<VerifyReport> {
     let state = super::upgrade::prepare_with(&shared, &db, true)?;
     let mut writes = Vec::new();
     let mut counts = HashMap::new();
-    for entry in db.tree(TreeId::Index).iter() {
+    for entry in db.iter(TreeId::Index) {
         writes.push((TreeId::Index, entry?.0.to_vec(), None));
     }
-    for entry in db.tree(TreeId::Meta).scan_prefix(b"count/").chain(db.tree(TreeId::Meta).scan_prefix(b"tcount/")) {
+    for entry in db.scan_prefix(TreeId::Meta, b"count/").chain(db.scan_prefix(TreeId::Meta, b"tcount/")) {
         writes.push((TreeId::Meta, entry?.0.to_vec(), None));
     }
-    for entry in db.tree(TreeId::Runs).iter() {
+    for entry in db.iter(TreeId::Runs) {
         let (key, bytes) = entry?;
         if let Ok(run) = shared.decode_run(&db, TreeId::Runs.name(), &key, &bytes) {
             let summary = RunSummary::of(&run);
@@ -208,9 +208,8 @@ pub fn export(shared: &StoreCore, out: &mut (dyn std::io::Write + Send)) -> Bato
     for template in shared.templates()? {
         write_line(out, &Exported::Template(template)).map_err(io)?;
     }
-    let ids: Vec<String> = shared.with_db(|db| {
-        db.iter(TreeId::Runs).map(|e| Ok(String::from_utf8_lossy(&e?.0).into_owned())).collect::<BatonResult<_>>()
-    })?;
+    let ids: Vec<String> =
+        shared.with_db(|db| db.iter(TreeId::Runs).map(|e| Ok(String::from_utf8_lossy(&e?.0).into_owned())).collect::<BatonResult<_>>())?;
     let mut count = 0;
     for id in ids {
         let Some(run) = shared.run(&id)? else { continue };
@@ -268,11 +267,7 @@ pub(super) fn plan_import(
                 let id = run.id.clone();
                 let existing = shared.stored_run(db, &id)?;
                 if let Some(old) = &existing {
-                    for tree in [TreeId::Events, TreeId::Checkpoints, TreeId::Ops] {
-                        for key in db.tree(tree).scan_prefix(keys::run_prefix(&id)).keys() {
-                            batch.writes.push((tree, key?.to_vec(), None));
-                        }
-                    }
+                    super::batch::remove_history(db, batch, &id)?;
                     let summary = RunSummary::of(old);
                     batch.writes.push((TreeId::Index, index::key_of(&summary), None));
                     count_into(&mut batch.counts, &summary, -1);

@@ -325,7 +325,11 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
     // What was acknowledged since sled was last flushed is in the journal.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| journal::replay(dir, &db))).unwrap_or_else(|_| {
         Err(BatonError::storage(
-            format!("the baton database at {} is damaged: sled could not take back its journal {}", dir.display(), journal::path(dir).display()),
+            format!(
+                "the baton database at {} is damaged: sled could not take back its journal {}",
+                dir.display(),
+                journal::path(dir).display()
+            ),
             "Restore the database directory from a backup.",
         ))
     })?;

@@ -50,10 +50,7 @@ impl Pending {
     /// Every change, as writes (for the checkpoint).
     pub fn writes(&self) -> Vec<Write> {
         let trees = self.read();
-        TreeId::ALL
-            .iter()
-            .flat_map(|t| trees[*t as usize].iter().map(|(k, v)| (*t, k.clone(), v.as_ref().map(|v| v.to_vec()))))
-            .collect()
+        TreeId::ALL.iter().flat_map(|t| trees[*t as usize].iter().map(|(k, v)| (*t, k.clone(), v.as_ref().map(|v| v.to_vec())))).collect()
     }
 
     /// Forget everything: it is durable in sled now.

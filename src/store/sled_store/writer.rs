@@ -295,7 +295,11 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 if self.failures > 0 {
-                    tracing::info!("writes to the baton database at {} work again, after {} failed write(s)", self.shared.dir.display(), self.failures);
+                    tracing::info!(
+                        "writes to the baton database at {} work again, after {} failed write(s)",
+                        self.shared.dir.display(),
+                        self.failures
+                    );
                     self.failures = 0;
                 }
                 self.batch += 1;
