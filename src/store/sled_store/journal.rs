@@ -27,8 +27,8 @@
 //!
 //! Opening the database replays ([`replay`]) every record newer than the batch sled
 //! recovered (sled recovers whole transactions in order, and a checkpoint's transaction
-//! carries the batch number, so what sled holds is some batch and everything before it),
-//! then flushes sled.
+//! carries the batch number, so what sled holds is some batch and everything before it);
+//! whoever opened it then flushes and syncs sled before the journal starts afresh.
 
 use super::batch::Write;
 use super::keys::{self, TreeId};
@@ -218,7 +218,8 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(usize, Record)> {
 }
 
 /// Apply to `db` every journaled batch newer than the batch it recovered, each in one
-/// transaction, and flush sled if any was. Returns how many were replayed.
+/// transaction; returns how many were. Every caller flushes and syncs sled afterwards
+/// (opening, a heal's reopen, a repair).
 pub fn replay(dir: &Path, db: &Db) -> BatonResult<u64> {
     let bytes = match std::fs::read(path(dir)) {
         Ok(bytes) => bytes,
@@ -241,9 +242,6 @@ pub fn replay(dir: &Path, db: &Db) -> BatonResult<u64> {
     }
     for (_, writes) in &newer {
         super::batch::apply(db, writes).map_err(|e| super::io_storage(dir, "replay the journal into", &e))?;
-    }
-    if !newer.is_empty() {
-        db.sled.flush()?;
     }
     Ok(newer.len() as u64)
 }

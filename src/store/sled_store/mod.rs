@@ -1,9 +1,10 @@
 //! The embedded store: runs in sled.
 //!
 //! - Writes: one writer thread owns the write path ([`writer`]). Commits arriving together
-//!   form a batch: one journal append and one `fdatasync` ([`journal`]), then one sled
-//!   transaction; each commit is answered only once its batch is durable. sled's own
-//!   flush and sync ([`durability`]) happen at checkpoints, when the journal is full.
+//!   form a batch: one journal append and one `fdatasync` ([`journal`]); each commit is
+//!   answered only once its batch is durable. The journaled changes wait in memory
+//!   ([`pending`]) and reach sled at checkpoints, when the journal is full: one sled
+//!   transaction, sled's flush and sync ([`durability`]).
 //! - Reads go straight to sled and never wait for the writer. A reader sees only durable
 //!   state: while a batch is applied but not yet durable, the runs it touches are read
 //!   from the batch's *overlay* (their state before the batch), so a change is never shown

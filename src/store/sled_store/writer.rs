@@ -430,7 +430,7 @@ impl Writer {
         }
         if !self.journal.has_room(len) {
             // sled holds every journaled batch: once it is durable the journal is free.
-            self.checkpoint(db).map_err(|error| Failed { error, undo: Some(Vec::new()) })?;
+            self.checkpoint_or_fail(db)?;
         }
         self.journaled().map_err(Failed::before_sled)?;
         // Durable: readers see it through the pending changes until the next checkpoint.
@@ -457,7 +457,7 @@ impl Writer {
     /// checkpoint (the pending changes are older, so they go into sled first).
     fn write_through(&mut self, db: &Db, writes: &[Write]) -> Result<(), Failed> {
         if !db.pending.is_empty() {
-            self.checkpoint(db).map_err(|error| Failed { error, undo: Some(Vec::new()) })?;
+            self.checkpoint_or_fail(db)?;
         }
         let undo = self.transaction(db, writes)?;
         let synced = self.before_sync().map_err(|e| io_storage(&self.shared.dir, "sync", &e)).and_then(|_| self.checkpoint(db));
@@ -511,6 +511,12 @@ impl Writer {
             Err(_) => self.shared.panicked(),
         };
         Err(Failed { error, undo: Some(undo) })
+    }
+
+    /// A checkpoint as part of a batch: when it fails, sled may hold an I/O error, so the
+    /// next heal reopens it (nothing of the batch to write back).
+    fn checkpoint_or_fail(&mut self, db: &Db) -> Result<(), Failed> {
+        self.checkpoint(db).map_err(|error| Failed { error, undo: Some(Vec::new()) })
     }
 
     /// Write the pending changes into sled in one transaction and make sled durable (its
@@ -608,9 +614,8 @@ impl Writer {
         let db = guard.as_ref().ok_or_else(|| BatonError::internal("database closed"))?;
         // An import can be large: it starts from an empty journal, and a stuck or failing
         // sled shows here, before anything is planned.
-        if let Err(e) = self.checkpoint(db) {
-            self.undo.get_or_insert_with(|| (Vec::new(), e.clone()));
-            return Err(e);
+        if let Err(failed) = self.checkpoint_or_fail(db) {
+            return self.finish_batch(Err(failed)).map(|()| 0);
         }
         let mut batch = Batch::default();
         let count = super::maintenance::plan_import(&shared, &mut self.bodies, db, &mut batch, records, replace)?;
