@@ -280,10 +280,11 @@ pub trait SharedOutbox: Send {
     async fn save(&mut self, state: &[u8]) -> BatonResult<()>;
 }
 
-/// Check what a mutation produced before any store writes it: the run it was given,
-/// one version further, and the event that makes that version.
-pub(crate) fn check_commit(run_id: &str, current: Option<&Run>, commit: &Commit) -> BatonResult<()> {
-    let expected = current.map_or(1, |r| r.version + 1);
+/// Check what a mutation produced before any store writes it: the run it was given (of
+/// version `current`, `None` for a new run), one version further, and the event that
+/// makes that version.
+pub(crate) fn check_commit(run_id: &str, current: Option<u64>, commit: &Commit) -> BatonResult<()> {
+    let expected = current.map_or(1, |version| version + 1);
     let (run, event) = (&commit.run, &commit.event);
     if run.id != run_id || run.version != expected || event.seq != run.version {
         return Err(BatonError::internal(format!(

@@ -135,9 +135,11 @@ async fn attempt(inner: &Inner, conn: &Conn, op_id: &str, run_id: &str, change: 
         conn.rollback().await?;
         return Ok(run.clone());
     }
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| change(current.clone())))
+    // The change takes the run itself (no copy); what is checked after is its version.
+    let version = current.as_ref().map(|run| run.version);
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| change(current)))
         .unwrap_or_else(|_| Err(BatonError::internal(format!("a change to run {run_id} panicked"))))
-        .and_then(|commit| check_commit(run_id, current.as_ref(), &commit).map(|_| commit));
+        .and_then(|commit| check_commit(run_id, version, &commit).map(|_| commit));
     let Commit { run, event, checkpoint, template } = match outcome {
         Ok(commit) => commit,
         Err(refused) => {
@@ -157,7 +159,7 @@ async fn attempt(inner: &Inner, conn: &Conn, op_id: &str, run_id: &str, change: 
 
     let (body_stmt, run_stmt, event_stmt, checkpoint_stmt, template_stmt, notify_stmt) = futures::try_join!(
         client.prepare_cached(INSERT_BODY),
-        client.prepare_cached(if current.is_some() { UPDATE_RUN } else { INSERT_RUN }),
+        client.prepare_cached(if version.is_some() { UPDATE_RUN } else { INSERT_RUN }),
         client.prepare_cached(INSERT_EVENT),
         client.prepare_cached(UPSERT_CHECKPOINT),
         client.prepare_cached(UPSERT_TEMPLATE),

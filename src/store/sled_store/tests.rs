@@ -449,6 +449,57 @@ fn concurrent_commits_share_batches() {
 }
 
 #[test]
+fn a_lone_commit_is_written_by_its_caller_and_the_commits_behind_it_share_a_batch() {
+    let (_dir, store) = store();
+    let store = Arc::new(store);
+    let ids: Vec<String> = (0..5).map(|i| format!("run-{i}")).collect();
+    for id in &ids {
+        create(&store, id);
+    }
+    let before = store.writer_batch();
+    // Which thread writes each batch; the first is held until released.
+    let writers = Arc::new(Mutex::new(Vec::new()));
+    let (reached_tx, reached) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    {
+        let writers = Arc::clone(&writers);
+        *store.shared.before_sync.lock().unwrap() = Some(Box::new(move || {
+            let mut seen = writers.lock().unwrap();
+            seen.push(std::thread::current().name().unwrap_or("").to_string());
+            if seen.len() == 1 {
+                drop(seen);
+                reached_tx.send(()).unwrap();
+                release_rx.lock().unwrap().recv_timeout(std::time::Duration::from_secs(10)).expect("released");
+            }
+            Ok(())
+        }));
+    }
+    let spawn = |name: &str, id: String| {
+        let store = Arc::clone(&store);
+        std::thread::Builder::new().name(name.into()).spawn(move || advance(&store, &format!("op-{id}"), &id, 1)).unwrap()
+    };
+    let lone = spawn("caller", ids[0].clone());
+    reached.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    // The writer is busy: these wait for it, together.
+    let behind: Vec<_> = ids[1..].iter().map(|id| spawn("behind", id.clone())).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    release.send(()).unwrap();
+    assert_eq!(lone.join().unwrap().unwrap().version, 2);
+    for thread in behind {
+        assert_eq!(thread.join().unwrap().unwrap().version, 2);
+    }
+    let writers = writers.lock().unwrap().clone();
+    assert_eq!(writers[0], "caller", "nothing queued, the writer free: written on the caller's thread ({writers:?})");
+    assert!(writers[1..].iter().all(|w| w == "baton-writer"), "queued commits go to the writer thread: {writers:?}");
+    assert!(writers.len() < 5, "four commits queued behind a held batch shared batches: {writers:?}");
+    assert_eq!(store.writer_batch() - before, writers.len() as u64);
+    for id in &ids {
+        assert_eq!(store.shared.run(id).unwrap().unwrap().version, 2);
+    }
+}
+
+#[test]
 fn listing_pages_by_status_and_time() {
     let (_dir, store) = store();
     for i in 0..30 {

@@ -1,23 +1,29 @@
-//! The one write path. A dedicated thread takes commits from a channel; every commit
-//! waiting when it becomes free joins the next batch (group commit: no timer, so a lone
-//! writer never waits). A batch is:
+//! The one write path. One [`Writer`] at a time writes a batch. A commit that finds it
+//! free and nothing queued writes its batch itself, on the caller's thread (no hand-off to
+//! another thread and back: two wake-ups fewer, the most of an advance's time after the
+//! disk's). Otherwise it is queued for the writer thread, which takes every commit waiting
+//! when the writer becomes free into the next batch (group commit: no timer, so a lone
+//! writer never waits). The thread also runs the exclusive tasks (backup, import, delete)
+//! and writes the integrity record once writes pause. A batch is:
 //!
 //! 1. each commit's mutation run against the run as the batch left it (a later commit of
 //!    the same run sees the earlier one), retries recognised by op id;
-//! 2. the runs and templates it touches entered in the overlay with their durable state,
-//!    so readers keep seeing that;
-//! 3. its records, with the batch number in `meta`, appended to the journal, the
-//!    integrity witness staged, one `fdatasync` ([`journal`]: on this thread, no hand-off);
-//! 4. its writes added to the pending changes ([`pending`]), which every read consults
-//!    before sled;
-//! 5. the overlay cleared and every commit answered.
+//! 2. its records, with the batch number in `meta`, appended to the journal, the
+//!    integrity witness staged, one `fdatasync` ([`journal`]: on the writing thread, no
+//!    hand-off);
+//! 3. its writes added to the pending changes ([`pending`]), which every read consults
+//!    before sled: readers see the batch only now, once it is durable;
+//! 4. every commit answered.
 //!
 //! sled's files change only at a checkpoint: when the journal is full (and before an
 //! import, and before a batch too large for the journal), the pending changes go into sled
 //! in ONE transaction (atomic in recovery), then sled's flush and [`Syncer::sync`]. A batch
-//! too large for the journal then takes that path itself: its transaction, flush and sync.
+//! too large for the journal then takes that path itself: the runs and templates it
+//! touches entered in the overlay with their durable state (sled shows a transaction's
+//! writes before they are durable; readers keep seeing the overlay's), its transaction,
+//! flush and sync, then the overlay cleared.
 //!
-//! If 3 fails, every commit of the batch gets the storage error, and a record that may be
+//! If 2 fails, every commit of the batch gets the storage error, and a record that may be
 //! on disk is overwritten with zeros before the next write. If a checkpoint or a write
 //! through sled fails, the values it replaced are kept as an undo log; before the next
 //! write the writer reopens sled (which keeps an I/O error for the life of an open
@@ -40,8 +46,9 @@ use sled::{IVec, Transactional};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -59,14 +66,36 @@ type Reply<T> = oneshot::Sender<BatonResult<T>>;
 type Task = Box<dyn FnOnce(&mut Writer) + Send>;
 
 enum Job {
-    Commit { op_id: String, run_id: String, change: Mutation, reply: Reply<Run> },
+    Commit {
+        op_id: String,
+        run_id: String,
+        change: Mutation,
+        reply: Reply<Run>,
+    },
     Exclusive(Task),
+    /// A batch was written outside the thread while it waited with no timeout.
+    Wake,
 }
 
 /// The channel to the writer thread; dropping it lets the thread finish and waits for it.
 pub struct Handle {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The writer's state: whoever holds it writes the next batch.
+    writer: Arc<Mutex<Writer>>,
+    /// What the thread is told, beside the channel.
+    signals: Arc<Signals>,
+}
+
+/// What commits written outside the writer thread tell it.
+#[derive(Default)]
+struct Signals {
+    /// Jobs sent to the thread and not taken yet: while there are any, a commit queues
+    /// behind them instead of overtaking them.
+    queued: AtomicUsize,
+    /// The thread waits for jobs with no timeout (the integrity record is exact), so a
+    /// batch written elsewhere must wake it to witness that batch once writes pause.
+    idle: AtomicBool,
 }
 
 impl Handle {
@@ -77,7 +106,7 @@ impl Handle {
         shared.durable_batch.store(state.batch, std::sync::atomic::Ordering::Relaxed);
         // Opening replayed the journal into sled and synced it: the journal starts afresh.
         let journal = Journal::open(&shared.dir).map_err(|e| io_storage(&shared.dir, "open the journal of", &e))?;
-        let mut writer = Writer {
+        let writer = Writer {
             shared,
             syncer,
             flusher,
@@ -91,23 +120,61 @@ impl Handle {
             reserve: FdReserve::new(),
             recent: HashMap::new(),
             failures: 0,
+            last_batch: Instant::now(),
         };
-        let thread = std::thread::Builder::new()
-            .name("baton-writer".into())
-            .spawn(move || writer.run(inbox))
-            .map_err(|e| BatonError::internal(format!("cannot start the store's writer thread: {e}")))?;
-        Ok(Handle { jobs: Some(jobs), thread: Some(thread) })
+        let writer = Arc::new(Mutex::new(writer));
+        let signals = Arc::new(Signals::default());
+        let thread = {
+            let (writer, signals) = (Arc::clone(&writer), Arc::clone(&signals));
+            std::thread::Builder::new()
+                .name("baton-writer".into())
+                .spawn(move || Writer::run(&writer, &signals, inbox))
+                .map_err(|e| BatonError::internal(format!("cannot start the store's writer thread: {e}")))?
+        };
+        Ok(Handle { jobs: Some(jobs), thread: Some(thread), writer, signals })
     }
 
     fn send(&self, job: Job) -> BatonResult<()> {
         let stopped = || BatonError::internal("the store's writer has stopped");
-        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
+        self.signals.queued.fetch_add(1, Ordering::SeqCst);
+        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| {
+            self.signals.queued.fetch_sub(1, Ordering::SeqCst);
+            stopped()
+        })
     }
 
     pub async fn commit(&self, op_id: &str, run_id: &str, change: Mutation) -> BatonResult<Run> {
+        let change = match self.alone(op_id, run_id, change) {
+            Ok(answer) => return answer,
+            Err(change) => change,
+        };
         let (reply, answer) = oneshot::channel();
         self.send(Job::Commit { op_id: op_id.to_string(), run_id: run_id.to_string(), change, reply })?;
         answer.await.map_err(|_| BatonError::internal("the store's writer stopped before answering"))?
+    }
+
+    /// Write `change` as a batch of its own on this thread, if the writer is free and no
+    /// commit is queued; else hand it back. This blocks the calling (runtime) thread for
+    /// the batch's `fdatasync`, as long as a device flush takes; the runtime's other
+    /// thread serves meanwhile, and every later commit queues for the writer thread.
+    fn alone(&self, op_id: &str, run_id: &str, change: Mutation) -> Result<BatonResult<Run>, Mutation> {
+        if self.jobs.is_none() || self.signals.queued.load(Ordering::SeqCst) > 0 {
+            return Err(change);
+        }
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            // A panic while writing is answered where it happened; the state is kept.
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(change),
+        };
+        let (reply, mut answer) = oneshot::channel();
+        writer.batch(vec![(op_id.to_string(), run_id.to_string(), change, reply)]);
+        let unwitnessed = writer.witnessed < writer.batch;
+        drop(writer);
+        if unwitnessed && self.signals.idle.load(Ordering::SeqCst) {
+            self.send(Job::Wake).ok();
+        }
+        Ok(answer.try_recv().unwrap_or_else(|_| Err(BatonError::internal("the store's writer did not answer a commit"))))
     }
 
     /// Run `task` on the writer thread with no batch in flight (writes wait; reads do not).
@@ -155,6 +222,9 @@ pub struct Writer {
     recent: HashMap<String, (Run, Vec<Option<String>>)>,
     /// Batches that failed since the last one that did not (for the log).
     failures: u64,
+    /// When the last batch was written, or the integrity record last tried (it is written
+    /// once writes have paused for [`IDLE`]).
+    last_batch: Instant,
 }
 
 /// Most runs kept in [`Writer::recent`] (it is emptied when full).
@@ -179,46 +249,64 @@ impl Failed {
 }
 
 impl Writer {
-    fn run(&mut self, inbox: mpsc::Receiver<Job>) {
+    /// The writer thread: batches of queued jobs, and the integrity record once writes
+    /// have paused for [`IDLE`].
+    fn run(writer: &Mutex<Writer>, signals: &Signals, inbox: mpsc::Receiver<Job>) {
+        let lock = || writer.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let first = if self.witnessed < self.batch {
-                match inbox.recv_timeout(IDLE) {
-                    Ok(job) => job,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.witness_now();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
+            let waiting = {
+                let writer = lock();
+                let waiting = (writer.witnessed < writer.batch).then(|| writer.last_batch.elapsed());
+                // Under the lock: a batch written after this sees `idle` and wakes the thread.
+                signals.idle.store(waiting.is_none(), Ordering::SeqCst);
+                waiting
+            };
+            let first = match waiting {
+                Some(since) if since >= IDLE => {
+                    let mut writer = lock();
+                    writer.witness_now();
+                    // If it could not be written (a failed batch waits to be healed), the
+                    // next try is one pause later, not at once.
+                    writer.last_batch = Instant::now();
+                    continue;
                 }
-            } else {
-                match inbox.recv() {
+                Some(since) => match inbox.recv_timeout(IDLE - since) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match inbox.recv() {
                     Ok(job) => job,
                     Err(_) => break,
-                }
+                },
             };
+            signals.idle.store(false, Ordering::SeqCst);
+            let mut writer = lock();
             let mut commits = Vec::new();
             let mut next = Some(first);
             while let Some(job) = next.take() {
+                signals.queued.fetch_sub(1, Ordering::SeqCst);
                 match job {
                     Job::Commit { op_id, run_id, change, reply } => commits.push((op_id, run_id, change, reply)),
                     Job::Exclusive(task) => {
                         if !commits.is_empty() {
-                            self.batch(std::mem::take(&mut commits));
+                            writer.batch(std::mem::take(&mut commits));
                         }
-                        let _ = self.heal();
-                        self.recent.clear();
-                        task(self);
+                        let _ = writer.heal();
+                        writer.recent.clear();
+                        task(&mut writer);
                     }
+                    Job::Wake => {}
                 }
                 if commits.len() < MAX_BATCH {
                     next = inbox.try_recv().ok();
                 }
             }
             if !commits.is_empty() {
-                self.batch(commits);
+                writer.batch(commits);
             }
         }
-        self.witness_now();
+        lock().witness_now();
     }
 
     /// Write the exact batch number to the integrity record, durably.
@@ -233,9 +321,9 @@ impl Writer {
     }
 
     fn batch(&mut self, commits: Vec<(String, String, Mutation, Reply<Run>)>) {
-        let ready = self.reserve.release_for_batch().map_err(|e| io_storage(&self.shared.dir, "write to", &e)).and_then(|_| self.heal());
+        let ready = self.heal();
         self.batch_ready(commits, ready);
-        self.reserve.refill();
+        self.last_batch = Instant::now();
     }
 
     fn batch_ready(&mut self, commits: Vec<(String, String, Mutation, Reply<Run>)>, ready: BatonResult<()>) {
@@ -262,9 +350,9 @@ impl Writer {
             }
             return;
         }
-        let (runs, mut rings) = (std::mem::take(&mut batch.runs), std::mem::take(&mut batch.rings));
-        let outcome = self.write(db, batch);
+        let outcome = self.write(db, &mut batch);
         drop(guard);
+        let (runs, mut rings) = (batch.runs, batch.rings);
         match self.finish_batch(outcome) {
             Ok(()) => {
                 if self.recent.len() + runs.len() > RECENT_RUNS {
@@ -326,28 +414,29 @@ impl Writer {
     fn stage(&mut self, db: &Db, batch: &mut Batch, op_id: &str, run_id: &str, change: &Mutation) -> BatonResult<Run> {
         let current = match batch.runs.get(run_id) {
             Some(run) => run.clone(),
-            None => {
-                let durable = match self.recent.get(run_id) {
-                    Some((run, ring)) => {
-                        batch.rings.insert(run_id.to_string(), ring.clone());
-                        Some(run.clone())
-                    }
-                    None => self.shared.stored_run(db, run_id)?,
-                };
-                batch.overlay.runs.insert(run_id.to_string(), durable.clone());
-                batch.runs.insert(run_id.to_string(), durable.clone());
-                durable
-            }
+            // The run's first change in this batch: taken (not copied) from the runs the
+            // last batches left, and put back once this batch is durable.
+            None => match self.recent.remove(run_id) {
+                Some((run, ring)) => {
+                    batch.rings.insert(run_id.to_string(), ring);
+                    Some(run)
+                }
+                None => self.shared.stored_run(db, run_id)?,
+            },
         };
         if let Some(run) = &current
             && already_applied(run, op_id, self.ring(db, batch, run_id)?)
         {
+            batch.runs.insert(run_id.to_string(), Some(run.clone()));
             return Ok(run.clone());
         }
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| change(current.clone())))
+        let before = current.as_ref().map(RunSummary::of);
+        // The change takes the run itself (no copy); what is checked after is its version.
+        let version = current.as_ref().map(|run| run.version);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| change(current)))
             .unwrap_or_else(|_| Err(BatonError::internal(format!("a change to run {run_id} panicked"))));
         let commit = outcome?;
-        check_commit(run_id, current.as_ref(), &commit)?;
+        check_commit(run_id, version, &commit)?;
         let Commit { run, event, checkpoint, template } = commit;
         let shared = Arc::clone(&self.shared);
         let hash = self.bodies.body_in(&shared, db, batch, &run.template)?;
@@ -377,7 +466,6 @@ impl Writer {
         }
         self.ring(db, batch, run_id)?[(run.version % RECENT_OPS as u64) as usize] = Some(op_id.to_string());
         batch.writes.push((TreeId::Ops, keys::op_key(run_id, run.version, RECENT_OPS), Some(op_id.as_bytes().to_vec())));
-        let before = current.as_ref().map(RunSummary::of);
         let after = RunSummary::of(&run);
         if let Some(before) = &before {
             batch.writes.push((TreeId::Index, index::key_of(before), None));
@@ -386,8 +474,6 @@ impl Writer {
         let key = index::key_of(&after);
         batch.writes.push((TreeId::Index, key.clone(), Some(codec.encode(TreeId::Index.name(), &key, &after)?)));
         count_into(&mut batch.counts, &after, 1);
-        let durable_summary = batch.overlay.runs.get(run_id).cloned().flatten().map(|r| RunSummary::of(&r));
-        batch.overlay.summaries.insert(run_id.to_string(), (durable_summary, Some(after)));
         batch.runs.insert(run_id.to_string(), Some(run.clone()));
         Ok(run)
     }
@@ -407,8 +493,9 @@ impl Writer {
         Ok(batch.rings.get_mut(run_id).expect("inserted"))
     }
 
-    /// Steps 2-4 of a batch: overlay, journal and sync, transaction.
-    fn write(&mut self, db: &Db, mut batch: Batch) -> Result<(), Failed> {
+    /// Steps 2-3 of a batch: journal and sync, or (too large for the journal) overlay and
+    /// sled's transaction, flush and sync.
+    fn write(&mut self, db: &Db, batch: &mut Batch) -> Result<(), Failed> {
         for (key, delta) in std::mem::take(&mut batch.counts) {
             if delta != 0 {
                 let now = index::read_counter(db, &key).map_err(Failed::before_sled)? as i64;
@@ -418,16 +505,14 @@ impl Writer {
         batch.writes.push((TreeId::Meta, keys::META_BATCH.to_vec(), Some((self.batch + 1).to_be_bytes().to_vec())));
         let len = self.journal.encode(self.batch + 1, &batch.writes);
         durability::room_for(&self.shared.dir, len).map_err(|e| Failed::before_sled(io_storage(&self.shared.dir, "write to", &e)))?;
-        {
-            let mut overlay = self.shared.overlay();
-            let Overlay { runs, summaries, templates } = std::mem::take(&mut batch.overlay);
-            overlay.runs.extend(runs);
-            overlay.summaries.extend(summaries);
-            overlay.templates.extend(templates);
-        }
         if !Journal::fits(len) {
+            // sled shows a transaction's writes before they are durable: readers see the
+            // state before the batch, from the overlay, until then.
+            self.shield(db, batch).map_err(Failed::before_sled)?;
             return self.write_through(db, &batch.writes);
         }
+        // A journaled batch needs no overlay: readers see it only once it is durable, when
+        // its writes join the pending changes.
         if !self.journal.has_room(len) {
             // sled holds every journaled batch: once it is durable the journal is free.
             self.checkpoint_or_fail(db)?;
@@ -435,6 +520,25 @@ impl Writer {
         self.journaled().map_err(Failed::before_sled)?;
         // Durable: readers see it through the pending changes until the next checkpoint.
         db.pending.apply(&batch.writes);
+        Ok(())
+    }
+
+    /// Enter the state before `batch` of what it touches in the overlay: the runs its
+    /// commits changed (read now, before any of the batch is written) and whatever its
+    /// plan (a delete, an import) entered in its own overlay.
+    fn shield(&self, db: &Db, batch: &mut Batch) -> BatonResult<()> {
+        let Overlay { mut runs, mut summaries, templates } = std::mem::take(&mut batch.overlay);
+        for (run_id, written) in &batch.runs {
+            if !runs.contains_key(run_id) {
+                let durable = self.shared.stored_run(db, run_id)?;
+                summaries.insert(run_id.clone(), (durable.as_ref().map(RunSummary::of), written.as_ref().map(RunSummary::of)));
+                runs.insert(run_id.clone(), durable);
+            }
+        }
+        let mut overlay = self.shared.overlay();
+        overlay.runs.extend(runs);
+        overlay.summaries.extend(summaries);
+        overlay.templates.extend(templates);
         Ok(())
     }
 
@@ -456,6 +560,13 @@ impl Writer {
     /// A batch too large for the journal: sled's transaction, flush and sync, after a
     /// checkpoint (the pending changes are older, so they go into sled first).
     fn write_through(&mut self, db: &Db, writes: &[Write]) -> Result<(), Failed> {
+        self.reserve.release_for_batch().map_err(|e| Failed::before_sled(io_storage(&self.shared.dir, "write to", &e)))?;
+        let written = self.write_through_sled(db, writes);
+        self.reserve.refill();
+        written
+    }
+
+    fn write_through_sled(&mut self, db: &Db, writes: &[Write]) -> Result<(), Failed> {
         if !db.pending.is_empty() {
             self.checkpoint_or_fail(db)?;
         }
@@ -525,6 +636,14 @@ impl Writer {
     fn checkpoint(&mut self, db: &Db) -> BatonResult<()> {
         let dir = &self.shared.dir;
         durability::room_for(dir, self.journal.used()).map_err(|e| io_storage(dir, "flush", &e))?;
+        self.reserve.release_for_batch().map_err(|e| io_storage(dir, "write to", &e))?;
+        let done = self.checkpoint_sled(db);
+        self.reserve.refill();
+        done
+    }
+
+    fn checkpoint_sled(&mut self, db: &Db) -> BatonResult<()> {
+        let dir = &self.shared.dir;
         if !db.pending.is_empty() {
             self.transaction(db, &db.pending.writes()).map_err(|f| f.error)?;
         }
@@ -543,6 +662,19 @@ impl Writer {
             // First, so that reopening sled below cannot replay the failed batch.
             self.journal.invalidate().map_err(|e| io_storage(&dir, "erase a failed change from the journal of", &e))?;
         }
+        if self.undo.is_none() {
+            return Ok(());
+        }
+        // Reopening opens sled's files: the descriptors held in reserve are for that.
+        let _ = self.reserve.release_for_batch();
+        let healed = self.reopen();
+        self.reserve.refill();
+        healed
+    }
+
+    /// Reopen sled after a failed batch and write back what it replaced (see [`Writer::heal`]).
+    fn reopen(&mut self) -> BatonResult<()> {
+        let dir = self.shared.dir.clone();
         let Some((undo, cause)) = &self.undo else { return Ok(()) };
         // A flush stuck inside sled keeps the old instance (and its file lock) alive:
         // dropping it would wait forever too, and reopening would find the lock taken.
@@ -619,7 +751,7 @@ impl Writer {
         }
         let mut batch = Batch::default();
         let count = super::maintenance::plan_import(&shared, &mut self.bodies, db, &mut batch, records, replace)?;
-        let outcome = self.write(db, batch);
+        let outcome = self.write(db, &mut batch);
         drop(guard);
         self.finish_batch(outcome).map(|()| count)
     }
@@ -632,7 +764,7 @@ impl Writer {
         let db = guard.as_ref().ok_or_else(|| BatonError::internal("database closed"))?;
         let mut batch = Batch::default();
         let Some(deleted) = super::delete::plan_delete(&shared, db, &mut batch, run_id)? else { return Ok(None) };
-        let outcome = self.write(db, batch);
+        let outcome = self.write(db, &mut batch);
         drop(guard);
         self.finish_batch(outcome)?;
         Ok(Some(deleted))
