@@ -140,31 +140,48 @@ const RESERVE_FDS: usize = 4;
 /// (a lowered limit can make freed slots unusable): if not, the batch fails before sled
 /// sees it. Under a flood of connections that uses up the process's descriptors, the
 /// reserve also keeps writes working. (Another thread could still take the freed
-/// descriptors in the instant between the check and sled's open.) Cost per batch: 4
-/// closes and 5 opens of /dev/null, a few microseconds.
+/// descriptors in the instant between the check and sled's open.) Cost per use: 4
+/// closes and 5 opens of /dev/null, a few microseconds; only sled's work uses it (a
+/// journaled batch opens no file).
 pub struct FdReserve {
     held: Vec<File>,
+    /// Releases not yet followed by their [`FdReserve::refill`]: sled's work can nest (a
+    /// write through sled starts with a checkpoint), and the reserve stays free until the
+    /// outermost ends.
+    released: usize,
 }
 
 impl FdReserve {
     pub fn new() -> FdReserve {
-        let mut reserve = FdReserve { held: Vec::new() };
-        reserve.refill();
+        let mut reserve = FdReserve { held: Vec::new(), released: 0 };
+        reserve.top_up();
         reserve
     }
 
-    /// Free the reserve for a batch, or say why the batch cannot have descriptors.
+    /// Free the reserve for sled's work, or say why it cannot have descriptors.
     pub fn release_for_batch(&mut self) -> io::Result<()> {
-        self.refill();
-        if self.held.len() < RESERVE_FDS {
-            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        if self.released == 0 {
+            self.top_up();
+            if self.held.len() < RESERVE_FDS {
+                return Err(io::Error::from_raw_os_error(libc::EMFILE));
+            }
+            self.held.clear();
+            File::open("/dev/null").map(drop)?;
         }
-        self.held.clear();
-        File::open("/dev/null").map(drop)
+        self.released += 1;
+        Ok(())
     }
 
-    /// Take the reserve back (as much of it as can be had).
+    /// After a successful release: take the reserve back once the outermost work is over
+    /// (as much of it as can be had).
     pub fn refill(&mut self) {
+        self.released = self.released.saturating_sub(1);
+        if self.released == 0 {
+            self.top_up();
+        }
+    }
+
+    fn top_up(&mut self) {
         while self.held.len() < RESERVE_FDS {
             match File::open("/dev/null") {
                 Ok(file) => self.held.push(file),

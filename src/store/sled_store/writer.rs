@@ -158,7 +158,7 @@ impl Handle {
     /// the batch's `fdatasync`, as long as a device flush takes; the runtime's other
     /// thread serves meanwhile, and every later commit queues for the writer thread.
     fn alone(&self, op_id: &str, run_id: &str, change: Mutation) -> Result<BatonResult<Run>, Mutation> {
-        if self.jobs.is_none() || self.signals.queued.load(Ordering::SeqCst) > 0 {
+        if self.signals.queued.load(Ordering::SeqCst) > 0 {
             return Err(change);
         }
         let mut writer = match self.writer.try_lock() {
@@ -254,22 +254,22 @@ impl Writer {
     fn run(writer: &Mutex<Writer>, signals: &Signals, inbox: mpsc::Receiver<Job>) {
         let lock = || writer.lock().unwrap_or_else(|p| p.into_inner());
         loop {
+            // How long writes have paused, while the record lags behind the last batch.
             let waiting = {
-                let writer = lock();
-                let waiting = (writer.witnessed < writer.batch).then(|| writer.last_batch.elapsed());
+                let mut writer = lock();
+                let mut waiting = (writer.witnessed < writer.batch).then(|| writer.last_batch.elapsed());
+                if waiting.is_some_and(|since| since >= IDLE) {
+                    writer.witness_now();
+                    // If it could not be written (a failed batch waits to be healed), the
+                    // next try is one pause later.
+                    writer.last_batch = Instant::now();
+                    waiting = (writer.witnessed < writer.batch).then_some(Duration::ZERO);
+                }
                 // Under the lock: a batch written after this sees `idle` and wakes the thread.
                 signals.idle.store(waiting.is_none(), Ordering::SeqCst);
                 waiting
             };
             let first = match waiting {
-                Some(since) if since >= IDLE => {
-                    let mut writer = lock();
-                    writer.witness_now();
-                    // If it could not be written (a failed batch waits to be healed), the
-                    // next try is one pause later, not at once.
-                    writer.last_batch = Instant::now();
-                    continue;
-                }
                 Some(since) => match inbox.recv_timeout(IDLE - since) {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => continue,
@@ -666,9 +666,12 @@ impl Writer {
             return Ok(());
         }
         // Reopening opens sled's files: the descriptors held in reserve are for that.
-        let _ = self.reserve.release_for_batch();
+        // (If it cannot be freed, `reopen` finds no descriptors to spare and waits.)
+        let freed = self.reserve.release_for_batch().is_ok();
         let healed = self.reopen();
-        self.reserve.refill();
+        if freed {
+            self.reserve.refill();
+        }
         healed
     }
 
