@@ -9,8 +9,9 @@
 //! - listing (`inspect`) latency with 10,000 runs; `resume` against history length;
 //! - cold start to the `initialize` answer.
 //!
-//! Set BATON_BENCH_DIR to measure on another disk (default: $TMPDIR/baton-bench), and
-//! BATON_BENCH_QUICK=1 for a short smoke run.
+//! Set BATON_BENCH_DIR to measure on another disk (default: $TMPDIR/baton-bench),
+//! BATON_BENCH_QUICK=1 for a short smoke run, and BATON_BENCH_ONLY to a comma-separated
+//! list of phases (`latency`, `sessions`, `space`, `list`, `resume`, `cold`) to run only those.
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
@@ -40,6 +41,8 @@ struct Sizes {
 
 fn main() {
     let quick = std::env::var_os("BATON_BENCH_QUICK").is_some();
+    let only = std::env::var("BATON_BENCH_ONLY").ok();
+    let wanted = |phase: &str| only.as_deref().is_none_or(|list| list.split(',').any(|p| p.trim() == phase));
     let sizes = if quick {
         Sizes { latency_samples: 200, session_seconds: 1.0, total_events: 5_000, runs: 500 }
     } else {
@@ -64,119 +67,132 @@ fn main() {
     runtime.block_on(async {
         let home = dir.path().join("home");
         let server = session(&home).await;
-        let ping = timed(sizes.latency_samples, || async { server.client.peer().send_request(ping_request()).await.unwrap() }).await;
-        report("MCP round trip: ping (transport only)", &ping);
-        let round_trip = timed(sizes.latency_samples, || server.ok("inspect", json!({"templates": true}))).await;
-        report("MCP round trip through the owner, no disk I/O (inspect templates)", &round_trip);
+        if wanted("latency") {
+            let ping = timed(sizes.latency_samples, || async { server.client.peer().send_request(ping_request()).await.unwrap() }).await;
+            report("MCP round trip: ping (transport only)", &ping);
+            let round_trip = timed(sizes.latency_samples, || server.ok("inspect", json!({"templates": true}))).await;
+            report("MCP round trip through the owner, no disk I/O (inspect templates)", &round_trip);
 
-        let start = timed(sizes.latency_samples / 4, || start_loop(&server)).await;
-        report("start_workflow (inline template definition)", &start);
+            let start = timed(sizes.latency_samples / 4, || start_loop(&server)).await;
+            report("start_workflow (inline template definition)", &start);
 
-        // One session advancing one run: latency, and device flushes per advance; in
-        // rounds interleaved with the floor and LangGraph's durable step, so all three see
-        // the same disk and the same neighbours on this shared machine.
-        let mut langgraph = langgraph::Worker::start(dir.path());
-        let mut brief = start_loop(&server).await;
-        for _ in 0..100 {
-            brief = step(&server, &brief).await; // warm-up
-        }
-        if let Some(worker) = langgraph.as_mut() {
-            worker.steps(100); // warm-up
-        }
-        let rounds = 10;
-        let per_round = sizes.latency_samples / rounds;
-        let (mut samples, mut floor_samples, mut graph_samples) = (Vec::new(), Vec::new(), Vec::new());
-        let mut flushes = device.as_ref().map(|_| 0u64);
-        for _ in 0..rounds {
-            floor_samples.extend(bench::fdatasync_samples(dir.path(), per_round));
-            let before = device.as_ref().map(FlushCounter::read);
-            for _ in 0..per_round {
-                let t = Instant::now();
-                brief = step(&server, &brief).await;
-                samples.push(t.elapsed());
-            }
-            if let (Some(total), Some(before), Some(device)) = (flushes.as_mut(), before, device.as_ref()) {
-                *total += device.read().saturating_sub(before);
+            // One session advancing one run: latency, and device flushes per advance; in
+            // rounds interleaved with the floor and LangGraph's durable step, so all three see
+            // the same disk and the same neighbours on this shared machine.
+            let mut langgraph = langgraph::Worker::start(dir.path());
+            let mut brief = start_loop(&server).await;
+            for _ in 0..100 {
+                brief = step(&server, &brief).await; // warm-up
             }
             if let Some(worker) = langgraph.as_mut() {
-                graph_samples.extend(worker.steps(per_round));
+                worker.steps(100); // warm-up
+            }
+            let rounds = 10;
+            let per_round = sizes.latency_samples / rounds;
+            let (mut samples, mut floor_samples, mut graph_samples) = (Vec::new(), Vec::new(), Vec::new());
+            let mut flushes = device.as_ref().map(|_| 0u64);
+            for _ in 0..rounds {
+                floor_samples.extend(bench::fdatasync_samples(dir.path(), per_round));
+                let before = device.as_ref().map(FlushCounter::read);
+                for _ in 0..per_round {
+                    let t = Instant::now();
+                    brief = step(&server, &brief).await;
+                    samples.push(t.elapsed());
+                }
+                if let (Some(total), Some(before), Some(device)) = (flushes.as_mut(), before, device.as_ref()) {
+                    *total += device.read().saturating_sub(before);
+                }
+                if let Some(worker) = langgraph.as_mut() {
+                    graph_samples.extend(worker.steps(per_round));
+                }
+            }
+            let advance = Stats::of(samples);
+            let near_floor = Stats::of(floor_samples);
+            report("fdatasync floor, interleaved with the advances", &near_floor);
+            report("durable advance, one session (stdio MCP -> owner -> disk)", &advance);
+            println!(
+                "  = {:.2}x the interleaved fdatasync floor at p50 (goal <= 3x), {:.2}x at p99",
+                ratio(advance.p50, near_floor.p50),
+                ratio(advance.p99, near_floor.p99)
+            );
+            match flushes {
+                Some(flushes) => println!(
+                    "  device flushes per acknowledged advance: {:.3} ({flushes} for {} advances; goal 1.0)",
+                    flushes as f64 / advance.n as f64,
+                    advance.n
+                ),
+                None => println!("  device flushes: no block device statistics for this directory"),
+            }
+            match langgraph {
+                Some(_) if !graph_samples.is_empty() => {
+                    let graph = Stats::of(graph_samples);
+                    report("LangGraph durable step (SqliteSaver, durability=sync, synchronous=FULL, in-process)", &graph);
+                    println!("  baton's durable advance is {:.2}x faster at p50 (goal >= 1.5x)", ratio(graph.p50, advance.p50));
+                }
+                _ => println!("LangGraph durable step: skipped ({})", langgraph::why_not()),
             }
         }
-        let advance = Stats::of(samples);
-        let near_floor = Stats::of(floor_samples);
-        report("fdatasync floor, interleaved with the advances", &near_floor);
-        report("durable advance, one session (stdio MCP -> owner -> disk)", &advance);
-        println!(
-            "  = {:.2}x the interleaved fdatasync floor at p50 (goal <= 3x), {:.2}x at p99",
-            ratio(advance.p50, near_floor.p50),
-            ratio(advance.p99, near_floor.p99)
-        );
-        match flushes {
-            Some(flushes) => println!(
-                "  device flushes per acknowledged advance: {:.3} ({flushes} for {} advances; goal 1.0)",
-                flushes as f64 / advance.n as f64,
-                advance.n
-            ),
-            None => println!("  device flushes: no block device statistics for this directory"),
-        }
-        match langgraph {
-            Some(_) if !graph_samples.is_empty() => {
-                let graph = Stats::of(graph_samples);
-                report("LangGraph durable step (SqliteSaver, durability=sync, synchronous=FULL, in-process)", &graph);
-                println!("  baton's durable advance is {:.2}x faster at p50 (goal >= 1.5x)", ratio(graph.p50, advance.p50));
+
+        if wanted("sessions") {
+            // Concurrent sessions, each advancing its own run: throughput.
+            let mut base_rate = 0.0;
+            for sessions in [1usize, 2, 4, 8] {
+                let rate = throughput(&home, sessions, sizes.session_seconds).await;
+                if sessions == 1 {
+                    base_rate = rate;
+                }
+                println!("{sessions} session(s): {rate:.0} advances/s ({:.2}x one session)", rate / base_rate);
             }
-            _ => println!("LangGraph durable step: skipped ({})", langgraph::why_not()),
         }
 
-        // Concurrent sessions, each advancing its own run: throughput.
-        let mut base_rate = 0.0;
-        for sessions in [1usize, 2, 4, 8] {
-            let rate = throughput(&home, sessions, sizes.session_seconds).await;
-            if sessions == 1 {
-                base_rate = rate;
+        if wanted("space") {
+            // Space and memory at many events, filled by 8 sessions.
+            let space_home = dir.path().join("space");
+            fill(&space_home, 8, sizes.total_events).await;
+            let db_bytes = dir_bytes(&space_home.join("db")).1;
+            println!(
+                "{} events: {:.0} bytes on disk per event ({:.1} MiB in all; goal <= 1.5 KB), owner RSS {:.1} MiB (goal <= 32 MiB)",
+                sizes.total_events,
+                db_bytes as f64 / sizes.total_events as f64,
+                db_bytes as f64 / 1_048_576.0,
+                rss_kib(owner_pid(&space_home)) as f64 / 1024.0
+            );
+        }
+
+        if wanted("list") {
+            // Listing with many runs.
+            let list_home = dir.path().join("list");
+            let lister = session(&list_home).await;
+            create_runs(&list_home, sizes.runs).await;
+            let open = timed(200, || lister.ok("inspect", json!({"status": "open", "limit": 50}))).await;
+            report(&format!("list open runs (limit 50) with {} runs", sizes.runs), &open);
+            let all = timed(200, || lister.ok("inspect", json!({"limit": 50}))).await;
+            report(&format!("list all runs (limit 50) with {} runs", sizes.runs), &all);
+            lister.stop().await;
+        }
+
+        if wanted("resume") {
+            // Resume costs the same whatever the history's length.
+            let histories: &[u64] = if quick { &[10] } else { &[10, 1_000, 10_000] };
+            for &events in histories {
+                let run = run_with_events(&server, events).await;
+                let resume = timed(200, || server.ok("resume", json!({ "run_id": run }))).await;
+                report(&format!("resume, run with {events} events"), &resume);
             }
-            println!("{sessions} session(s): {rate:.0} advances/s ({:.2}x one session)", rate / base_rate);
         }
 
-        // Space and memory at many events, filled by 8 sessions.
-        let space_home = dir.path().join("space");
-        fill(&space_home, 8, sizes.total_events).await;
-        let db_bytes = dir_bytes(&space_home.join("db")).1;
-        println!(
-            "{} events: {:.0} bytes on disk per event ({:.1} MiB in all; goal <= 1.5 KB), owner RSS {:.1} MiB (goal <= 32 MiB)",
-            sizes.total_events,
-            db_bytes as f64 / sizes.total_events as f64,
-            db_bytes as f64 / 1_048_576.0,
-            rss_kib(owner_pid(&space_home)) as f64 / 1024.0
-        );
-
-        // Listing with many runs.
-        let list_home = dir.path().join("list");
-        let lister = session(&list_home).await;
-        create_runs(&list_home, sizes.runs).await;
-        let open = timed(200, || lister.ok("inspect", json!({"status": "open", "limit": 50}))).await;
-        report(&format!("list open runs (limit 50) with {} runs", sizes.runs), &open);
-        let all = timed(200, || lister.ok("inspect", json!({"limit": 50}))).await;
-        report(&format!("list all runs (limit 50) with {} runs", sizes.runs), &all);
-        lister.stop().await;
-
-        // Resume costs the same whatever the history's length.
-        let histories: &[u64] = if quick { &[10] } else { &[10, 1_000, 10_000] };
-        for &events in histories {
-            let run = run_with_events(&server, events).await;
-            let resume = timed(200, || server.ok("resume", json!({ "run_id": run }))).await;
-            report(&format!("resume, run with {events} events"), &resume);
-        }
         println!("RSS: owner {} KiB, session {} KiB", rss_kib(owner_pid(&home)), rss_kib(server.pid));
         server.stop().await;
     });
 
-    let cold: Vec<Duration> = (0..20).map(|_| cold_start(&dir.path().join("home")).0).collect();
-    report("cold start to initialize answer (existing db, owner running)", &Stats::of(cold));
-    let (_, idle_rss) = cold_start(&dir.path().join("home"));
-    println!("session RSS after initialize: {idle_rss} KiB");
-    let fresh: Vec<Duration> = (0..10).map(|i| cold_start(&dir.path().join(format!("fresh-{i}"))).0).collect();
-    report("cold start to initialize answer (new db, owner started)", &Stats::of(fresh));
+    if wanted("cold") {
+        let cold: Vec<Duration> = (0..20).map(|_| cold_start(&dir.path().join("home")).0).collect();
+        report("cold start to initialize answer (existing db, owner running)", &Stats::of(cold));
+        let (_, idle_rss) = cold_start(&dir.path().join("home"));
+        println!("session RSS after initialize: {idle_rss} KiB");
+        let fresh: Vec<Duration> = (0..10).map(|i| cold_start(&dir.path().join(format!("fresh-{i}"))).0).collect();
+        report("cold start to initialize answer (new db, owner started)", &Stats::of(fresh));
+    }
 }
 
 fn ping_request() -> rmcp::model::ClientRequest {
