@@ -85,3 +85,43 @@ async fn every_bad_line_gets_one_answer_and_good_lines_pass() {
     assert!(matches!(&delivered[2], JsonRpcMessage::Response(_)));
     assert!(matches!(&delivered[3], JsonRpcMessage::Request(r) if r.id == NumberOrString::Number(2)));
 }
+
+#[test]
+fn a_tool_call_takes_the_short_parse_and_reads_as_rmcp_reads_it() {
+    let line = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"advance","arguments":{"run_id":"r","output":"said \"error\": none"},"_meta":{"threadId":"t-1","progressToken":3}}}"#;
+    let plain = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"advance","arguments":{"run_id":"r"},"_meta":{"threadId":"t-1"}}}"#;
+    let short = tool_call(plain).expect("a plain tool call takes the short parse");
+    let rmcp_reads = serde_json::from_str::<ClientJsonRpcMessage>(plain).unwrap();
+    assert_eq!(serde_json::to_value(&short).unwrap(), serde_json::to_value(&rmcp_reads).unwrap(), "the same message as rmcp's decode");
+    let JsonRpcMessage::Request(request) = &short else { panic!("{short:?}") };
+    let ClientRequest::CallToolRequest(call) = &request.request else { panic!("{short:?}") };
+    assert_eq!(call.params.name, "advance");
+    let meta = call.extensions.get::<rmcp::model::RequestMetaObject>().map(|m| serde_json::to_value(&m.0).unwrap());
+    assert_eq!(meta.as_ref().map(|m| &m["threadId"]), Some(&json!("t-1")), "_meta is kept");
+    // Quoted inside a string, `"error"` is no field: the short parse still takes it.
+    let quoted = tool_call(line).expect("an escaped quote is no field name");
+    assert_eq!(
+        serde_json::to_value(&quoted).unwrap(),
+        serde_json::to_value(serde_json::from_str::<ClientJsonRpcMessage>(line).unwrap()).unwrap()
+    );
+    // A line that may name the field is left to rmcp's decode.
+    assert!(tool_call(r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"x","arguments":{"outcome":"error"}}}"#).is_none());
+    // Stray fields and other methods are rmcp's to judge.
+    assert!(tool_call(r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"x"},"result":{}}"#).is_none());
+    assert!(tool_call(r#"{"jsonrpc":"2.0","id":8,"method":"tools/list"}"#).is_none());
+    assert!(tool_call(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}"#).is_none(), "a notification is not a call");
+}
+
+#[tokio::test]
+async fn a_tool_call_with_a_stray_result_is_still_refused() {
+    let mut input = INIT.as_bytes().to_vec();
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"advance"},"result":{}}"#);
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"advance","arguments":{}}}"#);
+    let (delivered, answers) = run(input).await;
+    assert_eq!(answers.len(), 1, "{answers:#?}");
+    assert_eq!((answers[0]["id"].clone(), answers[0]["error"]["code"].as_i64()), (json!(4), Some(-32600)));
+    assert_eq!(delivered.len(), 2, "initialize and the good call: {delivered:#?}");
+    assert!(matches!(&delivered[1], JsonRpcMessage::Request(r) if r.id == NumberOrString::Number(5)));
+}
