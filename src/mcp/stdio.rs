@@ -280,7 +280,7 @@ impl<R: AsyncRead + Send + Unpin> Transport<RoleServer> for HardenedStdio<R> {
 
 /// A well-formed `tools/call` request (most of what a client sends), parsed straight into
 /// its type: rmcp's decode of a message buffers it and tries each of its 22 request types
-/// in turn, a third of the session's CPU for a call (perf, issue 22). A line naming
+/// in turn, 4.0 us a line against 1.8 us this way (issue 22). A line naming
 /// `result` or `error` anywhere is left to that decode, which refuses such stray fields on
 /// a request; whatever this does not take, it does too.
 fn tool_call(text: &str) -> Option<ClientJsonRpcMessage> {
