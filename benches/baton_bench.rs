@@ -3,8 +3,10 @@
 //! the same disk:
 //! - the fdatasync floor (256 B append + fdatasync) and the bare MCP round trip (`ping`);
 //! - durable `advance` latency in one session, its ratio to the floor, and the device
-//!   flushes per acknowledged advance (`/sys/block/<dev>/stat`);
+//!   flushes per acknowledged advance (`/sys/block/<dev>/stat`), beside LangGraph's step;
 //! - advances per second with 1, 2, 4 and 8 concurrent sessions (group commit);
+//! - the goal figures with a raw line client (one JSON-RPC line each way, as the issue
+//!   measures baton), each beside the same measure with rmcp's client and its own costs;
 //! - bytes on disk per event and the owner's RSS at 100,000 events;
 //! - listing (`inspect`) latency with 10,000 runs; `resume` against history length;
 //! - cold start to the `initialize` answer.
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod support;
 
-use support::bench::{self, FlushCounter, Stats, dir_bytes, fdatasync_floor, ratio, report, start_loop, step, timed};
+use support::bench::{self, FlushCounter, RawBrief, RawSession, Stats, dir_bytes, fdatasync_floor, ratio, report, start_loop, step, timed};
 use support::{BATON, Server, owner_pid, rss_kib};
 
 mod langgraph;
@@ -73,56 +75,86 @@ fn main() {
             let round_trip = timed(sizes.latency_samples, || server.ok("inspect", json!({"templates": true}))).await;
             report("MCP round trip through the owner, no disk I/O (inspect templates)", &round_trip);
 
+            // The goal lines are measured with a raw line client, as the issue defines baton's
+            // figure; rmcp's client is measured beside it, its own costs included.
+            let mut raw = RawSession::start(&home);
+            let start = Stats::of(
+                (0..sizes.latency_samples / 4)
+                    .map(|_| {
+                        let t = Instant::now();
+                        raw.start_loop();
+                        t.elapsed()
+                    })
+                    .collect(),
+            );
+            report("start_workflow (inline template definition), raw line client", &start);
             let start = timed(sizes.latency_samples / 4, || start_loop(&server)).await;
-            report("start_workflow (inline template definition)", &start);
+            report("start_workflow (inline template definition), rmcp client", &start);
 
             // One session advancing one run: latency, and device flushes per advance; in
             // rounds interleaved with the floor and LangGraph's durable step, so all three see
             // the same disk and the same neighbours on this shared machine.
             let mut langgraph = langgraph::Worker::start(dir.path());
             let mut brief = start_loop(&server).await;
+            let mut raw_brief = raw.start_loop();
             for _ in 0..100 {
                 brief = step(&server, &brief).await; // warm-up
+                raw_brief = raw.step(&raw_brief);
             }
             if let Some(worker) = langgraph.as_mut() {
                 worker.steps(100); // warm-up
             }
             let rounds = 10;
             let per_round = sizes.latency_samples / rounds;
-            let (mut samples, mut floor_samples, mut graph_samples) = (Vec::new(), Vec::new(), Vec::new());
-            let mut flushes = device.as_ref().map(|_| 0u64);
+            let (mut samples, mut rmcp_samples, mut floor_samples, mut graph_samples) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut flushes, mut rmcp_flushes) = (device.as_ref().map(|_| 0u64), device.as_ref().map(|_| 0u64));
+            let flushes_since = |total: &mut Option<u64>, before: Option<u64>| {
+                if let (Some(total), Some(before), Some(device)) = (total.as_mut(), before, device.as_ref()) {
+                    *total += device.read().saturating_sub(before);
+                }
+            };
             for _ in 0..rounds {
                 floor_samples.extend(bench::fdatasync_samples(dir.path(), per_round));
                 let before = device.as_ref().map(FlushCounter::read);
                 for _ in 0..per_round {
                     let t = Instant::now();
-                    brief = step(&server, &brief).await;
+                    raw_brief = raw.step(&raw_brief);
                     samples.push(t.elapsed());
                 }
-                if let (Some(total), Some(before), Some(device)) = (flushes.as_mut(), before, device.as_ref()) {
-                    *total += device.read().saturating_sub(before);
+                flushes_since(&mut flushes, before);
+                let before = device.as_ref().map(FlushCounter::read);
+                for _ in 0..per_round {
+                    let t = Instant::now();
+                    brief = step(&server, &brief).await;
+                    rmcp_samples.push(t.elapsed());
                 }
+                flushes_since(&mut rmcp_flushes, before);
                 if let Some(worker) = langgraph.as_mut() {
                     graph_samples.extend(worker.steps(per_round));
                 }
             }
+            raw.stop();
             let advance = Stats::of(samples);
+            let rmcp_advance = Stats::of(rmcp_samples);
             let near_floor = Stats::of(floor_samples);
             report("fdatasync floor, interleaved with the advances", &near_floor);
-            report("durable advance, one session (stdio MCP -> owner -> disk)", &advance);
+            let per_advance = |flushes: Option<u64>, n: usize| match flushes {
+                Some(flushes) => format!("{:.3} ({flushes} for {n} advances; goal 1.0)", flushes as f64 / n as f64),
+                None => "no block device statistics for this directory".to_string(),
+            };
+            report("durable advance, one session, raw line client (stdio MCP -> owner -> disk)", &advance);
             println!(
                 "  = {:.2}x the interleaved fdatasync floor at p50 (goal <= 3x), {:.2}x at p99",
                 ratio(advance.p50, near_floor.p50),
                 ratio(advance.p99, near_floor.p99)
             );
-            match flushes {
-                Some(flushes) => println!(
-                    "  device flushes per acknowledged advance: {:.3} ({flushes} for {} advances; goal 1.0)",
-                    flushes as f64 / advance.n as f64,
-                    advance.n
-                ),
-                None => println!("  device flushes: no block device statistics for this directory"),
-            }
+            println!("  device flushes per acknowledged advance: {}", per_advance(flushes, advance.n));
+            report("durable advance, one session, rmcp client", &rmcp_advance);
+            println!(
+                "  = {:.2}x the interleaved fdatasync floor at p50; device flushes per acknowledged advance: {}",
+                ratio(rmcp_advance.p50, near_floor.p50),
+                per_advance(rmcp_flushes, rmcp_advance.n)
+            );
             match langgraph {
                 Some(_) if !graph_samples.is_empty() => {
                     let graph = Stats::of(graph_samples);
@@ -135,13 +167,21 @@ fn main() {
 
         if wanted("sessions") {
             // Concurrent sessions, each advancing its own run: throughput.
+            // Raw line clients first (the goal's figure), then rmcp's clients.
             let mut base_rate = 0.0;
+            for sessions in [1usize, 2, 4, 8] {
+                let rate = raw_throughput(&home, sessions, sizes.session_seconds);
+                if sessions == 1 {
+                    base_rate = rate;
+                }
+                println!("{sessions} session(s), raw line clients: {rate:.0} advances/s ({:.2}x one session)", rate / base_rate);
+            }
             for sessions in [1usize, 2, 4, 8] {
                 let rate = throughput(&home, sessions, sizes.session_seconds).await;
                 if sessions == 1 {
                     base_rate = rate;
                 }
-                println!("{sessions} session(s): {rate:.0} advances/s ({:.2}x one session)", rate / base_rate);
+                println!("{sessions} session(s), rmcp clients: {rate:.0} advances/s ({:.2}x one session)", rate / base_rate);
             }
         }
 
@@ -231,6 +271,41 @@ async fn throughput(home: &Path, sessions: usize, seconds: f64) -> f64 {
         if let Ok(session) = Arc::try_unwrap(session) {
             session.stop().await;
         }
+    }
+    rate
+}
+
+/// Advances per second with `sessions` processes driven by raw line clients, one thread
+/// each, each advancing its own run.
+fn raw_throughput(home: &Path, sessions: usize, seconds: f64) -> f64 {
+    let mut all: Vec<(RawSession, RawBrief)> = (0..sessions)
+        .map(|_| {
+            let mut session = RawSession::start(home);
+            let brief = session.start_loop();
+            (session, brief)
+        })
+        .collect();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let total: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = all
+            .iter_mut()
+            .map(|(session, brief)| {
+                scope.spawn(move || {
+                    let mut done = 0u64;
+                    while Instant::now() < deadline {
+                        *brief = session.step(brief);
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    for (session, _) in all {
+        session.stop();
     }
     rate
 }

@@ -141,3 +141,115 @@ pub async fn start_loop(server: &super::Server) -> serde_json::Value {
 pub async fn step(server: &super::Server, brief: &serde_json::Value) -> serde_json::Value {
     server.advance(brief, "next", "Implemented the change in src/lib.rs; 12 tests pass.").await
 }
+
+/// A `baton serve` session driven by a raw line client: one JSON-RPC line written per call,
+/// lines read until the answer with its id, and only the fields the bench needs decoded.
+/// This is how the issue measures baton's own figure; rmcp's client (`super::Server`) adds
+/// its own costs (a multi-threaded runtime, every reply decoded as each possible type).
+pub struct RawSession {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    next_id: u64,
+    line: String,
+}
+
+/// The part of an answer the raw client reads: a tool result's error flag and the run's
+/// id and version from its structured content.
+#[derive(serde::Deserialize)]
+struct RawAnswer {
+    id: Option<u64>,
+    result: Option<RawResult>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawResult {
+    #[serde(rename = "isError")]
+    is_error: Option<bool>,
+    #[serde(rename = "structuredContent")]
+    structured: Option<RawBrief>,
+}
+
+/// A brief's run and version: all the next `advance` needs.
+#[derive(serde::Deserialize, Clone, Debug)]
+pub struct RawBrief {
+    pub run_id: String,
+    pub version: u64,
+}
+
+impl RawSession {
+    /// Start `baton serve` on `home`, beside it, and complete the MCP handshake.
+    pub fn start(home: &Path) -> RawSession {
+        use std::io::Write;
+        let mut child = std::process::Command::new(super::BATON)
+            .arg("serve")
+            .env("BATON_HOME", home)
+            .env("BATON_LOG", "error")
+            .envs(super::database_env(home))
+            .current_dir(home.parent().unwrap_or(Path::new("/")))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn baton serve");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut session = RawSession { child, stdin, stdout, next_id: 1, line: String::new() };
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench-raw","version":"0"}}}"#;
+        writeln!(session.stdin, "{init}").expect("write initialize");
+        session.read_answer(0);
+        assert!(session.line.contains("\"serverInfo\""), "unexpected initialize answer {}", session.line);
+        writeln!(session.stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#).expect("write initialized");
+        session
+    }
+
+    /// Read lines until the answer to request `id` (notifications are skipped); it is left in
+    /// `self.line`.
+    fn read_answer(&mut self, id: u64) -> RawAnswer {
+        use std::io::BufRead;
+        loop {
+            self.line.clear();
+            let n = self.stdout.read_line(&mut self.line).expect("read an answer");
+            assert!(n > 0, "baton serve closed its stdout before answering request {id}");
+            let answer: RawAnswer = serde_json::from_str(&self.line).unwrap_or_else(|e| panic!("not a JSON-RPC line ({e}): {}", self.line));
+            if answer.id == Some(id) {
+                return answer;
+            }
+        }
+    }
+
+    /// Call `tool` with `args` (a JSON object, as text) and return the brief it answers with.
+    pub fn call(&mut self, tool: &str, args: &str) -> RawBrief {
+        use std::io::Write;
+        let id = self.next_id;
+        self.next_id += 1;
+        writeln!(self.stdin, r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#)
+            .expect("write a call");
+        let answer = self.read_answer(id);
+        match answer {
+            RawAnswer { result: Some(RawResult { is_error: None | Some(false), structured: Some(brief) }), .. } => brief,
+            RawAnswer { error, .. } => panic!("{tool} {args} failed ({error:?}): {}", self.line),
+        }
+    }
+
+    /// Start a run of [`super::ping_pong`].
+    pub fn start_loop(&mut self) -> RawBrief {
+        let args = serde_json::json!({"goal": "benchmark", "template_definition": super::ping_pong()}).to_string();
+        self.call("start_workflow", &args)
+    }
+
+    /// Advance `brief`'s run by one step with the same report as [`step`]; the new brief.
+    pub fn step(&mut self, brief: &RawBrief) -> RawBrief {
+        let args = format!(
+            r#"{{"run_id":"{}","expected_version":{},"outcome":"next","output":"Implemented the change in src/lib.rs; 12 tests pass."}}"#,
+            brief.run_id, brief.version
+        );
+        self.call("advance", &args)
+    }
+
+    /// Close stdin (the server exits on EOF) and wait for the process.
+    pub fn stop(mut self) {
+        drop(self.stdin);
+        let _ = self.child.wait();
+    }
+}
