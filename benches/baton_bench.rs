@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use support::bench::{self, FlushCounter, RawBrief, RawSession, Stats, dir_bytes, fdatasync_floor, ratio, report, start_loop, step, timed};
-use support::{BATON, Server, owner_pid, rss_kib};
+use support::{BATON, Server, owner_pid, peak_rss_kib, rss_kib};
 
 mod langgraph;
 
@@ -190,12 +190,14 @@ fn main() {
             let space_home = dir.path().join("space");
             fill(&space_home, 8, sizes.total_events).await;
             let db_bytes = dir_bytes(&space_home.join("db")).1;
+            let owner = owner_pid(&space_home);
             println!(
-                "{} events: {:.0} bytes on disk per event ({:.1} MiB in all; goal <= 1.5 KB), owner RSS {:.1} MiB (goal <= 32 MiB)",
+                "{} events: {:.0} bytes on disk per event ({:.1} MiB in all; goal <= 1.5 KB), owner RSS {:.1} MiB (goal <= 32 MiB), {:.1} MiB at most while filling",
                 sizes.total_events,
                 db_bytes as f64 / sizes.total_events as f64,
                 db_bytes as f64 / 1_048_576.0,
-                rss_kib(owner_pid(&space_home)) as f64 / 1024.0
+                rss_kib(owner) as f64 / 1024.0,
+                peak_rss_kib(owner) as f64 / 1024.0
             );
         }
 
