@@ -121,6 +121,8 @@ impl Handle {
             recent: HashMap::new(),
             failures: 0,
             last_batch: Instant::now(),
+            checkpointed: false,
+            memory_mark: MEMORY_FLOOR_KIB,
         };
         let writer = Arc::new(Mutex::new(writer));
         let signals = Arc::new(Signals::default());
@@ -225,7 +227,22 @@ pub struct Writer {
     /// When the last batch was written, or the integrity record last tried (it is written
     /// once writes have paused for [`IDLE`]).
     last_batch: Instant,
+    /// A checkpoint ran since the last look at the owner's memory (see [`Writer::refresh`]).
+    checkpointed: bool,
+    /// The resident size (KiB) above which the next checkpoint reopens sled.
+    memory_mark: u64,
 }
+
+/// sled 0.34's cache counts each page at the size of its log record, and a leaf over
+/// ~128 KiB (16 values of 8 KiB or more: agents' long outputs) is written as a blob whose
+/// record is only a pointer, so such leaves are never evicted: a sled tree with a 4 MiB
+/// cache held 100 MiB after 1,600 values of 60 KiB, and the owner grew 6.3 MiB per 100
+/// advances with 60 KiB outputs. Reopening sled drops its cache (29 ms for a 140 MB
+/// database); the writer does that after a checkpoint once the process holds this much
+/// more than after the last opening.
+const MEMORY_GROWTH_KIB: u64 = 32 * 1024;
+/// Nor below this: the owner's ordinary working set (31 MiB at 100,000 events).
+const MEMORY_FLOOR_KIB: u64 = 64 * 1024;
 
 /// Most runs kept in [`Writer::recent`] (it is emptied when full).
 const RECENT_RUNS: usize = 1024;
@@ -324,6 +341,47 @@ impl Writer {
         let ready = self.heal();
         self.batch_ready(commits, ready);
         self.last_batch = Instant::now();
+        if std::mem::take(&mut self.checkpointed) {
+            self.refresh();
+        }
+    }
+
+    /// After a checkpoint (the batch answered, nothing of sled's in flight): reopen sled
+    /// when the process has grown past [`Writer::memory_mark`], so that sled's cache cannot
+    /// hold every large leaf written or read (see [`MEMORY_GROWTH_KIB`]). Skipped when a
+    /// reopening could not work now; if it fails midway, the next batch's heal reopens.
+    fn refresh(&mut self) {
+        let Some(resident) = durability::resident_kib() else { return };
+        if resident < self.memory_mark || self.undo.is_some() || self.journal.is_dirty() {
+            return;
+        }
+        if self.flusher.is_stuck() || !durability::can_reopen(&self.shared.dir) {
+            return;
+        }
+        let started = Instant::now();
+        let freed = self.reserve.release_for_batch().is_ok();
+        let reopened = self.reopen_sled(&[]);
+        if freed {
+            self.reserve.refill();
+        }
+        match reopened {
+            Ok(()) => {
+                durability::return_free_memory();
+                let after = durability::resident_kib().unwrap_or(resident);
+                self.memory_mark = (after + MEMORY_GROWTH_KIB).max(MEMORY_FLOOR_KIB);
+                tracing::info!(
+                    "reopened the baton database at {} to free sled's cache: {} -> {} MiB resident in {} ms",
+                    self.shared.dir.display(),
+                    resident / 1024,
+                    after / 1024,
+                    started.elapsed().as_millis()
+                );
+            }
+            Err(error) => {
+                tracing::warn!("{error}");
+                self.undo = Some((Vec::new(), error));
+            }
+        }
     }
 
     fn batch_ready(&mut self, commits: Vec<(String, String, Mutation, Reply<Run>)>, ready: BatonResult<()>) {
@@ -651,6 +709,7 @@ impl Writer {
         self.syncer.sync().map_err(|e| io_storage(dir, "sync", &e))?;
         db.pending.clear();
         self.journal.restart();
+        self.checkpointed = true;
         Ok(())
     }
 
@@ -677,18 +736,31 @@ impl Writer {
 
     /// Reopen sled after a failed batch and write back what it replaced (see [`Writer::heal`]).
     fn reopen(&mut self) -> BatonResult<()> {
-        let dir = self.shared.dir.clone();
-        let Some((undo, cause)) = &self.undo else { return Ok(()) };
+        let Some((undo, cause)) = self.undo.take() else { return Ok(()) };
         // A flush stuck inside sled keeps the old instance (and its file lock) alive:
         // dropping it would wait forever too, and reopening would find the lock taken.
-        if self.flusher.is_stuck() {
-            return Err(cause.clone());
-        }
         // Reopening sled writes (recovery) and opens files; while that would fail, keep the
         // old instance, whose reads still work (the overlay hides the failed batch).
-        if !durability::can_reopen(&dir) {
-            return Err(cause.clone());
+        if self.flusher.is_stuck() || !durability::can_reopen(&self.shared.dir) {
+            self.undo = Some((undo, cause.clone()));
+            return Err(cause);
         }
+        match self.reopen_sled(&undo) {
+            Ok(()) => {
+                tracing::info!("the baton database at {} recovered from a failed write", self.shared.dir.display());
+                Ok(())
+            }
+            Err(error) => {
+                self.undo = Some((undo, cause));
+                Err(error)
+            }
+        }
+    }
+
+    /// Close sled, open it again (which replays the journal), write back `undo` (newest
+    /// last), make it all durable and start the journal afresh.
+    fn reopen_sled(&mut self, undo: &[Undo]) -> BatonResult<()> {
+        let dir = self.shared.dir.clone();
         let mut slot = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.take() {
             // Reads fail until a database is back (`with_db` says why).
@@ -721,8 +793,6 @@ impl Writer {
         // Cleared under the write guard: no reader is between its read and its overlay check.
         self.shared.overlay().clear();
         drop(slot);
-        self.undo = None;
-        tracing::info!("the baton database at {} recovered from a failed write", dir.display());
         Ok(())
     }
 
