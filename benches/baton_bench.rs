@@ -8,12 +8,13 @@
 //! - the goal figures with a raw line client (one JSON-RPC line each way, as the issue
 //!   measures baton), each beside the same measure with rmcp's client and its own costs;
 //! - bytes on disk per event and the owner's RSS at 100,000 events;
+//! - the owner's RSS and the advances' latency over 2,000 outputs of 60 KiB;
 //! - listing (`inspect`) latency with 10,000 runs; `resume` against history length;
 //! - cold start to the `initialize` answer.
 //!
 //! Set BATON_BENCH_DIR to measure on another disk (default: $TMPDIR/baton-bench),
 //! BATON_BENCH_QUICK=1 for a short smoke run, and BATON_BENCH_ONLY to a comma-separated
-//! list of phases (`latency`, `sessions`, `space`, `list`, `resume`, `cold`) to run only those.
+//! list of phases (`latency`, `sessions`, `space`, `long`, `list`, `resume`, `cold`) to run only those.
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
@@ -39,6 +40,7 @@ struct Sizes {
     session_seconds: f64,
     total_events: u64,
     runs: usize,
+    long_advances: usize,
 }
 
 fn main() {
@@ -46,9 +48,9 @@ fn main() {
     let only = std::env::var("BATON_BENCH_ONLY").ok();
     let wanted = |phase: &str| only.as_deref().is_none_or(|list| list.split(',').any(|p| p.trim() == phase));
     let sizes = if quick {
-        Sizes { latency_samples: 200, session_seconds: 1.0, total_events: 5_000, runs: 500 }
+        Sizes { latency_samples: 200, session_seconds: 1.0, total_events: 5_000, runs: 500, long_advances: 200 }
     } else {
-        Sizes { latency_samples: 2_000, session_seconds: 4.0, total_events: 100_000, runs: 10_000 }
+        Sizes { latency_samples: 2_000, session_seconds: 4.0, total_events: 100_000, runs: 10_000, long_advances: 2_000 }
     };
     // Not under a git checkout: runs started inside a repository get worktrees there.
     let base = std::env::var_os("BATON_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("baton-bench"));
@@ -199,6 +201,35 @@ fn main() {
                 rss_kib(owner) as f64 / 1024.0,
                 peak_rss_kib(owner) as f64 / 1024.0
             );
+        }
+
+        if wanted("long") {
+            // Agents' long reports: sled's cache keeps leaves of long values, so the owner
+            // reopens sled when it has grown (see `Writer::refresh`); its memory and the
+            // advances' latency, the reopenings included.
+            let long_home = dir.path().join("long");
+            let mut raw = RawSession::start(&long_home);
+            let outputs: Vec<String> =
+                (0..4).map(|seed| serde_json::to_string(&support::noise(seed, 60 * 1024)).expect("a JSON string")).collect();
+            let mut brief = raw.start_loop();
+            let owner = owner_pid(&long_home);
+            let start_rss = rss_kib(owner);
+            let samples: Vec<Duration> = (0..sizes.long_advances)
+                .map(|i| {
+                    let t = Instant::now();
+                    brief = raw.step_with(&brief, &outputs[i % 4]);
+                    t.elapsed()
+                })
+                .collect();
+            report(&format!("durable advance with 60 KiB outputs ({} of them, raw line client)", sizes.long_advances), &Stats::of(samples));
+            println!(
+                "  owner RSS {:.1} MiB at the start, {:.1} MiB at the end, {:.1} MiB at most ({:.0} MiB of outputs written)",
+                start_rss as f64 / 1024.0,
+                rss_kib(owner) as f64 / 1024.0,
+                peak_rss_kib(owner) as f64 / 1024.0,
+                (sizes.long_advances * 60) as f64 / 1024.0
+            );
+            raw.stop();
         }
 
         if wanted("list") {

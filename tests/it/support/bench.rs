@@ -240,10 +240,12 @@ impl RawSession {
 
     /// Advance `brief`'s run by one step with the same report as [`step`]; the new brief.
     pub fn step(&mut self, brief: &RawBrief) -> RawBrief {
-        let args = format!(
-            r#"{{"run_id":"{}","expected_version":{},"outcome":"next","output":"Implemented the change in src/lib.rs; 12 tests pass."}}"#,
-            brief.run_id, brief.version
-        );
+        self.step_with(brief, "\"Implemented the change in src/lib.rs; 12 tests pass.\"")
+    }
+
+    /// Advance `brief`'s run by one step reporting `output` (already a JSON string); the new brief.
+    pub fn step_with(&mut self, brief: &RawBrief, output: &str) -> RawBrief {
+        let args = format!(r#"{{"run_id":"{}","expected_version":{},"outcome":"next","output":{output}}}"#, brief.run_id, brief.version);
         self.call("advance", &args)
     }
 
