@@ -197,20 +197,29 @@ async fn an_owner_whose_home_is_deleted_under_load_exits() {
     wait_until("the owner exits after its home is gone", Duration::from_secs(20), || !alive(owner)).await;
 }
 
+/// A session on a fresh sled home with a ping-pong run: its home (kept while the test
+/// runs), the session, the run's brief and the owner's pid; `None` with PostgreSQL (no owner).
+async fn owner_with_a_loop(test: &str) -> Option<(tempfile::TempDir, Server, Value, u32)> {
+    if crate::support::owner_only(test) {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_home(&tmp);
+    let server = Server::start(&home).await;
+    let brief = server.ok("start_workflow", json!({"goal": "g", "template_definition": ping_pong()})).await;
+    let owner = owner_pid(&home);
+    Some((tmp, server, brief, owner))
+}
+
 /// sled 0.34 frees each full 512 KiB log buffer through its epoch collector, in the bag of
 /// the thread whose flush sealed it; the owner hands that thread's bag back after every
 /// flush. Without it, the buffers of dozens of checkpoints stayed resident (the owner
 /// swung between 26 and 54 MiB while 8 sessions filled 100,000 events).
 #[tokio::test]
 async fn the_owner_frees_the_log_buffers_of_its_checkpoints() {
-    if crate::support::owner_only("the_owner_frees_the_log_buffers_of_its_checkpoints") {
+    let Some((_tmp, server, mut brief, owner)) = owner_with_a_loop("the_owner_frees_the_log_buffers_of_its_checkpoints").await else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let home = fresh_home(&tmp);
-    let server = Server::start(&home).await;
-    let mut brief = server.ok("start_workflow", json!({"goal": "g", "template_definition": ping_pong()})).await;
-    let owner = owner_pid(&home);
+    };
     // Warm up: the first checkpoints fill sled's cache (4 MiB) and the owner's own buffers.
     let output = crate::support::noise(7, 1024);
     for _ in 0..1_000 {
@@ -233,14 +242,9 @@ async fn the_owner_frees_the_log_buffers_of_its_checkpoints() {
 /// every change stays durable and readable through it.
 #[tokio::test]
 async fn the_owner_memory_stays_bounded_with_long_outputs() {
-    if crate::support::owner_only("the_owner_memory_stays_bounded_with_long_outputs") {
+    let Some((_tmp, server, mut brief, owner)) = owner_with_a_loop("the_owner_memory_stays_bounded_with_long_outputs").await else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let home = fresh_home(&tmp);
-    let server = Server::start(&home).await;
-    let mut brief = server.ok("start_workflow", json!({"goal": "g", "template_definition": ping_pong()})).await;
-    let owner = owner_pid(&home);
+    };
     let before = crate::support::rss_kib(owner);
     // 1,200 outputs of 60 KiB, 70 MiB in all: without the reopening the owner held all of
     // them (+6.3 MiB per 100 advances, so +75 MiB here).
