@@ -57,6 +57,9 @@ const MAX_BATCH: usize = 256;
 /// After this long without commits, the exact batch number is written to the integrity
 /// record (see `integrity`).
 const IDLE: Duration = Duration::from_millis(20);
+/// How often an idle writer looks at the owner's memory: reads alone (history pages of long
+/// outputs) fill sled's cache too, and with no write there is no checkpoint to look after.
+const MEMORY_CHECK: Duration = Duration::from_secs(10);
 /// How long reopening sled after a failure waits for the old instance to let go.
 const REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -106,6 +109,8 @@ impl Handle {
         shared.durable_batch.store(state.batch, std::sync::atomic::Ordering::Relaxed);
         // Opening replayed the journal into sled and synced it: the journal starts afresh.
         let journal = Journal::open(&shared.dir).map_err(|e| io_storage(&shared.dir, "open the journal of", &e))?;
+        // Never reopened for memory unless the options ask (see `Options::reopen_above_kib`).
+        let memory_mark = shared.options.reopen_above_kib.unwrap_or(u64::MAX);
         let writer = Writer {
             shared,
             syncer,
@@ -121,8 +126,8 @@ impl Handle {
             recent: HashMap::new(),
             failures: 0,
             last_batch: Instant::now(),
+            memory_mark,
             checkpointed: false,
-            memory_mark: MEMORY_FLOOR_KIB,
         };
         let writer = Arc::new(Mutex::new(writer));
         let signals = Arc::new(Signals::default());
@@ -239,10 +244,8 @@ pub struct Writer {
 /// cache held 100 MiB after 1,600 values of 60 KiB, and the owner grew 6.3 MiB per 100
 /// advances with 60 KiB outputs. Reopening sled drops its cache (29 ms for a 140 MB
 /// database); the writer does that after a checkpoint once the process holds this much
-/// more than after the last opening.
+/// more than after the last opening, and more than `Options::reopen_above_kib`.
 const MEMORY_GROWTH_KIB: u64 = 32 * 1024;
-/// Nor below this: the owner's ordinary working set (31 MiB at 100,000 events).
-const MEMORY_FLOOR_KIB: u64 = 64 * 1024;
 
 /// Most runs kept in [`Writer::recent`] (it is emptied when full).
 const RECENT_RUNS: usize = 1024;
@@ -292,9 +295,13 @@ impl Writer {
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
-                None => match inbox.recv() {
+                None => match inbox.recv_timeout(MEMORY_CHECK) {
                     Ok(job) => job,
-                    Err(_) => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        lock().refresh();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 },
             };
             signals.idle.store(false, Ordering::SeqCst);
@@ -346,10 +353,11 @@ impl Writer {
         }
     }
 
-    /// After a checkpoint (the batch answered, nothing of sled's in flight): reopen sled
-    /// when the process has grown past [`Writer::memory_mark`], so that sled's cache cannot
-    /// hold every large leaf written or read (see [`MEMORY_GROWTH_KIB`]). Skipped when a
-    /// reopening could not work now; if it fails midway, the next batch's heal reopens.
+    /// After a checkpoint, or every [`MEMORY_CHECK`] while idle (the batch answered, nothing
+    /// of sled's in flight): reopen sled when the process has grown past
+    /// [`Writer::memory_mark`], so that sled's cache cannot hold every large leaf written or
+    /// read (see [`MEMORY_GROWTH_KIB`]). Skipped when a reopening could not work now; if it
+    /// fails midway, the next batch's heal reopens.
     fn refresh(&mut self) {
         let Some(resident) = durability::resident_kib() else { return };
         if resident < self.memory_mark || self.undo.is_some() || self.journal.is_dirty() {
@@ -368,7 +376,8 @@ impl Writer {
             Ok(()) => {
                 durability::return_free_memory();
                 let after = durability::resident_kib().unwrap_or(resident);
-                self.memory_mark = (after + MEMORY_GROWTH_KIB).max(MEMORY_FLOOR_KIB);
+                let floor = self.shared.options.reopen_above_kib.unwrap_or(u64::MAX);
+                self.memory_mark = (after + MEMORY_GROWTH_KIB).max(floor);
                 tracing::info!(
                     "reopened the baton database at {} to free sled's cache: {} -> {} MiB resident in {} ms",
                     self.shared.dir.display(),
