@@ -234,7 +234,8 @@ pub struct Writer {
     last_batch: Instant,
     /// A checkpoint ran since the last look at the owner's memory (see [`Writer::refresh`]).
     checkpointed: bool,
-    /// The resident size (KiB) above which the next checkpoint reopens sled.
+    /// The resident size (KiB) above which the next look (after a checkpoint, or idle)
+    /// reopens sled.
     memory_mark: u64,
 }
 
