@@ -109,8 +109,7 @@ impl Handle {
         shared.durable_batch.store(state.batch, std::sync::atomic::Ordering::Relaxed);
         // Opening replayed the journal into sled and synced it: the journal starts afresh.
         let journal = Journal::open(&shared.dir).map_err(|e| io_storage(&shared.dir, "open the journal of", &e))?;
-        // Never reopened for memory unless the options ask (see `Options::reopen_above_kib`).
-        let memory_mark = shared.options.reopen_above_kib.unwrap_or(u64::MAX);
+        let memory_mark = memory_floor(&shared.options);
         let writer = Writer {
             shared,
             syncer,
@@ -248,6 +247,12 @@ pub struct Writer {
 /// more than after the last opening, and more than `Options::reopen_above_kib`.
 const MEMORY_GROWTH_KIB: u64 = 32 * 1024;
 
+/// The least resident size (KiB) at which the writer reopens sled for memory: never unless
+/// the options ask (see `Options::reopen_above_kib`).
+fn memory_floor(options: &super::Options) -> u64 {
+    options.reopen_above_kib.unwrap_or(u64::MAX)
+}
+
 /// Most runs kept in [`Writer::recent`] (it is emptied when full).
 const RECENT_RUNS: usize = 1024;
 
@@ -364,21 +369,13 @@ impl Writer {
         if resident < self.memory_mark || self.undo.is_some() || self.journal.is_dirty() {
             return;
         }
-        if self.flusher.is_stuck() || !durability::can_reopen(&self.shared.dir) {
-            return;
-        }
         let started = Instant::now();
-        let freed = self.reserve.release_for_batch().is_ok();
-        let reopened = self.reopen_sled(&[]);
-        if freed {
-            self.reserve.refill();
-        }
-        match reopened {
-            Ok(()) => {
+        match self.reopen() {
+            None => {}
+            Some(Ok(())) => {
                 durability::return_free_memory();
                 let after = durability::resident_kib().unwrap_or(resident);
-                let floor = self.shared.options.reopen_above_kib.unwrap_or(u64::MAX);
-                self.memory_mark = (after + MEMORY_GROWTH_KIB).max(floor);
+                self.memory_mark = (after + MEMORY_GROWTH_KIB).max(memory_floor(&self.shared.options));
                 tracing::info!(
                     "reopened the baton database at {} to free sled's cache: {} -> {} MiB resident in {} ms",
                     self.shared.dir.display(),
@@ -387,7 +384,7 @@ impl Writer {
                     started.elapsed().as_millis()
                 );
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 tracing::warn!("{error}");
                 self.undo = Some((Vec::new(), error));
             }
@@ -731,46 +728,43 @@ impl Writer {
             // First, so that reopening sled below cannot replay the failed batch.
             self.journal.invalidate().map_err(|e| io_storage(&dir, "erase a failed change from the journal of", &e))?;
         }
-        if self.undo.is_none() {
-            return Ok(());
+        let Some((_, cause)) = &self.undo else { return Ok(()) };
+        let cause = cause.clone();
+        match self.reopen() {
+            None => Err(cause),
+            Some(Err(error)) => Err(error),
+            Some(Ok(())) => {
+                self.undo = None;
+                tracing::info!("the baton database at {} recovered from a failed write", dir.display());
+                Ok(())
+            }
         }
-        // Reopening opens sled's files: the descriptors held in reserve are for that.
-        // (If it cannot be freed, `reopen` finds no descriptors to spare and waits.)
-        let freed = self.reserve.release_for_batch().is_ok();
-        let healed = self.reopen();
-        if freed {
-            self.reserve.refill();
-        }
-        healed
     }
 
-    /// Reopen sled after a failed batch and write back what it replaced (see [`Writer::heal`]).
-    fn reopen(&mut self) -> BatonResult<()> {
-        let Some((undo, cause)) = self.undo.take() else { return Ok(()) };
+    /// Reopen sled if it can be reopened now (see [`Writer::reopen_sled`]), with the
+    /// descriptors held in reserve freed for it: `None` if it cannot, else how it went.
+    fn reopen(&mut self) -> Option<BatonResult<()>> {
+        // Reopening opens sled's files: the descriptors held in reserve are for that.
+        // (If they cannot be freed, the check below finds no descriptors to spare.)
+        let freed = self.reserve.release_for_batch().is_ok();
         // A flush stuck inside sled keeps the old instance (and its file lock) alive:
         // dropping it would wait forever too, and reopening would find the lock taken.
         // Reopening sled writes (recovery) and opens files; while that would fail, keep the
-        // old instance, whose reads still work (the overlay hides the failed batch).
-        if self.flusher.is_stuck() || !durability::can_reopen(&self.shared.dir) {
-            self.undo = Some((undo, cause.clone()));
-            return Err(cause);
+        // old instance, whose reads still work (the overlay hides a failed batch).
+        let ready = !self.flusher.is_stuck() && durability::can_reopen(&self.shared.dir);
+        let reopened = ready.then(|| self.reopen_sled());
+        if freed {
+            self.reserve.refill();
         }
-        match self.reopen_sled(&undo) {
-            Ok(()) => {
-                tracing::info!("the baton database at {} recovered from a failed write", self.shared.dir.display());
-                Ok(())
-            }
-            Err(error) => {
-                self.undo = Some((undo, cause));
-                Err(error)
-            }
-        }
+        reopened
     }
 
-    /// Close sled, open it again (which replays the journal), write back `undo` (newest
-    /// last), make it all durable and start the journal afresh.
-    fn reopen_sled(&mut self, undo: &[Undo]) -> BatonResult<()> {
+    /// Close sled, open it again (which replays the journal), write back what a failed
+    /// batch replaced (newest last; nothing when no batch failed), make it all durable and
+    /// start the journal afresh.
+    fn reopen_sled(&mut self) -> BatonResult<()> {
         let dir = self.shared.dir.clone();
+        let undo: &[Undo] = self.undo.as_ref().map_or(&[], |(undo, _)| undo);
         let mut slot = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.take() {
             // Reads fail until a database is back (`with_db` says why).
