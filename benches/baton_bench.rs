@@ -17,9 +17,7 @@
 //! list of phases (`latency`, `sessions`, `space`, `long`, `list`, `resume`, `cold`) to run only those.
 
 use serde_json::json;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,8 +27,10 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod support;
 
-use support::bench::{self, FlushCounter, RawBrief, RawSession, Stats, dir_bytes, fdatasync_floor, ratio, report, start_loop, step, timed};
-use support::{BATON, Server, owner_pid, peak_rss_kib, rss_kib};
+use support::bench::{
+    self, FlushCounter, RawBrief, RawSession, Stats, dir_bytes, fdatasync_floor, ratio, report, start_loop, step, timed, timed_each,
+};
+use support::{Server, owner_pid, peak_rss_kib, rss_kib};
 
 mod langgraph;
 
@@ -80,15 +80,9 @@ fn main() {
             // The goal lines are measured with a raw line client, as the issue defines baton's
             // figure; rmcp's client is measured beside it, its own costs included.
             let mut raw = RawSession::start(&home);
-            let start = Stats::of(
-                (0..sizes.latency_samples / 4)
-                    .map(|_| {
-                        let t = Instant::now();
-                        raw.start_loop();
-                        t.elapsed()
-                    })
-                    .collect(),
-            );
+            let start = timed_each(sizes.latency_samples / 4, |_| {
+                raw.start_loop();
+            });
             report("start_workflow (inline template definition), raw line client", &start);
             let start = timed(sizes.latency_samples / 4, || start_loop(&server)).await;
             report("start_workflow (inline template definition), rmcp client", &start);
@@ -214,14 +208,8 @@ fn main() {
             let mut brief = raw.start_loop();
             let owner = owner_pid(&long_home);
             let start_rss = rss_kib(owner);
-            let samples: Vec<Duration> = (0..sizes.long_advances)
-                .map(|i| {
-                    let t = Instant::now();
-                    brief = raw.step_with(&brief, &outputs[i % 4]);
-                    t.elapsed()
-                })
-                .collect();
-            report(&format!("durable advance with 60 KiB outputs ({} of them, raw line client)", sizes.long_advances), &Stats::of(samples));
+            let advances = timed_each(sizes.long_advances, |i| brief = raw.step_with(&brief, &outputs[i % 4]));
+            report(&format!("durable advance with 60 KiB outputs ({} of them, raw line client)", sizes.long_advances), &advances);
             println!(
                 "  owner RSS {:.1} MiB at the start, {:.1} MiB at the end, {:.1} MiB at most ({:.0} MiB of outputs written)",
                 start_rss as f64 / 1024.0,
@@ -386,27 +374,12 @@ async fn create_runs(home: &Path, runs: usize) {
 
 /// Start `baton serve`, send initialize, time until the answer; returns the time and RSS.
 fn cold_start(home: &Path) -> (Duration, u64) {
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}"#;
     let t = Instant::now();
-    let mut child = Command::new(BATON)
-        .arg("serve")
-        .env("BATON_HOME", home)
-        .env("BATON_LOG", "error")
-        .current_dir(home.parent().unwrap_or(Path::new("/")))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{init}").unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let session = RawSession::initialize(home);
     let elapsed = t.elapsed();
-    assert!(line.contains("\"serverInfo\""), "unexpected answer {line}");
     std::thread::sleep(Duration::from_millis(200));
-    let rss = rss_kib(child.id());
-    drop(stdin);
-    child.wait().unwrap();
+    let rss = rss_kib(session.pid());
+    session.stop();
     (elapsed, rss)
 }
 

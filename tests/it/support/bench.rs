@@ -111,6 +111,19 @@ pub fn dir_bytes(dir: &Path) -> (u64, u64) {
     total
 }
 
+/// Time `n` calls of `f` (given the call's index), one after the other.
+pub fn timed_each(n: usize, mut f: impl FnMut(usize)) -> Stats {
+    Stats::of(
+        (0..n)
+            .map(|i| {
+                let t = Instant::now();
+                f(i);
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
 /// Time `n` awaits of `f`, one after the other.
 pub async fn timed<F, Fut, T>(n: usize, f: F) -> Stats
 where
@@ -182,6 +195,15 @@ impl RawSession {
     /// Start `baton serve` on `home`, beside it, and complete the MCP handshake.
     pub fn start(home: &Path) -> RawSession {
         use std::io::Write;
+        let mut session = RawSession::initialize(home);
+        writeln!(session.stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#).expect("write initialized");
+        session
+    }
+
+    /// Start `baton serve` on `home`, beside it, and wait for its answer to `initialize`
+    /// (the handshake's first half: what a cold start is timed to).
+    pub fn initialize(home: &Path) -> RawSession {
+        use std::io::Write;
         let mut child = std::process::Command::new(super::BATON)
             .arg("serve")
             .env("BATON_HOME", home)
@@ -199,8 +221,12 @@ impl RawSession {
         writeln!(session.stdin, "{init}").expect("write initialize");
         session.read_answer(0);
         assert!(session.line.contains("\"serverInfo\""), "unexpected initialize answer {}", session.line);
-        writeln!(session.stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#).expect("write initialized");
         session
+    }
+
+    /// The `baton serve` process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Read lines until the answer to request `id` (notifications are skipped); it is left in
