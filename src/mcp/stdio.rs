@@ -14,6 +14,7 @@
 //! Output goes through one writer task, so rmcp's answers and these never interleave and
 //! stdout carries nothing but whole protocol lines.
 
+mod pipe;
 mod scan;
 
 use crate::limits::{MAX_ARGUMENT_DEPTH, MAX_MESSAGE_DEPTH, text_depth};
@@ -79,8 +80,8 @@ pub struct HardenedStdio<R> {
 }
 
 /// The process's stdin and stdout.
-pub fn stdio() -> HardenedStdio<rmcp::transport::StdioReader> {
-    let (reader, writer) = rmcp::transport::stdio_pipes();
+pub fn stdio() -> HardenedStdio<pipe::Stdin> {
+    let (reader, writer) = pipe::open();
     HardenedStdio::new(reader, writer)
 }
 

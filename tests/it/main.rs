@@ -36,6 +36,7 @@ mod python_sdk;
 mod rewind;
 mod rooms;
 mod schemas;
+mod stdio;
 mod store_contract;
 mod terminal;
 mod ui;

@@ -472,6 +472,16 @@ impl RawMcp {
         Some(message)
     }
 
+    /// Call `tool` as request `id` and return its brief; a tool error or no answer within
+    /// 20 s fails the test.
+    pub fn tool_call_ok(&mut self, id: &str, tool: &str, arguments: &Value) -> Value {
+        self.send(&RawMcp::tool_call(id, tool, arguments));
+        let answer = self.recv(std::time::Duration::from_secs(20)).unwrap_or_else(|| panic!("no answer to {tool} {id}"));
+        assert_eq!(answer["id"].as_str(), Some(id), "{tool}: {answer}");
+        assert!(answer["result"].is_object() && answer["result"]["isError"] != true, "{tool}: {answer}");
+        answer["result"]["structuredContent"].clone()
+    }
+
     /// A tools/call line.
     pub fn tool_call(id: &str, tool: &str, arguments: &Value) -> Vec<u8> {
         serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
