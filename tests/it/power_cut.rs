@@ -16,7 +16,7 @@ use serde_json::json;
 const TRIALS: usize = 20;
 
 /// How many acknowledged changes of `acked` the server no longer has.
-async fn lost_changes(server: &Server, acked: &[(String, u64)]) -> u64 {
+async fn lost_changes(server: &Server, home: &std::path::Path, acked: &[(String, u64)]) -> u64 {
     let mut lost = 0;
     for (run_id, version) in acked {
         match server.call("inspect", json!({"run_id": run_id, "history_limit": 1000})).await {
@@ -31,6 +31,12 @@ async fn lost_changes(server: &Server, acked: &[(String, u64)]) -> u64 {
                 // changes (its integrity record knows): either way they are lost.
                 assert!(e["code"] == "not_found" || e["code"] == "storage", "run {run_id}: {e}");
                 println!("run {run_id}: {}", e["message"]);
+                if e["code"] == "storage" && lost == 0 {
+                    // Why the owner could not open it (a panic in sled's recovery is there).
+                    let log = std::fs::read_to_string(home.join("owner.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    println!("owner.log, last lines first:\n{}", tail.join("\n"));
+                }
                 lost += version;
             }
         }
@@ -49,7 +55,7 @@ async fn no_acknowledged_change_is_lost_in_a_power_cut() {
     let mut lost_per_trial = Vec::new();
     for trial in 0..TRIALS {
         let server = Server::start(&home).await;
-        lost_per_trial.push(lost_changes(&server, &acked).await);
+        lost_per_trial.push(lost_changes(&server, &home, &acked).await);
         // The acknowledged state of this mount is now what the server has.
         for (run_id, version) in acked.iter_mut() {
             *version = match server.call("inspect", json!({"run_id": run_id, "history_limit": 1})).await {
@@ -81,7 +87,7 @@ async fn no_acknowledged_change_is_lost_in_a_power_cut() {
         fs.mount();
     }
     let server = Server::start(&home).await;
-    lost_per_trial.push(lost_changes(&server, &acked).await);
+    lost_per_trial.push(lost_changes(&server, &home, &acked).await);
     server.stop().await;
     fs.unmount();
     let lost: u64 = lost_per_trial.iter().sum();

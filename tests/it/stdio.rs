@@ -33,14 +33,19 @@ fn flags(fd: &impl AsRawFd) -> libc::c_int {
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) }
 }
 
+/// A session on a new home in `tmp` (raw lines over pipes) and a looping run it started, at version 1.
+fn looping_run(tmp: &tempfile::TempDir, goal: &str) -> (RawMcp, String) {
+    let mut raw = RawMcp::start(&fresh_home(tmp));
+    let start = raw.tool_call_ok("start", "start_workflow", &json!({"goal": goal, "template_definition": crate::support::ping_pong()}));
+    assert_eq!(start["version"], 1, "{start}");
+    (raw, start["run_id"].as_str().unwrap().to_string())
+}
+
 #[test]
 fn a_session_on_pipes_serves_every_request_on_its_one_thread() {
     let tmp = tempfile::tempdir().unwrap();
-    let home = fresh_home(&tmp);
-    let mut raw = RawMcp::start(&home);
-    let start =
-        raw.tool_call_ok("start", "start_workflow", &json!({"goal": "one thread", "template_definition": crate::support::ping_pong()}));
-    let (run_id, mut version) = (start["run_id"].as_str().unwrap().to_string(), start["version"].as_u64().unwrap());
+    let (mut raw, run_id) = looping_run(&tmp, "one thread");
+    let mut version = 1;
     for i in 0..50 {
         let advance = json!({"run_id": run_id, "expected_version": version, "outcome": "next", "output": format!("step {i}")});
         version = raw.tool_call_ok(&format!("a{i}"), "advance", &advance)["version"].as_u64().unwrap();
@@ -139,11 +144,7 @@ fn a_stdin_pipe_the_parent_shares_is_left_blocking_again_and_a_stdout_shared_wit
 #[test]
 fn answers_larger_than_the_pipe_wait_for_a_slow_reader_and_arrive_whole() {
     let tmp = tempfile::tempdir().unwrap();
-    let home = fresh_home(&tmp);
-    let mut raw = RawMcp::start(&home);
-    let start =
-        raw.tool_call_ok("start", "start_workflow", &json!({"goal": "big answers", "template_definition": crate::support::ping_pong()}));
-    let run_id = start["run_id"].as_str().unwrap().to_string();
+    let (mut raw, run_id) = looping_run(&tmp, "big answers");
     let output = crate::support::noise(7, 200 * 1024);
     let advance = json!({"run_id": run_id, "expected_version": 1, "outcome": "next", "output": output});
     raw.tool_call_ok("big", "advance", &advance);
