@@ -23,7 +23,10 @@ async fn lost_changes(server: &Server, home: &std::path::Path, acked: &[(String,
             Ok(details) => {
                 let have = details["run"]["version"].as_u64().unwrap();
                 let events = details["events"].as_array().unwrap().len() as u64;
-                assert_eq!(events, have, "run {run_id}: events must be dense 1..=version");
+                // Long outputs make the page end early: only a whole history is counted.
+                if details["next_before_seq"].is_null() {
+                    assert_eq!(events, have, "run {run_id}: events must be dense 1..=version");
+                }
                 lost += version.saturating_sub(have);
             }
             Err(e) => {
@@ -34,8 +37,12 @@ async fn lost_changes(server: &Server, home: &std::path::Path, acked: &[(String,
                 if e["code"] == "storage" && lost == 0 {
                     // Why the owner could not open it (a panic in sled's recovery is there).
                     let log = std::fs::read_to_string(home.join("owner.log")).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                    println!("owner.log, last lines first:\n{}", tail.join("\n"));
+                    let lines: Vec<&str> = log.lines().collect();
+                    let from = lines.iter().rposition(|l| l.contains("panicked at")).unwrap_or(lines.len().saturating_sub(20));
+                    if let Some(keep) = std::env::var_os("BATON_TEST_KEEP_DAMAGED") {
+                        let _ = std::process::Command::new("cp").arg("-a").arg(home).arg(&keep).status();
+                    }
+                    println!("owner.log from its last panic:\n{}", lines[from..].iter().take(30).copied().collect::<Vec<_>>().join("\n"));
                 }
                 lost += version;
             }
@@ -95,3 +102,73 @@ async fn no_acknowledged_change_is_lost_in_a_power_cut() {
     println!("power cut: {TRIALS} trials, {} runs with {changes} acknowledged changes, lost per trial {lost_per_trial:?}", acked.len());
     assert_eq!(lost, 0, "acknowledged changes lost in power cuts: {lost_per_trial:?}");
 }
+
+/// Power cuts while a session writes as fast as it can (long outputs, so sled writes
+/// blobs and fills log buffers, and checkpoints run). What holds: after each cut the
+/// database has every acknowledged change, or it refuses to open (`storage`, "damaged",
+/// with the fix); it never answers with less than was acknowledged. What does not hold
+/// yet (issue 22's closing note, the README): a cut in the middle of a checkpoint can
+/// leave sled 0.34's log with a page it cannot recover ("tried to serialize
+/// Uninitialized" while it opens), in about one run of this test in three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_in_the_middle_of_writing_loses_nothing_acknowledged_or_refuses_to_open() {
+    if !support::loopfs::available("a_power_cut_in_the_middle_of_writing_loses_nothing_acknowledged_or_refuses_to_open") {
+        return;
+    }
+    let mut fs = LoopFs::new(256);
+    let home = fs.mnt.join("home");
+    let mut acked: Vec<(String, u64)> = Vec::new();
+    let mut lost_per_cut = Vec::new();
+    let mut refused_after = None;
+    for cut in 0..=CUTS_WHILE_WRITING {
+        let server = Server::start(&home).await;
+        if let Some((run_id, _)) = acked.first() {
+            match server.call("inspect", json!({"run_id": run_id, "history_limit": 1})).await {
+                Err(e) if e["code"] == "storage" && e["message"].as_str().is_some_and(|m| m.contains("damaged")) => {
+                    println!("refused to open after cut {cut}: {}", e["message"]);
+                    refused_after = Some(cut);
+                    server.stop().await;
+                    break;
+                }
+                _ => lost_per_cut.push(lost_changes(&server, &home, &acked).await),
+            }
+        }
+        if cut == CUTS_WHILE_WRITING {
+            server.stop().await;
+            break;
+        }
+        let mut brief = server.ok("start_workflow", json!({"goal": format!("cut {cut}"), "template_definition": ping_pong()})).await;
+        acked.push((brief["run_id"].as_str().unwrap().to_string(), 1));
+        let mnt = fs.mnt.clone();
+        let delay = std::time::Duration::from_millis(40 + (cut as u64 * 37) % 260);
+        let cutter = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            support::loopfs::cut_power(&mnt);
+        });
+        for step in 0.. {
+            let output = if step % 3 == 0 { noise((cut * 1000 + step) as u64, 70_000) } else { format!("step {step} of cut {cut}") };
+            let args = json!({"run_id": brief["run_id"], "expected_version": brief["version"], "outcome": "next", "output": output});
+            match server.call("advance", args).await {
+                Ok(next) => {
+                    brief = next;
+                    acked.last_mut().unwrap().1 = brief["version"].as_u64().unwrap();
+                }
+                // The cut: the owner's writes fail from here on.
+                Err(_) => break,
+            }
+        }
+        cutter.join().unwrap();
+        server.kill();
+        drop(server);
+        fs.unmount();
+        fs.mount();
+    }
+    fs.unmount();
+    let changes: u64 = acked.iter().map(|(_, v)| v).sum();
+    println!(
+        "cuts while writing: {changes} acknowledged changes, lost per cut {lost_per_cut:?}, refused to open after cut {refused_after:?}"
+    );
+    assert_eq!(lost_per_cut.iter().sum::<u64>(), 0, "acknowledged changes served short after a cut: {lost_per_cut:?}");
+}
+
+const CUTS_WHILE_WRITING: usize = 12;

@@ -63,11 +63,7 @@ impl LoopFs {
     /// was already on the device survives. Then end the processes using it and unmount it
     /// with [`LoopFs::unmount`].
     pub fn power_cut(&mut self) {
-        let dir = std::fs::File::open(&self.mnt).unwrap();
-        let flags: u32 = EXT4_GOING_FLAGS_NOLOGFLUSH;
-        // SAFETY: the ioctl reads one u32 from a valid pointer.
-        let ret = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flags) };
-        assert_eq!(ret, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
+        cut_power(&self.mnt);
     }
 
     /// Kill every process using the file system and unmount it. A socket connected to
@@ -157,4 +153,14 @@ pub fn fill(path: &Path) {
         while file.write_all(&chunk[..size]).is_ok() {}
     }
     let _ = file.sync_all();
+}
+
+/// [`LoopFs::power_cut`] of the file system mounted at `mnt`, from any thread (to cut it
+/// while another is writing).
+pub fn cut_power(mnt: &Path) {
+    let dir = std::fs::File::open(mnt).unwrap();
+    let flags: u32 = EXT4_GOING_FLAGS_NOLOGFLUSH;
+    // SAFETY: the ioctl reads one u32 from a valid pointer.
+    let ret = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flags) };
+    assert_eq!(ret, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
 }
