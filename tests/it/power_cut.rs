@@ -14,10 +14,25 @@ use crate::support::{Server, noise, ping_pong};
 use serde_json::json;
 
 const TRIALS: usize = 20;
+/// Power cuts in [`a_power_cut_in_the_middle_of_writing_loses_nothing_acknowledged_or_refuses_to_open`].
+const CUTS_WHILE_WRITING: usize = 12;
+
+/// Why the owner could not open the database in `home`: its log from its last panic (where
+/// a panic in sled's recovery is written). With BATON_TEST_KEEP_DAMAGED set, the home is
+/// copied there to look at.
+fn explain_refusal(home: &std::path::Path) {
+    if let Some(keep) = std::env::var_os("BATON_TEST_KEEP_DAMAGED") {
+        let _ = std::process::Command::new("cp").arg("-a").arg(home).arg(&keep).status();
+    }
+    let log = std::fs::read_to_string(home.join("owner.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let from = lines.iter().rposition(|l| l.contains("panicked at")).unwrap_or(lines.len().saturating_sub(20));
+    println!("owner.log from its last panic:\n{}", lines[from..].iter().take(30).copied().collect::<Vec<_>>().join("\n"));
+}
 
 /// How many acknowledged changes of `acked` the server no longer has.
 async fn lost_changes(server: &Server, home: &std::path::Path, acked: &[(String, u64)]) -> u64 {
-    let mut lost = 0;
+    let (mut lost, mut explained) = (0, false);
     for (run_id, version) in acked {
         match server.call("inspect", json!({"run_id": run_id, "history_limit": 1000})).await {
             Ok(details) => {
@@ -34,15 +49,9 @@ async fn lost_changes(server: &Server, home: &std::path::Path, acked: &[(String,
                 // changes (its integrity record knows): either way they are lost.
                 assert!(e["code"] == "not_found" || e["code"] == "storage", "run {run_id}: {e}");
                 println!("run {run_id}: {}", e["message"]);
-                if e["code"] == "storage" && lost == 0 {
-                    // Why the owner could not open it (a panic in sled's recovery is there).
-                    let log = std::fs::read_to_string(home.join("owner.log")).unwrap_or_default();
-                    let lines: Vec<&str> = log.lines().collect();
-                    let from = lines.iter().rposition(|l| l.contains("panicked at")).unwrap_or(lines.len().saturating_sub(20));
-                    if let Some(keep) = std::env::var_os("BATON_TEST_KEEP_DAMAGED") {
-                        let _ = std::process::Command::new("cp").arg("-a").arg(home).arg(&keep).status();
-                    }
-                    println!("owner.log from its last panic:\n{}", lines[from..].iter().take(30).copied().collect::<Vec<_>>().join("\n"));
+                if e["code"] == "storage" && !explained {
+                    explain_refusal(home);
+                    explained = true;
                 }
                 lost += version;
             }
@@ -109,7 +118,7 @@ async fn no_acknowledged_change_is_lost_in_a_power_cut() {
 /// with the fix); it never answers with less than was acknowledged. What does not hold
 /// yet (issue 22's closing note, the README): a cut in the middle of a checkpoint can
 /// leave sled 0.34's log with a page it cannot recover ("tried to serialize
-/// Uninitialized" while it opens), in about one run of this test in three.
+/// Uninitialized" while it opens): 4 of about 20 runs of this test on 2026-12-07.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_in_the_middle_of_writing_loses_nothing_acknowledged_or_refuses_to_open() {
     if !support::loopfs::available("a_power_cut_in_the_middle_of_writing_loses_nothing_acknowledged_or_refuses_to_open") {
@@ -170,5 +179,3 @@ async fn a_power_cut_in_the_middle_of_writing_loses_nothing_acknowledged_or_refu
     );
     assert_eq!(lost_per_cut.iter().sum::<u64>(), 0, "acknowledged changes served short after a cut: {lost_per_cut:?}");
 }
-
-const CUTS_WHILE_WRITING: usize = 12;

@@ -66,16 +66,18 @@ impl Polled {
     }
 }
 
+/// A `read` or `write` return value as bytes done, or the error it set.
+fn counted(n: isize) -> io::Result<usize> {
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
 impl AsyncRead for Polled {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
             let mut ready = ready!(self.0.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
             // SAFETY: read into the initialized, unfilled part of the buffer, at most its length.
-            let result = ready.try_io(|fd| {
-                let n = unsafe { libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len()) };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-            });
+            let result = ready.try_io(|fd| counted(unsafe { libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len()) }));
             match result {
                 Ok(Ok(n)) => {
                     buf.advance(n);
@@ -95,10 +97,7 @@ impl AsyncWrite for Polled {
         loop {
             let mut ready = ready!(self.0.poll_write_ready(cx))?;
             // SAFETY: write from a live slice, at most its length.
-            let result = ready.try_io(|fd| {
-                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-            });
+            let result = ready.try_io(|fd| counted(unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) }));
             match result {
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(result) => return Poll::Ready(result),
