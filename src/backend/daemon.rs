@@ -173,10 +173,11 @@ pub fn run(home: Home) -> ExitCode {
     };
     let code = runtime.block_on(async {
         match Owner::start(&home, settings).await {
-            Ok(Start::Owner(owner)) => {
+            Ok(Start::Owner(mut owner)) => {
                 report(&Status::Ready { pid: std::process::id() });
                 // Notifications follow what the store made durable, beside the serving.
-                tokio::spawn(crate::notify::run(home.clone(), owner.store()));
+                let notifier_home = home.clone();
+                owner.run_beside(|store| crate::notify::run(notifier_home, store));
                 let reason = owner.serve(termination()).await;
                 tracing::info!("the baton owner exits: {reason}");
                 ExitCode::SUCCESS

@@ -89,6 +89,8 @@ pub enum Start {
 
 /// An owner that holds the lock, the open store and the bound socket.
 pub struct Owner {
+    /// Tasks run beside the serving over the store (the notifier); stopped before it closes.
+    beside: JoinSet<()>,
     shared: Arc<OwnerState>,
     settings: Settings,
     listener: UnixListener,
@@ -141,12 +143,27 @@ impl Owner {
             _released: released_tx,
         });
         tracing::info!(home = %home.dir.display(), pid = std::process::id(), "this process now owns the baton database");
-        Ok(Start::Owner(Box::new(Owner { shared, settings, listener, home: home.clone(), lock_id: (meta.dev(), meta.ino()), released })))
+        Ok(Start::Owner(Box::new(Owner {
+            beside: JoinSet::new(),
+            shared,
+            settings,
+            listener,
+            home: home.clone(),
+            lock_id: (meta.dev(), meta.ino()),
+            released,
+        })))
     }
 
-    /// The open store (for the notifier, which reads what became durable).
-    pub fn store(&self) -> Arc<dyn RunStore> {
-        Arc::clone(self.shared.service.store())
+    /// Run `task` beside the serving, over a hold on the store (the notifier, which reads
+    /// what became durable). It is stopped when the serving ends, before the store closes;
+    /// and while any hold is alive the lock stays taken, so a successor that gets the lock
+    /// never finds the database still open here.
+    pub fn run_beside<F, Fut>(&mut self, task: F)
+    where
+        F: FnOnce(StoreHold) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.beside.spawn(task(StoreHold(Arc::clone(&self.shared))));
     }
 
     /// Completes once the store is closed and the lock released: after [`Owner::serve`]
@@ -159,7 +176,7 @@ impl Owner {
     /// Serve until `shutdown` completes, the owner has been idle for the idle period, or
     /// the home is gone; then shut down in order. Returns why it stopped.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> &'static str {
-        let Owner { shared, settings, listener, home, lock_id, released: _ } = self;
+        let Owner { mut beside, shared, settings, listener, home, lock_id, released: _ } = self;
         let stop = CancellationToken::new();
         let mut connections = JoinSet::new();
         let idle = tokio::time::sleep(settings.idle);
@@ -231,6 +248,13 @@ impl Owner {
                 connections.detach_all();
             }
         }
+        // The tasks beside hold the store (and so the lock) too: stop them first, so the
+        // drop below closes the store here and not whenever they would end.
+        beside.abort_all();
+        if tokio::time::timeout(ABANDON, async { while beside.join_next().await.is_some() {} }).await.is_err() {
+            tracing::error!("{} task(s) beside the serving are stuck in a store call; the store closes when they end", beside.len());
+            beside.detach_all();
+        }
         // Normally the last reference: closes the store, then releases the lock. A store
         // that failed may never finish closing (sled waits forever for a flush after an
         // I/O error), so this is not awaited without bound; an owner process then exits
@@ -240,6 +264,18 @@ impl Owner {
             tracing::error!("the database did not close within {CLOSE_WAIT:?} (the store may have failed); leaving it");
         }
         reason
+    }
+}
+
+/// A hold on the owner's store for a task beside the serving: it derefs to the store, and
+/// the owner's lock is released only once the last hold (and the store with it) is gone.
+pub struct StoreHold(Arc<OwnerState>);
+
+impl std::ops::Deref for StoreHold {
+    type Target = dyn RunStore;
+
+    fn deref(&self) -> &(dyn RunStore + 'static) {
+        self.0.service.store().as_ref()
     }
 }
 

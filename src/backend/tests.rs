@@ -183,6 +183,45 @@ async fn shutdown_stops_accepting_answers_in_flight_requests_then_releases_every
     assert_eq!(listed.total, 1, "the answered change is on disk");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_beside_the_serving_never_keeps_the_database_open_past_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = home(&tmp);
+    // Stopped at shutdown: the store closes inside serve, before the lock is released.
+    let mut owner = start(&home, settings()).await;
+    owner.run_beside(|store| async move {
+        let _held = store;
+        std::future::pending::<()>().await
+    });
+    let served = bounded("shutdown", owner.serve(std::future::ready(()))).await;
+    assert_eq!(served, "asked to shut down");
+    assert!(database_is_free(&home), "the lock and the database are free the moment serve returns");
+
+    // Still held (the task never ended, e.g. the owner was dropped): the lock stays taken
+    // as long as the store is open, so whoever takes the lock can open the database.
+    let mut owner = start(&home, settings()).await;
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel();
+    owner.run_beside(|store| async move {
+        let _ = hold_tx.send(store);
+    });
+    let hold = bounded("the hold", async {
+        loop {
+            if let Ok(hold) = hold_rx.try_recv() {
+                break hold;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let released = owner.released();
+    drop(owner);
+    assert!(home.open_lock().unwrap().try_lock().is_err(), "a hold on the store keeps the lock");
+    assert_eq!(hold.list(&RunQuery { limit: 1, ..RunQuery::default() }).await.unwrap().total, 0, "and the store open");
+    drop(hold);
+    bounded("release after the last hold", released).await;
+    assert!(database_is_free(&home));
+}
+
 #[tokio::test]
 async fn dropping_a_serving_owner_releases_the_database_despite_open_connections() {
     let tmp = tempfile::tempdir().unwrap();

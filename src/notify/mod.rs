@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use deliver::post_json;
@@ -287,9 +286,15 @@ fn now() -> Timestamp {
 const FOLLOWER_WAIT: Duration = Duration::from_secs(5);
 
 /// The notifier: runs until the process ends. Does nothing while there is no
-/// `notify.toml`; picks up changes to it without a restart.
-pub async fn run(home: Home, store: Arc<dyn RunStore>) {
-    let mut outbox = Outbox::new(&home, store.as_ref());
+/// `notify.toml`; picks up changes to it without a restart. `store` is any handle that
+/// keeps the store open while held (the owner's handle also keeps its lock, see
+/// [`crate::backend::owner::StoreHold`]).
+pub async fn run<S>(home: Home, store: S)
+where
+    S: std::ops::Deref<Target = dyn RunStore> + Send + Sync,
+{
+    let store: &dyn RunStore = &*store;
+    let mut outbox = Outbox::new(&home, store);
     // Subscribed only once leading: with PostgreSQL the feed is a connection of its own.
     let mut changes = None;
     let mut state: Option<State> = None;
@@ -300,7 +305,7 @@ pub async fn run(home: Home, store: Arc<dyn RunStore>) {
             Ok(Some(config)) => match outbox.lead().await {
                 Ok(true) => {
                     changes.get_or_insert_with(|| store.changes());
-                    match step(store.as_ref(), &mut outbox, &mut state, &config).await {
+                    match step(store, &mut outbox, &mut state, &config).await {
                         Ok(wait) => wait,
                         Err(e) => {
                             tracing::error!("notifications: {e}");
@@ -609,7 +614,7 @@ mod tests {
     #[tokio::test]
     async fn each_question_and_ending_of_runs_and_tasks_is_queued_once() {
         let dir = tempfile::tempdir().unwrap();
-        let service = Service::new(Arc::new(crate::store::SledStore::open(&dir.path().join("db")).unwrap()));
+        let service = Service::new(std::sync::Arc::new(crate::store::SledStore::open(&dir.path().join("db")).unwrap()));
         let config = Config { webhooks: vec!["http://127.0.0.1:9/hook".into()], ..Config::default() };
         let mut state = State { watermark: Timestamp(0), ..State::default() };
         let split = json!({"name": "split-once", "steps": [
