@@ -135,6 +135,7 @@ async fn a_power_cut_in_the_middle_of_writing_loses_nothing_acknowledged_or_refu
             match server.call("inspect", json!({"run_id": run_id, "history_limit": 1})).await {
                 Err(e) if e["code"] == "storage" && e["message"].as_str().is_some_and(|m| m.contains("damaged")) => {
                     println!("refused to open after cut {cut}: {}", e["message"]);
+                    explain_refusal(&home);
                     refused_after = Some(cut);
                     server.stop().await;
                     break;
