@@ -341,18 +341,11 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
         // siblings and finishes the change. Measured on a database a cut left so: the
         // replay panicked every time, after a walk it applied every batch. Each batch is
         // its own transaction, with the batch counter, so the second replay starts after
-        // the last batch the first one applied. Accepted only if every tree can then be
-        // walked again: a database with a page no walk gets past refuses to open (seen
-        // once in 40 runs of cuts) rather than serve errors for some of its runs.
+        // the last batch the first one applied.
         tracing::warn!("sled could not take the journal back by key; walking every tree, then replaying again");
-        let walked = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| walk(&db)));
-        match walked() {
-            Ok(Ok(())) => match replay() {
-                Ok(Ok(replayed)) => walked().map(|walk| walk.map(|()| replayed)),
-                other => other,
-            },
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| walk(&db))) {
             Ok(Err(e)) => Ok(Err(e)),
-            Err(panic) => Err(panic),
+            _ => replay(),
         }
     });
     replayed.unwrap_or_else(|_| {
