@@ -240,59 +240,15 @@ pub fn replay(dir: &Path, db: &Db) -> BatonResult<u64> {
             format!("Stop every baton process and restore {} from a backup.", dir.display()),
         ));
     }
-    for (batch, writes) in &newer {
-        panic_point(*batch);
+    for (_, writes) in &newer {
         super::batch::apply(db, writes).map_err(|e| super::io_storage(dir, "replay the journal into", &e))?;
     }
     Ok(newer.len() as u64)
 }
 
-/// Where tests make a replay panic, as sled does on a tree change a power cut left half
-/// done; nothing outside tests.
-#[cfg(not(test))]
-fn panic_point(_batch: u64) {}
-
-#[cfg(test)]
-fn panic_point(batch: u64) {
-    tests::PANIC_AT.with(|at| {
-        if at.get() == batch {
-            at.set(0);
-            panic!("a replay that stops at batch {batch} (test)");
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    thread_local! {
-        /// The batch at which this thread's next replay panics, once (0: none).
-        pub static PANIC_AT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-
-    #[test]
-    fn a_replay_sled_panics_in_is_walked_and_resumed_from_the_last_batch_it_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path()).unwrap();
-        for batch in 1..=3u64 {
-            let writes: Vec<Write> = vec![
-                (TreeId::Runs, format!("run-{batch}").into_bytes(), Some(vec![batch as u8; 10])),
-                (TreeId::Meta, keys::META_BATCH.to_vec(), Some(batch.to_be_bytes().to_vec())),
-            ];
-            journal.encode(batch, &writes);
-            journal.append().unwrap();
-        }
-        journal.sync().unwrap();
-        drop(journal);
-        PANIC_AT.with(|at| at.set(2));
-        let db = super::super::open_sled(dir.path(), &super::super::Options::default()).expect("opens after walking the trees");
-        assert_eq!(PANIC_AT.with(|at| at.get()), 0, "the first replay did panic at batch 2");
-        assert_eq!(index::read_counter(&db, keys::META_BATCH).unwrap(), 3, "every batch is applied");
-        for batch in 1..=3u64 {
-            assert_eq!(db.get(TreeId::Runs, format!("run-{batch}").as_bytes()).unwrap().map(|v| v.to_vec()), Some(vec![batch as u8; 10]));
-        }
-    }
 
     fn writes(n: u8) -> Vec<Write> {
         vec![

@@ -332,23 +332,7 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
         )),
     }?;
     // What was acknowledged since sled was last flushed is in the journal.
-    let replay = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| journal::replay(dir, &db)));
-    let replayed = replay().or_else(|_| {
-        // A power cut in the middle of sled's writes can leave a tree change half done
-        // (seen: an index node leading to a page that is mid split or merge). Reaching it
-        // by key, sled retries a million times and panics ("cannot find pid N in
-        // view_for_key"); walking the whole tree in order reaches the same pages by their
-        // siblings and finishes the change. Measured on a database a cut left so: the
-        // replay panicked every time, after a walk it applied every batch. Each batch is
-        // its own transaction, with the batch counter, so the second replay starts after
-        // the last batch the first one applied.
-        tracing::warn!("sled could not take the journal back by key; walking every tree, then replaying again");
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| walk(&db))) {
-            Ok(Err(e)) => Ok(Err(e)),
-            _ => replay(),
-        }
-    });
-    replayed.unwrap_or_else(|_| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| journal::replay(dir, &db))).unwrap_or_else(|_| {
         Err(BatonError::storage(
             format!(
                 "the baton database at {} is damaged: sled could not take back its journal {}",
@@ -359,21 +343,6 @@ pub(crate) fn open_sled(dir: &Path, options: &Options) -> BatonResult<Db> {
         ))
     })?;
     Ok(db)
-}
-
-/// Read every key of every tree in order (values are not copied out).
-fn walk(db: &Db) -> BatonResult<()> {
-    for (tree, name) in db.trees.iter().zip(keys::TREES) {
-        for key in tree.iter().keys() {
-            key.map_err(|e| {
-                BatonError::storage(
-                    format!("cannot read the tree {name} of the baton database: {e}"),
-                    "Restore the database directory from a backup.",
-                )
-            })?;
-        }
-    }
-    Ok(())
 }
 
 /// The text of a sled error. sled passes I/O errors from its I/O threads on in their Debug
