@@ -282,10 +282,23 @@ impl std::ops::Deref for StoreHold {
 /// Open the store, retrying while a previous owner that released the lock is still
 /// closing it (sled keeps its own file lock until then).
 async fn open_store(home: &Home, settings: &Settings, give_up: Instant) -> BatonResult<Arc<dyn RunStore>> {
+    let (open, dir) = (Arc::clone(&settings.open_store), home.db_dir());
+    open_when_free(give_up, move || open(&dir)).await
+}
+
+/// Run `open` on the database (on a blocking thread) once the process that held it lets
+/// go: whoever holds the owner lock can still find sled's own lock taken by an owner that
+/// is closing (its last store call ending), so `unavailable` is retried until `give_up`.
+/// A starting owner and `baton verify --repair` wait so.
+pub async fn open_when_free<T, F>(give_up: Instant, open: F) -> BatonResult<T>
+where
+    T: Send + 'static,
+    F: Fn() -> BatonResult<T> + Send + Sync + 'static,
+{
+    let open = Arc::new(open);
     loop {
-        let open = Arc::clone(&settings.open_store);
-        let dir = home.db_dir();
-        let opened = tokio::task::spawn_blocking(move || open(&dir))
+        let attempt = Arc::clone(&open);
+        let opened = tokio::task::spawn_blocking(move || attempt())
             .await
             .map_err(|e| BatonError::internal(format!("opening the database failed: {e}")))?;
         match opened {

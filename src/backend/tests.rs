@@ -200,19 +200,11 @@ async fn a_task_beside_the_serving_never_keeps_the_database_open_past_the_lock()
     // Still held (the task never ended, e.g. the owner was dropped): the lock stays taken
     // as long as the store is open, so whoever takes the lock can open the database.
     let mut owner = start(&home, settings()).await;
-    let (hold_tx, hold_rx) = std::sync::mpsc::channel();
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel();
     owner.run_beside(|store| async move {
         let _ = hold_tx.send(store);
     });
-    let hold = bounded("the hold", async {
-        loop {
-            if let Ok(hold) = hold_rx.try_recv() {
-                break hold;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    let hold = bounded("the hold", hold_rx).await.expect("the task hands its hold over");
     let released = owner.released();
     drop(owner);
     assert!(home.open_lock().unwrap().try_lock().is_err(), "a hold on the store keeps the lock");

@@ -105,18 +105,9 @@ pub async fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
     if lock.try_lock().is_err() {
         stop_idle_owner(&home, &lock).await?;
     }
-    let options = crate::store::sled_store::Options::for_dir(&home.db_dir())?;
-    // Holding the owner lock, only an owner that is still closing (its last store call
-    // ending) can hold sled's own lock now: wait for it as a starting owner does.
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let report = loop {
-        match crate::store::SledStore::repair(&home.db_dir(), options.clone()) {
-            Err(e) if e.code == crate::error::ErrorCode::Unavailable && std::time::Instant::now() < give_up => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            other => break other?,
-        }
-    };
+    let (dir, options) = (home.db_dir(), crate::store::sled_store::Options::for_dir(&home.db_dir())?);
+    let give_up = tokio::time::Instant::now() + crate::backend::owner::Settings::default().lock_wait;
+    let report = crate::backend::owner::open_when_free(give_up, move || crate::store::SledStore::repair(&dir, options.clone())).await?;
     let text = if json {
         serde_json::to_string_pretty(&report)?
     } else {
