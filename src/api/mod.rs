@@ -511,26 +511,38 @@ pub struct RunsMoved {
     pub file: String,
 }
 
+/// `$body` applied to the answer inside a [`Reply`], whatever its type.
+macro_rules! with_answer {
+    ($reply:expr, $v:ident => $body:expr) => {
+        match $reply {
+            Reply::Brief($v) => $body,
+            Reply::Briefing($v) => $body,
+            Reply::Task($v) => $body,
+            Reply::Runs($v) => $body,
+            Reply::Run($v) => $body,
+            Reply::Event($v) => $body,
+            Reply::Checkpoint($v) => $body,
+            Reply::Templates($v) => $body,
+            Reply::Graph($v) => $body,
+            Reply::Changes($v) => $body,
+            Reply::Deleted($v) => $body,
+            Reply::Verified($v) => $body,
+            Reply::BackedUp($v) => $body,
+            Reply::Exported($v) | Reply::Imported($v) => $body,
+            Reply::Owner($v) => $body,
+        }
+    };
+}
+
 impl Reply {
     /// The answer as one JSON object (MCP structured content).
     pub fn to_json(&self) -> Value {
-        let value = match self {
-            Reply::Brief(v) => serde_json::to_value(v),
-            Reply::Briefing(v) => serde_json::to_value(v),
-            Reply::Task(v) => serde_json::to_value(v),
-            Reply::Runs(v) => serde_json::to_value(v),
-            Reply::Run(v) => serde_json::to_value(v),
-            Reply::Event(v) => serde_json::to_value(v),
-            Reply::Checkpoint(v) => serde_json::to_value(v),
-            Reply::Templates(v) => serde_json::to_value(v),
-            Reply::Graph(v) => serde_json::to_value(v),
-            Reply::Changes(v) => serde_json::to_value(v),
-            Reply::Deleted(v) => serde_json::to_value(v),
-            Reply::Verified(v) => serde_json::to_value(v),
-            Reply::BackedUp(v) => serde_json::to_value(v),
-            Reply::Exported(v) | Reply::Imported(v) => serde_json::to_value(v),
-            Reply::Owner(v) => serde_json::to_value(v),
-        };
-        value.unwrap_or_else(|e| serde_json::json!({ "error": BatonError::internal(format!("reply could not be encoded: {e}")) }))
+        with_answer!(self, v => serde_json::to_value(v))
+            .unwrap_or_else(|e| serde_json::json!({ "error": BatonError::internal(format!("reply could not be encoded: {e}")) }))
+    }
+
+    /// [`Reply::to_json`] as JSON text, encoded straight from the answer's type.
+    pub fn to_text(&self) -> String {
+        with_answer!(self, v => serde_json::to_string(v)).unwrap_or_else(|_| self.to_json().to_string())
     }
 }

@@ -74,6 +74,12 @@ struct Link {
     owner_pid: u32,
     /// Opened for this call (not taken from the pool, where it may have gone stale).
     fresh: bool,
+    /// The deadline of the request in flight: one timer for the connection, moved on for
+    /// each request. A timer registered anew each time is the runtime's earliest, and
+    /// registering it woke the runtime's driver through its eventfd (a system call and
+    /// an extra turn of the event loop per request; issue 22); moving a timer to a later
+    /// deadline does not.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 /// How one exchange with the owner ended.
@@ -239,7 +245,14 @@ impl Backend {
         let mut vanished: Vec<String> = Vec::new();
         loop {
             if let Dial::Connected(stream, owner_pid) = peer::dial(&self.home).await? {
-                return Ok(Link { conn: wire::client(stream), owner_pid, fresh: true });
+                let conn = wire::client(stream).map_err(|e| {
+                    BatonError::new(
+                        ErrorCode::Unavailable,
+                        format!("cannot poll the connection to the baton owner (pid {owner_pid}): {e}"),
+                        "Retry; if it persists, the process may be out of file descriptors (check `ulimit -n`).",
+                    )
+                })?;
+                return Ok(Link { conn, owner_pid, fresh: true, timer: Box::pin(tokio::time::sleep_until(Instant::now())) });
             }
             let now = Instant::now();
             if now >= give_up {
@@ -294,28 +307,36 @@ impl Backend {
 /// Send one request line and wait up to `wait` for its answer.
 async fn round_trip(link: &mut Link, line: &str, wait: Duration) -> Trip {
     let give_up = Instant::now() + wait;
+    link.timer.as_mut().reset(give_up);
     let silent = || match Instant::now().saturating_duration_since(give_up) {
         late if late > OVERSLEPT => Trip::Slept(late),
         _ => Trip::Silent,
     };
-    let read_until = match tokio::time::timeout_at(give_up, link.conn.send(line)).await {
-        Err(_) => return silent(),
-        Ok(Ok(())) => give_up,
+    let sent = tokio::select! {
+        biased;
+        sent = link.conn.send(line) => sent,
+        () = link.timer.as_mut() => return silent(),
+    };
+    if let Err(e) = sent {
         // The owner may have refused the connection with an answer and closed it before
         // the request went out: read that answer if it is there.
-        Ok(Err(e)) => match tokio::time::timeout(REFUSAL_WAIT, link.conn.next()).await {
-            Ok(Some(Ok(text))) => return decoded(&text),
-            _ => return Trip::Lost(e.to_string()),
-        },
+        return match tokio::time::timeout(REFUSAL_WAIT, link.conn.next()).await {
+            Ok(Some(Ok(text))) => decoded(&text),
+            _ => Trip::Lost(e.to_string()),
+        };
+    }
+    let answer = tokio::select! {
+        biased;
+        answer = link.conn.next() => answer,
+        () = link.timer.as_mut() => return silent(),
     };
-    match tokio::time::timeout_at(read_until, link.conn.next()).await {
-        Err(_) => silent(),
-        Ok(None) => Trip::Lost("connection closed".into()),
-        Ok(Some(Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded))) => {
+    match answer {
+        None => Trip::Lost("connection closed".into()),
+        Some(Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded)) => {
             Trip::Answer(Err(BatonError::internal("the owner's answer exceeded the frame limit")))
         }
-        Ok(Some(Err(e))) => Trip::Lost(e.to_string()),
-        Ok(Some(Ok(text))) => decoded(&text),
+        Some(Err(e)) => Trip::Lost(e.to_string()),
+        Some(Ok(text)) => decoded(&text),
     }
 }
 

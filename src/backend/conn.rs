@@ -4,6 +4,7 @@
 //! request whose deadline passed before it was read is refused, never executed.
 
 use super::deadline;
+use super::socket::Socket;
 use super::wire::{self, FrameBudget, FrameReader, WireReply};
 use crate::api::{OwnerStatus, Reply, Request};
 use crate::error::{BatonError, ErrorCode};
@@ -37,8 +38,14 @@ pub(super) struct OwnerState {
 
 pub(super) async fn serve(stream: UnixStream, shared: Arc<OwnerState>, stop: CancellationToken) {
     let _counted = Counted::new(&shared.connections);
-    let (read, mut write) = stream.into_split();
-    let mut frames = FrameReader::new(read, shared.budget.clone(), shared.frame_timeout);
+    let socket = match Socket::new(stream) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::warn!("cannot poll a baton socket connection: {e}");
+            return;
+        }
+    };
+    let mut frames = FrameReader::new(socket, shared.budget.clone(), shared.frame_timeout);
     loop {
         let frame = tokio::select! {
             biased;
@@ -58,7 +65,7 @@ pub(super) async fn serve(stream: UnixStream, shared: Arc<OwnerState>, stop: Can
         };
         let mut text = wire::encode_answer(&reply);
         text.push('\n');
-        let written = tokio::time::timeout(shared.answer_timeout, write.write_all(text.as_bytes())).await;
+        let written = tokio::time::timeout(shared.answer_timeout, frames.stream_mut().write_all(text.as_bytes())).await;
         frames.finish();
         if last || !matches!(written, Ok(Ok(()))) {
             return;

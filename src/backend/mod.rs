@@ -20,6 +20,7 @@ pub mod deadline;
 pub mod direct;
 pub mod owner;
 pub mod peer;
+mod socket;
 pub mod wire;
 
 pub use client::{Backend, Launcher, Timeouts};

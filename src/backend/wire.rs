@@ -7,6 +7,7 @@
 //! connections within one shared memory budget and gives each frame a few seconds to arrive,
 //! so slow or stopped clients cannot grow the owner without bound or hold memory forever.
 
+use super::socket::Socket;
 use crate::api::{Envelope, Reply, Request};
 use crate::error::{BatonError, BatonResult, ErrorCode};
 use crate::limits::{MAX_ANSWER_BYTES, MAX_ARGUMENT_DEPTH, MAX_FRAME_BYTES, MAX_MESSAGE_DEPTH, check_argument_depths, text_depth};
@@ -22,10 +23,10 @@ use tokio_util::codec::{Framed, LinesCodec};
 pub type WireReply = Result<Reply, BatonError>;
 
 /// A client's side of a connection: reads answers of at most [`MAX_ANSWER_BYTES`].
-pub type Connection = Framed<UnixStream, LinesCodec>;
+pub type Connection = Framed<Socket, LinesCodec>;
 
-pub fn client(stream: UnixStream) -> Connection {
-    Framed::new(stream, LinesCodec::new_with_max_length(MAX_ANSWER_BYTES))
+pub fn client(stream: UnixStream) -> std::io::Result<Connection> {
+    Ok(Framed::new(Socket::new(stream)?, LinesCodec::new_with_max_length(MAX_ANSWER_BYTES)))
 }
 
 /// The start of every frame is read into this much memory outside the budget, so small
@@ -129,6 +130,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(e) => return Err(FrameError::Io(e)),
             }
         }
+    }
+
+    /// The stream, to answer on between frames.
+    pub fn stream_mut(&mut self) -> &mut R {
+        &mut self.stream
     }
 
     /// Drop the frame last returned, and give back the memory it used.

@@ -138,20 +138,18 @@ impl BatonServer {
     }
 }
 
-/// A successful tool result: the structured answer, and the same JSON as text (MCP asks
-/// tools with structured output to send it serialized as text too).
+/// A successful tool result: the structured answer as JSON text in its one text block
+/// (MCP asks tools with structured output to send it as text too). The stdio transport
+/// writes that text a second time as the result's `structuredContent` (see
+/// [`stdio`]'s `with_structured_content`): the answer is encoded once, straight from its
+/// type, instead of into a `Value` tree, that tree into text, and the tree once more into
+/// the line (issue 22).
 fn tool_result(reply: &Reply) -> CallToolResult {
-    let data = reply.to_json();
-    let mut result = CallToolResult::success(vec![ContentBlock::text(data.to_string())]);
-    result.structured_content = Some(data);
-    result
+    CallToolResult::success(vec![ContentBlock::text(reply.to_text())])
 }
 
-/// A tool result that carries a structured error.
+/// A tool result that carries a structured error, written as [`tool_result`]'s are.
 fn tool_error(err: &BatonError) -> CallToolResult {
     tracing::info!(code = ?err.code, field = ?err.field, "tool error: {}", err.message);
-    let data = ToolError::to_json(err);
-    let mut result = CallToolResult::error(vec![ContentBlock::text(data.to_string())]);
-    result.structured_content = Some(data);
-    result
+    CallToolResult::error(vec![ContentBlock::text(ToolError::to_json(err).to_string())])
 }

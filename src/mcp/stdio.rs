@@ -19,7 +19,7 @@ mod scan;
 
 use crate::limits::{MAX_ARGUMENT_DEPTH, MAX_MESSAGE_DEPTH, text_depth};
 use rmcp::RoleServer;
-use rmcp::model::{CallToolRequest, ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, JsonRpcRequest, NumberOrString};
+use rmcp::model::{CallToolRequest, ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, JsonRpcRequest, NumberOrString, ServerResult};
 use rmcp::service::TxJsonRpcMessage;
 use rmcp::transport::Transport;
 use serde_json::{Value, json};
@@ -229,7 +229,7 @@ impl<R: AsyncRead + Send + Unpin> Transport<RoleServer> for HardenedStdio<R> {
     fn send(&mut self, item: TxJsonRpcMessage<RoleServer>) -> impl Future<Output = Result<(), io::Error>> + Send + 'static {
         let out = self.out.clone();
         async move {
-            let mut line = serde_json::to_vec(&item).map_err(io::Error::other)?;
+            let mut line = encode(&item).map_err(io::Error::other)?;
             line.push(b'\n');
             let (done, written) = oneshot::channel();
             out.send(Outgoing { line, done: Some(done) }).await.map_err(|_| closed())?;
@@ -294,6 +294,40 @@ fn tool_call(text: &str) -> Option<ClientJsonRpcMessage> {
         id: call.id,
         request: ClientRequest::CallToolRequest(call.request),
     }))
+}
+
+/// A message as its line, without the newline. A tool result without structured content
+/// whose first block is a JSON object as text (as baton's tool results are: see
+/// `mcp::tool_result`) gets that text as its `structuredContent` too, copied into the line
+/// as it is rather than parsed into a `Value` and encoded again.
+fn encode(item: &TxJsonRpcMessage<RoleServer>) -> serde_json::Result<Vec<u8>> {
+    const RESULT: &[u8] = b"\"result\":{";
+    let line = serde_json::to_vec(item)?;
+    if let JsonRpcMessage::Response(response) = item
+        && let ServerResult::CallToolResult(result) = &response.result
+        && result.structured_content.is_none()
+        && let Some(text) = result.content.first().and_then(|block| block.as_text())
+        && is_json_object(&text.text)
+        // The first such key is the response's own: `jsonrpc` and `id` come before it, and
+        // a quote inside a string is escaped, so no string holds this sequence.
+        && let Some(at) = line.windows(RESULT.len()).position(|w| w == RESULT)
+    {
+        let at = at + RESULT.len();
+        let mut spliced = Vec::with_capacity(line.len() + text.text.len() + 24);
+        spliced.extend_from_slice(&line[..at]);
+        spliced.extend_from_slice(b"\"structuredContent\":");
+        spliced.extend_from_slice(text.text.as_bytes());
+        // A result always has `content` after this, so a comma follows.
+        spliced.push(b',');
+        spliced.extend_from_slice(&line[at..]);
+        return Ok(spliced);
+    }
+    Ok(line)
+}
+
+/// Whether `text` is one whole JSON object (checked without building it).
+fn is_json_object(text: &str) -> bool {
+    text.trim_start().starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 /// A JSON-RPC error line. `id` is used if it is a valid request id, else the id is null.

@@ -125,3 +125,31 @@ async fn a_tool_call_with_a_stray_result_is_still_refused() {
     assert_eq!(delivered.len(), 2, "initialize and the good call: {delivered:#?}");
     assert!(matches!(&delivered[1], JsonRpcMessage::Request(r) if r.id == NumberOrString::Number(5)));
 }
+
+/// A tool result sent as baton's are (its answer only as text) arrives as rmcp would have
+/// encoded it with the answer also as structured content; other results are left alone.
+#[test]
+fn a_tool_results_text_becomes_its_structured_content_in_the_line() {
+    use rmcp::model::{CallToolResult, ContentBlock, JsonRpcResponse, RequestId, ServerResult};
+    let answer = json!({"run_id": "r-1", "version": 3, "note": "quotes \" and \"result\":{ inside", "nested": {"a": [1, 2]}});
+    let message = |result: CallToolResult, id: RequestId| -> TxJsonRpcMessage<RoleServer> {
+        JsonRpcMessage::Response(JsonRpcResponse { jsonrpc: Default::default(), id, result: ServerResult::CallToolResult(result) })
+    };
+    for (result, id) in [
+        (CallToolResult::success(vec![ContentBlock::text(answer.to_string())]), RequestId::Number(7)),
+        (CallToolResult::error(vec![ContentBlock::text(answer.to_string())]), RequestId::String("x\",\"result\":{".into())),
+    ] {
+        let mut full = result.clone();
+        full.structured_content = Some(answer.clone());
+        let line = encode(&message(result, id.clone())).unwrap();
+        let got: Value = serde_json::from_slice(&line).unwrap();
+        let want = serde_json::to_value(message(full, id)).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got["result"]["structuredContent"], answer);
+    }
+    // Text that is no JSON object is only text.
+    let plain = message(CallToolResult::success(vec![ContentBlock::text("[1, 2]")]), RequestId::Number(8));
+    let got: Value = serde_json::from_slice(&encode(&plain).unwrap()).unwrap();
+    assert_eq!(got, serde_json::to_value(&plain).unwrap());
+    assert!(got["result"].get("structuredContent").is_none());
+}
