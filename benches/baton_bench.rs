@@ -162,22 +162,37 @@ fn main() {
         }
 
         if wanted("sessions") {
-            // Concurrent sessions, each advancing its own run: throughput.
-            // Raw line clients first (the goal's figure), then rmcp's clients.
-            let mut base_rate = 0.0;
-            for sessions in [1usize, 2, 4, 8] {
-                let rate = raw_throughput(&home, sessions, sizes.session_seconds);
-                if sessions == 1 {
-                    base_rate = rate;
+            // Concurrent sessions, each advancing its own run: throughput. Raw line clients
+            // first (the goal's figure), then rmcp's clients. Each count runs in ROUNDS
+            // rounds, interleaved (1, 2, 4, 8, 1, 2, ...), and its median round is the figure:
+            // this machine's speed drifts by a third from minute to minute, and one count
+            // measured minutes after another compared the drift as much as the counts.
+            const ROUNDS: usize = 3;
+            const COUNTS: [usize; 4] = [1, 2, 4, 8];
+            let round_seconds = sizes.session_seconds / ROUNDS as f64;
+            let mut raw = vec![Vec::new(); COUNTS.len()];
+            let mut rmcp = vec![Vec::new(); COUNTS.len()];
+            for _ in 0..ROUNDS {
+                for (i, sessions) in COUNTS.into_iter().enumerate() {
+                    raw[i].push(raw_throughput(&home, sessions, round_seconds));
                 }
-                println!("{sessions} session(s), raw line clients: {rate:.0} advances/s ({:.2}x one session)", rate / base_rate);
             }
-            for sessions in [1usize, 2, 4, 8] {
-                let rate = throughput(&home, sessions, sizes.session_seconds).await;
-                if sessions == 1 {
-                    base_rate = rate;
+            for _ in 0..ROUNDS {
+                for (i, sessions) in COUNTS.into_iter().enumerate() {
+                    rmcp[i].push(throughput(&home, sessions, round_seconds).await);
                 }
-                println!("{sessions} session(s), rmcp clients: {rate:.0} advances/s ({:.2}x one session)", rate / base_rate);
+            }
+            for (client, rates) in [("raw line clients", &raw), ("rmcp clients", &rmcp)] {
+                let base_rate = median(&rates[0]);
+                for (i, sessions) in COUNTS.into_iter().enumerate() {
+                    let rate = median(&rates[i]);
+                    let rounds: Vec<String> = rates[i].iter().map(|r| format!("{r:.0}")).collect();
+                    println!(
+                        "{sessions} session(s), {client}: {rate:.0} advances/s ({:.2}x one session; median of {ROUNDS} interleaved rounds: {})",
+                        rate / base_rate,
+                        rounds.join(", ")
+                    );
+                }
             }
         }
 
@@ -258,6 +273,13 @@ fn main() {
 
 fn ping_request() -> rmcp::model::ClientRequest {
     rmcp::model::ClientRequest::PingRequest(Default::default())
+}
+
+/// The median of `values` (the upper one of an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Advances per second with `sessions` processes, each advancing its own run.

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod mcp;
 pub mod migrate;
 pub mod notify;
+pub mod polled;
 pub mod rewind;
 pub mod service;
 pub mod store;

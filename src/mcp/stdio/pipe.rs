@@ -73,22 +73,10 @@ fn counted(n: isize) -> io::Result<usize> {
 
 impl AsyncRead for Polled {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        loop {
-            let mut ready = ready!(self.0.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            // SAFETY: read into the initialized, unfilled part of the buffer, at most its length.
-            let result = ready.try_io(|fd| counted(unsafe { libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len()) }));
-            match result {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                // Not readable after all: the readiness was cleared, wait again.
-                Err(_would_block) => continue,
-            }
-        }
+        // SAFETY: read into the initialized, unfilled part of the buffer, at most its length.
+        crate::polled::poll_read(&self.0, cx, buf, |fd, into| {
+            counted(unsafe { libc::read(fd.as_raw_fd(), into.as_mut_ptr().cast(), into.len()) })
+        })
     }
 }
 
