@@ -140,10 +140,9 @@ impl BatonServer {
 
 /// A successful tool result: the structured answer as JSON text in its one text block
 /// (MCP asks tools with structured output to send it as text too). The stdio transport
-/// writes that text a second time as the result's `structuredContent` (see
-/// [`stdio`]'s `with_structured_content`): the answer is encoded once, straight from its
-/// type, instead of into a `Value` tree, that tree into text, and the tree once more into
-/// the line (issue 22).
+/// writes that text a second time as the result's `structuredContent` (see `encode` in
+/// [`stdio`]): the answer is encoded once, straight from its type, instead of into a
+/// `Value` tree, that tree into text, and the tree once more into the line (issue 22).
 fn tool_result(reply: &Reply) -> CallToolResult {
     CallToolResult::success(vec![ContentBlock::text(reply.to_text())])
 }
