@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// The rooms from the ground floor up; a room may use any room before it. Rooms on one
 /// line of the README's table (the ground floor) share an index.
 const FLOORS: &[&[&str]] = &[
-    &["error", "env", "logging", "time", "text"],
+    &["error", "env", "logging", "time", "text", "polled"],
     &["home", "limits"],
     &["engine"],
     &["graph"],
