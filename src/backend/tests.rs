@@ -352,3 +352,44 @@ async fn a_client_that_was_itself_suspended_resends_instead_of_blaming_the_owner
     assert_eq!(err.code, ErrorCode::Unavailable);
     assert_eq!(connections.load(Ordering::SeqCst), 2, "resent once on a new connection after the suspension");
 }
+
+/// A client that sends requests and never reads the answers fills the socket's buffers;
+/// the owner's write then waits for room (`socket::Socket`) for at most the answer timeout
+/// and drops that connection, while another client is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_dropped_and_stalls_no_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = home(&tmp);
+    let owner = start(&home, Settings { answer_timeout: Duration::from_millis(300), ..settings() }).await;
+    tokio::spawn(owner.serve(std::future::pending()));
+    let stuck = tokio::net::UnixStream::connect(home.socket_path()).await.unwrap();
+    let (stuck_read, mut stuck_write) = stuck.into_split();
+    let request = |request: Request| {
+        let envelope = Envelope { caller: Caller::default(), op_id: uuid::Uuid::new_v4().to_string(), request, deadline_ms: None };
+        format!("{}\n", serde_json::to_string(&envelope).unwrap())
+    };
+    // Far more answer bytes than both sockets' buffers hold.
+    let many = request(Request::ListTemplates(Default::default())).repeat(2_000);
+    let sending = tokio::spawn(async move {
+        let _ = stuck_write.write_all(many.as_bytes()).await;
+        stuck_write
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let backend = client(&home, settings());
+    let answered =
+        bounded("a call beside the stuck client", backend.call_as(Caller::default(), Request::ListRuns(Default::default()))).await;
+    assert_eq!(answered.unwrap().to_json()["total"], 0);
+    // Past the answer timeout the stuck connection is closed: reading it now ends after
+    // the answers the buffers held.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut lines = BufReader::new(stuck_read).lines();
+    let mut read = 0usize;
+    bounded("the stuck connection to end", async {
+        while let Ok(Some(_)) = lines.next_line().await {
+            read += 1;
+        }
+    })
+    .await;
+    assert!(read > 0 && read < 2_000, "the owner answered some and then let go: {read} answers");
+    drop(bounded("the stuck sender", sending).await);
+}
