@@ -1,5 +1,6 @@
-//! Reading a descriptor that the tokio runtime polls (`AsyncFd`), shared by the session's
-//! stdin (`mcp::stdio::pipe`) and the owner's socket (`backend::socket`).
+//! Reading and writing a descriptor that the tokio runtime polls (`AsyncFd`), shared by
+//! the session's stdin and stdout (`mcp::stdio::pipe`) and the owner's socket
+//! (`backend::socket`).
 
 use std::io;
 use std::task::{Context, Poll, ready};
@@ -24,6 +25,23 @@ pub fn poll_read<T: std::os::fd::AsRawFd>(
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Ok(Err(e)) => return Poll::Ready(Err(e)),
             // Not readable after all: the readiness was cleared, wait again.
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// Write with `write` once `fd` is writable, waiting until it is; what `write` returned.
+pub fn poll_write<T: std::os::fd::AsRawFd>(
+    fd: &AsyncFd<T>,
+    cx: &mut Context<'_>,
+    mut write: impl FnMut(&T) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        let mut ready = ready!(fd.poll_write_ready(cx))?;
+        match ready.try_io(|inner| write(inner.get_ref())) {
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(done) => return Poll::Ready(done),
+            // Not writable after all: the readiness was cleared, wait again.
             Err(_would_block) => continue,
         }
     }

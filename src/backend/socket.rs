@@ -59,33 +59,22 @@ impl AsyncRead for Socket {
 impl AsyncWrite for Socket {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        loop {
-            let Some(room) = &this.room else {
-                match this.try_write(data) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        // Registering reports the socket writable at once if room came
-                        // meanwhile, so no wake-up is lost between the two.
-                        let twin = this.stream.get_ref().as_fd().try_clone_to_owned()?;
-                        // SAFETY: the duplicate is owned by the AsyncFd and closed only when it drops.
-                        this.room = Some(unsafe { AsyncFd::register_with_interest(twin, Interest::WRITABLE) }?);
-                        continue;
-                    }
-                    done => return Poll::Ready(done),
+        let room = match &this.room {
+            Some(room) => room,
+            None => match this.try_write(data) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Registering reports the socket writable at once if room came meanwhile,
+                    // so no wake-up is lost between the two.
+                    let twin = this.stream.get_ref().as_fd().try_clone_to_owned()?;
+                    // SAFETY: the duplicate is owned by the AsyncFd and closed only when it drops.
+                    this.room.insert(unsafe { AsyncFd::register_with_interest(twin, Interest::WRITABLE) }?)
                 }
-            };
-            let written = {
-                let mut ready = ready!(room.poll_write_ready(cx))?;
-                ready.try_io(|_| this.stream.get_ref().write(data))
-            };
-            match written {
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(done) => {
-                    this.room = None;
-                    return Poll::Ready(done);
-                }
-                Err(_would_block) => continue,
-            }
-        }
+                done => return Poll::Ready(done),
+            },
+        };
+        let done = ready!(crate::polled::poll_write(room, cx, |_| this.stream.get_ref().write(data)));
+        this.room = None;
+        Poll::Ready(done)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

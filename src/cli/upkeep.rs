@@ -105,7 +105,8 @@ pub async fn repair(home: &Option<PathBuf>, json: bool) -> Result<String> {
     if lock.try_lock().is_err() {
         stop_idle_owner(&home, &lock).await?;
     }
-    let (dir, options) = (home.db_dir(), crate::store::sled_store::Options::for_dir(&home.db_dir())?);
+    let dir = home.db_dir();
+    let options = crate::store::sled_store::Options::for_dir(&dir)?;
     let give_up = tokio::time::Instant::now() + crate::backend::owner::Settings::default().lock_wait;
     let report = crate::backend::owner::open_when_free(give_up, move || crate::store::SledStore::repair(&dir, options.clone())).await?;
     let text = if json {

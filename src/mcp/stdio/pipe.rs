@@ -13,7 +13,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
@@ -82,16 +82,8 @@ impl AsyncRead for Polled {
 
 impl AsyncWrite for Polled {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            let mut ready = ready!(self.0.poll_write_ready(cx))?;
-            // SAFETY: write from a live slice, at most its length.
-            let result = ready.try_io(|fd| counted(unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) }));
-            match result {
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(result) => return Poll::Ready(result),
-                Err(_would_block) => continue,
-            }
-        }
+        // SAFETY: write from a live slice, at most its length.
+        crate::polled::poll_write(&self.0, cx, |fd| counted(unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) }))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
