@@ -7,6 +7,14 @@ use crate::gitops::workspace::{Probe, probe};
 use rmcp::model::JsonObject;
 use std::path::PathBuf;
 
+/// This process's working directory, read once: a `baton serve` session never changes it
+/// (only the owner process moves to `/`), and reading it per call was a `getcwd` system
+/// call on every request's path (issue 22).
+fn process_cwd() -> Option<&'static PathBuf> {
+    static CWD: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    CWD.get_or_init(|| std::env::current_dir().ok()).as_ref()
+}
+
 /// `_meta` keys that carry the Codex thread (session) id, in order of preference.
 const THREAD_KEYS: &[&str] = &["threadId", "thread_id", "sessionId", "session_id", "x-codex-thread-id", "codex/threadId"];
 /// `_meta` keys that carry the working directory.
@@ -27,7 +35,7 @@ impl CallContext {
         let cwd = find_string(meta, CWD_KEYS)
             .map(PathBuf::from)
             .filter(|p| p.is_absolute())
-            .or_else(|| std::env::current_dir().ok())
+            .or_else(|| process_cwd().cloned())
             .unwrap_or_else(|| PathBuf::from("/"));
         CallContext { cwd, thread }
     }
