@@ -171,10 +171,14 @@ fn main() {
             const COUNTS: [usize; 4] = [1, 2, 4, 8];
             let round_seconds = sizes.session_seconds / ROUNDS as f64;
             let mut raw = vec![Vec::new(); COUNTS.len()];
+            // Per raw round: the whole machine's busy CPU per advance (ms) and idle share.
+            let mut raw_cpu: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); COUNTS.len()];
             let mut rmcp = vec![Vec::new(); COUNTS.len()];
             for _ in 0..ROUNDS {
                 for (i, sessions) in COUNTS.into_iter().enumerate() {
-                    raw[i].push(raw_throughput(&home, sessions, round_seconds));
+                    let (rate, cpu) = raw_throughput(&home, sessions, round_seconds);
+                    raw[i].push(rate);
+                    raw_cpu[i].push((rate, cpu.busy, cpu.idle_share));
                 }
             }
             for _ in 0..ROUNDS {
@@ -193,6 +197,22 @@ fn main() {
                         rounds.join(", ")
                     );
                 }
+            }
+            // What bounds the sessions: the CPU an advance costs on the whole machine (all
+            // processes, the kernel's threads too) in each count's median round, and how
+            // much of the CPUs' time was idle. With every CPU busy, N sessions can do at most
+            // CPUs / (CPU per advance) advances per second.
+            let cpus = bench::cpus();
+            let base_rate = median(&raw[0]);
+            for (i, sessions) in COUNTS.into_iter().enumerate() {
+                let rate = median(&raw[i]);
+                let Some(&(_, busy_ms, idle)) = raw_cpu[i].iter().find(|(r, ..)| *r == rate) else { continue };
+                let bound = cpus as f64 / (busy_ms / 1000.0);
+                println!(
+                    "  {sessions} session(s), raw, median round: {busy_ms:.3} ms of CPU per advance (whole machine, {cpus} CPUs), {:.0}% idle; with every CPU busy at most {bound:.0} advances/s ({:.2}x one session)",
+                    idle * 100.0,
+                    bound / base_rate
+                );
             }
         }
 
@@ -320,7 +340,8 @@ async fn throughput(home: &Path, sessions: usize, seconds: f64) -> f64 {
 
 /// Advances per second with `sessions` processes driven by raw line clients, one thread
 /// each, each advancing its own run.
-fn raw_throughput(home: &Path, sessions: usize, seconds: f64) -> f64 {
+/// Also the whole machine's CPU meanwhile: busy milliseconds per advance in `busy`.
+fn raw_throughput(home: &Path, sessions: usize, seconds: f64) -> (f64, bench::CpuUse) {
     let mut all: Vec<(RawSession, RawBrief)> = (0..sessions)
         .map(|_| {
             let mut session = RawSession::start(home);
@@ -328,6 +349,7 @@ fn raw_throughput(home: &Path, sessions: usize, seconds: f64) -> f64 {
             (session, brief)
         })
         .collect();
+    let cpu = bench::MachineCpu::mark();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let total: u64 = std::thread::scope(|scope| {
@@ -347,10 +369,12 @@ fn raw_throughput(home: &Path, sessions: usize, seconds: f64) -> f64 {
         workers.into_iter().map(|w| w.join().unwrap()).sum()
     });
     let rate = total as f64 / started.elapsed().as_secs_f64();
+    let mut used = cpu.since();
+    used.busy = used.busy * 1000.0 / total.max(1) as f64;
     for (session, _) in all {
         session.stop();
     }
-    rate
+    (rate, used)
 }
 
 /// `events` events in all, over `sessions` sessions, each on runs of 1,000 events.

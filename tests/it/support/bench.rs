@@ -96,6 +96,45 @@ impl FlushCounter {
     }
 }
 
+/// The whole machine's CPU time since a mark, from /proc/stat's first line: every process
+/// and the kernel's own threads, busy (user, nice, system, irq, softirq, steal) and idle
+/// (idle, iowait).
+pub struct MachineCpu {
+    busy: u64,
+    idle: u64,
+}
+
+/// What [`MachineCpu::since`] measured.
+pub struct CpuUse {
+    /// Busy CPU seconds.
+    pub busy: f64,
+    /// The share of all CPUs' time that was idle.
+    pub idle_share: f64,
+}
+
+impl MachineCpu {
+    pub fn mark() -> MachineCpu {
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<u64> = text.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        MachineCpu { busy: at(0) + at(1) + at(2) + at(5) + at(6) + at(7), idle: at(3) + at(4) }
+    }
+
+    pub fn since(&self) -> CpuUse {
+        let now = MachineCpu::mark();
+        let (busy, idle) = (now.busy.saturating_sub(self.busy) as f64, now.idle.saturating_sub(self.idle) as f64);
+        // SAFETY: sysconf has no preconditions.
+        let hz = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64;
+        CpuUse { busy: busy / hz, idle_share: if busy + idle > 0.0 { idle / (busy + idle) } else { 0.0 } }
+    }
+}
+
+/// CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// (apparent, allocated) bytes of every file under `dir`.
 pub fn dir_bytes(dir: &Path) -> (u64, u64) {
     let mut total = (0, 0);
