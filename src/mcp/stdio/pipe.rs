@@ -1,5 +1,5 @@
 //! stdin and stdout read and written on the runtime's own thread when they are pipes or
-//! sockets (as Codex and every MCP client spawn a server), else through tokio's stdio.
+//! stream sockets (as Codex and every MCP client spawn a server), else through tokio's stdio.
 //!
 //! Why: tokio's `stdin()` and `stdout()` do each read and write on a thread of its blocking
 //! pool, which then wakes the runtime thread: two thread hand-offs on every request's path
@@ -40,7 +40,7 @@ impl Drop for Fd {
 /// A pipe or socket among the standard descriptors, polled by the runtime.
 pub struct Polled(AsyncFd<Fd>);
 
-/// A descriptor's file (device and inode), and whether it is a pipe or a socket.
+/// A descriptor's file (device and inode), and whether it is a pipe or a stream socket.
 fn file_of(fd: RawFd) -> Option<((u64, u64), bool)> {
     // SAFETY: fstat fills the zeroed struct it is given; the result is checked.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
@@ -48,7 +48,17 @@ fn file_of(fd: RawFd) -> Option<((u64, u64), bool)> {
         return None;
     }
     let kind = stat.st_mode & libc::S_IFMT;
-    Some(((stat.st_dev as u64, stat.st_ino as u64), kind == libc::S_IFIFO || kind == libc::S_IFSOCK))
+    Some(((stat.st_dev as u64, stat.st_ino as u64), kind == libc::S_IFIFO || (kind == libc::S_IFSOCK && is_stream_socket(fd))))
+}
+
+/// Whether socket `fd` is a stream socket: `polled::poll_read` takes a read that leaves room
+/// for an emptied descriptor, which a datagram or packet socket (one message per read) is not.
+fn is_stream_socket(fd: RawFd) -> bool {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `kind`; the result is checked.
+    let got = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut kind as *mut libc::c_int).cast(), &mut len) };
+    got == 0 && kind == libc::SOCK_STREAM
 }
 
 impl Polled {
@@ -159,5 +169,24 @@ impl AsyncWrite for Stdout {
             Stdout::Polled(p) => Pin::new(p).poll_shutdown(cx),
             Stdout::Tokio(t) => Pin::new(t).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+
+    #[test]
+    fn only_stream_sockets_count_as_sockets_to_poll() {
+        let (stream, _peer) = UnixStream::pair().unwrap();
+        assert!(is_stream_socket(stream.as_raw_fd()));
+        assert!(file_of(stream.as_raw_fd()).unwrap().1);
+        // One message per read: a read that leaves room says nothing of what is queued.
+        let (datagram, _peer) = UnixDatagram::pair().unwrap();
+        assert!(!is_stream_socket(datagram.as_raw_fd()));
+        assert!(!file_of(datagram.as_raw_fd()).unwrap().1, "a datagram socket is left to tokio's stdio");
+        let file = tempfile::tempfile().unwrap();
+        assert!(!is_stream_socket(file.as_raw_fd()) && !file_of(file.as_raw_fd()).unwrap().1);
     }
 }
